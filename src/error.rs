@@ -1,0 +1,61 @@
+//! Typed errors, one enum per operation, and the documented exit codes.
+//!
+//! Messages are lowercase fragments that name the task, the file or the token at fault.
+
+use std::fmt;
+
+use thiserror::Error;
+
+use crate::task::TaskName;
+
+/// Exit codes of the `pexen` binary (SPEC section 5).
+pub mod exit_code {
+    /// Every selected task ended `pass`, `warn` or `skip`.
+    pub const OK: i32 = 0;
+    /// A task ended `fail`, `error` or `timeout`.
+    pub const TASK_FAILED: i32 = 1;
+    /// Bad definitions or bad usage.
+    pub const BAD_INPUT: i32 = 2;
+    /// The state directory is unusable (unreadable, damaged, another format version).
+    pub const BAD_STATE: i32 = 3;
+    /// Interrupted (Ctrl-C).
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// One problem found while validating a task graph.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum GraphError {
+    #[error("task `{task}` requires token `{token}`, which no task provides")]
+    MissingProvider { task: TaskName, token: String },
+    #[error("dependency cycle: {}", path.iter().map(TaskName::as_str).collect::<Vec<_>>().join(" -> "))]
+    Cycle {
+        /// The cycle, its first task repeated at the end (`a -> b -> a`).
+        path: Vec<TaskName>,
+    },
+    #[error("task `{task}` both claims and uses resource `{resource}`")]
+    ClaimsAndUses { task: TaskName, resource: String },
+    #[error("task `{task}` wants {wanted} of slot `{slot}`, but the run's capacity is {capacity}")]
+    SlotsOverCapacity {
+        task: TaskName,
+        slot: String,
+        wanted: u32,
+        capacity: u32,
+    },
+    #[error("task name `{task}` is defined more than once")]
+    DuplicateName { task: TaskName },
+}
+
+/// Every problem found in a graph, reported together.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub struct GraphErrors(pub Vec<GraphError>);
+
+impl fmt::Display for GraphErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(f, "{n} problem{} in the task graph", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}

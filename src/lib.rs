@@ -1,0 +1,39 @@
+//! pexen: a dependency-aware parallel task scheduler.
+//!
+//! Tasks carry `requires` / `provides` tokens, `claims` / `uses` locks, counted `slots` and a
+//! `priority`; a [`Scheduler`] runs them on worker threads (or worker processes) and streams
+//! [`Event`]s as things happen. The CLI (`pexen run DIR`) builds tasks from a directory tree with
+//! the [`factory`], and is one consumer of the same events among others (JSON, journal, JUnit).
+//!
+//! ```ignore
+//! use pexen::{Event, Outcome, Scheduler, Task};
+//!
+//! let tasks = vec![
+//!     Task::closure("setup", |ctx| ctx.export("port", &8080)).provides(["db"]),
+//!     Task::closure("test", |ctx| {
+//!         let port: u16 = ctx.get("port")?.unwrap_or_default();
+//!         assert_eq!(port, 8080);
+//!         Ok(())
+//!     })
+//!     .requires(["db"]),
+//! ];
+//! let run = Scheduler::builder().jobs(2).build().run(tasks).unwrap();
+//! let outcome = run
+//!     .filter_map(|e| match e {
+//!         Event::RunFinished { outcome, .. } => Some(outcome),
+//!         _ => None,
+//!     })
+//!     .next();
+//! assert_eq!(outcome, Some(Outcome::Pass));
+//! ```
+
+pub mod context;
+pub mod error;
+pub mod pool;
+pub mod sched;
+pub mod task;
+
+pub use context::{Context, Shared, TaskError};
+pub use error::{GraphError, GraphErrors};
+pub use sched::events::{Counts, Event, Finished};
+pub use task::{CommandSpec, Meta, OnFailure, Outcome, PoolKind, Run as RunSpec, Task, TaskName, Work};

@@ -1,0 +1,1 @@
+//! Pools that run task attempts: closures on threads, closures in worker processes, commands.

@@ -1,0 +1,381 @@
+//! The task model: names, metadata, outcomes and the work a task does.
+//!
+//! Everything here is plain data shared by the factory (which builds [`Task`]s from files), the
+//! scheduler (which orders and runs them) and the reporters (which describe them). A task is
+//! [`TaskName`] + [`Meta`] + [`Work`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::context::{Context, TaskError};
+
+/// A task's name: a `/`-separated path, unique in a run. Cheap to clone (shared string).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskName(Arc<str>);
+
+impl TaskName {
+    pub fn new(name: impl AsRef<str>) -> Self {
+        Self(Arc::from(name.as_ref()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The directory part (`net/tcp` for `net/tcp/connect`), empty at the root.
+    pub fn dir(&self) -> &str {
+        self.0.rsplit_once('/').map_or("", |(dir, _)| dir)
+    }
+
+    /// The last path component (`connect` for `net/tcp/connect`).
+    pub fn base(&self) -> &str {
+        self.0.rsplit_once('/').map_or(&self.0, |(_, base)| base)
+    }
+}
+
+impl fmt::Display for TaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for TaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for TaskName {
+    fn from(s: &str) -> Self {
+        Self::new(s)
+    }
+}
+
+impl From<String> for TaskName {
+    fn from(s: String) -> Self {
+        Self(Arc::from(s))
+    }
+}
+
+/// How a task (or one of its results) ended.
+///
+/// Ordered by severity for "worst of": `Skip` < `Pass` < `Warn` < `Fail` < `Timeout` = `Error`.
+/// `Skip` is the least severe so that it wins only when nothing worse was reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Pass,
+    Warn,
+    Fail,
+    Error,
+    Timeout,
+    Skip,
+}
+
+impl Outcome {
+    /// Every outcome, in report order.
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Pass,
+        Outcome::Warn,
+        Outcome::Fail,
+        Outcome::Error,
+        Outcome::Timeout,
+        Outcome::Skip,
+    ];
+
+    /// Severity rank: higher is worse. `Error` and `Timeout` rank equally.
+    pub fn severity(self) -> u8 {
+        match self {
+            Outcome::Skip => 0,
+            Outcome::Pass => 1,
+            Outcome::Warn => 2,
+            Outcome::Fail => 3,
+            Outcome::Error | Outcome::Timeout => 4,
+        }
+    }
+
+    /// The worse of two outcomes; on equal severity the first is kept.
+    #[must_use]
+    pub fn worst(self, other: Outcome) -> Outcome {
+        if other.severity() > self.severity() {
+            other
+        } else {
+            self
+        }
+    }
+
+    /// `pass`, `warn` and `skip` count as success (exit code 0, satisfied tokens).
+    pub fn is_success(self) -> bool {
+        matches!(self, Outcome::Pass | Outcome::Warn | Outcome::Skip)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Warn => "warn",
+            Outcome::Fail => "fail",
+            Outcome::Error => "error",
+            Outcome::Timeout => "timeout",
+            Outcome::Skip => "skip",
+        }
+    }
+
+    /// Parses a status word as written in a `PEXEN_RESULTS` line or a journal.
+    pub fn parse(word: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == word)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a failed task still satisfies the tokens it provides.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OnFailure {
+    /// Dependents of a failed provider are skipped (the default).
+    #[default]
+    SkipDependents,
+    /// Dependents run whatever the provider's outcome.
+    RunDependents,
+}
+
+/// Which pool runs a closure task.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PoolKind {
+    /// On one of the scheduler's worker threads (the default).
+    #[default]
+    Threads,
+    /// In a re-executed worker process of the same binary (crash isolation).
+    Processes,
+}
+
+/// Everything the scheduler needs to know about a task besides its work.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Meta {
+    /// Tokens that must be satisfied before the task starts.
+    pub requires: Vec<String>,
+    /// Tokens the task satisfies when it finishes successfully.
+    pub provides: Vec<String>,
+    /// Exclusive locks held while the task runs.
+    pub claims: Vec<String>,
+    /// Shared locks held while the task runs.
+    pub uses: Vec<String>,
+    /// Counted resources held while the task runs.
+    pub slots: BTreeMap<String, u32>,
+    /// Lowest starts first among runnable tasks.
+    pub priority: i32,
+    /// Watchdog limit for one attempt.
+    pub timeout: Option<Duration>,
+    /// Extra attempts after `fail`, `error` or `timeout`.
+    pub retries: u32,
+    pub on_failure: OnFailure,
+    pub tags: Vec<String>,
+    /// Paths or globs, relative to the task's working directory, hashed into its fingerprint.
+    pub inputs: Vec<String>,
+    /// Which pool runs a closure task (ignored for command tasks).
+    pub pool: PoolKind,
+}
+
+/// What a command task runs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Run {
+    /// A program and its arguments, run directly.
+    Cmd(Vec<String>),
+    /// A script given to `sh -c`.
+    Shell(String),
+}
+
+/// A command task: a child process in its own process group.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CommandSpec {
+    pub run: Run,
+    /// Extra environment, added after pexen's own variables.
+    pub env: BTreeMap<String, String>,
+    /// Working directory; `None` is the current directory.
+    pub cwd: Option<PathBuf>,
+    /// An executable from the task tree that the command runs, hashed into the fingerprint.
+    pub program: Option<PathBuf>,
+}
+
+impl CommandSpec {
+    pub fn new(run: Run) -> Self {
+        Self {
+            run,
+            env: BTreeMap::new(),
+            cwd: None,
+            program: None,
+        }
+    }
+
+    /// The argument vector to execute (`sh -c SCRIPT` for [`Run::Shell`]).
+    pub fn argv(&self) -> Vec<String> {
+        match &self.run {
+            Run::Cmd(argv) => argv.clone(),
+            Run::Shell(script) => vec!["/bin/sh".into(), "-c".into(), script.clone()],
+        }
+    }
+}
+
+/// The signature of a closure task.
+pub type TaskFn = dyn Fn(&Context) -> Result<(), TaskError> + Send + Sync;
+
+/// What a task does when it runs.
+#[derive(Clone)]
+pub enum Work {
+    /// A Rust closure, run on a worker thread or in a worker process.
+    Closure(Arc<TaskFn>),
+    /// An external command.
+    Command(Arc<CommandSpec>),
+}
+
+impl fmt::Debug for Work {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Work::Closure(_) => f.write_str("Closure(..)"),
+            Work::Command(spec) => f.debug_tuple("Command").field(spec).finish(),
+        }
+    }
+}
+
+/// One task: a name, its metadata and its work.
+#[derive(Clone, Debug)]
+pub struct Task {
+    pub name: TaskName,
+    pub meta: Meta,
+    pub work: Work,
+}
+
+impl Task {
+    /// A closure task with default metadata; chain the builder methods to add metadata.
+    ///
+    /// ```
+    /// use pexen::Task;
+    /// let t = Task::closure("build/lib", |_ctx| Ok(())).provides(["lib"]).priority(-1);
+    /// assert_eq!(t.meta.provides, ["lib"]);
+    /// ```
+    pub fn closure<F>(name: impl Into<TaskName>, f: F) -> Self
+    where
+        F: Fn(&Context) -> Result<(), TaskError> + Send + Sync + 'static,
+    {
+        Self {
+            name: name.into(),
+            meta: Meta::default(),
+            work: Work::Closure(Arc::new(f)),
+        }
+    }
+
+    /// A command task with default metadata.
+    pub fn command(name: impl Into<TaskName>, spec: CommandSpec) -> Self {
+        Self {
+            name: name.into(),
+            meta: Meta::default(),
+            work: Work::Command(Arc::new(spec)),
+        }
+    }
+
+    #[must_use]
+    pub fn requires<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tokens: I) -> Self {
+        self.meta.requires.extend(tokens.into_iter().map(Into::into));
+        self
+    }
+
+    #[must_use]
+    pub fn provides<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tokens: I) -> Self {
+        self.meta.provides.extend(tokens.into_iter().map(Into::into));
+        self
+    }
+
+    #[must_use]
+    pub fn claims<I: IntoIterator<Item = S>, S: Into<String>>(mut self, locks: I) -> Self {
+        self.meta.claims.extend(locks.into_iter().map(Into::into));
+        self
+    }
+
+    #[must_use]
+    pub fn uses<I: IntoIterator<Item = S>, S: Into<String>>(mut self, locks: I) -> Self {
+        self.meta.uses.extend(locks.into_iter().map(Into::into));
+        self
+    }
+
+    #[must_use]
+    pub fn slot(mut self, name: impl Into<String>, count: u32) -> Self {
+        self.meta.slots.insert(name.into(), count);
+        self
+    }
+
+    #[must_use]
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.meta.priority = priority;
+        self
+    }
+
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.meta.timeout = Some(timeout);
+        self
+    }
+
+    #[must_use]
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.meta.retries = retries;
+        self
+    }
+
+    #[must_use]
+    pub fn on_failure(mut self, on_failure: OnFailure) -> Self {
+        self.meta.on_failure = on_failure;
+        self
+    }
+
+    #[must_use]
+    pub fn tags<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tags: I) -> Self {
+        self.meta.tags.extend(tags.into_iter().map(Into::into));
+        self
+    }
+
+    #[must_use]
+    pub fn pool(mut self, pool: PoolKind) -> Self {
+        self.meta.pool = pool;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worst_of_follows_severity() {
+        assert_eq!(Outcome::Pass.worst(Outcome::Warn), Outcome::Warn);
+        assert_eq!(Outcome::Skip.worst(Outcome::Pass), Outcome::Pass);
+        assert_eq!(Outcome::Fail.worst(Outcome::Skip), Outcome::Fail);
+        assert_eq!(Outcome::Timeout.worst(Outcome::Fail), Outcome::Timeout);
+        assert_eq!(Outcome::Error.worst(Outcome::Timeout), Outcome::Error);
+        assert_eq!(Outcome::Skip.worst(Outcome::Skip), Outcome::Skip);
+    }
+
+    #[test]
+    fn names_split_into_dir_and_base() {
+        let n = TaskName::new("net/tcp/connect");
+        assert_eq!((n.dir(), n.base()), ("net/tcp", "connect"));
+        let n = TaskName::new("top");
+        assert_eq!((n.dir(), n.base()), ("", "top"));
+    }
+
+    #[test]
+    fn status_words_round_trip() {
+        for o in Outcome::ALL {
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+        }
+        assert_eq!(Outcome::parse("ok"), None);
+    }
+}
