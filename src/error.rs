@@ -41,6 +41,8 @@ pub enum GraphError {
         wanted: u32,
         capacity: u32,
     },
+    #[error("task `{task}` provides token `{token}`, which tasks already in the run provide or require; tasks added during a run may only provide new tokens")]
+    LateProvider { task: TaskName, token: String },
     #[error("task name `{task}` is defined more than once")]
     DuplicateName { task: TaskName },
 }

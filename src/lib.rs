@@ -5,7 +5,7 @@
 //! [`Event`]s as things happen. The CLI (`pexen run DIR`) builds tasks from a directory tree with
 //! the [`factory`], and is one consumer of the same events among others (JSON, journal, JUnit).
 //!
-//! ```ignore
+//! ```
 //! use pexen::{Event, Outcome, Scheduler, Task};
 //!
 //! let tasks = vec![
@@ -29,6 +29,7 @@
 
 pub mod context;
 pub mod error;
+pub mod graph;
 pub mod pool;
 pub mod sched;
 pub mod task;
@@ -36,4 +37,5 @@ pub mod task;
 pub use context::{Context, Shared, TaskError};
 pub use error::{GraphError, GraphErrors};
 pub use sched::events::{Counts, Event, Finished};
+pub use sched::{Run, RunHandle, Resumed, Scheduler, SchedulerBuilder};
 pub use task::{CommandSpec, Meta, OnFailure, Outcome, PoolKind, Run as RunSpec, Task, TaskName, Work};

@@ -1,1 +1,172 @@
 //! Pools that run task attempts: closures on threads, closures in worker processes, commands.
+//!
+//! The dispatcher hands a [`Job`] to one of `jobs` worker threads; the thread runs it with the
+//! [`Executor`] (a closure inline, a command as a child process) and reports back with
+//! [`WorkerMsg`]s. Worker threads never touch the run state.
+
+pub mod command;
+pub(crate) mod thread;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use crate::context::{Context, ResultSink, Shared};
+use crate::sched::events::Attempt;
+use crate::task::{Outcome, TaskFn, TaskName, Work};
+
+use self::command::{CommandConfig, CommandJob, CommandRunner};
+
+/// One attempt of one task, sent to a worker thread.
+pub(crate) struct Job {
+    pub idx: u32,
+    pub attempt: u32,
+    pub name: TaskName,
+    pub work: Work,
+    pub timeout: Option<Duration>,
+    pub shared: Arc<Shared>,
+}
+
+/// What a worker thread reports to the dispatcher.
+pub(crate) enum WorkerMsg {
+    Result {
+        idx: u32,
+        attempt: u32,
+        status: Outcome,
+        message: String,
+    },
+    Done {
+        idx: u32,
+        attempt: u32,
+        report: Attempt,
+    },
+}
+
+/// Streams a running attempt's results to the dispatcher.
+pub(crate) struct ChannelSink<'a> {
+    pub tx: &'a Sender<WorkerMsg>,
+    pub idx: u32,
+    pub attempt: u32,
+}
+
+impl ResultSink for ChannelSink<'_> {
+    fn result(&self, status: Outcome, message: String) {
+        // The dispatcher only goes away when the run is dropped; nothing to report to then.
+        let _ = self.tx.send(WorkerMsg::Result {
+            idx: self.idx,
+            attempt: self.attempt,
+            status,
+            message,
+        });
+    }
+}
+
+/// Runs attempts of any kind; one per run, shared by the worker threads.
+pub(crate) struct Executor {
+    cancelled: AtomicBool,
+    command_config: CommandConfig,
+    /// Created on the first command task: closure-only runs need no temp dir.
+    commands: OnceLock<Result<CommandRunner, String>>,
+}
+
+impl Executor {
+    pub(crate) fn new(command_config: CommandConfig) -> Self {
+        Self {
+            cancelled: AtomicBool::new(false),
+            command_config,
+            commands: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn run(&self, job: &Job, sink: &dyn ResultSink) -> Attempt {
+        // A job still queued when the run was cancelled must not start anything.
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Attempt::new(Outcome::Error).message("interrupted before it could start");
+        }
+        match &job.work {
+            Work::Closure(f) => self.run_closure(f.as_ref(), job, sink),
+            Work::Command(spec) => match self.commands() {
+                Ok(runner) => runner.run(CommandJob {
+                    task: &job.name,
+                    attempt: job.attempt,
+                    spec,
+                    shared: &job.shared,
+                    timeout: job.timeout,
+                    sink,
+                }),
+                Err(e) => Attempt::new(Outcome::Error).message(e.clone()),
+            },
+        }
+    }
+
+    fn commands(&self) -> &Result<CommandRunner, String> {
+        self.commands.get_or_init(|| {
+            CommandRunner::new(self.command_config.clone())
+                .map_err(|e| format!("cannot prepare to run commands: {e}"))
+        })
+    }
+
+    fn run_closure(&self, f: &TaskFn, job: &Job, sink: &dyn ResultSink) -> Attempt {
+        let started = Instant::now();
+        let deadline = job.timeout.map(|t| started + t);
+        let ctx = Context::new(
+            &job.name,
+            job.attempt,
+            &job.shared,
+            sink,
+            &self.cancelled,
+            deadline,
+        );
+        let result = catch_unwind(AssertUnwindSafe(|| f(&ctx)));
+        let duration = started.elapsed();
+        let mut attempt = match result {
+            Ok(Ok(())) => {
+                let mut a = Attempt::new(Outcome::Pass);
+                a.exports = ctx.into_exports();
+                a
+            }
+            Ok(Err(e)) => Attempt::new(e.status).message(e.message),
+            Err(panic) => Attempt::new(Outcome::Error).message(format!("panicked: {}", panic_message(&*panic))),
+        };
+        if let Some(limit) = job.timeout {
+            if duration > limit && !matches!(attempt.outcome, Outcome::Error) {
+                attempt = Attempt::new(Outcome::Timeout).message(format!(
+                    "timed out after {}",
+                    humantime::format_duration(limit)
+                ));
+            }
+        }
+        attempt.duration = duration;
+        attempt
+    }
+
+    /// Cancellation: closures see `is_cancelled`, commands are terminated (TERM, grace, KILL).
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+        if let Some(Ok(runner)) = self.commands.get() {
+            runner.terminate_all();
+        }
+    }
+
+    /// Second interrupt: kill every running command now.
+    pub(crate) fn kill(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+        if let Some(Ok(runner)) = self.commands.get() {
+            runner.kill_all();
+        }
+    }
+}
+
+/// The text of a panic payload (`&str` or `String`), or a placeholder for other payloads.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_string()
+    }
+}

@@ -1,3 +1,135 @@
-//! The scheduler: one dispatcher that owns the run state, fed by worker messages.
+//! The scheduler: configuration ([`SchedulerBuilder`]) and the run ([`Run`]), whose iterator
+//! is the dispatcher that owns the run state.
 
+mod dispatcher;
 pub mod events;
+pub(crate) mod locks;
+pub mod run_state;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+pub use dispatcher::{Run, RunHandle};
+pub use run_state::Resumed;
+
+use crate::error::GraphErrors;
+use crate::pool::command::CommandConfig;
+use crate::task::{Task, TaskName};
+
+/// Settings of a run. Build one with [`Scheduler::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use pexen::Scheduler;
+///
+/// let scheduler = Scheduler::builder()
+///     .jobs(4)
+///     .capacity("gpu", 2)
+///     .fail_fast(true)
+///     .grace(Duration::from_secs(2))
+///     .build();
+/// assert_eq!(scheduler.jobs(), 4);
+/// ```
+#[derive(Debug, Clone)]
+pub struct SchedulerBuilder {
+    jobs: usize,
+    capacity: BTreeMap<String, u32>,
+    fail_fast: bool,
+    command: CommandConfig,
+    resumed: HashMap<TaskName, Resumed>,
+}
+
+impl Default for SchedulerBuilder {
+    fn default() -> Self {
+        Self {
+            jobs: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            capacity: BTreeMap::new(),
+            fail_fast: false,
+            command: CommandConfig::default(),
+            resumed: HashMap::new(),
+        }
+    }
+}
+
+impl SchedulerBuilder {
+    /// How many attempts run at once (default: the number of CPUs). At least 1.
+    #[must_use]
+    pub fn jobs(mut self, jobs: usize) -> Self {
+        self.jobs = jobs.max(1);
+        self
+    }
+
+    /// Declares `count` units of the counted resource `name` for `slots`.
+    #[must_use]
+    pub fn capacity(mut self, name: impl Into<String>, count: u32) -> Self {
+        self.capacity.insert(name.into(), count);
+        self
+    }
+
+    /// Replaces every declared capacity.
+    #[must_use]
+    pub fn capacities(mut self, capacity: BTreeMap<String, u32>) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Stop starting tasks after the first `fail`, `error` or `timeout`; the rest are skipped.
+    #[must_use]
+    pub fn fail_fast(mut self, fail_fast: bool) -> Self {
+        self.fail_fast = fail_fast;
+        self
+    }
+
+    /// Time between SIGTERM and SIGKILL when a command times out or the run is cancelled.
+    #[must_use]
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.command.grace = grace;
+        self
+    }
+
+    /// Bytes of stdout and of stderr kept per attempt (head and tail).
+    #[must_use]
+    pub fn output_cap(mut self, bytes: usize) -> Self {
+        self.command.output_cap = bytes;
+        self
+    }
+
+    /// Tasks that an earlier run already completed: reported as resumed, not run.
+    #[must_use]
+    pub fn resume(mut self, resumed: HashMap<TaskName, Resumed>) -> Self {
+        self.resumed = resumed;
+        self
+    }
+
+    pub fn build(self) -> Scheduler {
+        Scheduler { config: self }
+    }
+}
+
+/// Runs task graphs. See [`SchedulerBuilder`] for the settings.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    config: SchedulerBuilder,
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Self::builder().build()
+    }
+}
+
+impl Scheduler {
+    pub fn builder() -> SchedulerBuilder {
+        SchedulerBuilder::default()
+    }
+
+    pub fn jobs(&self) -> usize {
+        self.config.jobs
+    }
+
+    /// Validates `tasks` (every problem at once) and starts running them. Iterate over the
+    /// returned [`Run`] to drive it and receive its events; dropping it cancels the run.
+    pub fn run(self, tasks: Vec<Task>) -> Result<Run, GraphErrors> {
+        Run::start(self.config, tasks)
+    }
+}

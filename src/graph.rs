@@ -1,0 +1,391 @@
+//! The task graph: tokens with their providers and dependents, and validation.
+//!
+//! Validation runs before anything starts (in release builds too) and reports every problem at
+//! once: missing providers, cycles with their full path, a resource both claimed and used,
+//! slots over capacity, duplicate names. Cycles are found with petgraph's Tarjan SCC over the
+//! provider -> dependent edges.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::error::{GraphError, GraphErrors};
+use crate::task::{Task, TaskName};
+
+/// A token: who provides it and who waits for it (task indices, in definition order).
+#[derive(Debug, Default, Clone)]
+pub struct Token {
+    pub name: Arc<str>,
+    pub providers: Vec<u32>,
+    pub dependents: Vec<u32>,
+}
+
+/// The validated structure of a run: tokens and, per task, the tokens it requires and provides.
+#[derive(Debug, Default)]
+pub struct Graph {
+    pub tokens: Vec<Token>,
+    token_ids: HashMap<Arc<str>, u32>,
+    names: HashMap<TaskName, u32>,
+    /// Per task: ids of required tokens (deduplicated, in declaration order).
+    pub requires: Vec<Box<[u32]>>,
+    /// Per task: ids of provided tokens (deduplicated).
+    pub provides: Vec<Box<[u32]>>,
+}
+
+impl Graph {
+    /// Builds and validates the graph of `tasks`. On success also returns warnings (tokens
+    /// provided but never required).
+    pub fn build(
+        tasks: &[Task],
+        capacity: &BTreeMap<String, u32>,
+    ) -> Result<(Graph, Vec<String>), GraphErrors> {
+        let mut graph = Graph::default();
+        let warnings = graph.extend(tasks, 0, capacity)?;
+        Ok((graph, warnings))
+    }
+
+    /// Adds `all[start..]` (tasks added to a run) to a graph that already holds `all[..start]`.
+    ///
+    /// Added tasks may require any token; they may only provide tokens that the existing tasks
+    /// neither provide nor require, so that nothing already decided changes meaning. On error the
+    /// graph is left as it was.
+    pub fn extend(
+        &mut self,
+        all: &[Task],
+        start: usize,
+        capacity: &BTreeMap<String, u32>,
+    ) -> Result<Vec<String>, GraphErrors> {
+        let new = &all[start..];
+        let mut errors = Vec::new();
+        check_tasks(new, capacity, &mut errors);
+
+        let mut names = HashMap::with_capacity(new.len());
+        for (i, t) in new.iter().enumerate() {
+            let idx = (start + i) as u32;
+            if self.names.contains_key(&t.name) || names.insert(t.name.clone(), idx).is_some() {
+                errors.push(GraphError::DuplicateName {
+                    task: t.name.clone(),
+                });
+            }
+        }
+
+        // Token ids for the new tasks, on a scratch copy of the token table so that a rejected
+        // batch leaves `self` untouched.
+        let old_tokens = self.tokens.len();
+        let mut tokens = std::mem::take(&mut self.tokens);
+        let mut token_ids = std::mem::take(&mut self.token_ids);
+        let mut intern = |name: &str, tokens: &mut Vec<Token>| -> u32 {
+            if let Some(&id) = token_ids.get(name) {
+                return id;
+            }
+            let id = tokens.len() as u32;
+            let name: Arc<str> = Arc::from(name);
+            tokens.push(Token {
+                name: name.clone(),
+                ..Token::default()
+            });
+            token_ids.insert(name, id);
+            id
+        };
+        let mut requires = Vec::with_capacity(new.len());
+        let mut provides = Vec::with_capacity(new.len());
+        for (i, t) in new.iter().enumerate() {
+            let idx = (start + i) as u32;
+            let mut req: Vec<u32> = Vec::with_capacity(t.meta.requires.len());
+            for tok in &t.meta.requires {
+                let id = intern(tok, &mut tokens);
+                if !req.contains(&id) {
+                    req.push(id);
+                    tokens[id as usize].dependents.push(idx);
+                }
+            }
+            let mut prov: Vec<u32> = Vec::with_capacity(t.meta.provides.len());
+            for tok in &t.meta.provides {
+                let id = intern(tok, &mut tokens);
+                if !prov.contains(&id) {
+                    let existing = &tokens[id as usize];
+                    let old_use = existing.providers.iter().any(|&p| (p as usize) < start)
+                        || existing.dependents.iter().any(|&d| (d as usize) < start);
+                    if old_use {
+                        errors.push(GraphError::LateProvider {
+                            task: t.name.clone(),
+                            token: tok.clone(),
+                        });
+                    }
+                    prov.push(id);
+                    tokens[id as usize].providers.push(idx);
+                }
+            }
+            requires.push(req.into_boxed_slice());
+            provides.push(prov.into_boxed_slice());
+        }
+
+        for (i, req) in requires.iter().enumerate() {
+            for &id in req.iter() {
+                if tokens[id as usize].providers.is_empty() {
+                    errors.push(GraphError::MissingProvider {
+                        task: new[i].name.clone(),
+                        token: tokens[id as usize].name.to_string(),
+                    });
+                }
+            }
+        }
+
+        // Only the new tasks can close a cycle: old tasks never depend on new ones.
+        find_cycles(all, start, &requires, &tokens, &mut errors);
+
+        if !errors.is_empty() {
+            // Roll back: drop new tokens and the new tasks' entries in old tokens.
+            tokens.truncate(old_tokens);
+            for tok in &mut tokens {
+                tok.providers.retain(|&p| (p as usize) < start);
+                tok.dependents.retain(|&d| (d as usize) < start);
+            }
+            token_ids.retain(|_, id| (*id as usize) < old_tokens);
+            self.tokens = tokens;
+            self.token_ids = token_ids;
+            return Err(GraphErrors(errors));
+        }
+
+        let mut warnings = Vec::new();
+        for tok in &tokens[old_tokens..] {
+            if tok.dependents.is_empty() {
+                warnings.push(format!(
+                    "token `{}` is provided by `{}` but required by no task",
+                    tok.name, all[tok.providers[0] as usize].name
+                ));
+            }
+        }
+        self.tokens = tokens;
+        self.token_ids = token_ids;
+        self.names.extend(names);
+        self.requires.extend(requires);
+        self.provides.extend(provides);
+        Ok(warnings)
+    }
+
+    /// The index of a task by name.
+    pub fn index_of(&self, name: &TaskName) -> Option<u32> {
+        self.names.get(name).copied()
+    }
+
+    /// The id of a token by name.
+    pub fn token_id(&self, name: &str) -> Option<u32> {
+        self.token_ids.get(name).copied()
+    }
+
+    /// The tasks providing the tokens that task `idx` requires, deduplicated, in definition order.
+    pub fn providers_of(&self, idx: u32) -> Vec<u32> {
+        let mut out: Vec<u32> = self.requires[idx as usize]
+            .iter()
+            .flat_map(|&t| self.tokens[t as usize].providers.iter().copied())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.requires.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.requires.is_empty()
+    }
+}
+
+/// Problems visible in one task alone.
+fn check_tasks(tasks: &[Task], capacity: &BTreeMap<String, u32>, errors: &mut Vec<GraphError>) {
+    for t in tasks {
+        for r in &t.meta.claims {
+            if t.meta.uses.contains(r) {
+                errors.push(GraphError::ClaimsAndUses {
+                    task: t.name.clone(),
+                    resource: r.clone(),
+                });
+            }
+        }
+        for (slot, &wanted) in &t.meta.slots {
+            let cap = capacity.get(slot).copied().unwrap_or(0);
+            if wanted > cap {
+                errors.push(GraphError::SlotsOverCapacity {
+                    task: t.name.clone(),
+                    slot: slot.clone(),
+                    wanted,
+                    capacity: cap,
+                });
+            }
+        }
+    }
+}
+
+/// Reports every cycle among `all[start..]`, each with its full path.
+fn find_cycles(
+    all: &[Task],
+    start: usize,
+    requires: &[Box<[u32]>],
+    tokens: &[Token],
+    errors: &mut Vec<GraphError>,
+) {
+    let n = requires.len();
+    let mut g: DiGraph<(), ()> = DiGraph::with_capacity(n, n);
+    for _ in 0..n {
+        g.add_node(());
+    }
+    let mut has_edges = false;
+    for (i, req) in requires.iter().enumerate() {
+        for &tok in req.iter() {
+            for &p in &tokens[tok as usize].providers {
+                if let Some(p) = (p as usize).checked_sub(start) {
+                    g.add_edge(NodeIndex::new(p), NodeIndex::new(i), ());
+                    has_edges = true;
+                }
+            }
+        }
+    }
+    if !has_edges {
+        return;
+    }
+    for scc in petgraph::algo::tarjan_scc(&g) {
+        let self_loop = scc.len() == 1 && g.contains_edge(scc[0], scc[0]);
+        if scc.len() < 2 && !self_loop {
+            continue;
+        }
+        let path = cycle_path(&g, &scc);
+        errors.push(GraphError::Cycle {
+            path: path
+                .into_iter()
+                .map(|n| all[start + n.index()].name.clone())
+                .collect(),
+        });
+    }
+}
+
+/// One cycle through the strongly connected component `scc`, as a path that starts and ends at
+/// its lowest-indexed task, written in dependency order (`a -> b` means b requires a).
+fn cycle_path(g: &DiGraph<(), ()>, scc: &[NodeIndex]) -> Vec<NodeIndex> {
+    let in_scc: std::collections::HashSet<NodeIndex> = scc.iter().copied().collect();
+    let first = *scc.iter().min().expect("an SCC is never empty");
+    // Breadth-first search from `first` back to `first`, staying in the component: the shortest
+    // cycle through it, found deterministically.
+    let mut parent: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([first]);
+    while let Some(n) = queue.pop_front() {
+        let mut next: Vec<NodeIndex> = g.neighbors(n).filter(|m| in_scc.contains(m)).collect();
+        next.sort_unstable();
+        for m in next {
+            if m == first {
+                let mut path = vec![n];
+                let mut cur = n;
+                while cur != first {
+                    cur = parent[&cur];
+                    path.push(cur);
+                }
+                path.reverse();
+                path.push(first);
+                return path;
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = parent.entry(m) {
+                e.insert(n);
+                queue.push_back(m);
+            }
+        }
+    }
+    vec![first, first]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str) -> Task {
+        Task::closure(name, |_| Ok(()))
+    }
+
+    fn errors(tasks: &[Task]) -> Vec<GraphError> {
+        Graph::build(tasks, &BTreeMap::new()).unwrap_err().0
+    }
+
+    #[test]
+    fn missing_provider_names_task_and_token() {
+        let e = errors(&[t("a").requires(["nope"])]);
+        assert_eq!(
+            e,
+            [GraphError::MissingProvider {
+                task: "a".into(),
+                token: "nope".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn cycle_is_reported_with_its_path() {
+        let e = errors(&[
+            t("a").requires(["c"]).provides(["a"]),
+            t("b").requires(["a"]).provides(["b"]),
+            t("c").requires(["b"]).provides(["c"]),
+        ]);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].to_string(), "dependency cycle: a -> b -> c -> a");
+    }
+
+    #[test]
+    fn self_loop_is_a_cycle() {
+        let e = errors(&[t("a").requires(["x"]).provides(["x"])]);
+        assert_eq!(e[0].to_string(), "dependency cycle: a -> a");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let e = errors(&[
+            t("a").requires(["b"]).provides(["a"]),
+            t("b").requires(["a"]).provides(["b"]),
+            t("c").claims(["r"]).uses(["r"]),
+            t("d").slot("gpu", 2),
+            t("c"),
+            t("e").requires(["missing"]),
+            t("f").requires(["y"]).provides(["z"]),
+            t("g").requires(["z"]).provides(["y"]),
+        ]);
+        let kinds: Vec<String> = e.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            kinds,
+            [
+                "task `c` both claims and uses resource `r`",
+                "task `d` wants 2 of slot `gpu`, but the run's capacity is 0",
+                "task name `c` is defined more than once",
+                "task `e` requires token `missing`, which no task provides",
+                "dependency cycle: a -> b -> a",
+                "dependency cycle: f -> g -> f",
+            ]
+        );
+    }
+
+    #[test]
+    fn unrequired_token_is_a_warning() {
+        let (_, w) = Graph::build(&[t("a").provides(["lonely"])], &BTreeMap::new()).unwrap();
+        assert_eq!(w, ["token `lonely` is provided by `a` but required by no task"]);
+    }
+
+    #[test]
+    fn slots_within_capacity_pass() {
+        let cap = BTreeMap::from([("gpu".to_string(), 2)]);
+        assert!(Graph::build(&[t("a").slot("gpu", 2)], &cap).is_ok());
+    }
+
+    #[test]
+    fn extend_rejects_late_providers_and_rolls_back() {
+        let mut all = vec![t("a").provides(["x"]), t("b").requires(["x"])];
+        let (mut g, _) = Graph::build(&all, &BTreeMap::new()).unwrap();
+        all.push(t("c").provides(["x"]));
+        let e = g.extend(&all, 2, &BTreeMap::new()).unwrap_err();
+        assert!(matches!(e.0[0], GraphError::LateProvider { .. }));
+        assert_eq!(g.tokens[0].providers, [0]);
+        all.pop();
+        all.push(t("d").requires(["x"]).provides(["y"]));
+        all.push(t("e").requires(["y"]));
+        assert!(g.extend(&all, 2, &BTreeMap::new()).unwrap().is_empty());
+        assert_eq!(g.providers_of(3), [2]);
+    }
+}

@@ -1,0 +1,285 @@
+//! Locks (`claims` exclusive, `uses` shared) and counted slots, acquired all-or-nothing.
+//!
+//! A task that cannot acquire everything waits in the queue of the first resource that blocked
+//! it, ordered like the ready queue (priority, then definition order). Releasing a resource
+//! wakes only that resource's waiters, and only as many as could possibly proceed, so the cost
+//! stays linear even when 10^6 tasks claim one lock.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+use crate::task::Meta;
+
+/// Priority key of a waiting task: lowest priority value first, then definition order.
+pub(crate) type Key = Reverse<(i32, u32)>;
+
+/// What one task holds while it runs (resource ids).
+#[derive(Debug, Default)]
+struct Needs {
+    claims: Box<[u32]>,
+    uses: Box<[u32]>,
+    slots: Box<[(u32, u32)]>,
+}
+
+#[derive(Debug, Default)]
+struct Lock {
+    /// Number of holders: one for a claim, any number for uses.
+    holders: u32,
+    exclusive: bool,
+    waiters: BinaryHeap<Key>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    capacity: u32,
+    used: u32,
+    waiters: BinaryHeap<Key>,
+}
+
+/// The resource that kept a task from starting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Blocker {
+    Lock(u32),
+    Slot(u32),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Resources {
+    lock_ids: HashMap<String, u32>,
+    slot_ids: HashMap<String, u32>,
+    locks: Vec<Lock>,
+    slots: Vec<Slot>,
+    /// Per task; `None` for the common task that needs nothing.
+    needs: Vec<Option<Box<Needs>>>,
+}
+
+impl Resources {
+    pub(crate) fn new(capacity: &BTreeMap<String, u32>) -> Self {
+        let mut r = Resources::default();
+        for (name, &cap) in capacity {
+            let id = r.slot_id(name);
+            r.slots[id as usize].capacity = cap;
+        }
+        r
+    }
+
+    fn lock_id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.lock_ids.get(name) {
+            return id;
+        }
+        let id = self.locks.len() as u32;
+        self.locks.push(Lock::default());
+        self.lock_ids.insert(name.to_owned(), id);
+        id
+    }
+
+    fn slot_id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.slot_ids.get(name) {
+            return id;
+        }
+        let id = self.slots.len() as u32;
+        self.slots.push(Slot::default());
+        self.slot_ids.insert(name.to_owned(), id);
+        id
+    }
+
+    /// Registers the next task's needs (tasks are registered in index order).
+    pub(crate) fn register(&mut self, meta: &Meta) {
+        if meta.claims.is_empty() && meta.uses.is_empty() && meta.slots.is_empty() {
+            self.needs.push(None);
+            return;
+        }
+        let ids = |names: &[String], r: &mut Self| -> Box<[u32]> {
+            let mut v: Vec<u32> = names.iter().map(|n| r.lock_id(n)).collect();
+            v.sort_unstable();
+            v.dedup();
+            v.into_boxed_slice()
+        };
+        let claims = ids(&meta.claims, self);
+        let uses = ids(&meta.uses, self);
+        let slots = meta
+            .slots
+            .iter()
+            .filter(|(_, &n)| n > 0)
+            .map(|(name, &n)| (self.slot_id(name), n))
+            .collect();
+        self.needs.push(Some(Box::new(Needs {
+            claims,
+            uses,
+            slots,
+        })));
+    }
+
+    /// Takes every resource of task `idx`, or nothing and names the first that is busy.
+    pub(crate) fn try_acquire(&mut self, idx: u32) -> Result<(), Blocker> {
+        let Some(needs) = &self.needs[idx as usize] else {
+            return Ok(());
+        };
+        for &l in needs.claims.iter() {
+            if self.locks[l as usize].holders > 0 {
+                return Err(Blocker::Lock(l));
+            }
+        }
+        for &l in needs.uses.iter() {
+            if self.locks[l as usize].exclusive {
+                return Err(Blocker::Lock(l));
+            }
+        }
+        for &(s, n) in needs.slots.iter() {
+            let slot = &self.slots[s as usize];
+            if slot.used + n > slot.capacity {
+                return Err(Blocker::Slot(s));
+            }
+        }
+        for &l in needs.claims.iter() {
+            let lock = &mut self.locks[l as usize];
+            lock.holders = 1;
+            lock.exclusive = true;
+        }
+        for &l in needs.uses.iter() {
+            self.locks[l as usize].holders += 1;
+        }
+        for &(s, n) in needs.slots.iter() {
+            self.slots[s as usize].used += n;
+        }
+        Ok(())
+    }
+
+    /// Parks a task in the queue of the resource that blocked it.
+    pub(crate) fn wait(&mut self, blocker: Blocker, key: Key) {
+        match blocker {
+            Blocker::Lock(l) => self.locks[l as usize].waiters.push(key),
+            Blocker::Slot(s) => self.slots[s as usize].waiters.push(key),
+        }
+    }
+
+    /// Releases everything task `idx` holds; pushes the waiters that may now proceed into
+    /// `woken` (they must try to acquire again).
+    pub(crate) fn release(&mut self, idx: u32, woken: &mut Vec<Key>) {
+        let Some(needs) = self.needs[idx as usize].take() else {
+            return;
+        };
+        for &l in needs.claims.iter() {
+            let lock = &mut self.locks[l as usize];
+            lock.holders = 0;
+            lock.exclusive = false;
+            self.wake_lock(l, woken);
+        }
+        for &l in needs.uses.iter() {
+            let lock = &mut self.locks[l as usize];
+            lock.holders -= 1;
+            if lock.holders == 0 {
+                self.wake_lock(l, woken);
+            }
+        }
+        for &(s, n) in needs.slots.iter() {
+            self.slots[s as usize].used -= n;
+            self.wake_slot(s, woken);
+        }
+        // Put the needs back: a retried attempt acquires them again.
+        self.needs[idx as usize] = Some(needs);
+    }
+
+    /// A free lock can take a run of sharers, or one claimer: wake them, best first.
+    fn wake_lock(&mut self, l: u32, woken: &mut Vec<Key>) {
+        while let Some(key) = self.locks[l as usize].waiters.pop() {
+            let claims = self.needs[key.0 .1 as usize]
+                .as_ref()
+                .is_some_and(|n| n.claims.contains(&l));
+            woken.push(key);
+            if claims {
+                break;
+            }
+        }
+    }
+
+    /// Wake waiters while the freed units cover what they want of this slot.
+    fn wake_slot(&mut self, s: u32, woken: &mut Vec<Key>) {
+        let slot = &self.slots[s as usize];
+        let mut free = slot.capacity - slot.used;
+        while let Some(&key) = self.slots[s as usize].waiters.peek() {
+            let want = self.needs[key.0 .1 as usize]
+                .as_ref()
+                .and_then(|n| n.slots.iter().find(|(id, _)| *id == s))
+                .map_or(0, |&(_, n)| n);
+            if want > free {
+                break;
+            }
+            free -= want;
+            self.slots[s as usize].waiters.pop();
+            woken.push(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(claims: &[&str], uses: &[&str], slots: &[(&str, u32)]) -> Meta {
+        Meta {
+            claims: claims.iter().map(ToString::to_string).collect(),
+            uses: uses.iter().map(ToString::to_string).collect(),
+            slots: slots.iter().map(|(k, v)| ((*k).to_string(), *v)).collect(),
+            ..Meta::default()
+        }
+    }
+
+    #[test]
+    fn claims_exclude_claims_and_uses() {
+        let mut r = Resources::new(&BTreeMap::new());
+        r.register(&meta(&["db"], &[], &[]));
+        r.register(&meta(&["db"], &[], &[]));
+        r.register(&meta(&[], &["db"], &[]));
+        assert!(r.try_acquire(0).is_ok());
+        assert_eq!(r.try_acquire(1), Err(Blocker::Lock(0)));
+        assert_eq!(r.try_acquire(2), Err(Blocker::Lock(0)));
+        r.wait(Blocker::Lock(0), Reverse((0, 2)));
+        r.wait(Blocker::Lock(0), Reverse((0, 1)));
+        let mut woken = Vec::new();
+        r.release(0, &mut woken);
+        // Task 1 (a claimer, earlier in definition order) is woken, and only it.
+        assert_eq!(woken, [Reverse((0, 1))]);
+    }
+
+    #[test]
+    fn uses_share_and_wake_together() {
+        let mut r = Resources::new(&BTreeMap::new());
+        r.register(&meta(&["db"], &[], &[]));
+        r.register(&meta(&[], &["db"], &[]));
+        r.register(&meta(&[], &["db"], &[]));
+        r.register(&meta(&["db"], &[], &[]));
+        assert!(r.try_acquire(0).is_ok());
+        for i in 1..4 {
+            let b = r.try_acquire(i).unwrap_err();
+            r.wait(b, Reverse((0, i)));
+        }
+        let mut woken = Vec::new();
+        r.release(0, &mut woken);
+        assert_eq!(woken, [Reverse((0, 1)), Reverse((0, 2)), Reverse((0, 3))]);
+        assert!(r.try_acquire(1).is_ok());
+        assert!(r.try_acquire(2).is_ok());
+        assert!(r.try_acquire(3).is_err());
+    }
+
+    #[test]
+    fn slots_are_counted_all_or_nothing() {
+        let cap = BTreeMap::from([("gpu".to_string(), 2)]);
+        let mut r = Resources::new(&cap);
+        r.register(&meta(&[], &[], &[("gpu", 1)]));
+        r.register(&meta(&["x"], &[], &[("gpu", 2)]));
+        r.register(&meta(&[], &[], &[("gpu", 1)]));
+        assert!(r.try_acquire(0).is_ok());
+        assert_eq!(r.try_acquire(1), Err(Blocker::Slot(0)));
+        // Nothing of task 1 was taken: lock x is still free.
+        r.register(&meta(&["x"], &[], &[]));
+        assert!(r.try_acquire(3).is_ok());
+        assert!(r.try_acquire(2).is_ok());
+        r.wait(Blocker::Slot(0), Reverse((0, 1)));
+        let mut woken = Vec::new();
+        r.release(0, &mut woken);
+        assert!(woken.is_empty(), "one free gpu is not enough for task 1");
+        r.release(2, &mut woken);
+        assert_eq!(woken, [Reverse((0, 1))]);
+    }
+}

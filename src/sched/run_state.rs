@@ -1,0 +1,522 @@
+//! The run state and its transitions, without I/O: no threads, no processes, no clock reads
+//! beyond the instants handed in. The dispatcher feeds it what workers report and asks it what to
+//! start; every decision of SPEC section 1 is made here and tested here.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::context::Shared;
+use crate::error::GraphErrors;
+use crate::graph::Graph;
+use crate::sched::events::{Attempt, Counts, Event, Finished};
+use crate::sched::locks::{Key, Resources};
+use crate::task::{OnFailure, Outcome, Task};
+
+/// What an earlier run recorded for a task that `--resume` does not rerun.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resumed {
+    pub outcome: Outcome,
+    pub attempt: u32,
+    pub exit_code: Option<i32>,
+    pub duration: Duration,
+    pub message: Option<String>,
+    pub results: Vec<(Outcome, String)>,
+    pub exports: Shared,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for required tokens.
+    Waiting,
+    /// In the ready queue or parked on a resource.
+    Ready,
+    Running,
+    Done,
+}
+
+#[derive(Debug)]
+struct TaskState {
+    phase: Phase,
+    /// Required tokens not yet satisfied.
+    unsatisfied: u32,
+    attempt: u32,
+    /// Worst result streamed during the current attempt.
+    worst_result: Option<Outcome>,
+}
+
+#[derive(Debug, Default)]
+struct TokenState {
+    /// Providers that have not finished yet.
+    pending: u32,
+    /// Set once the token can no longer be satisfied: why.
+    broken: Option<String>,
+}
+
+/// A task the dispatcher should start now.
+#[derive(Debug)]
+pub(crate) struct Start {
+    pub idx: u32,
+    pub attempt: u32,
+    pub shared: Arc<Shared>,
+}
+
+/// Why the run stops starting tasks.
+#[derive(Debug, Clone)]
+enum Stop {
+    FailFast(String),
+    Cancelled,
+}
+
+pub(crate) struct RunState {
+    tasks: Vec<Task>,
+    graph: Graph,
+    capacity: BTreeMap<String, u32>,
+    resources: Resources,
+    states: Vec<TaskState>,
+    tokens: Vec<TokenState>,
+    exports: Vec<Option<Arc<Shared>>>,
+    resumed: HashMap<u32, Resumed>,
+    ready: BinaryHeap<Key>,
+    woken: Vec<Key>,
+    running: usize,
+    done: usize,
+    counts: Counts,
+    worst: Option<Outcome>,
+    fail_fast: bool,
+    stop: Option<Stop>,
+    empty: Arc<Shared>,
+    pub(crate) events: VecDeque<Event>,
+}
+
+impl RunState {
+    /// Validates `tasks` and prepares the run. `resumed` maps task names to what an earlier
+    /// run recorded for tasks that need not run again.
+    pub(crate) fn new(
+        tasks: Vec<Task>,
+        capacity: BTreeMap<String, u32>,
+        fail_fast: bool,
+        resumed: HashMap<crate::task::TaskName, Resumed>,
+    ) -> Result<(Self, Vec<String>), GraphErrors> {
+        let (graph, warnings) = Graph::build(&tasks, &capacity)?;
+        let resources = Resources::new(&capacity);
+        let mut state = RunState {
+            tasks: Vec::new(),
+            graph,
+            capacity,
+            resources,
+            states: Vec::with_capacity(tasks.len()),
+            tokens: Vec::new(),
+            exports: Vec::with_capacity(tasks.len()),
+            resumed: HashMap::new(),
+            ready: BinaryHeap::new(),
+            woken: Vec::new(),
+            running: 0,
+            done: 0,
+            counts: Counts::default(),
+            worst: None,
+            fail_fast,
+            stop: None,
+            empty: Arc::new(Shared::new()),
+            events: VecDeque::new(),
+        };
+        state.tasks = tasks;
+        for (name, r) in resumed {
+            if let Some(idx) = state.graph.index_of(&name) {
+                state.resumed.insert(idx, r);
+            }
+        }
+        state.admit(0);
+        Ok((state, warnings))
+    }
+
+    /// Adds tasks to the running graph (validated as a batch against what is there).
+    pub(crate) fn add_tasks(&mut self, tasks: Vec<Task>) -> Result<Vec<String>, GraphErrors> {
+        let start = self.tasks.len();
+        self.tasks.extend(tasks);
+        match self.graph.extend(&self.tasks, start, &self.capacity) {
+            Ok(warnings) => {
+                self.admit(start);
+                Ok(warnings)
+            }
+            Err(e) => {
+                self.tasks.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sets up the state of tasks `start..` and queues those already runnable.
+    fn admit(&mut self, start: usize) {
+        self.tokens
+            .resize_with(self.graph.tokens.len(), TokenState::default);
+        for idx in start..self.tasks.len() {
+            self.resources.register(&self.tasks[idx].meta);
+            for &tok in self.graph.provides[idx].iter() {
+                self.tokens[tok as usize].pending += 1;
+            }
+        }
+        let mut broken_at_admission = Vec::new();
+        for idx in start..self.tasks.len() {
+            let mut unsatisfied = 0;
+            for &tok in self.graph.requires[idx].iter() {
+                let t = &self.tokens[tok as usize];
+                if let Some(cause) = &t.broken {
+                    broken_at_admission.push((idx as u32, cause.clone()));
+                } else if t.pending > 0 {
+                    unsatisfied += 1;
+                }
+            }
+            self.states.push(TaskState {
+                phase: Phase::Waiting,
+                unsatisfied,
+                attempt: 0,
+                worst_result: None,
+            });
+            self.exports.push(None);
+        }
+        for (idx, cause) in broken_at_admission {
+            if self.states[idx as usize].phase == Phase::Waiting {
+                self.skip(idx, cause);
+            }
+        }
+        for idx in start as u32..self.tasks.len() as u32 {
+            let st = &self.states[idx as usize];
+            if st.phase == Phase::Waiting && st.unsatisfied == 0 {
+                self.make_ready(idx);
+            }
+        }
+    }
+
+    pub(crate) fn task(&self, idx: u32) -> &Task {
+        &self.tasks[idx as usize]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub(crate) fn running(&self) -> usize {
+        self.running
+    }
+
+    /// True once every task has its `TaskFinished`.
+    pub(crate) fn all_done(&self) -> bool {
+        self.done == self.tasks.len()
+    }
+
+    fn key(&self, idx: u32) -> Key {
+        Reverse((self.tasks[idx as usize].meta.priority, idx))
+    }
+
+    fn make_ready(&mut self, idx: u32) {
+        self.states[idx as usize].phase = Phase::Ready;
+        self.ready.push(self.key(idx));
+    }
+
+    /// The next task to start, if any may start now. Resumed tasks are finished on the way
+    /// without being returned.
+    pub(crate) fn next_start(&mut self, now: Instant) -> Option<Start> {
+        let _ = now;
+        if self.stop.is_some() {
+            return None;
+        }
+        while let Some(key) = self.ready.pop() {
+            let idx = key.0 .1;
+            if let Some(r) = self.resumed.remove(&idx) {
+                self.finish_resumed(idx, r);
+                continue;
+            }
+            if let Err(blocker) = self.resources.try_acquire(idx) {
+                self.resources.wait(blocker, key);
+                continue;
+            }
+            let st = &mut self.states[idx as usize];
+            st.phase = Phase::Running;
+            st.attempt += 1;
+            st.worst_result = None;
+            let attempt = st.attempt;
+            self.running += 1;
+            self.events.push_back(Event::TaskStarted {
+                task: self.tasks[idx as usize].name.clone(),
+                attempt,
+            });
+            let shared = self.shared_for(idx);
+            return Some(Start {
+                idx,
+                attempt,
+                shared,
+            });
+        }
+        None
+    }
+
+    /// Merges the exports of the providers of `idx`'s requires: definition order, later wins.
+    fn shared_for(&mut self, idx: u32) -> Arc<Shared> {
+        let req = &self.graph.requires[idx as usize];
+        if req.is_empty() {
+            return self.empty.clone();
+        }
+        let providers = self.graph.providers_of(idx);
+        let with_exports: Vec<u32> = providers
+            .into_iter()
+            .filter(|&p| self.exports[p as usize].is_some())
+            .collect();
+        match with_exports.as_slice() {
+            [] => self.empty.clone(),
+            [one] => self.exports[*one as usize].clone().unwrap_or_default(),
+            many => {
+                let mut merged = Shared::new();
+                let mut from: HashMap<String, u32> = HashMap::new();
+                for &p in many {
+                    for (k, v) in self.exports[p as usize].as_deref().into_iter().flatten() {
+                        if let Some(old) = merged.insert(k.clone(), v.clone()) {
+                            if &old != v {
+                                let prev = from[k];
+                                self.events.push_back(Event::Warning {
+                                    task: Some(self.tasks[idx as usize].name.clone()),
+                                    message: format!(
+                                        "shared key `{k}` is exported by both `{}` and `{}`; the value of `{}` wins",
+                                        self.tasks[prev as usize].name,
+                                        self.tasks[p as usize].name,
+                                        self.tasks[p as usize].name
+                                    ),
+                                });
+                            }
+                        }
+                        from.insert(k.clone(), p);
+                    }
+                }
+                Arc::new(merged)
+            }
+        }
+    }
+
+    /// A result streamed by a running attempt.
+    pub(crate) fn on_result(&mut self, idx: u32, attempt: u32, status: Outcome, message: String) {
+        let st = &mut self.states[idx as usize];
+        if st.phase != Phase::Running || st.attempt != attempt {
+            return;
+        }
+        st.worst_result = Some(st.worst_result.map_or(status, |w| w.worst(status)));
+        self.events.push_back(Event::TaskResult {
+            task: self.tasks[idx as usize].name.clone(),
+            attempt,
+            status,
+            message,
+        });
+    }
+
+    /// An attempt ended. Releases its resources, then retries or finishes the task.
+    pub(crate) fn on_done(&mut self, idx: u32, attempt: u32, report: Attempt) {
+        let st = &mut self.states[idx as usize];
+        if st.phase != Phase::Running || st.attempt != attempt {
+            return;
+        }
+        let outcome = st
+            .worst_result
+            .map_or(report.outcome, |w| report.outcome.worst(w));
+        self.running -= 1;
+        self.resources.release(idx, &mut self.woken);
+        for key in self.woken.drain(..) {
+            self.ready.push(key);
+        }
+        let retries = self.tasks[idx as usize].meta.retries;
+        if !outcome.is_success() && attempt <= retries && self.stop.is_none() {
+            self.states[idx as usize].phase = Phase::Ready;
+            self.ready.push(self.key(idx));
+            self.events.push_back(Event::TaskRetrying {
+                task: self.tasks[idx as usize].name.clone(),
+                attempt,
+                outcome,
+                message: report.message,
+                output: report.output.map(Arc::new),
+                duration: report.duration,
+            });
+            return;
+        }
+        let exports = if outcome.is_success() && !report.exports.is_empty() {
+            Arc::new(report.exports)
+        } else {
+            self.empty.clone()
+        };
+        let finished = Finished {
+            task: self.tasks[idx as usize].name.clone(),
+            outcome,
+            attempt,
+            exit_code: report.exit_code,
+            duration: report.duration,
+            resumed: false,
+            cause: None,
+            message: report.message,
+            exports: exports.clone(),
+            output: report.output.map(Arc::new),
+        };
+        self.finish(idx, finished);
+        if self.fail_fast && !outcome.is_success() && self.stop.is_none() {
+            self.stop = Some(Stop::FailFast(format!(
+                "not run: --fail-fast stopped the run after `{}` ended {outcome}",
+                self.tasks[idx as usize].name
+            )));
+        }
+    }
+
+    fn finish_resumed(&mut self, idx: u32, r: Resumed) {
+        let name = self.tasks[idx as usize].name.clone();
+        for (status, message) in r.results {
+            self.events.push_back(Event::TaskResult {
+                task: name.clone(),
+                attempt: r.attempt,
+                status,
+                message,
+            });
+        }
+        let exports = Arc::new(r.exports);
+        self.finish(
+            idx,
+            Finished {
+                task: name,
+                outcome: r.outcome,
+                attempt: r.attempt,
+                exit_code: r.exit_code,
+                duration: r.duration,
+                resumed: true,
+                cause: None,
+                message: r.message,
+                exports,
+                output: None,
+            },
+        );
+    }
+
+    /// Records the final outcome, reports it, and settles the tokens the task provides;
+    /// dependents that can no longer run are skipped in turn (iteratively: a failed root of a
+    /// chain of 10^6 tasks must not overflow the stack).
+    fn finish(&mut self, idx: u32, finished: Finished) {
+        let mut to_skip = Vec::new();
+        self.finish_one(idx, finished, &mut to_skip);
+        while let Some((d, cause)) = to_skip.pop() {
+            if self.states[d as usize].phase == Phase::Waiting {
+                let skipped = self.skipped(d, cause);
+                self.finish_one(d, skipped, &mut to_skip);
+            }
+        }
+    }
+
+    fn finish_one(&mut self, idx: u32, finished: Finished, to_skip: &mut Vec<(u32, String)>) {
+        let outcome = finished.outcome;
+        let ran = finished.cause.is_none();
+        let satisfies = ran
+            && (outcome.is_success()
+                || self.tasks[idx as usize].meta.on_failure == OnFailure::RunDependents);
+        if satisfies && !finished.exports.is_empty() {
+            self.exports[idx as usize] = Some(finished.exports.clone());
+        }
+        self.states[idx as usize].phase = Phase::Done;
+        self.done += 1;
+        self.counts.add(outcome);
+        self.worst = Some(self.worst.map_or(outcome, |w| w.worst(outcome)));
+        self.events.push_back(Event::TaskFinished(Box::new(finished)));
+
+        for i in 0..self.graph.provides[idx as usize].len() {
+            let tok = self.graph.provides[idx as usize][i] as usize;
+            let t = &mut self.tokens[tok];
+            t.pending -= 1;
+            if satisfies {
+                if t.pending > 0 || t.broken.is_some() {
+                    continue;
+                }
+                for &d in &self.graph.tokens[tok].dependents {
+                    let st = &mut self.states[d as usize];
+                    if st.phase == Phase::Waiting {
+                        st.unsatisfied -= 1;
+                        if st.unsatisfied == 0 {
+                            st.phase = Phase::Ready;
+                            self.ready
+                                .push(Reverse((self.tasks[d as usize].meta.priority, d)));
+                        }
+                    }
+                }
+            } else if t.broken.is_none() {
+                let how = if ran {
+                    format!("ended {outcome}")
+                } else {
+                    "was skipped".to_string()
+                };
+                let cause = format!(
+                    "required token `{}` is not available: `{}` {how}",
+                    self.graph.tokens[tok].name, self.tasks[idx as usize].name
+                );
+                t.broken = Some(cause.clone());
+                for &d in &self.graph.tokens[tok].dependents {
+                    if self.states[d as usize].phase == Phase::Waiting {
+                        to_skip.push((d, cause.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The `TaskFinished` of a task that will not run, with the reason.
+    fn skipped(&self, idx: u32, cause: String) -> Finished {
+        Finished {
+            task: self.tasks[idx as usize].name.clone(),
+            outcome: Outcome::Skip,
+            attempt: self.states[idx as usize].attempt,
+            exit_code: None,
+            duration: Duration::ZERO,
+            resumed: false,
+            cause: Some(cause),
+            message: None,
+            exports: self.empty.clone(),
+            output: None,
+        }
+    }
+
+    fn skip(&mut self, idx: u32, cause: String) {
+        let finished = self.skipped(idx, cause);
+        self.finish(idx, finished);
+    }
+
+    /// Stops starting tasks: running ones finish, the rest are skipped once nothing runs.
+    pub(crate) fn cancel(&mut self) {
+        if !matches!(self.stop, Some(Stop::Cancelled)) {
+            self.stop = Some(Stop::Cancelled);
+        }
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        matches!(self.stop, Some(Stop::Cancelled))
+    }
+
+    /// Once stopped and idle, skips every task that did not run. Returns true when it did.
+    pub(crate) fn settle_stopped(&mut self) -> bool {
+        let Some(stop) = self.stop.clone() else {
+            return false;
+        };
+        if self.running > 0 || self.all_done() {
+            return false;
+        }
+        let cause = match stop {
+            Stop::FailFast(cause) => cause,
+            Stop::Cancelled => "not run: the run was interrupted".to_string(),
+        };
+        for idx in 0..self.tasks.len() as u32 {
+            if self.states[idx as usize].phase != Phase::Done {
+                self.skip(idx, cause.clone());
+            }
+        }
+        true
+    }
+
+    /// The final event: the worst outcome (`pass` for an empty run) and the counts.
+    pub(crate) fn run_finished(&self, duration: Duration) -> Event {
+        Event::RunFinished {
+            outcome: self.worst.unwrap_or(Outcome::Pass),
+            counts: self.counts,
+            duration,
+            interrupted: self.is_cancelled(),
+        }
+    }
+}
