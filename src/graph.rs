@@ -365,7 +365,10 @@ mod tests {
     #[test]
     fn unrequired_token_is_a_warning() {
         let (_, w) = Graph::build(&[t("a").provides(["lonely"])], &BTreeMap::new()).unwrap();
-        assert_eq!(w, ["token `lonely` is provided by `a` but required by no task"]);
+        assert_eq!(
+            w,
+            ["token `lonely` is provided by `a` but required by no task"]
+        );
     }
 
     #[test]

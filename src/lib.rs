@@ -37,5 +37,7 @@ pub mod task;
 pub use context::{Context, Shared, TaskError};
 pub use error::{GraphError, GraphErrors};
 pub use sched::events::{Counts, Event, Finished};
-pub use sched::{Run, RunHandle, Resumed, Scheduler, SchedulerBuilder};
-pub use task::{CommandSpec, Meta, OnFailure, Outcome, PoolKind, Run as RunSpec, Task, TaskName, Work};
+pub use sched::{Resumed, Run, RunHandle, Scheduler, SchedulerBuilder};
+pub use task::{
+    CommandSpec, Meta, OnFailure, Outcome, PoolKind, Run as RunSpec, Task, TaskName, Work,
+};

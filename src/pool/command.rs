@@ -51,7 +51,9 @@ impl CommandRunner {
             Ok(s) if s.success() => Attempt::new(Outcome::Pass),
             Ok(s) if s.code() == Some(77) => Attempt::new(Outcome::Skip),
             Ok(s) => Attempt::new(Outcome::Fail).message(format!("{s}")),
-            Err(e) => Attempt::new(Outcome::Error).message(format!("cannot start {}: {e}", argv[0])),
+            Err(e) => {
+                Attempt::new(Outcome::Error).message(format!("cannot start {}: {e}", argv[0]))
+            }
         };
         a.duration = started.elapsed();
         a

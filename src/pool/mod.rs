@@ -129,7 +129,8 @@ impl Executor {
                 a
             }
             Ok(Err(e)) => Attempt::new(e.status).message(e.message),
-            Err(panic) => Attempt::new(Outcome::Error).message(format!("panicked: {}", panic_message(&*panic))),
+            Err(panic) => Attempt::new(Outcome::Error)
+                .message(format!("panicked: {}", panic_message(&*panic))),
         };
         if let Some(limit) = job.timeout {
             if duration > limit && !matches!(attempt.outcome, Outcome::Error) {

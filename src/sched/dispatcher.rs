@@ -72,9 +72,13 @@ impl Run {
         });
         // Warnings right after RunStarted, before the skips `admit` may already have queued.
         for (i, message) in warnings.into_iter().enumerate() {
-            state
-                .events
-                .insert(1 + i, Event::Warning { task: None, message });
+            state.events.insert(
+                1 + i,
+                Event::Warning {
+                    task: None,
+                    message,
+                },
+            );
         }
         Ok(Run {
             state,
@@ -110,9 +114,10 @@ impl Run {
         }
         let warnings = self.state.add_tasks(tasks)?;
         for message in warnings {
-            self.state
-                .events
-                .push_back(Event::Warning { task: None, message });
+            self.state.events.push_back(Event::Warning {
+                task: None,
+                message,
+            });
         }
         Ok(())
     }

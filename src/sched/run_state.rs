@@ -417,7 +417,8 @@ impl RunState {
         self.done += 1;
         self.counts.add(outcome);
         self.worst = Some(self.worst.map_or(outcome, |w| w.worst(outcome)));
-        self.events.push_back(Event::TaskFinished(Box::new(finished)));
+        self.events
+            .push_back(Event::TaskFinished(Box::new(finished)));
 
         for i in 0..self.graph.provides[idx as usize].len() {
             let tok = self.graph.provides[idx as usize][i] as usize;

@@ -1,0 +1,668 @@
+//! SPEC section 1 semantics on the thread pool, checked from recorded events. These re-express
+//! the Python pexen suite's scenarios.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pexen::{Event, GraphError, OnFailure, Outcome, Scheduler, Task, TaskError};
+
+/// Runs `tasks` on `jobs` threads and returns every event.
+fn run(jobs: usize, tasks: Vec<Task>) -> Vec<Event> {
+    Scheduler::builder()
+        .jobs(jobs)
+        .build()
+        .run(tasks)
+        .expect("valid graph")
+        .collect()
+}
+
+fn ok(name: &str) -> Task {
+    Task::closure(name, |_| Ok(()))
+}
+
+/// Task names in the order they started.
+fn started(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TaskStarted { task, .. } => Some(task.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn finished<'a>(events: &'a [Event], name: &str) -> &'a pexen::Finished {
+    let all: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TaskFinished(f) if f.task.as_str() == name => Some(&**f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(all.len(), 1, "exactly one TaskFinished for {name}");
+    all[0]
+}
+
+fn outcome(events: &[Event], name: &str) -> Outcome {
+    finished(events, name).outcome
+}
+
+fn run_outcome(events: &[Event]) -> Outcome {
+    match events.last() {
+        Some(Event::RunFinished { outcome, .. }) => *outcome,
+        other => panic!("last event is not RunFinished: {other:?}"),
+    }
+}
+
+/// Index of the first event matching `pred`.
+fn pos(events: &[Event], pred: impl Fn(&Event) -> bool) -> usize {
+    events.iter().position(pred).expect("event present")
+}
+
+fn start_of(events: &[Event], name: &str) -> usize {
+    pos(
+        events,
+        |e| matches!(e, Event::TaskStarted { task, .. } if task.as_str() == name),
+    )
+}
+
+fn end_of(events: &[Event], name: &str) -> usize {
+    pos(
+        events,
+        |e| matches!(e, Event::TaskFinished(f) if f.task.as_str() == name),
+    )
+}
+
+#[test]
+fn lowest_priority_value_starts_first_ties_in_definition_order() {
+    let events = run(
+        1,
+        vec![
+            ok("a").priority(5),
+            ok("b").priority(-3),
+            ok("c"),
+            ok("d").priority(-3),
+            ok("e").priority(10),
+        ],
+    );
+    assert_eq!(started(&events), ["b", "d", "c", "a", "e"]);
+    assert_eq!(run_outcome(&events), Outcome::Pass);
+}
+
+#[test]
+fn dependencies_beat_priority() {
+    let events = run(
+        1,
+        vec![
+            ok("late-provider").priority(100).provides(["x"]),
+            ok("eager").priority(-100).requires(["x"]),
+            ok("middle"),
+        ],
+    );
+    assert_eq!(started(&events), ["middle", "late-provider", "eager"]);
+}
+
+#[test]
+fn chain_runs_in_order_with_four_workers() {
+    let tasks = (0..20)
+        .map(|i| {
+            let t = ok(&format!("t{i:02}")).provides([format!("k{i}")]);
+            if i > 0 {
+                t.requires([format!("k{}", i - 1)])
+            } else {
+                t
+            }
+        })
+        .collect();
+    let events = run(4, tasks);
+    let expected: Vec<String> = (0..20).map(|i| format!("t{i:02}")).collect();
+    assert_eq!(started(&events), expected);
+    for i in 1..20 {
+        assert!(
+            end_of(&events, &format!("t{:02}", i - 1)) < start_of(&events, &format!("t{i:02}"))
+        );
+    }
+}
+
+/// Closure that records how many tasks hold a section at once.
+fn tracked(name: &str, live: &Arc<AtomicUsize>, peak: &Arc<AtomicUsize>) -> Task {
+    let (live, peak) = (live.clone(), peak.clone());
+    Task::closure(name, move |_| {
+        let now = live.fetch_add(1, Ordering::SeqCst) + 1;
+        peak.fetch_max(now, Ordering::SeqCst);
+        std::thread::yield_now();
+        live.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    })
+}
+
+#[test]
+fn claims_serialize() {
+    let (live, peak) = (Arc::default(), Arc::default());
+    let tasks = (0..16)
+        .map(|i| tracked(&format!("t{i}"), &live, &peak).claims(["port-8080"]))
+        .collect();
+    let events = run(4, tasks);
+    assert_eq!(peak.load(Ordering::SeqCst), 1);
+    // From events: every start follows the previous holder's end.
+    let order = started(&events);
+    for pair in order.windows(2) {
+        assert!(end_of(&events, &pair[0]) < start_of(&events, &pair[1]));
+    }
+}
+
+/// A task that waits until `n` tasks of its group are inside at once (proof that they overlap),
+/// failing if that never happens (the guard timeout only matters when the scheduler is wrong).
+fn rendezvous(name: &str, count: &Arc<(Mutex<usize>, std::sync::Condvar)>, n: usize) -> Task {
+    let count = count.clone();
+    Task::closure(name, move |_| {
+        let (lock, cv) = &*count;
+        let mut inside = lock.lock().unwrap();
+        *inside += 1;
+        cv.notify_all();
+        let (inside, res) = cv
+            .wait_timeout_while(inside, Duration::from_secs(30), |c| *c < n)
+            .unwrap();
+        drop(inside);
+        if res.timed_out() {
+            return Err(TaskError::fail("the other sharers never ran alongside"));
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn uses_overlap() {
+    let count = Arc::default();
+    let tasks = (0..3)
+        .map(|i| rendezvous(&format!("u{i}"), &count, 3).uses(["db"]))
+        .collect();
+    let events = run(3, tasks);
+    assert_eq!(run_outcome(&events), Outcome::Pass);
+}
+
+#[test]
+fn claims_exclude_uses() {
+    let (live, peak) = (Arc::default(), Arc::default());
+    let mut tasks = vec![tracked("writer", &live, &peak).claims(["db"])];
+    tasks.extend((0..6).map(|i| tracked(&format!("reader{i}"), &live, &peak).uses(["db"])));
+    tasks.push(tracked("writer2", &live, &peak).claims(["db"]));
+    let events = run(4, tasks);
+    for w in ["writer", "writer2"] {
+        let (s, e) = (start_of(&events, w), end_of(&events, w));
+        for r in 0..6 {
+            let (rs, re) = (
+                start_of(&events, &format!("reader{r}")),
+                end_of(&events, &format!("reader{r}")),
+            );
+            assert!(re < s || rs > e, "reader{r} overlapped {w}");
+        }
+    }
+}
+
+#[test]
+fn failed_lock_holder_releases() {
+    let events = run(
+        2,
+        vec![
+            Task::closure("holder", |_| Err(TaskError::fail("boom"))).claims(["L"]),
+            Task::closure("panicker", |_| panic!("kaboom")).claims(["L"]),
+            ok("next").claims(["L"]),
+        ],
+    );
+    assert_eq!(outcome(&events, "holder"), Outcome::Fail);
+    assert_eq!(outcome(&events, "panicker"), Outcome::Error);
+    assert!(finished(&events, "panicker")
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("kaboom"));
+    assert_eq!(outcome(&events, "next"), Outcome::Pass);
+}
+
+#[test]
+fn failed_provider_skips_dependents_with_cause_transitively() {
+    let events = run(
+        2,
+        vec![
+            Task::closure("db", |_| Err(TaskError::fail("no disk"))).provides(["db-ready"]),
+            ok("app").requires(["db-ready"]).provides(["app-ready"]),
+            ok("e2e").requires(["app-ready"]),
+            ok("unrelated"),
+        ],
+    );
+    assert_eq!(outcome(&events, "db"), Outcome::Fail);
+    let app = finished(&events, "app");
+    assert_eq!(app.outcome, Outcome::Skip);
+    assert_eq!(
+        app.cause.as_deref(),
+        Some("required token `db-ready` is not available: `db` ended fail")
+    );
+    let e2e = finished(&events, "e2e");
+    assert_eq!(
+        e2e.cause.as_deref(),
+        Some("required token `app-ready` is not available: `app` was skipped")
+    );
+    assert_eq!(outcome(&events, "unrelated"), Outcome::Pass);
+    assert_eq!(run_outcome(&events), Outcome::Fail);
+    assert!(!started(&events).contains(&"app".to_string()));
+}
+
+#[test]
+fn token_needs_every_provider() {
+    let events = run(
+        2,
+        vec![
+            ok("p1").provides(["t"]),
+            Task::closure("p2", |_| Err(TaskError::fail("x"))).provides(["t"]),
+            ok("dep").requires(["t"]),
+        ],
+    );
+    assert_eq!(outcome(&events, "dep"), Outcome::Skip);
+}
+
+#[test]
+fn skipping_provider_satisfies_but_a_skipped_one_does_not_run() {
+    let events = run(
+        1,
+        vec![
+            Task::closure("skipper", |_| Err(TaskError::skip("not here"))).provides(["t"]),
+            ok("dep").requires(["t"]),
+        ],
+    );
+    assert_eq!(outcome(&events, "skipper"), Outcome::Skip);
+    assert_eq!(outcome(&events, "dep"), Outcome::Pass);
+}
+
+#[test]
+fn run_dependents_lets_dependents_run_after_failure() {
+    let events = run(
+        1,
+        vec![
+            Task::closure("flaky-setup", |_| Err(TaskError::fail("meh")))
+                .provides(["t"])
+                .on_failure(OnFailure::RunDependents),
+            ok("dep").requires(["t"]),
+        ],
+    );
+    assert_eq!(outcome(&events, "dep"), Outcome::Pass);
+    assert_eq!(run_outcome(&events), Outcome::Fail);
+}
+
+#[test]
+fn controlled_failure_and_extra_results() {
+    let events = run(
+        1,
+        vec![
+            Task::closure("checks", |ctx| {
+                ctx.report(Outcome::Pass, "sub-test 1");
+                ctx.report(Outcome::Warn, "disk almost full");
+                Ok(())
+            }),
+            Task::closure("asserts", |_| Err(TaskError::fail("expected 3, got 4"))),
+        ],
+    );
+    let results: Vec<(Outcome, String)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TaskResult {
+                task,
+                status,
+                message,
+                ..
+            } if task.as_str() == "checks" => Some((*status, message.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            (Outcome::Pass, "sub-test 1".into()),
+            (Outcome::Warn, "disk almost full".into())
+        ]
+    );
+    assert_eq!(outcome(&events, "checks"), Outcome::Warn);
+    let a = finished(&events, "asserts");
+    assert_eq!(
+        (a.outcome, a.message.as_deref()),
+        (Outcome::Fail, Some("expected 3, got 4"))
+    );
+}
+
+#[test]
+fn shared_state_merges_in_definition_order_later_wins() {
+    let seen = Arc::new(Mutex::new(BTreeMap::new()));
+    let seen2 = seen.clone();
+    let events = run(
+        2,
+        vec![
+            Task::closure("p1", |ctx| {
+                ctx.export("host", "alpha")?;
+                ctx.export("p1-only", &1)
+            })
+            .provides(["a"]),
+            Task::closure("p2", |ctx| ctx.export("host", "beta")).provides(["b"]),
+            Task::closure("user", move |ctx| {
+                *seen2.lock().unwrap() = ctx.shared().clone();
+                Ok(())
+            })
+            .requires(["b", "a"]),
+        ],
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen["host"], "beta");
+    assert_eq!(seen["p1-only"], 1);
+    let warning = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Warning {
+                task: Some(t),
+                message,
+            } if t.as_str() == "user" => Some(message.clone()),
+            _ => None,
+        })
+        .expect("a conflict warning");
+    assert!(
+        warning.contains("`host`") && warning.contains("`p2`"),
+        "{warning}"
+    );
+}
+
+#[test]
+fn exports_of_a_failed_provider_are_not_shared() {
+    let seen = Arc::new(AtomicBool::new(true));
+    let seen2 = seen.clone();
+    run(
+        1,
+        vec![
+            Task::closure("p", |ctx| {
+                ctx.export("k", "v")?;
+                Err(TaskError::fail("no"))
+            })
+            .provides(["t"])
+            .on_failure(OnFailure::RunDependents),
+            Task::closure("d", move |ctx| {
+                seen2.store(ctx.shared().contains_key("k"), Ordering::SeqCst);
+                Ok(())
+            })
+            .requires(["t"]),
+        ],
+    );
+    assert!(!seen.load(Ordering::SeqCst));
+}
+
+#[test]
+fn invalid_graphs_report_every_problem_before_running() {
+    let ran = Arc::new(AtomicBool::new(false));
+    let ran2 = ran.clone();
+    let err = Scheduler::builder()
+        .build()
+        .run(vec![
+            Task::closure("x", move |_| {
+                ran2.store(true, Ordering::SeqCst);
+                Ok(())
+            }),
+            ok("missing").requires(["nobody"]),
+            ok("self").requires(["me"]).provides(["me"]),
+            ok("a").requires(["b"]).provides(["a"]),
+            ok("b").requires(["a"]).provides(["b"]),
+            ok("both").claims(["r"]).uses(["r"]),
+            ok("gpu").slot("gpu", 1),
+        ])
+        .err()
+        .expect("invalid");
+    assert!(!ran.load(Ordering::SeqCst));
+    let msgs: Vec<String> = err.0.iter().map(ToString::to_string).collect();
+    assert_eq!(msgs.len(), 5, "{msgs:#?}");
+    assert!(err.0.contains(&GraphError::MissingProvider {
+        task: "missing".into(),
+        token: "nobody".into()
+    }));
+    assert!(msgs.contains(&"dependency cycle: self -> self".to_string()));
+    assert!(msgs.contains(&"dependency cycle: a -> b -> a".to_string()));
+    assert!(msgs
+        .iter()
+        .any(|m| m.contains("both claims and uses resource `r`")));
+    assert!(msgs.iter().any(|m| m.contains("slot `gpu`")));
+}
+
+#[test]
+fn slots_never_exceed_capacity() {
+    let (live, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let tasks = (0..12)
+        .map(|i| {
+            tracked(&format!("g{i}"), &live, &peak).slot("gpu", if i % 3 == 0 { 2 } else { 1 })
+        })
+        .collect();
+    let events: Vec<Event> = Scheduler::builder()
+        .jobs(4)
+        .capacity("gpu", 2)
+        .build()
+        .run(tasks)
+        .unwrap()
+        .collect();
+    assert!(peak.load(Ordering::SeqCst) <= 2);
+    assert_eq!(run_outcome(&events), Outcome::Pass);
+}
+
+#[test]
+fn retries_rerun_failed_attempts() {
+    let events = run(
+        1,
+        vec![Task::closure("flaky", |ctx| {
+            if ctx.attempt() < 3 {
+                Err(TaskError::fail(format!("attempt {}", ctx.attempt())))
+            } else {
+                Ok(())
+            }
+        })
+        .retries(2)],
+    );
+    let retries: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TaskRetrying {
+                attempt,
+                outcome: Outcome::Fail,
+                ..
+            } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retries, [1, 2]);
+    let f = finished(&events, "flaky");
+    assert_eq!((f.outcome, f.attempt), (Outcome::Pass, 3));
+}
+
+#[test]
+fn fail_fast_skips_what_did_not_start() {
+    let events: Vec<Event> = Scheduler::builder()
+        .jobs(1)
+        .fail_fast(true)
+        .build()
+        .run(vec![
+            Task::closure("bad", |_| Err(TaskError::fail("x"))),
+            ok("later1"),
+            ok("later2"),
+        ])
+        .unwrap()
+        .collect();
+    assert_eq!(started(&events), ["bad"]);
+    let l = finished(&events, "later1");
+    assert_eq!(l.outcome, Outcome::Skip);
+    assert!(l.cause.as_deref().unwrap().contains("fail-fast"));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::TaskFinished(_)))
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn closure_timeout_is_cooperative() {
+    let events = run(
+        1,
+        vec![Task::closure("spin", |ctx| {
+            while !ctx.is_cancelled() {
+                std::thread::yield_now();
+            }
+            Ok(())
+        })
+        .timeout(Duration::from_millis(20))],
+    );
+    assert_eq!(outcome(&events, "spin"), Outcome::Timeout);
+}
+
+#[test]
+fn unserializable_export_is_an_error() {
+    struct Bad;
+    impl serde::Serialize for Bad {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("sockets do not serialize"))
+        }
+    }
+    let events = run(1, vec![Task::closure("x", |ctx| ctx.export("sock", &Bad))]);
+    let f = finished(&events, "x");
+    assert_eq!(f.outcome, Outcome::Error);
+    assert!(f
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("sockets do not serialize"));
+}
+
+#[test]
+fn tasks_added_during_the_run() {
+    let mut run = Scheduler::builder()
+        .jobs(2)
+        .build()
+        .run(vec![
+            Task::closure("gen", |ctx| ctx.export("n", &3)).provides(["gen"])
+        ])
+        .unwrap();
+    let mut events = Vec::new();
+    let mut added = false;
+    while let Some(e) = run.next() {
+        if matches!(&e, Event::TaskStarted { task, .. } if task.as_str() == "gen") && !added {
+            added = true;
+            let new = (0..3)
+                .map(|i| {
+                    Task::closure(format!("gen/child{i}"), |ctx| {
+                        let n: u32 = ctx.get("n")?.unwrap_or(0);
+                        if n == 3 {
+                            Ok(())
+                        } else {
+                            Err(TaskError::fail("no shared state"))
+                        }
+                    })
+                    .requires(["gen"])
+                })
+                .collect();
+            run.add_tasks(new).unwrap();
+            // A batch that would change an existing token is refused, and changes nothing.
+            assert!(run
+                .add_tasks(vec![ok("intruder").provides(["gen"])])
+                .is_err());
+        }
+        events.push(e);
+    }
+    for i in 0..3 {
+        assert_eq!(outcome(&events, &format!("gen/child{i}")), Outcome::Pass);
+    }
+    assert!(matches!(events[0], Event::RunStarted { tasks: 1, .. }));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::TaskFinished(_)))
+            .count(),
+        4
+    );
+}
+
+#[test]
+fn dropping_the_run_cancels_and_joins() {
+    let saw_cancel = Arc::new(AtomicBool::new(false));
+    let saw = saw_cancel.clone();
+    let (inside_tx, inside_rx) = std::sync::mpsc::channel();
+    let inside_tx = Mutex::new(inside_tx);
+    let mut run = Scheduler::builder()
+        .jobs(2)
+        .build()
+        .run(vec![Task::closure("forever", move |ctx| {
+            inside_tx.lock().unwrap().send(()).unwrap();
+            while !ctx.is_cancelled() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            saw.store(true, Ordering::SeqCst);
+            Ok(())
+        })])
+        .unwrap();
+    assert!(matches!(run.next(), Some(Event::RunStarted { .. })));
+    assert!(matches!(run.next(), Some(Event::TaskStarted { .. })));
+    inside_rx.recv().unwrap();
+    drop(run);
+    // Drop returned, so the worker thread was joined, and it saw the cancellation.
+    assert!(saw_cancel.load(Ordering::SeqCst));
+}
+
+#[test]
+fn cancel_reports_every_task_and_marks_the_run_interrupted() {
+    let mut run = Scheduler::builder()
+        .jobs(1)
+        .build()
+        .run(vec![
+            Task::closure("long", |ctx| {
+                while !ctx.is_cancelled() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(TaskError::error("interrupted"))
+            }),
+            ok("never"),
+        ])
+        .unwrap();
+    let handle = run.handle();
+    let mut events = Vec::new();
+    while let Some(e) = run.next() {
+        if matches!(e, Event::TaskStarted { .. }) {
+            handle.cancel();
+        }
+        events.push(e);
+    }
+    assert_eq!(outcome(&events, "long"), Outcome::Error);
+    assert_eq!(outcome(&events, "never"), Outcome::Skip);
+    assert!(matches!(
+        events.last(),
+        Some(Event::RunFinished {
+            interrupted: true,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn every_task_gets_exactly_one_finished_event() {
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let mut t = if i % 7 == 0 {
+            Task::closure(format!("t{i}"), |_| Err(TaskError::fail("x")))
+        } else {
+            ok(&format!("t{i}"))
+        };
+        t = t.provides([format!("k{i}")]);
+        if i >= 5 {
+            t = t.requires([format!("k{}", i - 5)]);
+        }
+        tasks.push(t.claims([format!("r{}", i % 3)]));
+    }
+    let events = run(3, tasks);
+    for i in 0..50 {
+        finished(&events, &format!("t{i}"));
+    }
+    if let Some(Event::RunFinished { counts, .. }) = events.last() {
+        assert_eq!(counts.total(), 50);
+    }
+}
