@@ -10,14 +10,20 @@ use std::time::Instant;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::task::{Outcome, TaskName};
+use crate::task::{Outcome, Task, TaskName};
 
 /// Shared state: key/value pairs exported by providers, merged for their dependents.
 pub type Shared = BTreeMap<String, serde_json::Value>;
 
-/// Receives the extra results a task reports while it runs.
+/// Receives what a running task reports: extra results, and tasks it adds to the run.
 pub trait ResultSink: Send + Sync {
     fn result(&self, status: Outcome, message: String);
+
+    /// Adds tasks to the run (see [`Context::add_tasks`]). Pools that cannot do so refuse.
+    fn add_tasks(&self, tasks: Vec<Task>) -> Result<(), TaskError> {
+        let _ = tasks;
+        Err(TaskError::error("this pool cannot add tasks to the run"))
+    }
 }
 
 /// The context handed to a closure task.
@@ -96,6 +102,13 @@ impl<'a> Context<'a> {
     /// Reports one extra result (a sub-test, a warning) while the task runs.
     pub fn report(&self, status: Outcome, message: impl Into<String>) {
         self.sink.result(status, message.into());
+    }
+
+    /// Adds tasks to the running graph: validated as a batch against it, they may require
+    /// any token (this task's own too) but provide only new ones. Because this task has not
+    /// finished, the run cannot end before they are in.
+    pub fn add_tasks(&self, tasks: Vec<Task>) -> Result<(), TaskError> {
+        self.sink.add_tasks(tasks)
     }
 
     /// True once the run is cancelled or this attempt timed out: a long task should return.

@@ -43,6 +43,8 @@ pub enum GraphError {
     },
     #[error("task `{task}` provides token `{token}`, which tasks already in the run provide or require; tasks added during a run may only provide new tokens")]
     LateProvider { task: TaskName, token: String },
+    #[error("the run has finished: no more tasks can be added")]
+    RunFinished,
     #[error("task name `{task}` is defined more than once")]
     DuplicateName { task: TaskName },
 }

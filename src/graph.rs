@@ -2,7 +2,7 @@
 //!
 //! Validation runs before anything starts (in release builds too) and reports every problem at
 //! once: missing providers, cycles with their full path, a resource both claimed and used,
-//! slots over capacity, duplicate names. Cycles are found with petgraph's Tarjan SCC over the
+//! slots over capacity, duplicate names. Cycles are found with petgraph (toposort, then Kosaraju SCC) over the
 //! provider -> dependent edges.
 
 use std::collections::{BTreeMap, HashMap};
@@ -122,7 +122,7 @@ impl Graph {
         }
 
         for (i, req) in requires.iter().enumerate() {
-            for &id in req.iter() {
+            for &id in req {
                 if tokens[id as usize].providers.is_empty() {
                     errors.push(GraphError::MissingProvider {
                         task: new[i].name.clone(),
@@ -235,7 +235,7 @@ fn find_cycles(
     }
     let mut has_edges = false;
     for (i, req) in requires.iter().enumerate() {
-        for &tok in req.iter() {
+        for &tok in req {
             for &p in &tokens[tok as usize].providers {
                 if let Some(p) = (p as usize).checked_sub(start) {
                     g.add_edge(NodeIndex::new(p), NodeIndex::new(i), ());
@@ -247,7 +247,17 @@ fn find_cycles(
     if !has_edges {
         return;
     }
-    for scc in petgraph::algo::tarjan_scc(&g) {
+    // `toposort` and `kosaraju_scc` are iterative: a chain of 10^6 tasks must not overflow the
+    // stack (petgraph's Tarjan recurses).
+    if petgraph::algo::toposort(&g, None).is_ok() {
+        return;
+    }
+    let mut sccs = petgraph::algo::kosaraju_scc(&g);
+    for scc in &mut sccs {
+        scc.sort_unstable();
+    }
+    sccs.sort_unstable_by_key(|scc| scc[0]);
+    for scc in sccs {
         let self_loop = scc.len() == 1 && g.contains_edge(scc[0], scc[0]);
         if scc.len() < 2 && !self_loop {
             continue;

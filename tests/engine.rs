@@ -536,20 +536,12 @@ fn unserializable_export_is_an_error() {
 }
 
 #[test]
-fn tasks_added_during_the_run() {
-    let mut run = Scheduler::builder()
-        .jobs(2)
-        .build()
-        .run(vec![
-            Task::closure("gen", |ctx| ctx.export("n", &3)).provides(["gen"])
-        ])
-        .unwrap();
-    let mut events = Vec::new();
-    let mut added = false;
-    while let Some(e) = run.next() {
-        if matches!(&e, Event::TaskStarted { task, .. } if task.as_str() == "gen") && !added {
-            added = true;
-            let new = (0..3)
+fn tasks_added_by_a_running_task() {
+    let events = run(
+        2,
+        vec![Task::closure("gen", |ctx| {
+            ctx.export("n", &3)?;
+            let children = (0..3)
                 .map(|i| {
                     Task::closure(format!("gen/child{i}"), |ctx| {
                         let n: u32 = ctx.get("n")?.unwrap_or(0);
@@ -562,16 +554,22 @@ fn tasks_added_during_the_run() {
                     .requires(["gen"])
                 })
                 .collect();
-            run.add_tasks(new).unwrap();
+            ctx.add_tasks(children)?;
             // A batch that would change an existing token is refused, and changes nothing.
-            assert!(run
+            if ctx
                 .add_tasks(vec![ok("intruder").provides(["gen"])])
-                .is_err());
-        }
-        events.push(e);
-    }
+                .is_ok()
+            {
+                return Err(TaskError::fail("late provider accepted"));
+            }
+            Ok(())
+        })
+        .provides(["gen"])],
+    );
+    assert_eq!(outcome(&events, "gen"), Outcome::Pass);
     for i in 0..3 {
         assert_eq!(outcome(&events, &format!("gen/child{i}")), Outcome::Pass);
+        assert!(end_of(&events, "gen") < start_of(&events, &format!("gen/child{i}")));
     }
     assert!(matches!(events[0], Event::RunStarted { tasks: 1, .. }));
     assert_eq!(
@@ -581,6 +579,34 @@ fn tasks_added_during_the_run() {
             .count(),
         4
     );
+}
+
+#[test]
+fn tasks_added_by_the_consumer_while_a_task_runs() {
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let mut run = Scheduler::builder()
+        .jobs(2)
+        .build()
+        .run(vec![Task::closure("blocker", move |_| {
+            release_rx
+                .lock()
+                .unwrap()
+                .recv()
+                .map_err(|_| TaskError::fail("no release"))
+        })
+        .provides(["base"])])
+        .unwrap();
+    let mut events = Vec::new();
+    while let Some(e) = run.next() {
+        if matches!(&e, Event::TaskStarted { task, .. } if task.as_str() == "blocker") {
+            run.add_tasks(vec![ok("added").requires(["base"])]).unwrap();
+            release_tx.send(()).unwrap();
+        }
+        events.push(e);
+    }
+    assert_eq!(outcome(&events, "added"), Outcome::Pass);
+    assert!(end_of(&events, "blocker") < start_of(&events, "added"));
 }
 
 #[test]
@@ -611,7 +637,7 @@ fn dropping_the_run_cancels_and_joins() {
 
 #[test]
 fn cancel_reports_every_task_and_marks_the_run_interrupted() {
-    let mut run = Scheduler::builder()
+    let run = Scheduler::builder()
         .jobs(1)
         .build()
         .run(vec![
@@ -626,7 +652,7 @@ fn cancel_reports_every_task_and_marks_the_run_interrupted() {
         .unwrap();
     let handle = run.handle();
     let mut events = Vec::new();
-    while let Some(e) = run.next() {
+    for e in run {
         if matches!(e, Event::TaskStarted { .. }) {
             handle.cancel();
         }

@@ -1,8 +1,8 @@
 //! Pools that run task attempts: closures on threads, closures in worker processes, commands.
 //!
-//! The dispatcher hands a [`Job`] to one of `jobs` worker threads; the thread runs it with the
-//! [`Executor`] (a closure inline, a command as a child process) and reports back with
-//! [`WorkerMsg`]s. Worker threads never touch the run state.
+//! A worker thread runs a [`Job`] with the [`Executor`]: a closure inline (panics caught), a
+//! command as a child process. Executing never touches the run state; results stream out
+//! through a [`ResultSink`].
 
 pub mod command;
 pub(crate) mod thread;
@@ -11,8 +11,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-
-use crossbeam_channel::Sender;
 
 use crate::context::{Context, ResultSink, Shared};
 use crate::sched::events::Attempt;
@@ -28,40 +26,6 @@ pub(crate) struct Job {
     pub work: Work,
     pub timeout: Option<Duration>,
     pub shared: Arc<Shared>,
-}
-
-/// What a worker thread reports to the dispatcher.
-pub(crate) enum WorkerMsg {
-    Result {
-        idx: u32,
-        attempt: u32,
-        status: Outcome,
-        message: String,
-    },
-    Done {
-        idx: u32,
-        attempt: u32,
-        report: Attempt,
-    },
-}
-
-/// Streams a running attempt's results to the dispatcher.
-pub(crate) struct ChannelSink<'a> {
-    pub tx: &'a Sender<WorkerMsg>,
-    pub idx: u32,
-    pub attempt: u32,
-}
-
-impl ResultSink for ChannelSink<'_> {
-    fn result(&self, status: Outcome, message: String) {
-        // The dispatcher only goes away when the run is dropped; nothing to report to then.
-        let _ = self.tx.send(WorkerMsg::Result {
-            idx: self.idx,
-            attempt: self.attempt,
-            status,
-            message,
-        });
-    }
 }
 
 /// Runs attempts of any kind; one per run, shared by the worker threads.
@@ -88,6 +52,10 @@ impl Executor {
         }
         match &job.work {
             Work::Closure(f) => self.run_closure(f.as_ref(), job, sink),
+            // A command handed out just as the run was cancelled must not start.
+            Work::Command(_) if self.is_cancelled() => {
+                Attempt::new(Outcome::Error).message("interrupted before it could start")
+            }
             Work::Command(spec) => match self.commands() {
                 Ok(runner) => runner.run(CommandJob {
                     task: &job.name,
@@ -142,6 +110,10 @@ impl Executor {
         }
         attempt.duration = duration;
         attempt
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
     }
 
     /// Cancellation: closures see `is_cancelled`, commands are terminated (TERM, grace, KILL).

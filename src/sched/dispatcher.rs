@@ -1,58 +1,227 @@
-//! The dispatcher: the one owner of the run state. It lives in the [`Run`] iterator: each
-//! `next()` hands out queued events, starts what may start, and otherwise waits for worker
-//! messages or control requests (cancel, kill) and feeds them to the pure [`RunState`].
+//! The dispatcher: the one owner of the run state.
+//!
+//! The state ([`RunState`], pure transitions) lives behind one lock in [`Core`]. Dispatching is
+//! a role, not a thread: a worker that finishes an attempt takes the lock, applies the
+//! transition, takes its next task itself and hands further ready tasks to idle workers. So a
+//! chain of short tasks never waits for a thread hand-off, and a fan-out wakes exactly as many
+//! workers as it has tasks for. Events are queued in order under the same lock; the [`Run`]
+//! iterator takes them in batches. Control (cancel, kill, tasks added) goes through the same
+//! lock.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::run_state::RunState;
 use super::SchedulerBuilder;
-use crate::error::GraphErrors;
+use crate::context::ResultSink;
+use crate::error::{GraphError, GraphErrors};
 use crate::pool::thread::WorkerThreads;
-use crate::pool::{Executor, Job, WorkerMsg};
+use crate::pool::{Executor, Job};
 use crate::sched::events::Event;
-use crate::task::Task;
+use crate::task::{Outcome, Task};
 
-enum Control {
-    Cancel,
-    Kill,
+/// The run state and the bookkeeping of who works on what.
+struct Core {
+    state: RunState,
+    /// Hands jobs to idle workers; dropped when the run ends so that they exit.
+    jobs: Option<Sender<Job>>,
+    /// Workers blocked waiting for a job.
+    idle: usize,
+    /// Set once `RunFinished` is queued.
+    finished: bool,
+    /// The consumer sleeps on the condition variable: wake it when events are queued.
+    consumer_waiting: bool,
+    /// Moving average of attempt durations (ns): with short tasks, events are handed to the
+    /// consumer in batches instead of waking it for each one.
+    avg_attempt_ns: u64,
+    started: Instant,
 }
 
-/// A run in progress: an iterator over its events. Dropping it cancels the run, terminates
-/// running commands and joins every worker thread.
-pub struct Run {
-    state: RunState,
-    jobs: usize,
+/// Attempts shorter than this on average are "short": their events are batched.
+const SHORT_ATTEMPT_NS: u64 = 20_000;
+/// Queue length at which a batch is handed over even for short tasks.
+const BATCH: usize = 512;
+/// How long the consumer sleeps at most before it looks for batched events itself.
+const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+struct Shared {
+    core: Mutex<Core>,
+    events_ready: Condvar,
     exec: Arc<Executor>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        // The state's transitions do not panic midway; a poisoned lock means a worker thread
+        // died elsewhere, and the state is still consistent.
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes the consumer if it waits and something is queued. With short tasks the wake-up
+    /// (a system call and a context switch, more than a no-op task costs) waits for a full
+    /// batch, or for the worker to go idle; the consumer also looks every `POLL` by itself.
+    fn notify(&self, core: &mut Core, idle: bool) {
+        let queued = core.state.events.len();
+        let urgent =
+            idle || core.finished || core.avg_attempt_ns >= SHORT_ATTEMPT_NS || queued >= BATCH;
+        if core.consumer_waiting && urgent && (queued > 0 || core.finished) {
+            core.consumer_waiting = false;
+            self.events_ready.notify_one();
+        }
+    }
+}
+
+impl Core {
+    fn job(&self, start: super::run_state::Start) -> Job {
+        let task = self.state.task(start.idx);
+        Job {
+            idx: start.idx,
+            attempt: start.attempt,
+            name: task.name.clone(),
+            work: task.work.clone(),
+            timeout: task.meta.timeout,
+            shared: start.shared,
+        }
+    }
+
+    fn add_tasks(&mut self, tasks: Vec<Task>) -> Result<(), GraphErrors> {
+        if self.finished {
+            return Err(GraphErrors(vec![GraphError::RunFinished]));
+        }
+        let warnings = self.state.add_tasks(tasks)?;
+        for message in warnings {
+            self.state.events.push_back(Event::Warning {
+                task: None,
+                message,
+            });
+        }
+        self.dispatch(false);
+        Ok(())
+    }
+
+    /// Hands ready tasks to idle workers; with `mine`, first takes one for the calling worker.
+    /// Then checks whether the run is over.
+    fn dispatch(&mut self, mine: bool) -> Option<Job> {
+        let own = if mine {
+            self.state.next_start().map(|s| self.job(s))
+        } else {
+            None
+        };
+        while self.idle > 0 {
+            let Some(start) = self.state.next_start() else {
+                break;
+            };
+            let job = self.job(start);
+            if let Some(tx) = &self.jobs {
+                // Idle workers hold the receiver until `jobs` is dropped, so this succeeds.
+                let _ = tx.send(job);
+            }
+            self.idle -= 1;
+        }
+        if own.is_none() && self.state.running() == 0 {
+            self.state.settle_stopped();
+            if self.state.all_done() && !self.finished {
+                let finished = self.state.run_finished(self.started.elapsed());
+                self.state.events.push_back(finished);
+                self.finished = true;
+                self.jobs = None;
+            }
+        }
+        own
+    }
+}
+
+/// A worker thread: run a job, then, under the lock, report it and take the next one.
+fn work(shared: &Shared, jobs: &Receiver<Job>) {
+    let mut next: Option<Job> = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        let sink = CoreSink {
+            shared,
+            idx: job.idx,
+            attempt: job.attempt,
+        };
+        let report = shared.exec.run(&job, &sink);
+        let took = report.duration.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let mut core = shared.lock();
+        core.avg_attempt_ns = core.avg_attempt_ns - core.avg_attempt_ns / 8 + took / 8;
+        core.state.on_done(job.idx, job.attempt, report);
+        next = core.dispatch(true);
+        if next.is_none() {
+            core.idle += 1;
+        }
+        let idle = next.is_none();
+        shared.notify(&mut core, idle);
+    }
+}
+
+/// Streams a running attempt's results into the run state.
+struct CoreSink<'a> {
+    shared: &'a Shared,
+    idx: u32,
+    attempt: u32,
+}
+
+impl ResultSink for CoreSink<'_> {
+    fn result(&self, status: Outcome, message: String) {
+        let mut core = self.shared.lock();
+        core.state
+            .on_result(self.idx, self.attempt, status, message);
+        self.shared.notify(&mut core, true);
+    }
+
+    fn add_tasks(&self, tasks: Vec<Task>) -> Result<(), crate::context::TaskError> {
+        let mut core = self.shared.lock();
+        let result = core.add_tasks(tasks);
+        self.shared.notify(&mut core, true);
+        result.map_err(|e| crate::context::TaskError::error(e.to_string()))
+    }
+}
+
+/// A run in progress: an iterator over its events, in the order things happened. Dropping it
+/// cancels the run, kills running commands and joins every worker thread.
+pub struct Run {
+    shared: Arc<Shared>,
     workers: WorkerThreads,
-    msgs: Receiver<WorkerMsg>,
-    control: Receiver<Control>,
-    handle: RunHandle,
-    started: Instant,
-    finished: bool,
+    /// Events taken from the core, handed out one by one.
+    batch: VecDeque<Event>,
+    done: bool,
 }
 
 /// Controls a run from another thread (a signal handler, a watchdog).
 #[derive(Clone)]
 pub struct RunHandle {
-    control: Sender<Control>,
-    exec: Arc<Executor>,
+    shared: Arc<Shared>,
 }
 
 impl RunHandle {
     /// Stops starting tasks and terminates running ones (SIGTERM, grace period, SIGKILL);
     /// unstarted tasks end as `skip`. The run still reports every task and `RunFinished`.
     pub fn cancel(&self) {
-        self.exec.cancel();
-        let _ = self.control.send(Control::Cancel);
+        self.shared.exec.cancel();
+        self.stop();
     }
 
     /// Like [`RunHandle::cancel`], but kills running commands at once.
     pub fn kill(&self) {
-        self.exec.kill();
-        let _ = self.control.send(Control::Kill);
+        self.shared.exec.kill();
+        self.stop();
+    }
+
+    fn stop(&self) {
+        let mut core = self.shared.lock();
+        core.state.cancel();
+        core.dispatch(false);
+        self.shared.notify(&mut core, true);
     }
 }
 
@@ -61,11 +230,6 @@ impl Run {
         let started = Instant::now();
         let (mut state, warnings) =
             RunState::new(tasks, config.capacity, config.fail_fast, config.resumed)?;
-        let exec = Arc::new(Executor::new(config.command));
-        let (msg_tx, msgs) = crossbeam_channel::unbounded();
-        let workers = WorkerThreads::spawn(config.jobs, &exec, &msg_tx)
-            .expect("the OS refused to start worker threads");
-        let (control_tx, control) = crossbeam_channel::unbounded();
         state.events.push_front(Event::RunStarted {
             tasks: state.len(),
             jobs: config.jobs,
@@ -80,116 +244,53 @@ impl Run {
                 },
             );
         }
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            core: Mutex::new(Core {
+                state,
+                jobs: Some(jobs_tx),
+                idle: config.jobs,
+                finished: false,
+                consumer_waiting: false,
+                avg_attempt_ns: SHORT_ATTEMPT_NS,
+                started,
+            }),
+            events_ready: Condvar::new(),
+            exec: Arc::new(Executor::new(config.command)),
+        });
+        shared.lock().dispatch(false);
+        let worker_shared = shared.clone();
+        let workers = WorkerThreads::spawn(config.jobs, move |_| work(&worker_shared, &jobs_rx))
+            .expect("the OS refused to start worker threads");
         Ok(Run {
-            state,
-            jobs: config.jobs,
-            handle: RunHandle {
-                control: control_tx,
-                exec: exec.clone(),
-            },
-            exec,
+            shared,
             workers,
-            msgs,
-            control,
-            started,
-            finished: false,
+            batch: VecDeque::new(),
+            done: false,
         })
     }
 
     /// A handle to cancel the run from another thread.
     pub fn handle(&self) -> RunHandle {
-        self.handle.clone()
+        RunHandle {
+            shared: self.shared.clone(),
+        }
     }
 
-    /// The tasks of the run, in definition order (added tasks last).
+    /// How many tasks the run has (added tasks included).
     pub fn task_count(&self) -> usize {
-        self.state.len()
+        self.shared.lock().state.len()
     }
 
     /// Adds tasks while the run is going. They are validated as a batch against the tasks
-    /// already there; they may require any existing token but provide only new ones.
+    /// already there; they may require any existing token but provide only new ones. Workers
+    /// do not wait for the consumer, so the run may have finished already (an error then);
+    /// a task that discovers more work should use [`crate::Context::add_tasks`] instead.
     pub fn add_tasks(&mut self, tasks: Vec<Task>) -> Result<(), GraphErrors> {
-        if self.finished {
-            return Err(GraphErrors(Vec::new()));
-        }
-        let warnings = self.state.add_tasks(tasks)?;
-        for message in warnings {
-            self.state.events.push_back(Event::Warning {
-                task: None,
-                message,
-            });
-        }
-        Ok(())
-    }
-
-    /// One step of the dispatcher: start what may start, else wait for news.
-    fn pump(&mut self) {
-        let now = Instant::now();
-        while self.state.running() < self.jobs {
-            let Some(start) = self.state.next_start(now) else {
-                break;
-            };
-            let task = self.state.task(start.idx);
-            self.workers.send(Job {
-                idx: start.idx,
-                attempt: start.attempt,
-                name: task.name.clone(),
-                work: task.work.clone(),
-                timeout: task.meta.timeout,
-                shared: start.shared,
-            });
-        }
-        if !self.state.events.is_empty() {
-            return;
-        }
-        if self.state.all_done() && self.state.running() == 0 {
-            let finished = self.state.run_finished(self.started.elapsed());
-            self.state.events.push_back(finished);
-            self.finished = true;
-            self.workers.join();
-            return;
-        }
-        if self.state.settle_stopped() {
-            return;
-        }
-        crossbeam_channel::select! {
-            recv(self.msgs) -> msg => {
-                if let Ok(msg) = msg {
-                    self.handle_msg(msg);
-                }
-            }
-            recv(self.control) -> ctl => match ctl {
-                Ok(Control::Cancel) => {
-                    self.state.cancel();
-                    self.exec.cancel();
-                }
-                Ok(Control::Kill) => {
-                    self.state.cancel();
-                    self.exec.kill();
-                }
-                Err(_) => {}
-            },
-        }
-        // Take whatever else is already there in one go: fewer wake-ups under load.
-        while let Ok(msg) = self.msgs.try_recv() {
-            self.handle_msg(msg);
-        }
-    }
-
-    fn handle_msg(&mut self, msg: WorkerMsg) {
-        match msg {
-            WorkerMsg::Result {
-                idx,
-                attempt,
-                status,
-                message,
-            } => self.state.on_result(idx, attempt, status, message),
-            WorkerMsg::Done {
-                idx,
-                attempt,
-                report,
-            } => self.state.on_done(idx, attempt, report),
-        }
+        let mut core = self.shared.lock();
+        let result = core.add_tasks(tasks);
+        self.shared.notify(&mut core, true);
+        result
     }
 }
 
@@ -198,21 +299,47 @@ impl Iterator for Run {
 
     fn next(&mut self) -> Option<Event> {
         loop {
-            if let Some(e) = self.state.events.pop_front() {
+            if let Some(e) = self.batch.pop_front() {
                 return Some(e);
             }
-            if self.finished {
+            if self.done {
                 return None;
             }
-            self.pump();
+            let mut core = self.shared.lock();
+            loop {
+                if !core.state.events.is_empty() {
+                    std::mem::swap(&mut self.batch, &mut core.state.events);
+                    break;
+                }
+                if core.finished {
+                    self.done = true;
+                    break;
+                }
+                core.consumer_waiting = true;
+                core = self
+                    .shared
+                    .events_ready
+                    .wait_timeout(core, POLL)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            drop(core);
+            if self.done {
+                self.workers.join();
+            }
         }
     }
 }
 
 impl Drop for Run {
     fn drop(&mut self) {
-        if !self.finished {
-            self.exec.kill();
+        if !self.done {
+            self.shared.exec.kill();
+            let mut core = self.shared.lock();
+            core.state.cancel();
+            core.dispatch(false);
+            // Idle workers exit when the job channel closes; busy ones after their attempt.
+            core.jobs = None;
         }
         self.workers.join();
     }

@@ -115,31 +115,31 @@ impl Resources {
         let Some(needs) = &self.needs[idx as usize] else {
             return Ok(());
         };
-        for &l in needs.claims.iter() {
+        for &l in &needs.claims {
             if self.locks[l as usize].holders > 0 {
                 return Err(Blocker::Lock(l));
             }
         }
-        for &l in needs.uses.iter() {
+        for &l in &needs.uses {
             if self.locks[l as usize].exclusive {
                 return Err(Blocker::Lock(l));
             }
         }
-        for &(s, n) in needs.slots.iter() {
+        for &(s, n) in &needs.slots {
             let slot = &self.slots[s as usize];
             if slot.used + n > slot.capacity {
                 return Err(Blocker::Slot(s));
             }
         }
-        for &l in needs.claims.iter() {
+        for &l in &needs.claims {
             let lock = &mut self.locks[l as usize];
             lock.holders = 1;
             lock.exclusive = true;
         }
-        for &l in needs.uses.iter() {
+        for &l in &needs.uses {
             self.locks[l as usize].holders += 1;
         }
-        for &(s, n) in needs.slots.iter() {
+        for &(s, n) in &needs.slots {
             self.slots[s as usize].used += n;
         }
         Ok(())
@@ -159,20 +159,20 @@ impl Resources {
         let Some(needs) = self.needs[idx as usize].take() else {
             return;
         };
-        for &l in needs.claims.iter() {
+        for &l in &needs.claims {
             let lock = &mut self.locks[l as usize];
             lock.holders = 0;
             lock.exclusive = false;
             self.wake_lock(l, woken);
         }
-        for &l in needs.uses.iter() {
+        for &l in &needs.uses {
             let lock = &mut self.locks[l as usize];
             lock.holders -= 1;
             if lock.holders == 0 {
                 self.wake_lock(l, woken);
             }
         }
-        for &(s, n) in needs.slots.iter() {
+        for &(s, n) in &needs.slots {
             self.slots[s as usize].used -= n;
             self.wake_slot(s, woken);
         }

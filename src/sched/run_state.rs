@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::context::Shared;
 use crate::error::GraphErrors;
@@ -153,14 +153,14 @@ impl RunState {
             .resize_with(self.graph.tokens.len(), TokenState::default);
         for idx in start..self.tasks.len() {
             self.resources.register(&self.tasks[idx].meta);
-            for &tok in self.graph.provides[idx].iter() {
+            for &tok in &self.graph.provides[idx] {
                 self.tokens[tok as usize].pending += 1;
             }
         }
         let mut broken_at_admission = Vec::new();
         for idx in start..self.tasks.len() {
             let mut unsatisfied = 0;
-            for &tok in self.graph.requires[idx].iter() {
+            for &tok in &self.graph.requires[idx] {
                 let t = &self.tokens[tok as usize];
                 if let Some(cause) = &t.broken {
                     broken_at_admission.push((idx as u32, cause.clone()));
@@ -217,8 +217,7 @@ impl RunState {
 
     /// The next task to start, if any may start now. Resumed tasks are finished on the way
     /// without being returned.
-    pub(crate) fn next_start(&mut self, now: Instant) -> Option<Start> {
-        let _ = now;
+    pub(crate) fn next_start(&mut self) -> Option<Start> {
         if self.stop.is_some() {
             return None;
         }
@@ -254,8 +253,14 @@ impl RunState {
 
     /// Merges the exports of the providers of `idx`'s requires: definition order, later wins.
     fn shared_for(&mut self, idx: u32) -> Arc<Shared> {
-        let req = &self.graph.requires[idx as usize];
-        if req.is_empty() {
+        // Fast path, no allocation: most providers export nothing.
+        let any = self.graph.requires[idx as usize].iter().any(|&t| {
+            self.graph.tokens[t as usize]
+                .providers
+                .iter()
+                .any(|&p| self.exports[p as usize].is_some())
+        });
+        if !any {
             return self.empty.clone();
         }
         let providers = self.graph.providers_of(idx);
