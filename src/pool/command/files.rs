@@ -175,15 +175,14 @@ fn emit(sink: &dyn ResultSink, line: &[u8]) {
     if line.trim().is_empty() {
         return;
     }
-    match parse_result(line) {
-        Some((status, message)) => sink.result(status, message.to_owned()),
-        None => {
-            let shown: String = line.chars().take(200).collect();
-            sink.result(
-                Outcome::Error,
-                format!("malformed result line `{shown}`: expected `STATUS message` with STATUS one of pass, warn, fail, error, skip"),
-            );
-        }
+    if let Some((status, message)) = parse_result(line) {
+        sink.result(status, message.to_owned());
+    } else {
+        let shown: String = line.chars().take(200).collect();
+        sink.result(
+            Outcome::Error,
+            format!("malformed result line `{shown}`: expected `STATUS message` with STATUS one of pass, warn, fail, error, skip"),
+        );
     }
 }
 

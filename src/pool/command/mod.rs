@@ -69,6 +69,7 @@ impl Default for CommandConfig {
 }
 
 /// One attempt of a command task.
+#[derive(Clone, Copy)]
 pub struct CommandJob<'a> {
     pub task: &'a TaskName,
     /// 1-based.
@@ -320,15 +321,19 @@ impl CommandRunner {
                 wake = wake.min(k);
             }
             let rest = wake.saturating_duration_since(now);
-            let exited = match &pidfd {
-                Some(fd) => fd.wait_exit(rest),
-                None => {
-                    std::thread::sleep(nap.min(rest));
-                    nap = (nap * 2).min(TICK);
-                    procs::has_exited(pgid)
-                }
+            let exited = if let Some(fd) = &pidfd {
+                fd.wait_exit(rest)
+            } else {
+                std::thread::sleep(nap.min(rest));
+                nap = (nap * 2).min(TICK);
+                procs::has_exited(pgid)
             };
             if exited {
+                // A cancelled task usually dies of the signal before a tick notices the
+                // cancellation: its exit status then says nothing about the task itself.
+                if ended == Ended::Exited && self.cancel.load(Ordering::SeqCst) != RUNNING {
+                    return Ended::Interrupted;
+                }
                 return ended;
             }
             results.poll(job.sink);

@@ -175,7 +175,7 @@ fn read_stat(pid: i32) -> Option<Stat> {
 }
 
 /// Our direct children (including reparented orphans). `/proc/PID/task/*/children` would be
-/// cheaper but needs CONFIG_PROC_CHILDREN, which common kernels lack; a sweep is rare.
+/// cheaper but needs `CONFIG_PROC_CHILDREN`, which common kernels lack; a sweep is rare.
 fn children() -> Vec<Stat> {
     let me = std::process::id() as i32;
     let Ok(dir) = fs::read_dir("/proc") else {
