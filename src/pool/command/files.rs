@@ -3,6 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::FromRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -11,12 +12,21 @@ use thiserror::Error;
 use crate::context::{ResultSink, Shared};
 use crate::task::Outcome;
 
-/// A nameless file in `dir` for one captured stream.
+/// A nameless file for one captured stream.
 ///
-/// `O_TMPFILE` costs one `open` and no `unlink`, and the data goes away with the last descriptor
-/// (a background process still writing to it included). File systems without it get a named
-/// file, unlinked at once.
+/// A memfd first: two `memfd_create`s cost nothing next to a spawn, where `O_TMPFILE` files on a
+/// disk file system (ext4 `/tmp`) measured ~45% on top of a `/bin/true` spawn (inode allocation
+/// and journaling). The price: output lives in memory (swappable shmem) until the attempt ends.
+/// Without memfd, a nameless `O_TMPFILE` file in `dir`; without that, a named file unlinked at
+/// once. Either way no `unlink` per attempt, and the data goes away with the last descriptor
+/// (a background process still writing to it included).
 pub(super) fn capture_file(dir: &Path, fallback_name: &str) -> io::Result<File> {
+    // SAFETY: the name is a valid C string; the call returns a new descriptor or -1.
+    let fd = unsafe { libc::memfd_create(c"pexen-capture".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd >= 0 {
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        return Ok(unsafe { File::from_raw_fd(fd) });
+    }
     let unnamed = OpenOptions::new()
         .read(true)
         .write(true)

@@ -9,9 +9,9 @@
 //!   result lines to the sink, check the deadline and see cancellation. The sink is only ever
 //!   called from the `run()` thread, so it can stay a plain borrow.
 //! - **Cheap spawns.** No `pre_exec` (it would force `fork` over `posix_spawn`); the group comes
-//!   from `process_group(0)`. stdout and stderr go to nameless `O_TMPFILE` files in the runner's
-//!   temp dir (two `open`s, no reader thread, no `unlink`); the results and export files are only
-//!   named, never created by us.
+//!   from `process_group(0)`. stdout and stderr go to memfds (no reader thread, no `unlink`, no
+//!   disk: see [`files::capture_file`] for the measurement); the results and export files are
+//!   only named, never created by us.
 //! - **Pinned groups.** The leader is not reaped before its group is signalled for the last
 //!   time, so the group id cannot have been reused by then; `terminate_all` / `kill_all` only
 //!   signal groups of registered leaders, and a `run()` unregisters its leader before reaping it.
@@ -89,8 +89,8 @@ const KILLING: u8 = 2;
 /// Runs command attempts for one run; shared by the worker threads.
 pub struct CommandRunner {
     config: CommandConfig,
-    /// Private temp dir: results and export files (and named capture files where `O_TMPFILE`
-    /// is missing). Its path, in every task's environment, marks the task's descendants.
+    /// Private temp dir: results and export files (and capture files where memfd is missing).
+    /// Its path, in every task's environment, marks the task's descendants.
     dir: PathBuf,
     next_id: AtomicU64,
     /// RUNNING, TERMINATING or KILLING; only rises.
