@@ -1,0 +1,126 @@
+//! Command-line arguments (clap derive). SPEC section 5 is the contract.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// pexen: run a directory tree of tasks as a dependency-aware parallel DAG.
+#[derive(Debug, Parser)]
+#[command(name = "pexen", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the tasks of a tree (all, or a selection and what it requires).
+    Run(RunArgs),
+    /// List the tasks with their metadata.
+    List(ListArgs),
+    /// Validate the tree only: definitions and graph.
+    Check(TreeArg),
+    /// Print the DAG in Graphviz DOT.
+    Graph(TreeArg),
+    /// Rebuild a report of the recorded run from the journal.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TreeArg {
+    /// The task tree (default: the current directory).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MessageFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The task tree (default: the current directory).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Attempts run at once (default: the number of CPUs).
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+    /// Select tasks whose name matches GLOB (repeatable; `*` does not cross `/`, `**` does).
+    #[arg(long = "filter", value_name = "GLOB")]
+    pub filters: Vec<String>,
+    /// Select tasks carrying tag T (repeatable).
+    #[arg(long = "tag", value_name = "T")]
+    pub tags: Vec<String>,
+    /// Write a JUnit XML report to FILE (atomically, also when interrupted).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Where the journal of runs is kept.
+    #[arg(long, value_name = "DIR", default_value = ".pexen")]
+    pub state: PathBuf,
+    /// Do not rerun tasks that passed with an unchanged fingerprint in the journal.
+    #[arg(long)]
+    pub resume: bool,
+    /// With --resume: say why each task runs again or is taken from the journal.
+    #[arg(long)]
+    pub explain: bool,
+    /// Stop starting tasks after the first failure; the rest are skipped.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Extra attempts for every task after fail, error or timeout (overrides the tree).
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+    /// Timeout for tasks that do not declare one (`30s`, `5m`).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Capacity of a counted resource for `slots` (repeatable; overrides the tree).
+    #[arg(long = "capacity", value_name = "NAME=N", value_parser = parse_capacity)]
+    pub capacity: Vec<(String, u32)>,
+    /// Output: a human display, or one JSON object per line on stdout.
+    #[arg(long, value_enum, default_value = "human")]
+    pub message_format: MessageFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The task tree (default: the current directory).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: ListFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Write the JUnit XML report of the last recorded run to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: PathBuf,
+    /// Where the journal is kept.
+    #[arg(long, value_name = "DIR", default_value = ".pexen")]
+    pub state: PathBuf,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like `30s` or `5m`: {e}"))
+}
+
+fn parse_capacity(s: &str) -> Result<(String, u32), String> {
+    let (name, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=N"))?;
+    let n = n
+        .parse()
+        .map_err(|_| format!("`{n}` in `{s}` is not a whole number"))?;
+    if name.is_empty() {
+        return Err(format!("`{s}` has an empty name"));
+    }
+    Ok((name.to_string(), n))
+}

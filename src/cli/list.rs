@@ -1,0 +1,91 @@
+//! `pexen list`: the tasks of a tree with their metadata, for people or as JSON.
+
+use std::io::Write;
+
+use serde_json::json;
+
+use super::args::{ListArgs, ListFormat};
+use super::{load, CliError};
+use crate::error::exit_code;
+use crate::task::{Run, Task, Work};
+
+pub(super) fn list(args: &ListArgs) -> Result<i32, CliError> {
+    let tree = load(&args.dir)?;
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        ListFormat::Json => {
+            let all: Vec<serde_json::Value> = tree.tasks.iter().map(task_json).collect();
+            let _ = writeln!(out, "{}", serde_json::Value::Array(all));
+        }
+        ListFormat::Human => {
+            for t in &tree.tasks {
+                let _ = writeln!(out, "{}", human_line(t));
+            }
+        }
+    }
+    Ok(exit_code::OK)
+}
+
+fn run_json(t: &Task) -> serde_json::Value {
+    match &t.work {
+        Work::Command(c) => match &c.run {
+            Run::Cmd(argv) => json!({"cmd": argv}),
+            Run::Shell(s) => json!({"shell": s}),
+        },
+        Work::Closure(_) => json!("closure"),
+    }
+}
+
+fn task_json(t: &Task) -> serde_json::Value {
+    let m = &t.meta;
+    let (env, cwd) = match &t.work {
+        Work::Command(c) => (json!(c.env), json!(c.cwd)),
+        Work::Closure(_) => (json!({}), serde_json::Value::Null),
+    };
+    json!({
+        "name": t.name.as_str(),
+        "run": run_json(t),
+        "requires": m.requires,
+        "provides": m.provides,
+        "claims": m.claims,
+        "uses": m.uses,
+        "slots": m.slots,
+        "priority": m.priority,
+        "timeout_s": m.timeout.map(|d| d.as_secs_f64()),
+        "retries": m.retries,
+        "on_failure": format!("{:?}", m.on_failure),
+        "tags": m.tags,
+        "inputs": m.inputs,
+        "env": env,
+        "cwd": cwd,
+    })
+}
+
+fn human_line(t: &Task) -> String {
+    let m = &t.meta;
+    let mut parts = Vec::new();
+    let list = |label: &str, v: &[String]| (!v.is_empty()).then(|| format!("{label}: {}", v.join(", ")));
+    parts.extend(list("requires", &m.requires));
+    parts.extend(list("provides", &m.provides));
+    parts.extend(list("claims", &m.claims));
+    parts.extend(list("uses", &m.uses));
+    if !m.slots.is_empty() {
+        let s: Vec<String> = m.slots.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        parts.push(format!("slots: {}", s.join(", ")));
+    }
+    if m.priority != 0 {
+        parts.push(format!("priority: {}", m.priority));
+    }
+    if let Some(t) = m.timeout {
+        parts.push(format!("timeout: {}", humantime::format_duration(t)));
+    }
+    if m.retries > 0 {
+        parts.push(format!("retries: {}", m.retries));
+    }
+    parts.extend(list("tags", &m.tags));
+    if parts.is_empty() {
+        t.name.to_string()
+    } else {
+        format!("{}  [{}]", t.name, parts.join("; "))
+    }
+}

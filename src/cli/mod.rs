@@ -1,0 +1,120 @@
+//! The `pexen` command line: parse, load the tree, run, report. The binary only maps what
+//! [`main`] returns to the process exit code.
+
+pub mod args;
+mod graph;
+mod list;
+mod report;
+mod run;
+mod select;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Parser;
+use thiserror::Error;
+
+use crate::error::{exit_code, GraphErrors};
+use crate::factory::{FactoryErrors, TaskTree};
+use crate::state::journal::JournalError;
+
+use self::args::{Cli, Command};
+
+/// Why a command could not do its job. Each maps to a documented exit code.
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Definitions(#[from] FactoryErrors),
+    #[error("{0}")]
+    Graph(#[from] GraphErrors),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    State(#[from] JournalError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Definitions(_) | CliError::Graph(_) | CliError::Usage(_) => {
+                exit_code::BAD_INPUT
+            }
+            CliError::State(_) => exit_code::BAD_STATE,
+            CliError::Write { .. } => exit_code::TASK_FAILED,
+        }
+    }
+}
+
+/// Runs the command line `args` and returns the exit code.
+pub fn main_with_args<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with success; usage errors to stderr with 2.
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit_code::BAD_INPUT
+            } else {
+                exit_code::OK
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::Run(a) => run::run(&a),
+        Command::List(a) => list::list(&a),
+        Command::Check(a) => check(&a.dir),
+        Command::Graph(a) => graph::graph(&a.dir),
+        Command::Report(a) => report::report(&a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Runs the process's command line and returns the exit code.
+pub fn main() -> i32 {
+    main_with_args(std::env::args_os())
+}
+
+/// Loads a tree, printing nothing.
+fn load(dir: &std::path::Path) -> Result<TaskTree, CliError> {
+    if !dir.is_dir() {
+        return Err(CliError::Usage(format!(
+            "{} is not a directory of tasks",
+            dir.display()
+        )));
+    }
+    Ok(crate::factory::load(dir)?)
+}
+
+/// `pexen check`: definitions and graph, every problem at once.
+fn check(dir: &std::path::Path) -> Result<i32, CliError> {
+    let tree = load(dir)?;
+    let (_, warnings) = crate::graph::Graph::build(&tree.tasks, &tree.capacity)?;
+    let mut err = std::io::stderr().lock();
+    for w in &warnings {
+        let _ = writeln!(err, "warning: {w}");
+    }
+    let _ = writeln!(
+        std::io::stdout(),
+        "ok: {} task{} in {}",
+        tree.tasks.len(),
+        if tree.tasks.len() == 1 { "" } else { "s" },
+        dir.display()
+    );
+    Ok(exit_code::OK)
+}

@@ -1,0 +1,4 @@
+//! Consumers of the event stream that write for people and machines.
+
+pub mod human;
+pub(crate) mod progress;
