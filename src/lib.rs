@@ -29,11 +29,13 @@
 
 pub mod context;
 pub mod error;
+pub mod factory;
 pub mod pool;
 pub mod sched;
 pub mod task;
 
 pub use context::{Context, Shared, TaskError};
 pub use error::{GraphError, GraphErrors};
+pub use factory::{FactoryError, FactoryErrors, TaskTree};
 pub use sched::events::{Counts, Event, Finished};
 pub use task::{CommandSpec, Meta, OnFailure, Outcome, PoolKind, Run as RunSpec, Task, TaskName, Work};
