@@ -23,7 +23,11 @@ fn task_def(i: usize) -> String {
 
 /// (a) `n` `.ron` files over about a thousand directories (`d000/d00/t00042.ron`).
 fn write_files(root: &Path, n: usize) {
-    fs::write(root.join("_dir.ron"), "(timeout: \"30s\", tags: [\"bench\"])\n").unwrap();
+    fs::write(
+        root.join("_dir.ron"),
+        "(timeout: \"30s\", tags: [\"bench\"])\n",
+    )
+    .unwrap();
     let per_dir = n.div_ceil(1000).max(1);
     for i in 0..n {
         let d = i / per_dir;

@@ -80,7 +80,10 @@ impl Layer {
             all.extend(child);
             all
         }
-        fn merge<V: Clone>(parent: &BTreeMap<String, V>, child: BTreeMap<String, V>) -> BTreeMap<String, V> {
+        fn merge<V: Clone>(
+            parent: &BTreeMap<String, V>,
+            child: BTreeMap<String, V>,
+        ) -> BTreeMap<String, V> {
             if parent.is_empty() {
                 return child;
             }
@@ -145,7 +148,10 @@ impl Layer {
 /// recorded so that its content is part of the task's fingerprint. Bare names (`make`) are
 /// looked up in `PATH` at run time and are not part of the tree.
 fn tree_program(program: &str, cwd: &Path, root: &Path) -> Option<PathBuf> {
-    if !program.contains('/') {
+    // Most programs are bare names or absolute paths outside the tree: decide those without
+    // allocating, as this runs once per task.
+    if !program.contains('/') || (program.starts_with('/') && !Path::new(program).starts_with(root))
+    {
         return None;
     }
     let path = normalize(&cwd.join(program));

@@ -31,13 +31,19 @@ pub enum FactoryError {
     /// Text that is not valid RON, or a value of the wrong type.
     #[error("{location}: {message}")]
     Syntax { location: Location, message: String },
-    #[error("{location}: unknown field `{field}`, expected one of {}", one_of(expected))]
+    #[error(
+        "{location}: unknown field `{field}`, expected one of {}",
+        one_of(expected)
+    )]
     UnknownField {
         location: Location,
         field: String,
         expected: &'static [&'static str],
     },
-    #[error("{location}: unknown variant `{found}`, expected one of {}", one_of(expected))]
+    #[error(
+        "{location}: unknown variant `{found}`, expected one of {}",
+        one_of(expected)
+    )]
     UnknownVariant {
         location: Location,
         found: String,
@@ -72,7 +78,9 @@ pub enum FactoryError {
     },
     #[error("{location}: task `{name}` is defined twice in this file")]
     DuplicateKey { location: Location, name: String },
-    #[error("{location}: `capacity` may only be declared in the `_dir.ron` at the root of the tree")]
+    #[error(
+        "{location}: `capacity` may only be declared in the `_dir.ron` at the root of the tree"
+    )]
     CapacityOutsideRoot { location: Location },
     #[error("{}: file name is not UTF-8, expected a name usable as a task name", path.display())]
     NonUtf8Name { path: PathBuf },
@@ -141,7 +149,11 @@ pub struct FactoryErrors(pub Vec<FactoryError>);
 impl fmt::Display for FactoryErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        write!(f, "{n} problem{} in the task definitions", if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "{n} problem{} in the task definitions",
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             write!(f, "\n  - {e}")?;
         }

@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-pub use self::error::{FactoryError, FactoryErrors, Location};
 use self::defaults::{normalize, Layer};
+pub use self::error::{FactoryError, FactoryErrors, Location};
 use self::ron::{split_map, OrderedMap, Source, TaskDef};
 use self::walk::{Found, Item, Kind};
 use crate::task::{Run, Task, TaskName};
@@ -57,7 +57,7 @@ pub fn load(root: &Path) -> Result<TaskTree, FactoryErrors> {
         .items
         .into_par_iter()
         .map(|item| match item {
-            Item::Found(found) => load_file(&found, &abs),
+            Item::Found(found) => load_file(&found, &abs, root),
             Item::Error(e) => vec![Err(e)],
         })
         .collect();
@@ -81,35 +81,38 @@ pub fn load(root: &Path) -> Result<TaskTree, FactoryErrors> {
 }
 
 /// Loads the task or tasks of one file.
-fn load_file(found: &Found, root: &Path) -> Vec<Result<Task, FactoryError>> {
+fn load_file(found: &Found, root: &Path, shown_root: &Path) -> Vec<Result<Task, FactoryError>> {
+    let path = root.join(&found.rel);
     if found.kind == Kind::Executable {
-        let path = found.path.clone();
         let layer = Layer::clone(&found.defaults);
+        let argv = vec![path.to_string_lossy().into_owned()];
         return vec![Ok(layer.into_task(
-            TaskName::new(&found.name),
-            Run::Cmd(vec![path.to_string_lossy().into_owned()]),
+            TaskName::new(found.name()),
+            Run::Cmd(argv),
             &found.dir,
             root,
         ))];
     }
-    let text = match fs::read_to_string(&found.path) {
+    let shown = shown_root.join(&found.rel);
+    let text = match fs::read_to_string(&path) {
         Ok(text) => text,
         Err(source) => {
             return vec![Err(FactoryError::Io {
-                path: found.shown.clone(),
+                path: shown,
                 source,
             })]
         }
     };
     let src = Source {
-        file: &found.shown,
+        file: &shown,
         text: &text,
     };
     if found.kind == Kind::Ron {
         let all = 0..text.len();
+        let name = TaskName::new(found.name());
         return vec![src
             .parse(all.clone())
-            .and_then(|def| build(found, root, &src, all, TaskName::new(&found.name), def))];
+            .and_then(|def| build(found, root, &src, all, name, def))];
     }
     load_map(found, root, &src)
 }
@@ -123,39 +126,46 @@ fn load_map(found: &Found, root: &Path, src: &Source<'_>) -> Vec<Result<Task, Fa
             Ok(OrderedMap(map)) => {
                 let start = ron::skip_trivia(src.text.as_bytes(), 0);
                 let mut seen = HashSet::new();
+                let checked: Vec<_> = map
+                    .iter()
+                    .map(|(key, _)| check_key(src, key, start, &mut seen))
+                    .collect();
                 map.into_iter()
-                    .map(|(key, def)| {
-                        let name = entry_name(found, src, &key, start, &mut seen)?;
+                    .zip(checked)
+                    .map(|((key, def), checked)| {
+                        checked?;
+                        let name = TaskName::new(format!("{}/{key}", found.name()));
                         build(found, root, src, start..src.text.len(), name, def)
                     })
                     .collect()
             }
         };
     };
+    // Duplicates need the whole map, so keys are checked in order before the parallel part.
     let mut seen = HashSet::with_capacity(entries.len());
-    let names: Vec<_> = entries
+    let checked: Vec<_> = entries
         .iter()
-        .map(|e| entry_name(found, src, &e.key, e.key_at, &mut seen))
+        .map(|e| check_key(src, &e.key, e.key_at, &mut seen))
         .collect();
     entries
-        .into_par_iter()
-        .zip(names)
-        .map(|(entry, name)| {
-            let name = name?;
+        .par_iter()
+        .zip(checked)
+        .map(|(entry, checked)| {
+            checked?;
             let def = src.parse(entry.value.clone())?;
-            build(found, root, src, entry.value, name, def)
+            let name = TaskName::new(format!("{}/{}", found.name(), entry.key));
+            build(found, root, src, entry.value.clone(), name, def)
         })
         .collect()
 }
 
-/// The full name of a `.tasks.ron` entry, checked, and not seen before in the same file.
-fn entry_name(
-    found: &Found,
+/// Checks the key of a `.tasks.ron` entry: a usable name, not seen before in the same file.
+fn check_key<'a>(
     src: &Source<'_>,
-    key: &str,
+    key: &'a str,
     key_at: usize,
-    seen: &mut HashSet<String>,
-) -> Result<TaskName, FactoryError> {
+    seen: &mut HashSet<&'a str>,
+) -> Result<(), FactoryError> {
     let reason = if key.is_empty() {
         Some("it is empty")
     } else if key.starts_with('/') || key.ends_with('/') {
@@ -172,13 +182,13 @@ fn entry_name(
             reason,
         });
     }
-    if !seen.insert(key.to_owned()) {
+    if !seen.insert(key) {
         return Err(FactoryError::DuplicateKey {
             location: src.location(key_at),
             name: key.to_owned(),
         });
     }
-    Ok(TaskName::new(format!("{}/{key}", found.name)))
+    Ok(())
 }
 
 /// A task from its parsed definition (the text `src.text[range]`) and its directory's defaults.
@@ -200,5 +210,8 @@ fn build(
         });
     }
     let own = Layer::resolve(def.common(), src, range, &found.dir)?;
-    Ok(found.defaults.merged(own).into_task(name, def.run, &found.dir, root))
+    Ok(found
+        .defaults
+        .merged(own)
+        .into_task(name, def.run, &found.dir, root))
 }

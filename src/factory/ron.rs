@@ -126,7 +126,10 @@ impl Source<'_> {
     }
 
     /// Parses `self.text[range]` as one `T`, mapping `ron`'s error to a typed, positioned one.
-    pub(crate) fn parse<T: DeserializeOwned>(&self, range: Range<usize>) -> Result<T, FactoryError> {
+    pub(crate) fn parse<T: DeserializeOwned>(
+        &self,
+        range: Range<usize>,
+    ) -> Result<T, FactoryError> {
         let slice = &self.text[range.clone()];
         ron::Options::default()
             .with_default_extension(Extensions::IMPLICIT_SOME)
@@ -137,12 +140,16 @@ impl Source<'_> {
     fn error(&self, range: Range<usize>, e: SpannedError) -> FactoryError {
         let at = range.start + offset_of(&self.text[range.clone()], e.position);
         match e.code {
-            RonError::NoSuchStructField { expected, found, .. } => FactoryError::UnknownField {
+            RonError::NoSuchStructField {
+                expected, found, ..
+            } => FactoryError::UnknownField {
                 location: self.location(ident_start(self.text, at)),
                 field: found,
                 expected,
             },
-            RonError::NoSuchEnumVariant { expected, found, .. } => FactoryError::UnknownVariant {
+            RonError::NoSuchEnumVariant {
+                expected, found, ..
+            } => FactoryError::UnknownVariant {
                 location: self.location(ident_start(self.text, at)),
                 found,
                 expected,
@@ -202,7 +209,9 @@ fn ident_start(text: &str, mut at: usize) -> usize {
 
 fn lower_first(s: &str) -> String {
     let mut chars = s.chars();
-    chars.next().map_or_else(String::new, |c| c.to_lowercase().chain(chars).collect())
+    chars
+        .next()
+        .map_or_else(String::new, |c| c.to_lowercase().chain(chars).collect())
 }
 
 /// Skips whitespace and comments (`//` to the end of the line, nested `/* */`).
@@ -253,7 +262,11 @@ fn skip_literal(b: &[u8], i: usize) -> Option<usize> {
             None
         }
         b'\'' => {
-            let j = if b.get(i + 1) == Some(&b'\\') { i + 3 } else { i + 2 };
+            let j = if b.get(i + 1) == Some(&b'\\') {
+                i + 3
+            } else {
+                i + 2
+            };
             let end = b[j.min(b.len())..].iter().position(|&c| c == b'\'')?;
             Some(j + end + 1)
         }
@@ -265,7 +278,9 @@ fn skip_literal(b: &[u8], i: usize) -> Option<usize> {
             }
             let mut close = vec![b'"'];
             close.extend(std::iter::repeat_n(b'#', hashes));
-            let end = b[open + 1..].windows(close.len()).position(|w| w == close)?;
+            let end = b[open + 1..]
+                .windows(close.len())
+                .position(|w| w == close)?;
             Some(open + 1 + end + close.len())
         }
         _ => None,
@@ -287,7 +302,9 @@ fn skip_value(b: &[u8], mut i: usize) -> Option<usize> {
                 i = skip_literal(b, i)?;
                 continue;
             }
-            b'r' if matches!(b.get(i + 1), Some(b'"' | b'#')) && (i == 0 || !is_ident(b[i - 1])) => {
+            b'r' if matches!(b.get(i + 1), Some(b'"' | b'#'))
+                && (i == 0 || !is_ident(b[i - 1])) =>
+            {
                 i = skip_literal(b, i)?;
                 continue;
             }
@@ -403,7 +420,10 @@ impl<'de> Deserialize<'de> for OrderedMap {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a map from task names to tasks")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<OrderedMap, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<OrderedMap, A::Error> {
                 let mut entries = Vec::new();
                 while let Some(entry) = map.next_entry()? {
                     entries.push(entry);
@@ -430,12 +450,22 @@ mod tests {
     fn unknown_field_points_at_its_name() {
         let text = "(\n    run: Shell(\"true\"),\n    priorty: 1,\n)\n";
         let err = source(text).parse::<TaskDef>(0..text.len()).unwrap_err();
-        let FactoryError::UnknownField { location, field, expected } = &err else {
+        let FactoryError::UnknownField {
+            location,
+            field,
+            expected,
+        } = &err
+        else {
             panic!("{err:?}")
         };
-        assert_eq!((location.line, location.col, field.as_str()), (3, 5, "priorty"));
+        assert_eq!(
+            (location.line, location.col, field.as_str()),
+            (3, 5, "priorty")
+        );
         assert!(expected.contains(&"priority"));
-        assert!(err.to_string().starts_with("t.ron:3:5: unknown field `priorty`, expected one of `run`"));
+        assert!(err
+            .to_string()
+            .starts_with("t.ron:3:5: unknown field `priorty`, expected one of `run`"));
     }
 
     #[test]
@@ -453,12 +483,18 @@ mod tests {
     fn unknown_variant_and_missing_field_are_positioned() {
         let text = "(\n  run: Shel(\"x\"))";
         let err = source(text).parse::<TaskDef>(0..text.len()).unwrap_err();
-        assert!(matches!(&err, FactoryError::UnknownVariant { location, found, .. }
-            if (location.line, location.col, found.as_str()) == (2, 8, "Shel")), "{err:?}");
+        assert!(
+            matches!(&err, FactoryError::UnknownVariant { location, found, .. }
+            if (location.line, location.col, found.as_str()) == (2, 8, "Shel")),
+            "{err:?}"
+        );
         let text = "\n  (tags: [\"a\"])";
         let err = source(text).parse::<TaskDef>(0..text.len()).unwrap_err();
-        assert!(matches!(&err, FactoryError::MissingField { location, field: "run" }
-            if (location.line, location.col) == (2, 3)), "{err:?}");
+        assert!(
+            matches!(&err, FactoryError::MissingField { location, field: "run" }
+            if (location.line, location.col) == (2, 3)),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -472,7 +508,8 @@ mod tests {
 
     #[test]
     fn maps_split_into_entries_in_file_order() {
-        let text = "// gen\n{\n \"b\": (run: Shell(\"}\")),\n \"a\\u{41}\": (run: Cmd([r#\"x\"#])), }\n";
+        let text =
+            "// gen\n{\n \"b\": (run: Shell(\"}\")),\n \"a\\u{41}\": (run: Cmd([r#\"x\"#])), }\n";
         let entries = split_map(text).unwrap();
         let keys: Vec<_> = entries.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, ["b", "aA"]);

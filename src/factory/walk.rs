@@ -32,20 +32,28 @@ pub(crate) enum Kind {
     Executable,
 }
 
-/// A task file found by the walk, with everything needed to load it independently.
+/// A task file found by the walk, with everything needed to load it independently. Kept small
+/// (no per-file paths): the walk is sequential, so per-file work is left to the parallel part.
 #[derive(Debug)]
 pub(crate) struct Found {
     pub(crate) kind: Kind,
-    /// The task's name (`net/tcp/connect`), or the prefix of the names in a `.tasks.ron`.
-    pub(crate) name: String,
-    /// Absolute path of the file.
-    pub(crate) path: PathBuf,
-    /// The file as errors name it: the root as the caller gave it, joined with the relative path.
-    pub(crate) shown: PathBuf,
+    /// The file's path relative to the root (`net/tcp/connect.ron`).
+    pub(crate) rel: String,
     /// Absolute path of the directory holding the file.
-    pub(crate) dir: PathBuf,
+    pub(crate) dir: Arc<Path>,
     /// The merged `_dir.ron` defaults that apply to the file's tasks.
     pub(crate) defaults: Arc<Layer>,
+}
+
+impl Found {
+    /// The task's name (`net/tcp/connect`), or the prefix of the names in a `.tasks.ron`.
+    pub(crate) fn name(&self) -> &str {
+        match self.kind {
+            Kind::Ron => &self.rel[..self.rel.len() - ".ron".len()],
+            Kind::TasksRon => &self.rel[..self.rel.len() - ".tasks.ron".len()],
+            Kind::Executable => &self.rel,
+        }
+    }
 }
 
 /// One step of the walk: a task file or a problem, in walk order.
@@ -123,17 +131,25 @@ impl Walker<'_> {
         let defaults = match entries.iter().position(|e| e.0 == DIR_FILE) {
             Some(i) => {
                 entries.remove(i);
-                self.defaults(&dir.join(DIR_FILE), &shown.join(DIR_FILE), dir, rel.is_empty())
-                    .map_or_else(|| parent.clone(), |layer| Arc::new(parent.merged(layer)))
+                self.defaults(
+                    &dir.join(DIR_FILE),
+                    &shown.join(DIR_FILE),
+                    dir,
+                    rel.is_empty(),
+                )
+                .map_or_else(|| parent.clone(), |layer| Arc::new(parent.merged(layer)))
             }
             None => parent.clone(),
         };
 
+        let dir_arc: Arc<Path> = Arc::from(dir);
         self.ancestors.push(id);
         for (name, file_type) in entries {
             let path = dir.join(&name);
             let Some(name) = name.to_str() else {
-                self.error(FactoryError::NonUtf8Name { path: shown.join(&name) });
+                self.error(FactoryError::NonUtf8Name {
+                    path: shown.join(&name),
+                });
                 continue;
             };
             let child_rel = if rel.is_empty() {
@@ -141,50 +157,57 @@ impl Walker<'_> {
             } else {
                 format!("{rel}/{name}")
             };
-            self.entry(path, name, child_rel, file_type, dir, &defaults);
+            self.entry(&path, name, child_rel, file_type, &dir_arc, &defaults);
         }
         self.ancestors.pop();
     }
 
-    fn entry(&mut self, path: PathBuf, name: &str, rel: String, file_type: fs::FileType, dir: &Path, defaults: &Arc<Layer>) {
-        let shown = self.shown_root.join(&rel);
+    fn entry(
+        &mut self,
+        path: &Path,
+        name: &str,
+        rel: String,
+        file_type: fs::FileType,
+        dir: &Arc<Path>,
+        defaults: &Arc<Layer>,
+    ) {
         let is_ron = name.ends_with(".ron");
         // Only links, directories and possible executables need a `stat`: `.ron` files are
         // known by name, which keeps a walk of 10^5 task files cheap.
         let meta = if file_type.is_symlink() || file_type.is_dir() || !is_ron {
-            match fs::metadata(&path) {
+            match fs::metadata(path) {
                 Ok(meta) => Some(meta),
                 Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                    return self.error(FactoryError::SymlinkLoop { path: shown });
+                    return self.error(FactoryError::SymlinkLoop {
+                        path: self.shown_root.join(&rel),
+                    });
                 }
                 // A dangling link is data unless its name says it is a definition.
                 Err(_) if file_type.is_symlink() && !is_ron => return,
-                Err(source) => return self.io(shown, source),
+                Err(source) => return self.io(self.shown_root.join(&rel), source),
             }
         } else {
             None
         };
         if meta.as_ref().is_some_and(fs::Metadata::is_dir) {
-            return self.dir(&path, &rel, defaults, meta.as_ref().unwrap());
+            return self.dir(path, &rel, defaults, meta.as_ref().unwrap());
         }
         if meta.as_ref().is_some_and(|m| !m.is_file()) {
             return; // sockets, fifos, devices: never tasks
         }
-        let (kind, name) = if let Some(stem) = rel.strip_suffix(".tasks.ron") {
-            (Kind::TasksRon, stem.to_owned())
-        } else if let Some(stem) = rel.strip_suffix(".ron") {
-            (Kind::Ron, stem.to_owned())
+        let kind = if rel.ends_with(".tasks.ron") {
+            Kind::TasksRon
+        } else if is_ron {
+            Kind::Ron
         } else if meta.is_some_and(|m| m.permissions().mode() & 0o111 != 0) {
-            (Kind::Executable, rel)
+            Kind::Executable
         } else {
             return; // task data
         };
         self.out.items.push(Item::Found(Found {
             kind,
-            name,
-            path,
-            shown,
-            dir: dir.to_path_buf(),
+            rel,
+            dir: dir.clone(),
             defaults: defaults.clone(),
         }));
     }
@@ -198,7 +221,10 @@ impl Walker<'_> {
                 return None;
             }
         };
-        let src = Source { file: shown, text: &text };
+        let src = Source {
+            file: shown,
+            text: &text,
+        };
         let all = 0..text.len();
         let mut def: DirDef = match src.parse(all.clone()) {
             Ok(def) => def,
