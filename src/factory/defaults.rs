@@ -110,10 +110,18 @@ impl Layer {
 
     /// A command task from this (fully merged) layer. `dir` is the directory of the file that
     /// defines the task: the working directory unless `cwd` says otherwise.
-    pub(crate) fn into_task(self, name: TaskName, run: Run, dir: &Path, root: &Path) -> Task {
+    pub(crate) fn into_task(self, name: TaskName, mut run: Run, dir: &Path, root: &Path) -> Task {
         let cwd = self.cwd.unwrap_or_else(|| dir.to_path_buf());
-        let program = match &run {
-            Run::Cmd(argv) => tree_program(&argv[0], &cwd, root),
+        let program = match &mut run {
+            Run::Cmd(argv) => {
+                let program = tree_program(&argv[0], &cwd, root);
+                // Absolute, so that it runs whether the spawner resolves a relative program
+                // against the parent's or the child's working directory (std leaves it open).
+                if let Some(path) = &program {
+                    argv[0] = path.to_string_lossy().into_owned();
+                }
+                program
+            }
             Run::Shell(_) => None,
         };
         let meta = Meta {

@@ -277,7 +277,7 @@ fn skip_literal(b: &[u8], i: usize) -> Option<usize> {
                 return None;
             }
             let mut close = vec![b'"'];
-            close.extend(std::iter::repeat_n(b'#', hashes));
+            close.extend(std::iter::repeat(b'#').take(hashes));
             let end = b[open + 1..]
                 .windows(close.len())
                 .position(|w| w == close)?;
@@ -295,9 +295,8 @@ fn skip_value(b: &[u8], mut i: usize) -> Option<usize> {
         let c = *b.get(i)?;
         match c {
             b'(' | b'[' | b'{' => depth += 1,
-            b')' | b']' | b'}' if depth == 0 => return Some(i),
+            b')' | b']' | b'}' | b',' if depth == 0 => return Some(i),
             b')' | b']' | b'}' => depth -= 1,
-            b',' if depth == 0 => return Some(i),
             b'"' | b'\'' => {
                 i = skip_literal(b, i)?;
                 continue;

@@ -171,7 +171,8 @@ impl Walker<'_> {
         dir: &Arc<Path>,
         defaults: &Arc<Layer>,
     ) {
-        let is_ron = name.ends_with(".ron");
+        // Case matters, as everywhere in task names: `X.RON` is data, not a definition.
+        let is_ron = Path::new(name).extension().is_some_and(|e| e == "ron");
         // Only links, directories and possible executables need a `stat`: `.ron` files are
         // known by name, which keeps a walk of 10^5 task files cheap.
         let meta = if file_type.is_symlink() || file_type.is_dir() || !is_ron {
