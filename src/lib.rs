@@ -30,12 +30,14 @@
 pub mod context;
 pub mod error;
 pub mod graph;
+pub mod factory;
 pub mod pool;
 pub mod sched;
 pub mod task;
 
 pub use context::{Context, Shared, TaskError};
 pub use error::{GraphError, GraphErrors};
+pub use factory::{FactoryError, FactoryErrors, TaskTree};
 pub use sched::events::{Counts, Event, Finished};
 pub use sched::{Resumed, Run, RunHandle, Scheduler, SchedulerBuilder};
 pub use task::{

@@ -1,0 +1,162 @@
+//! Definition problems found while loading a task tree.
+//!
+//! Every problem names the file and, where the file could be read, the line and column of the
+//! offending text, and says what was expected. [`FactoryErrors`] carries all of them at once so
+//! that a user fixes a broken tree in one round trip.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// A place in a definition file: `path:line:column`, both 1-based, columns counted in characters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Location {
+    /// The file, as the tree root given to [`load`](super::load) joined with its relative path.
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.col)
+    }
+}
+
+/// One problem in the definition of a task tree.
+#[derive(Debug, Error)]
+pub enum FactoryError {
+    /// Text that is not valid RON, or a value of the wrong type.
+    #[error("{location}: {message}")]
+    Syntax { location: Location, message: String },
+    #[error(
+        "{location}: unknown field `{field}`, expected one of {}",
+        one_of(expected)
+    )]
+    UnknownField {
+        location: Location,
+        field: String,
+        expected: &'static [&'static str],
+    },
+    #[error(
+        "{location}: unknown variant `{found}`, expected one of {}",
+        one_of(expected)
+    )]
+    UnknownVariant {
+        location: Location,
+        found: String,
+        expected: &'static [&'static str],
+    },
+    #[error("{location}: missing field `{field}`")]
+    MissingField {
+        location: Location,
+        field: &'static str,
+    },
+    #[error("{location}: field `{field}` is given twice")]
+    DuplicateField {
+        location: Location,
+        field: &'static str,
+    },
+    #[error(
+        "{location}: invalid duration `{value}` ({source}), expected a duration such as \"30s\", \"5m\" or \"1h 30m\""
+    )]
+    BadDuration {
+        location: Location,
+        value: String,
+        #[source]
+        source: humantime::DurationError,
+    },
+    #[error("{location}: empty `run`, expected a program (`Cmd([\"./t\"])`) or a script (`Shell(\"make\")`)")]
+    EmptyRun { location: Location },
+    #[error("{location}: invalid task name `{name}`: {reason}")]
+    BadName {
+        location: Location,
+        name: String,
+        reason: &'static str,
+    },
+    #[error("{location}: task `{name}` is defined twice in this file")]
+    DuplicateKey { location: Location, name: String },
+    #[error(
+        "{location}: `capacity` may only be declared in the `_dir.ron` at the root of the tree"
+    )]
+    CapacityOutsideRoot { location: Location },
+    #[error("{}: file name is not UTF-8, expected a name usable as a task name", path.display())]
+    NonUtf8Name { path: PathBuf },
+    #[error("{}: symbolic link loop, expected a link that does not lead back to its own directory", path.display())]
+    SymlinkLoop { path: PathBuf },
+    #[error("{}: cannot read: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl FactoryError {
+    /// The file the problem is in.
+    pub fn file(&self) -> &std::path::Path {
+        match self {
+            FactoryError::SymlinkLoop { path }
+            | FactoryError::NonUtf8Name { path }
+            | FactoryError::Io { path, .. } => path,
+            FactoryError::Syntax { location, .. }
+            | FactoryError::UnknownField { location, .. }
+            | FactoryError::UnknownVariant { location, .. }
+            | FactoryError::MissingField { location, .. }
+            | FactoryError::DuplicateField { location, .. }
+            | FactoryError::BadDuration { location, .. }
+            | FactoryError::EmptyRun { location }
+            | FactoryError::BadName { location, .. }
+            | FactoryError::DuplicateKey { location, .. }
+            | FactoryError::CapacityOutsideRoot { location } => &location.file,
+        }
+    }
+
+    /// Where in its file the problem is, when the file could be read.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            FactoryError::SymlinkLoop { .. }
+            | FactoryError::NonUtf8Name { .. }
+            | FactoryError::Io { .. } => None,
+            FactoryError::Syntax { location, .. }
+            | FactoryError::UnknownField { location, .. }
+            | FactoryError::UnknownVariant { location, .. }
+            | FactoryError::MissingField { location, .. }
+            | FactoryError::DuplicateField { location, .. }
+            | FactoryError::BadDuration { location, .. }
+            | FactoryError::EmptyRun { location }
+            | FactoryError::BadName { location, .. }
+            | FactoryError::DuplicateKey { location, .. }
+            | FactoryError::CapacityOutsideRoot { location } => Some(location),
+        }
+    }
+}
+
+fn one_of(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every definition problem of a tree, in walk order.
+#[derive(Debug, Error)]
+pub struct FactoryErrors(pub Vec<FactoryError>);
+
+impl fmt::Display for FactoryErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "{n} problem{} in the task definitions",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}

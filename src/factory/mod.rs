@@ -1,0 +1,219 @@
+//! The factory: a directory tree of task definitions -> [`Task`]s (SPEC section 2).
+//!
+//! [`load`] walks the tree ([`walk`]), reading `_dir.ron` defaults on the way, then reads and
+//! parses the task files in parallel ([`ron`]) and applies the defaults ([`defaults`]). Output
+//! order is the walk order whatever the parallelism, and every problem of every file is
+//! collected into one [`FactoryErrors`].
+//!
+//! ```no_run
+//! let tree = pexen::factory::load("factories/demo".as_ref()).unwrap();
+//! for task in &tree.tasks {
+//!     println!("{} requires {:?}", task.name, task.meta.requires);
+//! }
+//! ```
+
+mod defaults;
+mod error;
+mod ron;
+#[cfg(test)]
+mod tests;
+mod walk;
+
+use std::collections::BTreeMap;
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use self::defaults::{normalize, Layer};
+pub use self::error::{FactoryError, FactoryErrors, Location};
+use self::ron::{split_map, OrderedMap, Source, TaskDef};
+use self::walk::{Found, Item, Kind};
+use crate::task::{Run, Task, TaskName};
+
+/// The tasks defined by a directory tree.
+#[derive(Debug, Clone)]
+pub struct TaskTree {
+    /// The tree's root, absolute.
+    pub root: PathBuf,
+    /// Every task, in walk order (the definition order that breaks priority ties).
+    pub tasks: Vec<Task>,
+    /// Slot capacities declared by the root `_dir.ron` (`capacity: {"gpu": 2}`).
+    pub capacity: BTreeMap<String, u32>,
+}
+
+/// Loads the task tree at `root`, or reports every definition problem in it.
+pub fn load(root: &Path) -> Result<TaskTree, FactoryErrors> {
+    let abs = match std::path::absolute(root) {
+        Ok(abs) => normalize(&abs),
+        Err(source) => {
+            return Err(FactoryErrors(vec![FactoryError::Io {
+                path: root.to_path_buf(),
+                source,
+            }]))
+        }
+    };
+    let walk = walk::walk(&abs, root);
+    let loaded: Vec<Vec<Result<Task, FactoryError>>> = walk
+        .items
+        .into_par_iter()
+        .map(|item| match item {
+            Item::Found(found) => load_file(&found, &abs, root),
+            Item::Error(e) => vec![Err(e)],
+        })
+        .collect();
+    let mut tasks = Vec::with_capacity(loaded.len());
+    let mut errors = Vec::new();
+    for result in loaded.into_iter().flatten() {
+        match result {
+            Ok(task) => tasks.push(task),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(TaskTree {
+            root: abs,
+            tasks,
+            capacity: walk.capacity,
+        })
+    } else {
+        Err(FactoryErrors(errors))
+    }
+}
+
+/// Loads the task or tasks of one file.
+fn load_file(found: &Found, root: &Path, shown_root: &Path) -> Vec<Result<Task, FactoryError>> {
+    let path = root.join(&found.rel);
+    if found.kind == Kind::Executable {
+        let layer = Layer::clone(&found.defaults);
+        let argv = vec![path.to_string_lossy().into_owned()];
+        return vec![Ok(layer.into_task(
+            TaskName::new(found.name()),
+            Run::Cmd(argv),
+            &found.dir,
+            root,
+        ))];
+    }
+    let shown = shown_root.join(&found.rel);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(source) => {
+            return vec![Err(FactoryError::Io {
+                path: shown,
+                source,
+            })]
+        }
+    };
+    let src = Source {
+        file: &shown,
+        text: &text,
+    };
+    if found.kind == Kind::Ron {
+        let all = 0..text.len();
+        let name = TaskName::new(found.name());
+        return vec![src
+            .parse(all.clone())
+            .and_then(|def| build(found, root, &src, all, name, def))];
+    }
+    load_map(found, root, &src)
+}
+
+/// Loads a `.tasks.ron` map, its entries in parallel.
+fn load_map(found: &Found, root: &Path, src: &Source<'_>) -> Vec<Result<Task, FactoryError>> {
+    let Some(entries) = split_map(src.text) else {
+        // Not splittable: let `ron` parse it whole, which names the syntax error precisely.
+        return match src.parse::<OrderedMap>(0..src.text.len()) {
+            Err(e) => vec![Err(e)],
+            Ok(OrderedMap(map)) => {
+                let start = ron::skip_trivia(src.text.as_bytes(), 0);
+                let mut seen = HashSet::new();
+                let checked: Vec<_> = map
+                    .iter()
+                    .map(|(key, _)| check_key(src, key, start, &mut seen))
+                    .collect();
+                map.into_iter()
+                    .zip(checked)
+                    .map(|((key, def), checked)| {
+                        checked?;
+                        let name = TaskName::new(format!("{}/{key}", found.name()));
+                        build(found, root, src, start..src.text.len(), name, def)
+                    })
+                    .collect()
+            }
+        };
+    };
+    // Duplicates need the whole map, so keys are checked in order before the parallel part.
+    let mut seen = HashSet::with_capacity(entries.len());
+    let checked: Vec<_> = entries
+        .iter()
+        .map(|e| check_key(src, &e.key, e.key_at, &mut seen))
+        .collect();
+    entries
+        .par_iter()
+        .zip(checked)
+        .map(|(entry, checked)| {
+            checked?;
+            let def = src.parse(entry.value.clone())?;
+            let name = TaskName::new(format!("{}/{}", found.name(), entry.key));
+            build(found, root, src, entry.value.clone(), name, def)
+        })
+        .collect()
+}
+
+/// Checks the key of a `.tasks.ron` entry: a usable name, not seen before in the same file.
+fn check_key<'a>(
+    src: &Source<'_>,
+    key: &'a str,
+    key_at: usize,
+    seen: &mut HashSet<&'a str>,
+) -> Result<(), FactoryError> {
+    let reason = if key.is_empty() {
+        Some("it is empty")
+    } else if key.starts_with('/') || key.ends_with('/') {
+        Some("it starts or ends with `/`")
+    } else if key.contains("//") {
+        Some("it contains `//`")
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        return Err(FactoryError::BadName {
+            location: src.location(key_at),
+            name: key.to_owned(),
+            reason,
+        });
+    }
+    if !seen.insert(key) {
+        return Err(FactoryError::DuplicateKey {
+            location: src.location(key_at),
+            name: key.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// A task from its parsed definition (the text `src.text[range]`) and its directory's defaults.
+fn build(
+    found: &Found,
+    root: &Path,
+    src: &Source<'_>,
+    range: std::ops::Range<usize>,
+    name: TaskName,
+    mut def: TaskDef,
+) -> Result<Task, FactoryError> {
+    let empty = match &def.run {
+        Run::Cmd(argv) => argv.first().map_or(true, |p| p.trim().is_empty()),
+        Run::Shell(script) => script.trim().is_empty(),
+    };
+    if empty {
+        return Err(FactoryError::EmptyRun {
+            location: src.field_location(range, "run", true),
+        });
+    }
+    let own = Layer::resolve(def.common(), src, range, &found.dir)?;
+    Ok(found
+        .defaults
+        .merged(own)
+        .into_task(name, def.run, &found.dir, root))
+}

@@ -1,0 +1,523 @@
+//! RON definition files -> typed definitions, with a position for every problem.
+//!
+//! `ron` reports a position for syntax errors; this module maps each of its errors to a typed
+//! [`FactoryError`] pointing at the start of the offending token (not just past it), and finds
+//! the position of fields whose value is checked after parsing (durations, `run`, `capacity`)
+//! with a small scanner of RON's lexical structure. The same scanner splits a `.tasks.ron` map
+//! into entries so that 10^5 entries are parsed in parallel, each from its own slice.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::Path;
+
+use ron::error::{Error as RonError, Position, SpannedError};
+use ron::extensions::Extensions;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::error::{FactoryError, Location};
+use crate::task::{OnFailure, Run};
+
+/// Declares a definition struct: its own fields first, then the metadata fields that tasks and
+/// `_dir.ron` defaults share. Two structs (not one with optional fields) so that
+/// `deny_unknown_fields` lists exactly what each kind of file accepts.
+macro_rules! definition {
+    ($(#[$doc:meta])* $name:ident { $($(#[$fattr:meta])* $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(crate) struct $name {
+            $($(#[$fattr])* pub(crate) $field: $ty,)*
+            #[serde(default)]
+            pub(crate) requires: Vec<String>,
+            #[serde(default)]
+            pub(crate) provides: Vec<String>,
+            #[serde(default)]
+            pub(crate) claims: Vec<String>,
+            #[serde(default)]
+            pub(crate) uses: Vec<String>,
+            #[serde(default)]
+            pub(crate) slots: BTreeMap<String, u32>,
+            #[serde(default)]
+            pub(crate) priority: Option<i32>,
+            #[serde(default)]
+            pub(crate) timeout: Option<String>,
+            #[serde(default)]
+            pub(crate) retries: Option<u32>,
+            #[serde(default)]
+            pub(crate) on_failure: Option<OnFailure>,
+            #[serde(default)]
+            pub(crate) tags: Vec<String>,
+            #[serde(default)]
+            pub(crate) inputs: Vec<String>,
+            #[serde(default)]
+            pub(crate) env: BTreeMap<String, String>,
+            #[serde(default)]
+            pub(crate) cwd: Option<String>,
+        }
+
+        impl $name {
+            /// The shared metadata fields, without this kind's own fields.
+            pub(crate) fn common(&mut self) -> Common {
+                Common {
+                    requires: std::mem::take(&mut self.requires),
+                    provides: std::mem::take(&mut self.provides),
+                    claims: std::mem::take(&mut self.claims),
+                    uses: std::mem::take(&mut self.uses),
+                    slots: std::mem::take(&mut self.slots),
+                    priority: self.priority,
+                    timeout: self.timeout.take(),
+                    retries: self.retries,
+                    on_failure: self.on_failure,
+                    tags: std::mem::take(&mut self.tags),
+                    inputs: std::mem::take(&mut self.inputs),
+                    env: std::mem::take(&mut self.env),
+                    cwd: self.cwd.take(),
+                }
+            }
+        }
+    };
+}
+
+definition! {
+    /// One task: a `NAME.ron` file or one entry of a `NAME.tasks.ron` map.
+    TaskDef { run: Run }
+}
+
+definition! {
+    /// Defaults for every task below a directory: its `_dir.ron`.
+    DirDef { #[serde(default)] capacity: Option<BTreeMap<String, u32>> }
+}
+
+/// The metadata fields shared by [`TaskDef`] and [`DirDef`], as written (durations unparsed).
+#[derive(Debug, Default)]
+pub(crate) struct Common {
+    pub(crate) requires: Vec<String>,
+    pub(crate) provides: Vec<String>,
+    pub(crate) claims: Vec<String>,
+    pub(crate) uses: Vec<String>,
+    pub(crate) slots: BTreeMap<String, u32>,
+    pub(crate) priority: Option<i32>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) retries: Option<u32>,
+    pub(crate) on_failure: Option<OnFailure>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) inputs: Vec<String>,
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) cwd: Option<String>,
+}
+
+/// The text of one definition file and the path errors name.
+pub(crate) struct Source<'a> {
+    pub(crate) file: &'a Path,
+    pub(crate) text: &'a str,
+}
+
+impl Source<'_> {
+    /// The 1-based line and character column of a byte offset.
+    pub(crate) fn location(&self, offset: usize) -> Location {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Location {
+            file: self.file.to_path_buf(),
+            line: before.bytes().filter(|&b| b == b'\n').count() + 1,
+            col: before[line_start..].chars().count() + 1,
+        }
+    }
+
+    /// Parses `self.text[range]` as one `T`, mapping `ron`'s error to a typed, positioned one.
+    pub(crate) fn parse<T: DeserializeOwned>(
+        &self,
+        range: Range<usize>,
+    ) -> Result<T, FactoryError> {
+        let slice = &self.text[range.clone()];
+        ron::Options::default()
+            .with_default_extension(Extensions::IMPLICIT_SOME)
+            .from_str(slice)
+            .map_err(|e| self.error(range, e))
+    }
+
+    fn error(&self, range: Range<usize>, e: SpannedError) -> FactoryError {
+        let at = range.start + offset_of(&self.text[range.clone()], e.position);
+        match e.code {
+            RonError::NoSuchStructField {
+                expected, found, ..
+            } => FactoryError::UnknownField {
+                location: self.location(ident_start(self.text, at)),
+                field: found,
+                expected,
+            },
+            RonError::NoSuchEnumVariant {
+                expected, found, ..
+            } => FactoryError::UnknownVariant {
+                location: self.location(ident_start(self.text, at)),
+                found,
+                expected,
+            },
+            RonError::DuplicateStructField { field, .. } => FactoryError::DuplicateField {
+                location: self.location(ident_start(self.text, at)),
+                field,
+            },
+            // Reported at the start of the struct that lacks it: its end may be far away.
+            RonError::MissingStructField { field, .. } => FactoryError::MissingField {
+                location: self.location(skip_trivia(self.text.as_bytes(), range.start)),
+                field,
+            },
+            code => FactoryError::Syntax {
+                location: self.location(at),
+                message: lower_first(&code.to_string()),
+            },
+        }
+    }
+
+    /// The location of field `name` of the struct in `range`, or of the struct if not found.
+    /// `value` picks the start of the field's value rather than its name.
+    pub(crate) fn field_location(&self, range: Range<usize>, name: &str, value: bool) -> Location {
+        let found = find_field(self.text.as_bytes(), range.clone(), name);
+        let offset = match found {
+            Some((name_at, value_at)) => {
+                if value {
+                    value_at
+                } else {
+                    name_at
+                }
+            }
+            None => skip_trivia(self.text.as_bytes(), range.start),
+        };
+        self.location(offset)
+    }
+}
+
+/// `ron` positions count lines and bytes from 1; turn one into a byte offset in `text`.
+fn offset_of(text: &str, pos: Position) -> usize {
+    let line_start: usize = text
+        .split_inclusive('\n')
+        .take(pos.line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    (line_start + pos.col.saturating_sub(1)).min(text.len())
+}
+
+/// `ron` stops just after a bad identifier; step back to its first character.
+fn ident_start(text: &str, mut at: usize) -> usize {
+    let b = text.as_bytes();
+    while at > 0 && (b[at - 1].is_ascii_alphanumeric() || b[at - 1] == b'_') {
+        at -= 1;
+    }
+    at
+}
+
+fn lower_first(s: &str) -> String {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .map_or_else(String::new, |c| c.to_lowercase().chain(chars).collect())
+}
+
+/// Skips whitespace and comments (`//` to the end of the line, nested `/* */`).
+pub(crate) fn skip_trivia(b: &[u8], mut i: usize) -> usize {
+    loop {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if b[i..].starts_with(b"//") {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+        } else if b[i..].starts_with(b"/*") {
+            let mut depth = 0usize;
+            while i < b.len() {
+                if b[i..].starts_with(b"/*") {
+                    depth += 1;
+                    i += 2;
+                } else if b[i..].starts_with(b"*/") {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        } else {
+            return i;
+        }
+    }
+}
+
+/// Skips one string literal (`"..."`, `r"..."`, `r#"..."#`) or char literal starting at `i`.
+/// `None` when `i` starts none of them, or it is unterminated.
+fn skip_literal(b: &[u8], i: usize) -> Option<usize> {
+    match b.get(i)? {
+        b'"' => {
+            let mut j = i + 1;
+            while j < b.len() {
+                match b[j] {
+                    b'\\' => j += 2,
+                    b'"' => return Some(j + 1),
+                    _ => j += 1,
+                }
+            }
+            None
+        }
+        b'\'' => {
+            let j = if b.get(i + 1) == Some(&b'\\') {
+                i + 3
+            } else {
+                i + 2
+            };
+            let end = b[j.min(b.len())..].iter().position(|&c| c == b'\'')?;
+            Some(j + end + 1)
+        }
+        b'r' if matches!(b.get(i + 1), Some(b'"' | b'#')) => {
+            let hashes = b[i + 1..].iter().take_while(|&&c| c == b'#').count();
+            let open = i + 1 + hashes;
+            if b.get(open) != Some(&b'"') {
+                return None;
+            }
+            let mut close = vec![b'"'];
+            close.extend(std::iter::repeat(b'#').take(hashes));
+            let end = b[open + 1..]
+                .windows(close.len())
+                .position(|w| w == close)?;
+            Some(open + 1 + end + close.len())
+        }
+        _ => None,
+    }
+}
+
+/// Skips one value starting at `i` up to the `,` or closing bracket that ends it (not consumed).
+fn skip_value(b: &[u8], mut i: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    loop {
+        i = skip_trivia(b, i);
+        let c = *b.get(i)?;
+        match c {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' | b',' if depth == 0 => return Some(i),
+            b')' | b']' | b'}' => depth -= 1,
+            b'"' | b'\'' => {
+                i = skip_literal(b, i)?;
+                continue;
+            }
+            b'r' if matches!(b.get(i + 1), Some(b'"' | b'#'))
+                && (i == 0 || !is_ident(b[i - 1])) =>
+            {
+                i = skip_literal(b, i)?;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+}
+
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// Finds field `name` of the struct starting in `range`: the offsets of its name and its value.
+fn find_field(b: &[u8], range: Range<usize>, name: &str) -> Option<(usize, usize)> {
+    let b = &b[..range.end];
+    let mut i = skip_trivia(b, range.start);
+    while i < b.len() && is_ident(b[i]) {
+        i += 1; // an optional struct name
+    }
+    i = skip_trivia(b, i);
+    if b.get(i) != Some(&b'(') {
+        return None;
+    }
+    i += 1;
+    loop {
+        let name_at = skip_trivia(b, i);
+        let mut j = name_at;
+        while j < b.len() && is_ident(b[j]) {
+            j += 1;
+        }
+        let field = &b[name_at..j];
+        j = skip_trivia(b, j);
+        if field.is_empty() || b.get(j) != Some(&b':') {
+            return None;
+        }
+        let value_at = skip_trivia(b, j + 1);
+        if field == name.as_bytes() {
+            return Some((name_at, value_at));
+        }
+        i = skip_trivia(b, skip_value(b, value_at)?);
+        if b.get(i) != Some(&b',') {
+            return None;
+        }
+        i += 1;
+    }
+}
+
+/// One `"key": value` entry of a `.tasks.ron` map.
+pub(crate) struct Entry {
+    pub(crate) key: String,
+    /// Offset of the key's opening quote.
+    pub(crate) key_at: usize,
+    pub(crate) value: Range<usize>,
+}
+
+/// Splits a `{"key": value, ...}` map into its entries, in file order. `None` when the text is
+/// not such a map (a syntax error, or a form this scanner does not know): the caller then lets
+/// `ron` parse the whole file, which names the problem precisely.
+pub(crate) fn split_map(text: &str) -> Option<Vec<Entry>> {
+    let b = text.as_bytes();
+    let mut i = skip_trivia(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    let mut entries = Vec::new();
+    i += 1;
+    loop {
+        i = skip_trivia(b, i);
+        if b.get(i) == Some(&b'}') {
+            return (skip_trivia(b, i + 1) == b.len()).then_some(entries);
+        }
+        let key_at = i;
+        let key_end = skip_literal(b, i).filter(|_| b[i] == b'"')?;
+        let raw = &text[key_at + 1..key_end - 1];
+        let key = if raw.contains('\\') {
+            ron::from_str::<String>(&text[key_at..key_end]).ok()?
+        } else {
+            raw.to_owned()
+        };
+        i = skip_trivia(b, key_end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        let start = skip_trivia(b, i + 1);
+        let end = skip_value(b, start)?;
+        if end == start {
+            return None;
+        }
+        entries.push(Entry {
+            key,
+            key_at,
+            value: start..end,
+        });
+        i = end;
+        if b[i] == b',' {
+            i += 1;
+        } else if b[i] != b'}' {
+            return None;
+        }
+    }
+}
+
+/// A whole `.tasks.ron` map in file order, for when [`split_map`] cannot split it: parsing it
+/// with `ron` in one piece yields `ron`'s precise syntax error.
+pub(crate) struct OrderedMap(pub(crate) Vec<(String, TaskDef)>);
+
+impl<'de> Deserialize<'de> for OrderedMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OrderedMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map from task names to tasks")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<OrderedMap, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(OrderedMap(entries))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(text: &str) -> Source<'_> {
+        Source {
+            file: Path::new("t.ron"),
+            text,
+        }
+    }
+
+    #[test]
+    fn unknown_field_points_at_its_name() {
+        let text = "(\n    run: Shell(\"true\"),\n    priorty: 1,\n)\n";
+        let err = source(text).parse::<TaskDef>(0..text.len()).unwrap_err();
+        let FactoryError::UnknownField {
+            location,
+            field,
+            expected,
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            (location.line, location.col, field.as_str()),
+            (3, 5, "priorty")
+        );
+        assert!(expected.contains(&"priority"));
+        assert!(err
+            .to_string()
+            .starts_with("t.ron:3:5: unknown field `priorty`, expected one of `run`"));
+    }
+
+    #[test]
+    fn implicit_some_comments_and_trailing_commas_are_accepted() {
+        let text = "// a test\n(run: Cmd([\"./t\", /* port */ \"0\",]), priority: -1, retries: 2, \
+                    timeout: \"5s\", on_failure: RunDependents,)";
+        let def = source(text).parse::<TaskDef>(0..text.len()).unwrap();
+        assert_eq!(def.priority, Some(-1));
+        assert_eq!(def.retries, Some(2));
+        assert_eq!(def.on_failure, Some(OnFailure::RunDependents));
+        assert_eq!(def.run, Run::Cmd(vec!["./t".into(), "0".into()]));
+    }
+
+    #[test]
+    fn unknown_variant_and_missing_field_are_positioned() {
+        let text = "(\n  run: Shel(\"x\"))";
+        let err = source(text).parse::<TaskDef>(0..text.len()).unwrap_err();
+        assert!(
+            matches!(&err, FactoryError::UnknownVariant { location, found, .. }
+            if (location.line, location.col, found.as_str()) == (2, 8, "Shel")),
+            "{err:?}"
+        );
+        let text = "\n  (tags: [\"a\"])";
+        let err = source(text).parse::<TaskDef>(0..text.len()).unwrap_err();
+        assert!(
+            matches!(&err, FactoryError::MissingField { location, field: "run" }
+            if (location.line, location.col) == (2, 3)),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn fields_are_found_past_nested_values_strings_and_comments() {
+        let text = "( run: Shell(\"a, b) // \\\" c\"), /* tags: x */ env: {\"k\": \"v\"},\n  timeout: \"3 parsecs\" )";
+        let loc = source(text).field_location(0..text.len(), "timeout", true);
+        assert_eq!((loc.line, loc.col), (2, 12));
+        let loc = source(text).field_location(0..text.len(), "nothing", true);
+        assert_eq!((loc.line, loc.col), (1, 1));
+    }
+
+    #[test]
+    fn maps_split_into_entries_in_file_order() {
+        let text =
+            "// gen\n{\n \"b\": (run: Shell(\"}\")),\n \"a\\u{41}\": (run: Cmd([r#\"x\"#])), }\n";
+        let entries = split_map(text).unwrap();
+        let keys: Vec<_> = entries.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["b", "aA"]);
+        assert_eq!(&text[entries[0].value.clone()], "(run: Shell(\"}\"))");
+        assert_eq!(source(text).location(entries[1].key_at).line, 4);
+        // A missing comma leaves one entry whose value `ron` then rejects, with its position.
+        let entries = split_map("{\"a\": (run: Shell(\"x\")) \"b\": ()}").unwrap();
+        assert_eq!(entries.len(), 1);
+        assert!(split_map("{\"a\": }").is_none());
+        assert_eq!(split_map(" {} ").map(|e| e.len()), Some(0));
+    }
+}

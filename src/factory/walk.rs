@@ -1,0 +1,254 @@
+//! The walk: which files of a tree are tasks, in a deterministic order, with their defaults.
+//!
+//! Entries of each directory are visited in byte-wise order of their names, depth first, so that
+//! the same tree always yields the same task order (the tie-break for priorities). `_dir.ron`
+//! files are read here, during the walk, because every task below needs its merged defaults;
+//! task files are only listed, to be read and parsed in parallel afterwards.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::defaults::Layer;
+use super::error::FactoryError;
+use super::ron::{DirDef, Source};
+
+/// The name of the defaults file of a directory.
+pub(crate) const DIR_FILE: &str = "_dir.ron";
+
+/// What a task file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `NAME.ron`: one task.
+    Ron,
+    /// `NAME.tasks.ron`: a map of tasks.
+    TasksRon,
+    /// Any other executable file: a task running it.
+    Executable,
+}
+
+/// A task file found by the walk, with everything needed to load it independently. Kept small
+/// (no per-file paths): the walk is sequential, so per-file work is left to the parallel part.
+#[derive(Debug)]
+pub(crate) struct Found {
+    pub(crate) kind: Kind,
+    /// The file's path relative to the root (`net/tcp/connect.ron`).
+    pub(crate) rel: String,
+    /// Absolute path of the directory holding the file.
+    pub(crate) dir: Arc<Path>,
+    /// The merged `_dir.ron` defaults that apply to the file's tasks.
+    pub(crate) defaults: Arc<Layer>,
+}
+
+impl Found {
+    /// The task's name (`net/tcp/connect`), or the prefix of the names in a `.tasks.ron`.
+    pub(crate) fn name(&self) -> &str {
+        match self.kind {
+            Kind::Ron => &self.rel[..self.rel.len() - ".ron".len()],
+            Kind::TasksRon => &self.rel[..self.rel.len() - ".tasks.ron".len()],
+            Kind::Executable => &self.rel,
+        }
+    }
+}
+
+/// One step of the walk: a task file or a problem, in walk order.
+#[derive(Debug)]
+pub(crate) enum Item {
+    Found(Found),
+    Error(FactoryError),
+}
+
+/// Everything the walk found.
+#[derive(Debug, Default)]
+pub(crate) struct Walk {
+    pub(crate) items: Vec<Item>,
+    pub(crate) capacity: BTreeMap<String, u32>,
+}
+
+/// Walks the tree at `root` (absolute); errors name files under `shown_root`.
+pub(crate) fn walk(root: &Path, shown_root: &Path) -> Walk {
+    let mut walker = Walker {
+        shown_root,
+        out: Walk::default(),
+        ancestors: Vec::new(),
+    };
+    match fs::metadata(root) {
+        Ok(meta) => walker.dir(root, "", &Arc::new(Layer::default()), &meta),
+        Err(source) => walker.io(shown_root.to_path_buf(), source),
+    }
+    walker.out
+}
+
+struct Walker<'a> {
+    shown_root: &'a Path,
+    out: Walk,
+    /// `(device, inode)` of the directories being walked, to catch a link back to one of them.
+    ancestors: Vec<(u64, u64)>,
+}
+
+impl Walker<'_> {
+    fn error(&mut self, e: FactoryError) {
+        self.out.items.push(Item::Error(e));
+    }
+
+    fn io(&mut self, path: PathBuf, source: io::Error) {
+        self.error(FactoryError::Io { path, source });
+    }
+
+    /// Walks directory `dir`, named `rel` relative to the root (empty at the root).
+    fn dir(&mut self, dir: &Path, rel: &str, parent: &Arc<Layer>, meta: &fs::Metadata) {
+        let shown = if rel.is_empty() {
+            self.shown_root.to_path_buf()
+        } else {
+            self.shown_root.join(rel)
+        };
+        let id = (meta.dev(), meta.ino());
+        if self.ancestors.contains(&id) {
+            self.error(FactoryError::SymlinkLoop { path: shown });
+            return;
+        }
+        let mut entries: Vec<(OsString, fs::FileType)> = match fs::read_dir(dir) {
+            Ok(rd) => {
+                let mut entries = Vec::new();
+                for entry in rd {
+                    match entry.and_then(|e| Ok((e.file_name(), e.file_type()?))) {
+                        Ok(e) if e.0.as_bytes().starts_with(b".") => {}
+                        Ok(e) => entries.push(e),
+                        Err(source) => self.io(shown.clone(), source),
+                    }
+                }
+                entries
+            }
+            Err(source) => return self.io(shown, source),
+        };
+        entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+
+        let defaults = match entries.iter().position(|e| e.0 == DIR_FILE) {
+            Some(i) => {
+                entries.remove(i);
+                self.defaults(
+                    &dir.join(DIR_FILE),
+                    &shown.join(DIR_FILE),
+                    dir,
+                    rel.is_empty(),
+                )
+                .map_or_else(|| parent.clone(), |layer| Arc::new(parent.merged(layer)))
+            }
+            None => parent.clone(),
+        };
+
+        let dir_arc: Arc<Path> = Arc::from(dir);
+        self.ancestors.push(id);
+        for (name, file_type) in entries {
+            let path = dir.join(&name);
+            let Some(name) = name.to_str() else {
+                self.error(FactoryError::NonUtf8Name {
+                    path: shown.join(&name),
+                });
+                continue;
+            };
+            let child_rel = if rel.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{rel}/{name}")
+            };
+            self.entry(&path, name, child_rel, file_type, &dir_arc, &defaults);
+        }
+        self.ancestors.pop();
+    }
+
+    fn entry(
+        &mut self,
+        path: &Path,
+        name: &str,
+        rel: String,
+        file_type: fs::FileType,
+        dir: &Arc<Path>,
+        defaults: &Arc<Layer>,
+    ) {
+        // Case matters, as everywhere in task names: `X.RON` is data, not a definition.
+        let is_ron = Path::new(name).extension().is_some_and(|e| e == "ron");
+        // Only links, directories and possible executables need a `stat`: `.ron` files are
+        // known by name, which keeps a walk of 10^5 task files cheap.
+        let meta = if file_type.is_symlink() || file_type.is_dir() || !is_ron {
+            match fs::metadata(path) {
+                Ok(meta) => Some(meta),
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                    return self.error(FactoryError::SymlinkLoop {
+                        path: self.shown_root.join(&rel),
+                    });
+                }
+                // A dangling link is data unless its name says it is a definition.
+                Err(_) if file_type.is_symlink() && !is_ron => return,
+                Err(source) => return self.io(self.shown_root.join(&rel), source),
+            }
+        } else {
+            None
+        };
+        if meta.as_ref().is_some_and(fs::Metadata::is_dir) {
+            return self.dir(path, &rel, defaults, meta.as_ref().unwrap());
+        }
+        if meta.as_ref().is_some_and(|m| !m.is_file()) {
+            return; // sockets, fifos, devices: never tasks
+        }
+        let kind = if rel.ends_with(".tasks.ron") {
+            Kind::TasksRon
+        } else if is_ron {
+            Kind::Ron
+        } else if meta.is_some_and(|m| m.permissions().mode() & 0o111 != 0) {
+            Kind::Executable
+        } else {
+            return; // task data
+        };
+        self.out.items.push(Item::Found(Found {
+            kind,
+            rel,
+            dir: dir.clone(),
+            defaults: defaults.clone(),
+        }));
+    }
+
+    /// Reads a `_dir.ron`; `None` (with the problem recorded) when it is broken.
+    fn defaults(&mut self, path: &Path, shown: &Path, dir: &Path, at_root: bool) -> Option<Layer> {
+        let text = match fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(source) => {
+                self.io(shown.to_path_buf(), source);
+                return None;
+            }
+        };
+        let src = Source {
+            file: shown,
+            text: &text,
+        };
+        let all = 0..text.len();
+        let mut def: DirDef = match src.parse(all.clone()) {
+            Ok(def) => def,
+            Err(e) => {
+                self.error(e);
+                return None;
+            }
+        };
+        if let Some(capacity) = def.capacity.take() {
+            if at_root {
+                self.out.capacity = capacity;
+            } else {
+                self.error(FactoryError::CapacityOutsideRoot {
+                    location: src.field_location(all.clone(), "capacity", false),
+                });
+            }
+        }
+        match Layer::resolve(def.common(), &src, all, dir) {
+            Ok(layer) => Some(layer),
+            Err(e) => {
+                self.error(e);
+                None
+            }
+        }
+    }
+}
