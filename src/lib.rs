@@ -30,7 +30,9 @@
 pub mod context;
 pub mod error;
 pub mod pool;
+pub mod report;
 pub mod sched;
+pub mod state;
 pub mod task;
 
 pub use context::{Context, Shared, TaskError};
