@@ -123,8 +123,8 @@ fn changed_provider(
     tokens.into_iter()
         .flat_map(|tok| providers.get(tok.as_str()).into_iter().flatten())
         .find(|&&p| {
-            let recorded = latest.get(tasks[p].name.as_str()).and_then(|r| r.fingerprint);
-            recorded.map(|f| f.combined()) != Some(fingerprints[p].combined())
+            // Equal components mean equal combined digests: no hashing needed here.
+            latest.get(tasks[p].name.as_str()).and_then(|r| r.fingerprint) != Some(fingerprints[p])
         })
         .map(|&p| tasks[p].name.clone())
 }
