@@ -168,7 +168,7 @@ fn a_checksummed_but_unreadable_record_is_an_error() {
     let (dir, _) = sample(1);
     let path = dir.path().join(FILE_NAME);
     let mut bytes = fs::read(&path).unwrap();
-    let payload = br#"{"kind":"from-the-future"}"#;
+    let payload = br#"{"from-the-future":{}}"#;
     bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     bytes.extend_from_slice(payload);

@@ -62,11 +62,14 @@ pub fn decide(tasks: &[Task], fingerprints: &[Fingerprint], loaded: &LoadedJourn
     for r in loaded.records() {
         latest.insert(r.name.as_str(), r);
     }
+    // The latest record of each task, found once: the provider check below reuses it.
+    let recorded: Vec<Option<&TaskRecord>> = tasks.iter().map(|t| latest.get(t.name.as_str()).copied()).collect();
+    let unchanged = |i: usize| recorded[i].and_then(|r| r.fingerprint) == Some(fingerprints[i]);
     // Built only when a provider component changed: most resumes never need it.
     let mut providers: Option<HashMap<&str, Vec<usize>>> = None;
     let mut out = Vec::with_capacity(tasks.len());
-    for (task, fp) in tasks.iter().zip(fingerprints) {
-        let Some(rec) = latest.get(task.name.as_str()) else {
+    for (i, (task, fp)) in tasks.iter().zip(fingerprints).enumerate() {
+        let Some(rec) = recorded[i] else {
             out.push(Decision::Run(Reason::NotRecorded));
             continue;
         };
@@ -86,10 +89,10 @@ pub fn decide(tasks: &[Task], fingerprints: &[Fingerprint], loaded: &LoadedJourn
             Reason::InputsChanged
         } else if old.providers != fp.providers {
             let map = providers.get_or_insert_with(|| provider_map(tasks));
-            changed_provider(task, map, tasks, fingerprints, &latest)
-                .map_or(Reason::ProvidersChanged, Reason::ProviderChanged)
+            changed_provider(task, map, &unchanged)
+                .map_or(Reason::ProvidersChanged, |p| Reason::ProviderChanged(tasks[p].name.clone()))
         } else {
-            let mut resumed = (*rec).clone();
+            let mut resumed = rec.clone();
             resumed.resumed = true;
             out.push(Decision::Resume(resumed));
             continue;
@@ -111,22 +114,14 @@ fn provider_map(tasks: &[Task]) -> HashMap<&str, Vec<usize>> {
 
 /// The first provider of `task` (tokens sorted, providers in definition order) whose current
 /// fingerprint differs from its latest record's, or that has no record.
-fn changed_provider(
-    task: &Task,
-    providers: &HashMap<&str, Vec<usize>>,
-    tasks: &[Task],
-    fingerprints: &[Fingerprint],
-    latest: &HashMap<&str, &TaskRecord>,
-) -> Option<TaskName> {
+fn changed_provider(task: &Task, providers: &HashMap<&str, Vec<usize>>, unchanged: &dyn Fn(usize) -> bool) -> Option<usize> {
     let mut tokens: Vec<&String> = task.meta.requires.iter().collect();
     tokens.sort();
-    tokens.into_iter()
+    tokens
+        .into_iter()
         .flat_map(|tok| providers.get(tok.as_str()).into_iter().flatten())
-        .find(|&&p| {
-            // Equal components mean equal combined digests: no hashing needed here.
-            latest.get(tasks[p].name.as_str()).and_then(|r| r.fingerprint) != Some(fingerprints[p])
-        })
-        .map(|&p| tasks[p].name.clone())
+        .copied()
+        .find(|&p| !unchanged(p))
 }
 
 #[cfg(test)]
