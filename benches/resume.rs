@@ -27,7 +27,8 @@ fn tasks() -> Vec<Task> {
         .map(|i| {
             let mut spec = CommandSpec::new(RunSpec::Cmd(vec!["./t.sh".into(), i.to_string()]));
             spec.env.insert("N".into(), i.to_string());
-            let mut t = Task::command(format!("suite/{}/task-{i}", i % 100), spec).provides([format!("k{i}")]);
+            let mut t = Task::command(format!("suite/{}/task-{i}", i % 100), spec)
+                .provides([format!("k{i}")]);
             if i > 0 {
                 let deps = next() % 5;
                 t = t.requires((0..deps).map(|_| format!("k{}", next() as usize % i)));
@@ -41,7 +42,10 @@ fn main() {
     let tasks = tasks();
     let t0 = Instant::now();
     let fps = fingerprints(&tasks);
-    println!("fingerprints tasks={N} seconds={:.3}", t0.elapsed().as_secs_f64());
+    println!(
+        "fingerprints tasks={N} seconds={:.3}",
+        t0.elapsed().as_secs_f64()
+    );
 
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut journal = Journal::create(dir.path()).expect("journal");
@@ -55,7 +59,9 @@ fn main() {
     }
     journal.sync().expect("sync");
     drop(journal);
-    let size = std::fs::metadata(dir.path().join("journal")).expect("journal").len();
+    let size = std::fs::metadata(dir.path().join("journal"))
+        .expect("journal")
+        .len();
 
     // One changed task, so that the decision also walks the "provider changed" path.
     let mut changed = tasks.clone();
@@ -71,7 +77,13 @@ fn main() {
     let load_s = t0.elapsed().as_secs_f64();
     let decisions = decide(&changed, &changed_fps, &loaded);
     let seconds = t0.elapsed().as_secs_f64();
-    let rerun = decisions.iter().filter(|d| matches!(d, Decision::Run(_))).count();
+    let rerun = decisions
+        .iter()
+        .filter(|d| matches!(d, Decision::Run(_)))
+        .count();
     println!("resume-decision records={N} seconds={seconds:.3}");
-    println!("  load={load_s:.3}s decide={:.3}s journal_bytes={size} rerun={rerun}", seconds - load_s);
+    println!(
+        "  load={load_s:.3}s decide={:.3}s journal_bytes={size} rerun={rerun}",
+        seconds - load_s
+    );
 }

@@ -15,7 +15,10 @@ fn schema() -> PathBuf {
         return p.into();
     }
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates = [here.join("../shared/junit/junit-10.xsd"), here.join("doc/junit-10.xsd")];
+    let candidates = [
+        here.join("../shared/junit/junit-10.xsd"),
+        here.join("doc/junit-10.xsd"),
+    ];
     candidates
         .iter()
         .find(|p| p.exists())
@@ -23,11 +26,11 @@ fn schema() -> PathBuf {
         .unwrap_or_else(|| panic!("junit-10.xsd not found in {candidates:?}; set PEXEN_JUNIT_XSD"))
 }
 
-fn output(stdout: &str, stderr: &str) -> Option<Output> {
-    Some(Output {
+fn output(stdout: &str, stderr: &str) -> Output {
+    Output {
         stdout: stdout.into(),
         stderr: stderr.into(),
-    })
+    }
 }
 
 /// Every case the writer knows: each outcome, results, retries, hostile characters, the root.
@@ -36,19 +39,25 @@ fn records() -> Vec<TaskRecord> {
         attempt: 1,
         outcome,
         message: Some("exit code 1".into()),
-        output: output("attempt one\n", "boom\u{1b}[0m\n"),
+        output: Some(output("attempt one\n", "boom\u{1b}[0m\n")),
         duration_s: 0.5,
         results: vec![(Outcome::Fail, "sub".into())],
     };
     let mut pass = TaskRecord::new("net/tcp/connect", Outcome::Pass);
     pass.duration_s = 0.21;
-    pass.output = output("ok\n", "");
+    pass.output = Some(output("ok\n", ""));
     let mut warn = TaskRecord::new("net/tcp/warned", Outcome::Warn);
-    warn.results = vec![(Outcome::Warn, "slow handshake".into()), (Outcome::Pass, "sub-test 2".into())];
+    warn.results = vec![
+        (Outcome::Warn, "slow handshake".into()),
+        (Outcome::Pass, "sub-test 2".into()),
+    ];
     let mut fail = TaskRecord::new("net/udp/send", Outcome::Fail);
     fail.exit_code = Some(1);
     fail.message = Some("exit code 1".into());
-    fail.output = output("nul\u{0}here \u{fffe} & <tags> ]]>\n", "esc \u{1b}[31mred\u{1b}[0m\n");
+    fail.output = Some(output(
+        "nul\u{0}here \u{fffe} & <tags> ]]>\n",
+        "esc \u{1b}[31mred\u{1b}[0m\n",
+    ));
     fail.results = vec![(Outcome::Fail, "checksum mismatch \"quoted\"".into())];
     let mut error = TaskRecord::new("net/udp/crash", Outcome::Error);
     error.message = Some("killed by SIGSEGV".into());
@@ -63,17 +72,26 @@ fn records() -> Vec<TaskRecord> {
     flaky.failed_attempts = vec![failed_attempt(Outcome::Fail)];
     let mut rerun = TaskRecord::new("flaky/never", Outcome::Fail);
     rerun.attempt = 3;
-    rerun.failed_attempts = vec![failed_attempt(Outcome::Fail), failed_attempt(Outcome::Timeout)];
+    rerun.failed_attempts = vec![
+        failed_attempt(Outcome::Fail),
+        failed_attempt(Outcome::Timeout),
+    ];
     let mut resumed = TaskRecord::new("top", Outcome::Pass);
     resumed.resumed = true;
-    vec![pass, warn, fail, error, timeout, skip, flaky, rerun, resumed]
+    vec![
+        pass, warn, fail, error, timeout, skip, flaky, rerun, resumed,
+    ]
 }
 
 fn run(cmd: &mut Command, install: &str) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?} ({e}); install it with: {install}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{cmd:?} failed:\n{text}");
     text
 }
@@ -89,7 +107,11 @@ fn report() -> (tempfile::TempDir, PathBuf) {
 fn xmllint_validates_against_the_xunit_schema() {
     let (_dir, path) = report();
     let text = run(
-        Command::new("xmllint").arg("--noout").arg("--schema").arg(schema()).arg(&path),
+        Command::new("xmllint")
+            .arg("--noout")
+            .arg("--schema")
+            .arg(schema())
+            .arg(&path),
         "apt-get install -y libxml2-utils",
     );
     assert!(text.contains("validates"), "{text}");
@@ -131,12 +153,19 @@ print("junitparser ok")
 fn junitparser_reads_every_case() {
     let (_dir, path) = report();
     let install = "python3 -m pip install junitparser";
-    let probe = Command::new("python3").args(["-c", "import junitparser"]).output();
+    let probe = Command::new("python3")
+        .args(["-c", "import junitparser"])
+        .output();
     match probe {
         Ok(o) if o.status.success() => {}
         _ => panic!("python3 with junitparser is required; install it with: {install}"),
     }
-    let text = run(Command::new("python3").args(["-c", JUNITPARSER_CHECK]).arg(&path), install);
+    let text = run(
+        Command::new("python3")
+            .args(["-c", JUNITPARSER_CHECK])
+            .arg(&path),
+        install,
+    );
     assert!(text.contains("junitparser ok"), "{text}");
 }
 
@@ -147,6 +176,9 @@ fn the_report_replaces_an_older_one_atomically() {
     let xml = std::fs::read_to_string(&path).unwrap();
     assert!(xml.contains(r#"tests="1""#), "{xml}");
     // No temporary file is left behind.
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, ["junit.xml"]);
 }

@@ -73,7 +73,9 @@ pub fn write_junit(path: &Path, records: &[TaskRecord], run_duration_s: f64) -> 
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let name = path.file_name().map_or_else(|| "junit.xml".into(), |n| n.to_string_lossy());
+    let name = path
+        .file_name()
+        .map_or_else(|| "junit.xml".into(), |n| n.to_string_lossy());
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
         let mut out = BufWriter::new(File::create(&tmp)?);
@@ -120,12 +122,16 @@ pub fn render<W: Write>(out: W, records: &[TaskRecord], run_duration_s: f64) -> 
             }
             Ok::<(), quick_xml::Error>(())
         })?;
-    w.into_inner().flush().map_err(|e| quick_xml::Error::Io(e.into()))
+    w.into_inner()
+        .flush()
+        .map_err(|e| quick_xml::Error::Io(e.into()))
 }
 
 fn suite<W: Write>(w: &mut Writer<W>, dir: &str, cases: &[&TaskRecord]) -> XmlResult {
     let mut t = Totals::default();
-    cases.iter().for_each(|r| t.add(r));
+    for r in cases {
+        t.add(r);
+    }
     let name = if dir.is_empty() { "." } else { dir };
     let properties = properties(cases);
     w.create_element("testsuite")
@@ -142,7 +148,10 @@ fn suite<W: Write>(w: &mut Writer<W>, dir: &str, cases: &[&TaskRecord]) -> XmlRe
                 w.create_element("properties").write_inner_content(|w| {
                     for (k, v) in &properties {
                         w.create_element("property")
-                            .with_attributes([("name", xml_clean(k).as_str()), ("value", &xml_clean(v))])
+                            .with_attributes([
+                                ("name", xml_clean(k).as_str()),
+                                ("value", &xml_clean(v)),
+                            ])
                             .write_empty()?;
                     }
                     Ok::<(), quick_xml::Error>(())
@@ -167,7 +176,10 @@ fn properties(cases: &[&TaskRecord]) -> Vec<(String, String)> {
             props.push((format!("{base}.resumed"), "true".to_owned()));
         }
         for (i, (status, message)) in r.results.iter().enumerate() {
-            props.push((format!("{base}.result.{}", i + 1), format!("{status} {message}")));
+            props.push((
+                format!("{base}.result.{}", i + 1),
+                format!("{status} {message}"),
+            ));
         }
     }
     props
@@ -175,7 +187,11 @@ fn properties(cases: &[&TaskRecord]) -> Vec<(String, String)> {
 
 fn case<W: Write>(w: &mut Writer<W>, r: &TaskRecord) -> XmlResult {
     let dir = r.name.dir();
-    let classname = if dir.is_empty() { ".".to_owned() } else { dir.replace('/', ".") };
+    let classname = if dir.is_empty() {
+        ".".to_owned()
+    } else {
+        dir.replace('/', ".")
+    };
     let message = r.message.as_deref().unwrap_or("");
     w.create_element("testcase")
         .with_attributes([
@@ -193,7 +209,11 @@ fn case<W: Write>(w: &mut Writer<W>, r: &TaskRecord) -> XmlResult {
                 Outcome::Error => detail(w, "error", "error", message, &result_lines(r))?,
                 Outcome::Timeout => detail(w, "error", "timeout", message, &result_lines(r))?,
                 Outcome::Skip => {
-                    let why = r.cause.as_deref().or(r.message.as_deref()).unwrap_or("skipped");
+                    let why = r
+                        .cause
+                        .as_deref()
+                        .or(r.message.as_deref())
+                        .unwrap_or("skipped");
                     w.create_element("skipped")
                         .with_attribute(("message", xml_clean(why).as_str()))
                         .write_empty()?;
@@ -214,7 +234,13 @@ fn result_lines(r: &TaskRecord) -> String {
     lines.join("\n")
 }
 
-fn detail<W: Write>(w: &mut Writer<W>, element: &str, kind: &str, message: &str, body: &str) -> XmlResult {
+fn detail<W: Write>(
+    w: &mut Writer<W>,
+    element: &str,
+    kind: &str,
+    message: &str,
+    body: &str,
+) -> XmlResult {
     w.create_element(element)
         .with_attributes([("type", kind), ("message", &xml_clean(message))])
         .write_text_content(BytesText::new(&xml_clean(body)))?;
@@ -229,9 +255,16 @@ fn attempt<W: Write>(w: &mut Writer<W>, a: &AttemptRecord, finally_succeeded: bo
         (false, false) => "rerunFailure",
         (false, true) => "rerunError",
     };
-    let message = format!("attempt {}: {}", a.attempt, a.message.as_deref().unwrap_or(a.outcome.as_str()));
+    let message = format!(
+        "attempt {}: {}",
+        a.attempt,
+        a.message.as_deref().unwrap_or(a.outcome.as_str())
+    );
     w.create_element(element)
-        .with_attributes([("type", a.outcome.as_str()), ("message", &xml_clean(&message))])
+        .with_attributes([
+            ("type", a.outcome.as_str()),
+            ("message", &xml_clean(&message)),
+        ])
         .write_inner_content(|w| output(w, a.output.as_ref()))?;
     Ok(())
 }
@@ -259,7 +292,10 @@ mod tests {
 
     #[test]
     fn forbidden_characters_are_removed() {
-        assert_eq!(xml_clean("a\u{0}b\u{1b}[31mc\u{fffe}d\u{ffff}\te\n"), "ab[31mcd\te\n");
+        assert_eq!(
+            xml_clean("a\u{0}b\u{1b}[31mc\u{fffe}d\u{ffff}\te\n"),
+            "ab[31mcd\te\n"
+        );
         assert_eq!(xml_clean("é😀\u{e000}"), "é😀\u{e000}");
     }
 
@@ -276,15 +312,35 @@ mod tests {
         let mut timeout = TaskRecord::new("net/tcp/slow", Outcome::Timeout);
         timeout.duration_s = 30.0004;
         let xml = render_str(&[fail, skip, timeout]);
-        assert!(xml.contains(r#"<testsuites name="pexen" tests="3" failures="1" errors="1" time="1.500">"#), "{xml}");
+        assert!(
+            xml.contains(
+                r#"<testsuites name="pexen" tests="3" failures="1" errors="1" time="1.500">"#
+            ),
+            "{xml}"
+        );
         assert!(xml.contains(r#"<testsuite name="net/tcp" tests="2" failures="1" errors="1" skipped="0" time="30.000">"#), "{xml}");
-        assert!(xml.contains(r#"<testcase name="connect" classname="net.tcp" time="0.000">"#), "{xml}");
-        assert!(xml.contains(r#"<failure type="fail" message="exit code 1 &lt;&amp;&gt;"#), "{xml}");
+        assert!(
+            xml.contains(r#"<testcase name="connect" classname="net.tcp" time="0.000">"#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<failure type="fail" message="exit code 1 &lt;&amp;&gt;"#),
+            "{xml}"
+        );
         assert!(xml.contains("<system-out>output</system-out>"), "{xml}");
         assert!(xml.contains(r#"<error type="timeout" message="""#), "{xml}");
-        assert!(xml.contains(r#"<testsuite name="." tests="1" failures="0" errors="0" skipped="1""#), "{xml}");
-        assert!(xml.contains(r#"<testcase name="top" classname="."#), "{xml}");
-        assert!(xml.contains(r#"<skipped message="token `db` (provider db/up failed)"/>"#), "{xml}");
+        assert!(
+            xml.contains(r#"<testsuite name="." tests="1" failures="0" errors="0" skipped="1""#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<testcase name="top" classname="."#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<skipped message="token `db` (provider db/up failed)"/>"#),
+            "{xml}"
+        );
     }
 
     #[test]
@@ -306,10 +362,22 @@ mod tests {
         let mut broken = TaskRecord::new("a/broken", Outcome::Error);
         broken.failed_attempts = vec![retry];
         let xml = render_str(&[flaky, broken]);
-        assert!(xml.contains(r#"<property name="flaky.outcome" value="warn"/>"#), "{xml}");
-        assert!(xml.contains(r#"<property name="flaky.result.1" value="warn disk almost full"/>"#), "{xml}");
-        assert!(xml.contains(r#"<flakyFailure type="fail" message="attempt 1: exit code 1">"#), "{xml}");
-        assert!(xml.contains(r#"<rerunFailure type="fail" message="attempt 1: exit code 1">"#), "{xml}");
+        assert!(
+            xml.contains(r#"<property name="flaky.outcome" value="warn"/>"#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<property name="flaky.result.1" value="warn disk almost full"/>"#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<flakyFailure type="fail" message="attempt 1: exit code 1">"#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<rerunFailure type="fail" message="attempt 1: exit code 1">"#),
+            "{xml}"
+        );
         assert!(xml.contains(r#"<error type="error""#), "{xml}");
     }
 }

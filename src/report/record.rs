@@ -126,7 +126,10 @@ impl Collector {
     }
 
     /// Fingerprints to attach to the records of these tasks (computed before the run).
-    pub fn set_fingerprints(&mut self, fingerprints: impl IntoIterator<Item = (TaskName, Fingerprint)>) {
+    pub fn set_fingerprints(
+        &mut self,
+        fingerprints: impl IntoIterator<Item = (TaskName, Fingerprint)>,
+    ) {
         self.fingerprints.extend(fingerprints);
     }
 
@@ -277,10 +280,16 @@ mod tests {
             status: Outcome::Warn,
             message: "slow".into(),
         });
-        let rec = c.observe(&finished("net/tcp", Outcome::Warn, 2)).cloned().unwrap();
+        let rec = c
+            .observe(&finished("net/tcp", Outcome::Warn, 2))
+            .cloned()
+            .unwrap();
         assert_eq!(rec.results, [(Outcome::Warn, "slow".to_owned())]);
         assert_eq!(rec.failed_attempts.len(), 1);
-        assert_eq!(rec.failed_attempts[0].results, [(Outcome::Fail, "sub 1".to_owned())]);
+        assert_eq!(
+            rec.failed_attempts[0].results,
+            [(Outcome::Fail, "sub 1".to_owned())]
+        );
         assert_eq!(rec.fingerprint, Some(fp));
         assert_eq!(rec.exports["k"], serde_json::json!(1));
         assert!(c.run().is_none());
@@ -290,7 +299,7 @@ mod tests {
             duration: Duration::from_secs(2),
             interrupted: false,
         });
-        assert_eq!(c.run().unwrap().duration_s, 2.0);
+        assert!((c.run().unwrap().duration_s - 2.0).abs() < 1e-9);
         assert_eq!(c.into_records().len(), 1);
     }
 

@@ -238,17 +238,26 @@ pub fn fingerprints(tasks: &[Task]) -> Vec<Fingerprint> {
                 stack.pop();
                 continue;
             }
-            let deps = tasks[i].meta.requires.iter().flat_map(|tok| providers.get(tok.as_str()).into_iter().flatten());
+            let deps = tasks[i]
+                .meta
+                .requires
+                .iter()
+                .flat_map(|tok| providers.get(tok.as_str()).into_iter().flatten());
             if !visiting[i] {
                 visiting[i] = true;
                 let before = stack.len();
-                stack.extend(deps.filter(|&&p| done[p].is_none() && !visiting[p]).copied());
+                stack.extend(
+                    deps.filter(|&&p| done[p].is_none() && !visiting[p])
+                        .copied(),
+                );
                 if stack.len() > before {
                     continue;
                 }
             }
             stack.pop();
-            let fp = compute(&tasks[i], &providers, tasks, &combined, &mut files, &mut buf);
+            let fp = compute(
+                &tasks[i], &providers, tasks, &combined, &mut files, &mut buf,
+            );
             combined[i] = fp.combined();
             done[i] = Some(fp);
         }
@@ -334,7 +343,10 @@ mod tests {
         fs::write(dir.path().join("run.sh"), "#!/bin/sh\necho 2\n").unwrap();
         let new = fingerprints(&tree(dir.path()));
         assert_ne!(new[1].program, fps[1].program);
-        assert_eq!((new[1].definition, new[1].inputs), (fps[1].definition, fps[1].inputs));
+        assert_eq!(
+            (new[1].definition, new[1].inputs),
+            (fps[1].definition, fps[1].inputs)
+        );
         assert_eq!((new[0], new[2]), (fps[0], fps[2]));
     }
 
@@ -378,7 +390,9 @@ mod tests {
         ];
         for edit in edits {
             let mut tasks = tree(dir.path());
-            let Work::Command(spec) = &tasks[1].work else { unreachable!() };
+            let Work::Command(spec) = &tasks[1].work else {
+                unreachable!()
+            };
             let mut spec = (**spec).clone();
             edit(&mut spec, &mut tasks[1]);
             tasks[1].work = Work::Command(std::sync::Arc::new(spec));
@@ -390,7 +404,15 @@ mod tests {
     fn long_chains_do_not_overflow_the_stack() {
         let n = 20_000;
         let tasks: Vec<Task> = (0..n)
-            .map(|i| Task::closure(format!("t{i}"), |_| Ok(())).provides([format!("k{i}")]).requires(if i == 0 { vec![] } else { vec![format!("k{}", i - 1)] }))
+            .map(|i| {
+                Task::closure(format!("t{i}"), |_| Ok(()))
+                    .provides([format!("k{i}")])
+                    .requires(if i == 0 {
+                        vec![]
+                    } else {
+                        vec![format!("k{}", i - 1)]
+                    })
+            })
             .collect();
         // Reverse order so that the first task visited has the whole chain below it.
         let tasks: Vec<Task> = tasks.into_iter().rev().collect();

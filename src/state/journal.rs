@@ -64,9 +64,17 @@ pub enum JournalError {
          remove it or use another --state directory",
         path.display()
     )]
-    Version { path: PathBuf, found: u32, expected: u32 },
+    Version {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
     #[error("journal {} is damaged at byte {offset}: {what}", path.display())]
-    Corrupt { path: PathBuf, offset: u64, what: String },
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+    },
     #[error("cannot encode a record for journal {}", path.display())]
     Encode {
         path: PathBuf,
@@ -171,10 +179,13 @@ impl Journal {
             return Ok((Self::create(dir)?, loaded));
         }
         let journal = Self::open(loaded.path.clone())?;
-        journal.file.set_len(loaded.valid_len).map_err(|source| JournalError::Write {
-            path: loaded.path.clone(),
-            source,
-        })?;
+        journal
+            .file
+            .set_len(loaded.valid_len)
+            .map_err(|source| JournalError::Write {
+                path: loaded.path.clone(),
+                source,
+            })?;
         Ok((journal, loaded))
     }
 
@@ -201,7 +212,9 @@ impl Journal {
 
     /// Records that a run started with `tasks` tasks.
     pub fn run_started(&mut self, tasks: usize) -> Result<(), JournalError> {
-        let time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         self.append_entry(&JournalEntry::RunStarted {
             time,
             pexen_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -246,10 +259,12 @@ impl Journal {
         self.buf[..4].copy_from_slice(&len.to_le_bytes());
         self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
         // One write_all of the whole frame: with O_APPEND a regular file takes it in one write(2).
-        self.file.write_all(&self.buf).map_err(|source| JournalError::Write {
-            path: self.path.clone(),
-            source,
-        })?;
+        self.file
+            .write_all(&self.buf)
+            .map_err(|source| JournalError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
         self.unsynced += 1;
         if self.unsynced >= SYNC_EVERY || self.last_sync.elapsed().as_secs() >= 1 {
             self.sync()?;
@@ -261,10 +276,12 @@ impl Journal {
     /// it on a timer tick to bound the loss window in time when tasks finish rarely.
     pub fn sync(&mut self) -> Result<(), JournalError> {
         if self.unsynced > 0 {
-            self.file.sync_data().map_err(|source| JournalError::Write {
-                path: self.path.clone(),
-                source,
-            })?;
+            self.file
+                .sync_data()
+                .map_err(|source| JournalError::Write {
+                    path: self.path.clone(),
+                    source,
+                })?;
             self.unsynced = 0;
         }
         self.last_sync = Instant::now();
@@ -314,7 +331,8 @@ fn valid_record_after(bytes: &[u8], from: usize) -> bool {
     (from + 1..bytes.len().saturating_sub(FRAME_LEN - 1)).any(|at| {
         frame(bytes, at).is_some_and(|(payload, _)| {
             // An empty or non-JSON payload can match its checksum by chance; a real record cannot.
-            payload.first() == Some(&b'{') && serde_json::from_slice::<JournalEntry>(payload).is_ok()
+            payload.first() == Some(&b'{')
+                && serde_json::from_slice::<JournalEntry>(payload).is_ok()
         })
     })
 }
@@ -390,13 +408,18 @@ fn decode(frames: &[(usize, &[u8])]) -> Result<Vec<JournalEntry>, DecodeError> {
             .map(|&(at, payload)| serde_json::from_slice(payload).map_err(|e| (at, e)))
             .collect()
     }
-    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(4);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(4);
     if threads < 2 || frames.len() < 8192 {
         return chunk(frames);
     }
     let per = frames.len().div_ceil(threads);
     let parts: Vec<Result<Vec<JournalEntry>, DecodeError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = frames.chunks(per).map(|c| s.spawn(move || chunk(c))).collect();
+        let handles: Vec<_> = frames
+            .chunks(per)
+            .map(|c| s.spawn(move || chunk(c)))
+            .collect();
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))

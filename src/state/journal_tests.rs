@@ -50,10 +50,16 @@ fn records_round_trip() {
     drop(j);
     let loaded = Journal::load(dir.path()).unwrap();
     assert!(loaded.warnings.is_empty());
-    assert!(matches!(&loaded.entries[0], JournalEntry::RunStarted { tasks: 3, .. }));
+    assert!(matches!(
+        &loaded.entries[0],
+        JournalEntry::RunStarted { tasks: 3, .. }
+    ));
     let recs: Vec<TaskRecord> = loaded.records().cloned().collect();
     assert_eq!(recs, (0..3).map(record).collect::<Vec<_>>());
-    assert_eq!(loaded.entries.last(), Some(&JournalEntry::RunFinished(summary)));
+    assert_eq!(
+        loaded.entries.last(),
+        Some(&JournalEntry::RunFinished(summary))
+    );
 }
 
 #[test]
@@ -82,7 +88,11 @@ fn torn_last_record_is_dropped_at_every_offset() {
             assert!(loaded.warnings.is_empty());
         } else {
             assert_eq!(loaded.warnings.len(), 1, "cut at {cut}");
-            assert!(loaded.warnings[0].contains(&format!("byte {last}")), "{}", loaded.warnings[0]);
+            assert!(
+                loaded.warnings[0].contains(&format!("byte {last}")),
+                "{}",
+                loaded.warnings[0]
+            );
         }
     }
 }
@@ -128,7 +138,9 @@ fn one_flipped_byte_mid_file_is_an_error_naming_the_offset() {
         bytes[at] ^= 0x01;
         fs::write(&path, &bytes).unwrap();
         match Journal::load(dir.path()) {
-            Err(JournalError::Corrupt { offset, path: p, .. }) => {
+            Err(JournalError::Corrupt {
+                offset, path: p, ..
+            }) => {
                 assert_eq!(offset, offsets[1], "flip at {at}");
                 assert_eq!(p, path);
             }
@@ -139,7 +151,10 @@ fn one_flipped_byte_mid_file_is_an_error_naming_the_offset() {
     bytes[offsets[1] as usize + FRAME_LEN + 1] ^= 0x01;
     fs::write(&path, &bytes).unwrap();
     let msg = Journal::load(dir.path()).unwrap_err().to_string();
-    assert!(msg.contains(&format!("is damaged at byte {}", offsets[1])), "{msg}");
+    assert!(
+        msg.contains(&format!("is damaged at byte {}", offsets[1])),
+        "{msg}"
+    );
     assert!(msg.contains(&path.display().to_string()), "{msg}");
 }
 
@@ -148,15 +163,28 @@ fn garbage_and_foreign_versions_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
     fs::write(&path, b"hello, this is not a journal").unwrap();
-    assert!(matches!(Journal::load(dir.path()), Err(JournalError::NotAJournal { .. })));
+    assert!(matches!(
+        Journal::load(dir.path()),
+        Err(JournalError::NotAJournal { .. })
+    ));
     fs::write(&path, b"PEXEN").unwrap();
-    assert!(matches!(Journal::load(dir.path()), Err(JournalError::Corrupt { offset: 0, .. })));
+    assert!(matches!(
+        Journal::load(dir.path()),
+        Err(JournalError::Corrupt { offset: 0, .. })
+    ));
 
     let mut other = MAGIC.to_vec();
     other.extend_from_slice(&2u32.to_le_bytes());
     fs::write(&path, &other).unwrap();
     let err = Journal::load(dir.path()).unwrap_err();
-    assert!(matches!(err, JournalError::Version { found: 2, expected: 1, .. }));
+    assert!(matches!(
+        err,
+        JournalError::Version {
+            found: 2,
+            expected: 1,
+            ..
+        }
+    ));
     assert!(err.to_string().contains("format version 2"), "{err}");
     // Refused on resume too: never a silent fresh start.
     assert!(Journal::open_append(dir.path()).is_err());
@@ -173,7 +201,10 @@ fn a_checksummed_but_unreadable_record_is_an_error() {
     bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     bytes.extend_from_slice(payload);
     fs::write(&path, &bytes).unwrap();
-    assert!(matches!(Journal::load(dir.path()), Err(JournalError::Corrupt { .. })));
+    assert!(matches!(
+        Journal::load(dir.path()),
+        Err(JournalError::Corrupt { .. })
+    ));
 }
 
 #[test]
@@ -183,5 +214,8 @@ fn an_unwritable_directory_is_a_typed_error() {
     fs::write(&file, b"").unwrap();
     let err = Journal::create(&file.join("state")).unwrap_err();
     assert!(matches!(err, JournalError::CreateDir { .. }), "{err:?}");
-    assert!(err.to_string().starts_with("cannot create state directory"), "{err}");
+    assert!(
+        err.to_string().starts_with("cannot create state directory"),
+        "{err}"
+    );
 }

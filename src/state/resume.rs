@@ -50,20 +50,27 @@ impl fmt::Display for Reason {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
     /// Report this recorded result (with `resumed: true`) and restore its exports.
-    Resume(TaskRecord),
+    Resume(Box<TaskRecord>),
     /// Run the task, for this reason.
     Run(Reason),
 }
 
 /// One decision per task, in the order of `tasks`; `fingerprints[i]` belongs to `tasks[i]`.
-pub fn decide(tasks: &[Task], fingerprints: &[Fingerprint], loaded: &LoadedJournal) -> Vec<Decision> {
+pub fn decide(
+    tasks: &[Task],
+    fingerprints: &[Fingerprint],
+    loaded: &LoadedJournal,
+) -> Vec<Decision> {
     assert_eq!(tasks.len(), fingerprints.len(), "one fingerprint per task");
     let mut latest: HashMap<&str, &TaskRecord> = HashMap::with_capacity(tasks.len());
     for r in loaded.records() {
         latest.insert(r.name.as_str(), r);
     }
     // The latest record of each task, found once: the provider check below reuses it.
-    let recorded: Vec<Option<&TaskRecord>> = tasks.iter().map(|t| latest.get(t.name.as_str()).copied()).collect();
+    let recorded: Vec<Option<&TaskRecord>> = tasks
+        .iter()
+        .map(|t| latest.get(t.name.as_str()).copied())
+        .collect();
     let unchanged = |i: usize| recorded[i].and_then(|r| r.fingerprint) == Some(fingerprints[i]);
     // Built only when a provider component changed: most resumes never need it.
     let mut providers: Option<HashMap<&str, Vec<usize>>> = None;
@@ -89,10 +96,11 @@ pub fn decide(tasks: &[Task], fingerprints: &[Fingerprint], loaded: &LoadedJourn
             Reason::InputsChanged
         } else if old.providers != fp.providers {
             let map = providers.get_or_insert_with(|| provider_map(tasks));
-            changed_provider(task, map, &unchanged)
-                .map_or(Reason::ProvidersChanged, |p| Reason::ProviderChanged(tasks[p].name.clone()))
+            changed_provider(task, map, &unchanged).map_or(Reason::ProvidersChanged, |p| {
+                Reason::ProviderChanged(tasks[p].name.clone())
+            })
         } else {
-            let mut resumed = rec.clone();
+            let mut resumed = Box::new(rec.clone());
             resumed.resumed = true;
             out.push(Decision::Resume(resumed));
             continue;
@@ -114,7 +122,11 @@ fn provider_map(tasks: &[Task]) -> HashMap<&str, Vec<usize>> {
 
 /// The first provider of `task` (tokens sorted, providers in definition order) whose current
 /// fingerprint differs from its latest record's, or that has no record.
-fn changed_provider(task: &Task, providers: &HashMap<&str, Vec<usize>>, unchanged: &dyn Fn(usize) -> bool) -> Option<usize> {
+fn changed_provider(
+    task: &Task,
+    providers: &HashMap<&str, Vec<usize>>,
+    unchanged: &dyn Fn(usize) -> bool,
+) -> Option<usize> {
     let mut tokens: Vec<&String> = task.meta.requires.iter().collect();
     tokens.sort();
     tokens
@@ -132,7 +144,10 @@ mod tests {
 
     fn journal(records: Vec<TaskRecord>) -> LoadedJournal {
         LoadedJournal {
-            entries: records.into_iter().map(|r| JournalEntry::TaskFinished(Box::new(r))).collect(),
+            entries: records
+                .into_iter()
+                .map(|r| JournalEntry::TaskFinished(Box::new(r)))
+                .collect(),
             ..LoadedJournal::default()
         }
     }
@@ -148,7 +163,9 @@ mod tests {
             Task::closure("build/lib", |_| Ok(()))
                 .provides(["lib"])
                 .timeout(std::time::Duration::from_secs(lib_timeout)),
-            Task::closure("build/app", |_| Ok(())).requires(["lib"]).provides(["app"]),
+            Task::closure("build/app", |_| Ok(()))
+                .requires(["lib"])
+                .provides(["app"]),
             Task::closure("test/app", |_| Ok(())).requires(["app"]),
             Task::closure("test/other", |_| Ok(())),
         ]
@@ -158,13 +175,19 @@ mod tests {
     fn reasons_name_what_changed() {
         let old_tasks = tree(10);
         let old = fingerprints(&old_tasks);
-        let mut recs: Vec<TaskRecord> = old_tasks.iter().zip(&old).map(|(t, f)| rec(t.name.as_str(), Outcome::Pass, *f)).collect();
+        let mut recs: Vec<TaskRecord> = old_tasks
+            .iter()
+            .zip(&old)
+            .map(|(t, f)| rec(t.name.as_str(), Outcome::Pass, *f))
+            .collect();
         recs[3].outcome = Outcome::Fail;
         let loaded = journal(recs);
 
         // Nothing changed: everything but the failed task resumes.
         let d = decide(&old_tasks, &old, &loaded);
-        assert!(matches!(&d[0], Decision::Resume(r) if r.resumed && r.name.as_str() == "build/lib"));
+        assert!(
+            matches!(&d[0], Decision::Resume(r) if r.resumed && r.name.as_str() == "build/lib")
+        );
         assert!(matches!(d[1], Decision::Resume(_)));
         assert!(matches!(d[2], Decision::Resume(_)));
         assert_eq!(d[3], Decision::Run(Reason::LastOutcome(Outcome::Fail)));
@@ -182,7 +205,12 @@ mod tests {
             .collect();
         assert_eq!(
             reasons,
-            ["definition changed", "provider build/lib changed", "provider build/app changed", "last outcome was fail"]
+            [
+                "definition changed",
+                "provider build/lib changed",
+                "provider build/app changed",
+                "last outcome was fail"
+            ]
         );
     }
 
@@ -208,12 +236,21 @@ mod tests {
     fn a_new_provider_is_a_providers_change() {
         let mut tasks = tree(10);
         let fps = fingerprints(&tasks);
-        let loaded = journal(tasks.iter().zip(&fps).map(|(t, f)| rec(t.name.as_str(), Outcome::Pass, *f)).collect());
+        let loaded = journal(
+            tasks
+                .iter()
+                .zip(&fps)
+                .map(|(t, f)| rec(t.name.as_str(), Outcome::Pass, *f))
+                .collect(),
+        );
         tasks.push(Task::closure("build/lib2", |_| Ok(())).provides(["lib"]));
         let fps = fingerprints(&tasks);
         let d = decide(&tasks, &fps, &loaded);
         assert!(matches!(d[0], Decision::Resume(_)));
-        assert_eq!(d[1], Decision::Run(Reason::ProviderChanged("build/lib2".into())));
+        assert_eq!(
+            d[1],
+            Decision::Run(Reason::ProviderChanged("build/lib2".into()))
+        );
         assert_eq!(d[4], Decision::Run(Reason::NotRecorded));
     }
 }
