@@ -27,12 +27,15 @@
 //! assert_eq!(outcome, Some(Outcome::Pass));
 //! ```
 
+pub mod cli;
 pub mod context;
 pub mod error;
 pub mod graph;
 pub mod factory;
 pub mod pool;
+pub mod report;
 pub mod sched;
+pub mod state;
 pub mod task;
 
 pub use context::{Context, Shared, TaskError};

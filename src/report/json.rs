@@ -1,0 +1,224 @@
+//! `--message-format json`: one JSON object per line for each event (SPEC section 5).
+//!
+//! The five lines of the SPEC are reproduced field for field and in the same key order. Two more
+//! kinds carry the remaining events:
+//!
+//! ```json
+//! {"type":"warning","task":null,"message":"token `x` is provided but never required"}
+//! {"type":"task-retry","task":"net/flaky","attempt":1,"outcome":"fail","message":"exit code 1","duration_s":0.5}
+//! ```
+//!
+//! `task-retry` says that attempt `attempt` ended with `outcome` and another attempt follows.
+//! Durations are seconds, rounded to the millisecond.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::sched::events::{Counts, Event};
+use crate::task::{Outcome, TaskName};
+
+/// Field order here is the key order on the line (serde writes struct fields in order).
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+enum Line<'a> {
+    RunStarted {
+        tasks: usize,
+        jobs: usize,
+    },
+    Warning {
+        task: Option<&'a TaskName>,
+        message: &'a str,
+    },
+    TaskStarted {
+        task: &'a TaskName,
+        attempt: u32,
+    },
+    TaskResult {
+        task: &'a TaskName,
+        status: Outcome,
+        message: &'a str,
+    },
+    TaskRetry {
+        task: &'a TaskName,
+        attempt: u32,
+        outcome: Outcome,
+        message: Option<&'a str>,
+        duration_s: f64,
+    },
+    TaskFinished {
+        task: &'a TaskName,
+        outcome: Outcome,
+        attempt: u32,
+        exit_code: Option<i32>,
+        duration_s: f64,
+        resumed: bool,
+        cause: Option<&'a str>,
+    },
+    RunFinished {
+        outcome: Outcome,
+        counts: &'a Counts,
+        duration_s: f64,
+    },
+}
+
+/// Seconds rounded to milliseconds, so `210ms` prints as `0.21` rather than `0.210000001`.
+fn seconds(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// The JSON line for an event, without the trailing newline. Every event has one today; the
+/// `Option` leaves room for events that stay internal.
+pub fn event_json(e: &Event) -> Option<String> {
+    let line = match e {
+        Event::RunStarted { tasks, jobs } => Line::RunStarted {
+            tasks: *tasks,
+            jobs: *jobs,
+        },
+        Event::Warning { task, message } => Line::Warning {
+            task: task.as_ref(),
+            message,
+        },
+        Event::TaskStarted { task, attempt } => Line::TaskStarted {
+            task,
+            attempt: *attempt,
+        },
+        Event::TaskResult {
+            task,
+            status,
+            message,
+            ..
+        } => Line::TaskResult {
+            task,
+            status: *status,
+            message,
+        },
+        Event::TaskRetrying {
+            task,
+            attempt,
+            outcome,
+            message,
+            duration,
+            ..
+        } => Line::TaskRetry {
+            task,
+            attempt: *attempt,
+            outcome: *outcome,
+            message: message.as_deref(),
+            duration_s: seconds(*duration),
+        },
+        Event::TaskFinished(f) => Line::TaskFinished {
+            task: &f.task,
+            outcome: f.outcome,
+            attempt: f.attempt,
+            exit_code: f.exit_code,
+            duration_s: seconds(f.duration),
+            resumed: f.resumed,
+            cause: f.cause.as_deref(),
+        },
+        Event::RunFinished {
+            outcome,
+            counts,
+            duration,
+            ..
+        } => Line::RunFinished {
+            outcome: *outcome,
+            counts,
+            duration_s: seconds(*duration),
+        },
+    };
+    // Serializing these plain structs cannot fail; `ok()` keeps the signature panic-free.
+    serde_json::to_string(&line).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::context::Shared;
+    use crate::sched::events::Finished;
+
+    fn json(e: &Event) -> String {
+        event_json(e).unwrap()
+    }
+
+    #[test]
+    fn lines_match_the_spec_examples() {
+        let task = TaskName::new("net/tcp/connect");
+        assert_eq!(
+            json(&Event::RunStarted { tasks: 12, jobs: 2 }),
+            r#"{"type":"run-started","tasks":12,"jobs":2}"#
+        );
+        assert_eq!(
+            json(&Event::TaskStarted {
+                task: task.clone(),
+                attempt: 1
+            }),
+            r#"{"type":"task-started","task":"net/tcp/connect","attempt":1}"#
+        );
+        assert_eq!(
+            json(&Event::TaskResult {
+                task: task.clone(),
+                attempt: 1,
+                status: Outcome::Warn,
+                message: "slow handshake".into()
+            }),
+            r#"{"type":"task-result","task":"net/tcp/connect","status":"warn","message":"slow handshake"}"#
+        );
+        let finished = Finished {
+            task,
+            outcome: Outcome::Warn,
+            attempt: 1,
+            exit_code: Some(0),
+            duration: Duration::from_millis(210),
+            resumed: false,
+            cause: None,
+            message: None,
+            exports: Arc::new(Shared::new()),
+            output: None,
+        };
+        assert_eq!(
+            json(&Event::TaskFinished(Box::new(finished))),
+            r#"{"type":"task-finished","task":"net/tcp/connect","outcome":"warn","attempt":1,"exit_code":0,"duration_s":0.21,"resumed":false,"cause":null}"#
+        );
+        let counts = Counts {
+            pass: 9,
+            warn: 1,
+            fail: 1,
+            skip: 1,
+            ..Counts::default()
+        };
+        assert_eq!(
+            json(&Event::RunFinished {
+                outcome: Outcome::Fail,
+                counts,
+                duration: Duration::from_millis(1700),
+                interrupted: false
+            }),
+            r#"{"type":"run-finished","outcome":"fail","counts":{"pass":9,"warn":1,"fail":1,"error":0,"timeout":0,"skip":1},"duration_s":1.7}"#
+        );
+    }
+
+    #[test]
+    fn extra_kinds_for_warnings_and_retries() {
+        assert_eq!(
+            json(&Event::Warning {
+                task: None,
+                message: "token `x` is never required".into()
+            }),
+            r#"{"type":"warning","task":null,"message":"token `x` is never required"}"#
+        );
+        assert_eq!(
+            json(&Event::TaskRetrying {
+                task: "net/flaky".into(),
+                attempt: 1,
+                outcome: Outcome::Fail,
+                message: Some("exit code 1".into()),
+                output: None,
+                duration: Duration::from_millis(500),
+            }),
+            r#"{"type":"task-retry","task":"net/flaky","attempt":1,"outcome":"fail","message":"exit code 1","duration_s":0.5}"#
+        );
+    }
+}

@@ -1,0 +1,221 @@
+//! Journal tests: round trip, torn tails, mid-file damage, versions, unusable directories.
+
+use super::*;
+use crate::sched::events::{Counts, Output};
+use crate::state::fingerprint::Fingerprint;
+use crate::task::Outcome;
+
+fn record(i: usize) -> TaskRecord {
+    let mut r = TaskRecord::new(format!("dir/task-{i}"), Outcome::Pass);
+    r.duration_s = 0.25;
+    r.results = vec![(Outcome::Warn, format!("result {i}"))];
+    r.output = Some(Output {
+        stdout: "out\n".into(),
+        stderr: String::new(),
+    });
+    r.exports.insert("k".into(), serde_json::json!(i));
+    r.fingerprint = Some(Fingerprint::default());
+    r
+}
+
+/// A journal with a run-started entry and `n` task records; returns its directory and the
+/// byte offset at which each record starts (plus the file length at the end).
+fn sample(n: usize) -> (tempfile::TempDir, Vec<u64>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::create(dir.path()).unwrap();
+    j.run_started(n).unwrap();
+    let mut offsets = Vec::new();
+    for i in 0..n {
+        offsets.push(fs::metadata(j.path()).unwrap().len());
+        j.append(&record(i)).unwrap();
+    }
+    offsets.push(fs::metadata(j.path()).unwrap().len());
+    (dir, offsets)
+}
+
+#[test]
+fn records_round_trip() {
+    let (dir, _) = sample(3);
+    let mut j = Journal::open_append(dir.path()).unwrap().0;
+    let summary = RunSummary {
+        outcome: Outcome::Pass,
+        counts: Counts {
+            pass: 3,
+            ..Counts::default()
+        },
+        duration_s: 1.5,
+        interrupted: false,
+    };
+    j.run_finished(summary).unwrap();
+    drop(j);
+    let loaded = Journal::load(dir.path()).unwrap();
+    assert!(loaded.warnings.is_empty());
+    assert!(matches!(
+        &loaded.entries[0],
+        JournalEntry::RunStarted { tasks: 3, .. }
+    ));
+    let recs: Vec<TaskRecord> = loaded.records().cloned().collect();
+    assert_eq!(recs, (0..3).map(record).collect::<Vec<_>>());
+    assert_eq!(
+        loaded.entries.last(),
+        Some(&JournalEntry::RunFinished(summary))
+    );
+}
+
+#[test]
+fn missing_directory_is_an_empty_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = Journal::load(&dir.path().join("nope")).unwrap();
+    assert!(loaded.entries.is_empty() && loaded.warnings.is_empty());
+    // open_append on nothing starts a journal.
+    let (_, loaded) = Journal::open_append(&dir.path().join("nope")).unwrap();
+    assert_eq!(loaded.valid_len, 0);
+    assert!(dir.path().join("nope").join(FILE_NAME).exists());
+}
+
+#[test]
+fn torn_last_record_is_dropped_at_every_offset() {
+    let (dir, offsets) = sample(3);
+    let path = dir.path().join(FILE_NAME);
+    let full = fs::read(&path).unwrap();
+    let last = offsets[2] as usize;
+    for cut in last..full.len() {
+        fs::write(&path, &full[..cut]).unwrap();
+        let loaded = Journal::load(dir.path()).unwrap();
+        let names: Vec<&str> = loaded.records().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["dir/task-0", "dir/task-1"], "cut at {cut}");
+        if cut == last {
+            assert!(loaded.warnings.is_empty());
+        } else {
+            assert_eq!(loaded.warnings.len(), 1, "cut at {cut}");
+            assert!(
+                loaded.warnings[0].contains(&format!("byte {last}")),
+                "{}",
+                loaded.warnings[0]
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_checksum_in_the_last_record_is_torn() {
+    let (dir, offsets) = sample(2);
+    let path = dir.path().join(FILE_NAME);
+    let mut bytes = fs::read(&path).unwrap();
+    let at = offsets[1] as usize + FRAME_LEN + 3;
+    bytes[at] ^= 0x20;
+    fs::write(&path, &bytes).unwrap();
+    let loaded = Journal::load(dir.path()).unwrap();
+    assert_eq!(loaded.records().count(), 1);
+    assert_eq!(loaded.warnings.len(), 1);
+}
+
+#[test]
+fn resume_cuts_the_torn_tail_before_appending() {
+    let (dir, offsets) = sample(2);
+    let path = dir.path().join(FILE_NAME);
+    let full = fs::read(&path).unwrap();
+    fs::write(&path, &full[..full.len() - 5]).unwrap();
+    let (mut j, loaded) = Journal::open_append(dir.path()).unwrap();
+    assert_eq!(loaded.warnings.len(), 1);
+    assert_eq!(loaded.valid_len, offsets[1]);
+    j.append(&record(7)).unwrap();
+    drop(j);
+    let loaded = Journal::load(dir.path()).unwrap();
+    assert!(loaded.warnings.is_empty());
+    let names: Vec<&str> = loaded.records().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["dir/task-0", "dir/task-7"]);
+}
+
+#[test]
+fn one_flipped_byte_mid_file_is_an_error_naming_the_offset() {
+    let (dir, offsets) = sample(3);
+    let path = dir.path().join(FILE_NAME);
+    let full = fs::read(&path).unwrap();
+    // Every byte of the middle record, frame header included.
+    for at in offsets[1] as usize..offsets[2] as usize {
+        let mut bytes = full.clone();
+        bytes[at] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+        match Journal::load(dir.path()) {
+            Err(JournalError::Corrupt {
+                offset, path: p, ..
+            }) => {
+                assert_eq!(offset, offsets[1], "flip at {at}");
+                assert_eq!(p, path);
+            }
+            other => panic!("flip at {at}: expected corrupt, got {other:?}"),
+        }
+    }
+    let mut bytes = full.clone();
+    bytes[offsets[1] as usize + FRAME_LEN + 1] ^= 0x01;
+    fs::write(&path, &bytes).unwrap();
+    let msg = Journal::load(dir.path()).unwrap_err().to_string();
+    assert!(
+        msg.contains(&format!("is damaged at byte {}", offsets[1])),
+        "{msg}"
+    );
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+}
+
+#[test]
+fn garbage_and_foreign_versions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    fs::write(&path, b"hello, this is not a journal").unwrap();
+    assert!(matches!(
+        Journal::load(dir.path()),
+        Err(JournalError::NotAJournal { .. })
+    ));
+    fs::write(&path, b"PEXEN").unwrap();
+    assert!(matches!(
+        Journal::load(dir.path()),
+        Err(JournalError::Corrupt { offset: 0, .. })
+    ));
+
+    let mut other = MAGIC.to_vec();
+    other.extend_from_slice(&2u32.to_le_bytes());
+    fs::write(&path, &other).unwrap();
+    let err = Journal::load(dir.path()).unwrap_err();
+    assert!(matches!(
+        err,
+        JournalError::Version {
+            found: 2,
+            expected: 1,
+            ..
+        }
+    ));
+    assert!(err.to_string().contains("format version 2"), "{err}");
+    // Refused on resume too: never a silent fresh start.
+    assert!(Journal::open_append(dir.path()).is_err());
+    assert_eq!(fs::read(&path).unwrap(), other);
+}
+
+#[test]
+fn a_checksummed_but_unreadable_record_is_an_error() {
+    let (dir, _) = sample(1);
+    let path = dir.path().join(FILE_NAME);
+    let mut bytes = fs::read(&path).unwrap();
+    let payload = br#"{"from-the-future":{}}"#;
+    bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    bytes.extend_from_slice(payload);
+    fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        Journal::load(dir.path()),
+        Err(JournalError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn an_unwritable_directory_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    fs::write(&file, b"").unwrap();
+    let err = Journal::create(&file.join("state")).unwrap_err();
+    assert!(matches!(err, JournalError::CreateDir { .. }), "{err:?}");
+    assert!(
+        err.to_string().starts_with("cannot create state directory"),
+        "{err}"
+    );
+}

@@ -1,0 +1,10 @@
+//! Run state that outlives the process: the journal of finished tasks, task fingerprints, and
+//! the resume decision that combines them (SPEC section 6).
+
+pub mod fingerprint;
+pub mod journal;
+pub mod resume;
+
+pub use fingerprint::{fingerprints, Digest, Fingerprint};
+pub use journal::{Journal, JournalEntry, JournalError, LoadedJournal};
+pub use resume::{decide, Decision, Reason};
