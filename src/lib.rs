@@ -30,8 +30,8 @@
 pub mod cli;
 pub mod context;
 pub mod error;
-pub mod graph;
 pub mod factory;
+pub mod graph;
 pub mod pool;
 pub mod report;
 pub mod sched;

@@ -28,14 +28,23 @@ fn demo_tree_runs_every_feature() {
     assert_eq!(r.outcome("suite"), "warn");
     assert_eq!(r.outcome("smoke/boot.sh"), "pass");
     let flaky = r.finished("flaky");
-    assert_eq!((flaky["outcome"].as_str(), flaky["attempt"].as_u64()), (Some("pass"), Some(2)));
+    assert_eq!(
+        (flaky["outcome"].as_str(), flaky["attempt"].as_u64()),
+        (Some("pass"), Some(2))
+    );
     assert_eq!(r.of_type("task-retry").len(), 1);
     // Results streamed before the task finished.
     let results: Vec<_> = r
         .of_type("task-result")
         .into_iter()
         .filter(|e| e["task"] == "suite")
-        .map(|e| format!("{} {}", e["status"].as_str().unwrap(), e["message"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["status"].as_str().unwrap(),
+                e["message"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(results, ["pass parse", "warn slow handshake", "pass close"]);
     assert!(r.index("task-result", "suite") < r.index("task-finished", "suite"));
@@ -52,7 +61,10 @@ fn exit_codes_follow_the_worst_outcome() {
     let pass = Tree::new().file("a.ron", r#"(run: Shell("true"))"#);
     assert_eq!(pass.run(&[]).code, 0);
     let warn_skip = Tree::new()
-        .file("w.ron", r#"(run: Shell("echo 'warn meh' >> $PEXEN_RESULTS"))"#)
+        .file(
+            "w.ron",
+            r#"(run: Shell("echo 'warn meh' >> $PEXEN_RESULTS"))"#,
+        )
         .file("s.ron", r#"(run: Shell("exit 77"))"#);
     assert_eq!(warn_skip.run(&[]).code, 0);
     let fail = Tree::new().file("f.ron", r#"(run: Shell("exit 3"))"#);
@@ -76,7 +88,10 @@ fn signal_death_is_an_error_naming_the_signal() {
 #[test]
 fn json_mode_prints_only_json_on_stdout() {
     let t = Tree::new()
-        .file("a.ron", r#"(run: Shell("echo hello from a; echo oops >&2; exit 1"))"#)
+        .file(
+            "a.ron",
+            r#"(run: Shell("echo hello from a; echo oops >&2; exit 1"))"#,
+        )
         .file("b.ron", r#"(run: Shell("echo hi"))"#);
     let r = t.run(&[]);
     // RunResult::new already parsed every line as JSON.
@@ -103,17 +118,32 @@ fn broken_definitions_are_all_reported_with_positions() {
 #[test]
 fn graph_errors_are_exit_2_with_every_problem() {
     let t = Tree::new()
-        .file("a.ron", r#"(run: Shell("true"), requires: ["b"], provides: ["a"])"#)
-        .file("b.ron", r#"(run: Shell("true"), requires: ["a"], provides: ["b"])"#)
+        .file(
+            "a.ron",
+            r#"(run: Shell("true"), requires: ["b"], provides: ["a"])"#,
+        )
+        .file(
+            "b.ron",
+            r#"(run: Shell("true"), requires: ["a"], provides: ["b"])"#,
+        )
         .file("c.ron", r#"(run: Shell("true"), requires: ["nobody"])"#)
-        .file("d.ron", r#"(run: Shell("true"), claims: ["x"], uses: ["x"])"#);
+        .file(
+            "d.ron",
+            r#"(run: Shell("true"), claims: ["x"], uses: ["x"])"#,
+        );
     for sub in ["run", "check"] {
-        let out = t.cmd(sub, &["--state", t.path().join(".p").to_str().unwrap()][..if sub == "run" { 2 } else { 0 }]);
+        let out = t.cmd(
+            sub,
+            &["--state", t.path().join(".p").to_str().unwrap()][..if sub == "run" { 2 } else { 0 }],
+        );
         assert_eq!(out.status.code(), Some(2), "{sub}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("dependency cycle: a -> b -> a"), "{err}");
         assert!(err.contains("task `c` requires token `nobody`"), "{err}");
-        assert!(err.contains("task `d` both claims and uses resource `x`"), "{err}");
+        assert!(
+            err.contains("task `d` both claims and uses resource `x`"),
+            "{err}"
+        );
     }
 }
 
@@ -121,7 +151,10 @@ fn graph_errors_are_exit_2_with_every_problem() {
 fn selection_pulls_in_required_providers() {
     let t = Tree::new()
         .file("setup.ron", r#"(run: Shell("true"), provides: ["db"])"#)
-        .file("net/a.ron", r#"(run: Shell("true"), requires: ["db"], tags: ["fast"])"#)
+        .file(
+            "net/a.ron",
+            r#"(run: Shell("true"), requires: ["db"], tags: ["fast"])"#,
+        )
         .file("net/b.ron", r#"(run: Shell("true"))"#)
         .file("other.ron", r#"(run: Shell("true"), tags: ["fast"])"#);
     let r = t.run(&["--filter", "net/a"]);
@@ -144,14 +177,28 @@ fn priorities_and_locks_from_the_cli() {
         .file("_dir.ron", r#"(capacity: {"gpu": 1})"#)
         .file("low.ron", r#"(run: Shell("true"), priority: 5)"#)
         .file("high.ron", r#"(run: Shell("true"), priority: -5)"#)
-        .file("g1.ron", r#"(run: Shell("true"), slots: {"gpu": 1}, priority: 1)"#)
-        .file("g2.ron", r#"(run: Shell("true"), slots: {"gpu": 1}, priority: 1)"#);
+        .file(
+            "g1.ron",
+            r#"(run: Shell("true"), slots: {"gpu": 1}, priority: 1)"#,
+        )
+        .file(
+            "g2.ron",
+            r#"(run: Shell("true"), slots: {"gpu": 1}, priority: 1)"#,
+        );
     let r = t.run(&["-j", "1"]);
     assert_eq!(r.started(), ["high", "g1", "g2", "low"]);
     let r = t.run(&["-j", "4"]);
     assert!(r.index("task-finished", "g1") < r.index("task-started", "g2"));
     // --capacity overrides the tree; a slot over capacity is a definition error.
-    let out = t.cmd("run", &["--capacity", "gpu=0", "--state", t.path().join(".p").to_str().unwrap()]);
+    let out = t.cmd(
+        "run",
+        &[
+            "--capacity",
+            "gpu=0",
+            "--state",
+            t.path().join(".p").to_str().unwrap(),
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -184,7 +231,11 @@ fn timeout_leaves_no_process_behind() {
     let r = t.run(&[]);
     assert_eq!(r.outcome("t"), "timeout");
     for f in ["child.pid", "daemon.pid"] {
-        let pid: i32 = std::fs::read_to_string(t.path().join(f)).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(t.path().join(f))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         assert!(!alive(pid), "{f} {pid} survived the run");
     }
 }
@@ -198,15 +249,24 @@ fn fail_fast_skips_the_rest() {
     let r = t.run(&["--fail-fast", "-j", "1"]);
     assert_eq!(r.started(), ["a"]);
     assert_eq!(r.outcome("b"), "skip");
-    assert!(r.finished("c")["cause"].as_str().unwrap().contains("fail-fast"));
+    assert!(r.finished("c")["cause"]
+        .as_str()
+        .unwrap()
+        .contains("fail-fast"));
 }
 
 #[test]
 fn interrupt_stops_cleanly_with_valid_report_and_no_process() {
     let t = Tree::new()
-        .file("long.ron", r#"(run: Shell("sleep 300 & echo $! > long.pid; wait"))"#)
+        .file(
+            "long.ron",
+            r#"(run: Shell("sleep 300 & echo $! > long.pid; wait"))"#,
+        )
         .file("later.ron", r#"(run: Shell("true"), requires: ["never"])"#)
-        .file("never.ron", r#"(run: Shell("sleep 300"), provides: ["never"], priority: 1)"#);
+        .file(
+            "never.ron",
+            r#"(run: Shell("sleep 300"), provides: ["never"], priority: 1)"#,
+        );
     let junit = t.path().join("report.xml");
     let mut child = pexen()
         .arg("run")
@@ -239,10 +299,17 @@ fn interrupt_stops_cleanly_with_valid_report_and_no_process() {
     seen.extend(lines.map(Result::unwrap));
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
-    let finished = seen.iter().filter(|l| l.contains("\"task-finished\"")).count();
+    let finished = seen
+        .iter()
+        .filter(|l| l.contains("\"task-finished\""))
+        .count();
     assert_eq!(finished, 3, "every task reported: {seen:#?}");
     assert!(seen.last().unwrap().contains("run-finished"));
-    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(!alive(pid), "sleep {pid} survived the interrupt");
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains("<testsuites") && xml.trim_end().ends_with("</testsuites>"));
@@ -250,12 +317,27 @@ fn interrupt_stops_cleanly_with_valid_report_and_no_process() {
 
 #[test]
 fn list_check_and_graph() {
-    let out = pexen().arg("list").arg(factory("demo")).args(["--format", "json"]).output().unwrap();
+    let out = pexen()
+        .arg("list")
+        .arg(factory("demo"))
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let names: Vec<&str> = list.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     assert!(names.contains(&"setup/db") && names.contains(&"smoke/boot.sh"));
-    let suite = list.as_array().unwrap().iter().find(|t| t["name"] == "suite").unwrap();
+    let suite = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "suite")
+        .unwrap();
     assert_eq!(suite["tags"], serde_json::json!(["demo"]));
     let out = pexen().arg("check").arg(factory("demo")).output().unwrap();
     assert!(out.status.success());

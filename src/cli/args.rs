@@ -109,7 +109,8 @@ pub struct ReportArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like `30s` or `5m`: {e}"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like `30s` or `5m`: {e}"))
 }
 
 fn parse_capacity(s: &str) -> Result<(String, u32), String> {

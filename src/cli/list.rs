@@ -64,7 +64,8 @@ fn task_json(t: &Task) -> serde_json::Value {
 fn human_line(t: &Task) -> String {
     let m = &t.meta;
     let mut parts = Vec::new();
-    let list = |label: &str, v: &[String]| (!v.is_empty()).then(|| format!("{label}: {}", v.join(", ")));
+    let list =
+        |label: &str, v: &[String]| (!v.is_empty()).then(|| format!("{label}: {}", v.join(", ")));
     parts.extend(list("requires", &m.requires));
     parts.extend(list("provides", &m.provides));
     parts.extend(list("claims", &m.claims));

@@ -150,7 +150,11 @@ fn resumed_map(
         match decision {
             Decision::Resume(r) => {
                 if explain {
-                    let _ = writeln!(err, "resume {}: unchanged, last ended {}", task.name, r.outcome);
+                    let _ = writeln!(
+                        err,
+                        "resume {}: unchanged, last ended {}",
+                        task.name, r.outcome
+                    );
                 }
                 map.insert(
                     task.name.clone(),
@@ -195,7 +199,9 @@ impl SignalWatch {
                         eprintln!("interrupted again: killing running tasks");
                         run.kill();
                     } else {
-                        eprintln!("interrupted: stopping running tasks (interrupt again to kill them)");
+                        eprintln!(
+                            "interrupted: stopping running tasks (interrupt again to kill them)"
+                        );
                         run.cancel();
                     }
                 }

@@ -20,9 +20,7 @@ pub(super) fn select(
     }
     let patterns = filters
         .iter()
-        .map(|f| {
-            Pattern::new(f).map_err(|e| CliError::Usage(format!("bad --filter `{f}`: {e}")))
-        })
+        .map(|f| Pattern::new(f).map_err(|e| CliError::Usage(format!("bad --filter `{f}`: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
     // `*` stays within one path component, as in a shell; `**` crosses them.
     let opts = MatchOptions {
@@ -30,7 +28,10 @@ pub(super) fn select(
         ..MatchOptions::default()
     };
     let matches = |t: &Task| {
-        (patterns.is_empty() || patterns.iter().any(|p| p.matches_with(t.name.as_str(), opts)))
+        (patterns.is_empty()
+            || patterns
+                .iter()
+                .any(|p| p.matches_with(t.name.as_str(), opts)))
             && (tags.is_empty() || t.meta.tags.iter().any(|tag| tags.contains(tag)))
     };
     let mut providers: HashMap<&str, Vec<usize>> = HashMap::new();

@@ -154,13 +154,25 @@ impl HumanReporter {
             .filter(|o| counts.get(**o) > 0)
             .map(|o| format!("{} {o}", counts.get(*o)))
             .collect();
-        let _ = write!(text, " {}", if parts.is_empty() { "none".to_string() } else { parts.join(", ") });
+        let _ = write!(
+            text,
+            " {}",
+            if parts.is_empty() {
+                "none".to_string()
+            } else {
+                parts.join(", ")
+            }
+        );
         if interrupted {
             text.push_str(" (interrupted)");
         }
         self.line(&text);
         for f in &self.failed {
-            let why = f.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+            let why = f
+                .message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default();
             self.line(&format!("{:>8} {}{why}", label(f.outcome), f.name));
         }
         let _ = outcome;

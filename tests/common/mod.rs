@@ -15,7 +15,9 @@ pub fn pexen() -> Command {
 
 /// The repository's `factories/NAME` tree.
 pub fn factory(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("factories").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("factories")
+        .join(name)
 }
 
 pub struct Tree {
@@ -107,7 +109,12 @@ impl RunResult {
             .iter()
             .filter(|e| e["type"] == "task-finished" && e["task"] == task)
             .collect();
-        assert_eq!(all.len(), 1, "one task-finished for {task}: {}", self.stderr);
+        assert_eq!(
+            all.len(),
+            1,
+            "one task-finished for {task}: {}",
+            self.stderr
+        );
         all[0]
     }
 
