@@ -33,7 +33,9 @@ impl HumanReporter {
 
     /// Prints a line above the progress display, or to stdout.
     fn line(&self, text: &str) {
-        if let Some(p) = &self.progress { p.println(text) } else {
+        if let Some(p) = &self.progress {
+            p.println(text)
+        } else {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{text}");
         }

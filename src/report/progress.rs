@@ -49,22 +49,21 @@ impl Progress {
     pub(crate) fn event(&mut self, e: &Event) {
         match e {
             Event::RunStarted { tasks, .. } => self.bar.set_length(*tasks as u64),
-            Event::TaskStarted { task, attempt }
-                if self.running.len() < MAX_SHOWN => {
-                    let line = self.multi.add(ProgressBar::new_spinner());
-                    line.set_style(
-                        ProgressStyle::with_template("    {spinner} {elapsed:>4} {msg}")
-                            .expect("valid template"),
-                    );
-                    let suffix = if *attempt > 1 {
-                        format!(" (attempt {attempt})")
-                    } else {
-                        String::new()
-                    };
-                    line.set_message(format!("{task}{suffix}"));
-                    line.enable_steady_tick(Duration::from_millis(100));
-                    self.running.insert(task.clone(), line);
-                }
+            Event::TaskStarted { task, attempt } if self.running.len() < MAX_SHOWN => {
+                let line = self.multi.add(ProgressBar::new_spinner());
+                line.set_style(
+                    ProgressStyle::with_template("    {spinner} {elapsed:>4} {msg}")
+                        .expect("valid template"),
+                );
+                let suffix = if *attempt > 1 {
+                    format!(" (attempt {attempt})")
+                } else {
+                    String::new()
+                };
+                line.set_message(format!("{task}{suffix}"));
+                line.enable_steady_tick(Duration::from_millis(100));
+                self.running.insert(task.clone(), line);
+            }
             Event::TaskRetrying { task, .. } => self.stop(task),
             Event::TaskFinished(f) => {
                 self.stop(&f.task);

@@ -85,7 +85,11 @@ pub struct RunResult {
 
 impl RunResult {
     pub fn new(out: Output) -> Self {
-        let Output { status, stdout, stderr } = out;
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = out;
         let stdout = String::from_utf8_lossy(&stdout).into_owned();
         let events = stdout
             .lines()
