@@ -14,6 +14,7 @@
 
 mod defaults;
 mod error;
+mod fast;
 mod ron;
 #[cfg(test)]
 mod tests;
@@ -113,7 +114,7 @@ fn load_file(found: &Found, root: &Path, shown_root: &Path) -> Vec<Result<Task, 
         let all = 0..text.len();
         let name = TaskName::new(found.name());
         return vec![src
-            .parse(all.clone())
+            .parse_task(all.clone())
             .and_then(|def| build(found, root, &src, all, name, def))];
     }
     load_map(found, root, &src)
@@ -154,7 +155,7 @@ fn load_map(found: &Found, root: &Path, src: &Source<'_>) -> Vec<Result<Task, Fa
         .zip(checked)
         .map(|(entry, checked)| {
             checked?;
-            let def = src.parse(entry.value.clone())?;
+            let def = src.parse_task(entry.value.clone())?;
             let name = TaskName::new(format!("{}/{}", found.name(), entry.key));
             build(found, root, src, entry.value.clone(), name, def)
         })

@@ -89,6 +89,27 @@ definition! {
     DirDef { #[serde(default)] capacity: Option<BTreeMap<String, u32>> }
 }
 
+impl TaskDef {
+    pub(crate) fn from_parts(run: Run, c: Common) -> TaskDef {
+        TaskDef {
+            run,
+            requires: c.requires,
+            provides: c.provides,
+            claims: c.claims,
+            uses: c.uses,
+            slots: c.slots,
+            priority: c.priority,
+            timeout: c.timeout,
+            retries: c.retries,
+            on_failure: c.on_failure,
+            tags: c.tags,
+            inputs: c.inputs,
+            env: c.env,
+            cwd: c.cwd,
+        }
+    }
+}
+
 /// The metadata fields shared by [`TaskDef`] and [`DirDef`], as written (durations unparsed).
 #[derive(Debug, Default)]
 pub(crate) struct Common {
@@ -135,6 +156,11 @@ impl Source<'_> {
             .with_default_extension(Extensions::IMPLICIT_SOME)
             .from_str(slice)
             .map_err(|e| self.error(range, e))
+    }
+
+    /// Parses the task definition in `self.text[range]`: the fast path when it applies.
+    pub(crate) fn parse_task(&self, range: Range<usize>) -> Result<TaskDef, FactoryError> {
+        super::fast::task(self.text, range.clone()).map_or_else(|| self.parse(range), Ok)
     }
 
     fn error(&self, range: Range<usize>, e: SpannedError) -> FactoryError {
@@ -216,6 +242,12 @@ fn lower_first(s: &str) -> String {
 
 /// Skips whitespace and comments (`//` to the end of the line, nested `/* */`).
 pub(crate) fn skip_trivia(b: &[u8], mut i: usize) -> usize {
+    // The common case, called before every token: nothing to skip.
+    match b.get(i) {
+        Some(c) if !c.is_ascii_whitespace() && *c != b'/' => return i,
+        None => return i,
+        _ => {}
+    }
     loop {
         while i < b.len() && b[i].is_ascii_whitespace() {
             i += 1;
