@@ -16,6 +16,7 @@ mod defaults;
 mod error;
 mod fast;
 mod ron;
+mod scan;
 #[cfg(test)]
 mod tests;
 mod walk;
@@ -29,7 +30,8 @@ use rayon::prelude::*;
 
 use self::defaults::{normalize, Layer};
 pub use self::error::{FactoryError, FactoryErrors, Location};
-use self::ron::{split_map, OrderedMap, Source, TaskDef};
+use self::ron::{OrderedMap, Source, TaskDef};
+use self::scan::split_map;
 use self::walk::{Found, Item, Kind};
 use crate::task::{Run, Task, TaskName};
 
