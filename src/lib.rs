@@ -38,6 +38,4 @@ pub use context::{Context, Shared, TaskError};
 pub use error::{GraphError, GraphErrors};
 pub use factory::{FactoryError, FactoryErrors, TaskTree};
 pub use sched::events::{Counts, Event, Finished};
-pub use task::{
-    CommandSpec, Meta, OnFailure, Outcome, PoolKind, Run as RunSpec, Task, TaskName, Work,
-};
+pub use task::{CommandSpec, Meta, OnFailure, Outcome, PoolKind, Run as RunSpec, Task, TaskName, Work};
