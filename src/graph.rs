@@ -31,9 +31,63 @@ pub struct Graph {
     token_ids: FxHashMap<Arc<str>, u32>,
     names: FxHashMap<TaskName, u32>,
     /// Per task: ids of required tokens (deduplicated, in declaration order).
-    pub requires: Vec<Box<[u32]>>,
+    pub requires: Csr,
     /// Per task: ids of provided tokens (deduplicated).
-    pub provides: Vec<Box<[u32]>>,
+    pub provides: Csr,
+}
+
+/// A list of short `u32` lists in two flat vectors (compressed sparse rows): two allocations
+/// for a whole run instead of one per task.
+#[derive(Debug, Default, Clone)]
+pub struct Csr {
+    ends: Vec<u32>,
+    items: Vec<u32>,
+}
+
+impl Csr {
+    fn with_capacity(rows: usize) -> Self {
+        Self {
+            ends: Vec::with_capacity(rows),
+            items: Vec::with_capacity(rows),
+        }
+    }
+
+    /// Appends a row.
+    fn push_row(&mut self, row: &[u32]) {
+        self.items.extend_from_slice(row);
+        self.ends.push(self.items.len() as u32);
+    }
+
+    fn append(&mut self, other: &Csr) {
+        for row in other.iter() {
+            self.push_row(row);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u32]> {
+        (0..self.len()).map(|i| &self[i])
+    }
+}
+
+impl std::ops::Index<usize> for Csr {
+    type Output = [u32];
+
+    fn index(&self, row: usize) -> &[u32] {
+        let start = if row == 0 {
+            0
+        } else {
+            self.ends[row - 1] as usize
+        };
+        &self.items[start..self.ends[row] as usize]
+    }
 }
 
 impl Graph {
@@ -91,11 +145,13 @@ impl Graph {
             token_ids.insert(name, id);
             id
         };
-        let mut requires = Vec::with_capacity(new.len());
-        let mut provides = Vec::with_capacity(new.len());
+        let mut requires = Csr::with_capacity(new.len());
+        let mut provides = Csr::with_capacity(new.len());
+        let mut req: Vec<u32> = Vec::new();
+        let mut prov: Vec<u32> = Vec::new();
         for (i, t) in new.iter().enumerate() {
             let idx = (start + i) as u32;
-            let mut req: Vec<u32> = Vec::with_capacity(t.meta.requires.len());
+            req.clear();
             for tok in &t.meta.requires {
                 let id = intern(tok, &mut tokens);
                 if !req.contains(&id) {
@@ -103,7 +159,7 @@ impl Graph {
                     tokens[id as usize].dependents.push(idx);
                 }
             }
-            let mut prov: Vec<u32> = Vec::with_capacity(t.meta.provides.len());
+            prov.clear();
             for tok in &t.meta.provides {
                 let id = intern(tok, &mut tokens);
                 if !prov.contains(&id) {
@@ -120,8 +176,8 @@ impl Graph {
                     tokens[id as usize].providers.push(idx);
                 }
             }
-            requires.push(req.into_boxed_slice());
-            provides.push(prov.into_boxed_slice());
+            requires.push_row(&req);
+            provides.push_row(&prov);
         }
 
         for (i, req) in requires.iter().enumerate() {
@@ -163,8 +219,8 @@ impl Graph {
         self.tokens = tokens;
         self.token_ids = token_ids;
         self.names.extend(names);
-        self.requires.extend(requires);
-        self.provides.extend(provides);
+        self.requires.append(&requires);
+        self.provides.append(&provides);
         Ok(warnings)
     }
 
@@ -226,14 +282,20 @@ fn check_tasks(tasks: &[Task], capacity: &BTreeMap<String, u32>, errors: &mut Ve
 /// Kahn's algorithm over the token tables: true when `all[start..]` has no cycle. This is the
 /// common case and costs a counter per task, where building a petgraph graph of every edge
 /// costs far more; petgraph only comes in to name the cycles when there are some.
-fn acyclic(start: usize, requires: &[Box<[u32]>], provides: &[Box<[u32]>], tokens: &[Token]) -> bool {
+fn acyclic(start: usize, requires: &Csr, provides: &Csr, tokens: &[Token]) -> bool {
     let n = requires.len();
     let new = |i: u32| (i as usize).checked_sub(start);
     let mut indegree: Vec<u32> = requires
         .iter()
         .map(|req| {
             req.iter()
-                .map(|&t| tokens[t as usize].providers.iter().filter(|&&p| new(p).is_some()).count() as u32)
+                .map(|&t| {
+                    tokens[t as usize]
+                        .providers
+                        .iter()
+                        .filter(|&&p| new(p).is_some())
+                        .count() as u32
+                })
                 .sum()
         })
         .collect();
@@ -241,7 +303,7 @@ fn acyclic(start: usize, requires: &[Box<[u32]>], provides: &[Box<[u32]>], token
     let mut seen = 0;
     while let Some(i) = ready.pop() {
         seen += 1;
-        for &t in provides[i].iter() {
+        for &t in &provides[i] {
             for &d in &tokens[t as usize].dependents {
                 if let Some(d) = new(d) {
                     indegree[d] -= 1;
@@ -259,8 +321,8 @@ fn acyclic(start: usize, requires: &[Box<[u32]>], provides: &[Box<[u32]>], token
 fn find_cycles(
     all: &[Task],
     start: usize,
-    requires: &[Box<[u32]>],
-    provides: &[Box<[u32]>],
+    requires: &Csr,
+    provides: &Csr,
     tokens: &[Token],
     errors: &mut Vec<GraphError>,
 ) {

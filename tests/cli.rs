@@ -220,7 +220,7 @@ fn retries_and_timeout_flags() {
     let r = t.run(&["--retries", "2", "--timeout", "200ms", "--filter", "flaky"]);
     assert_eq!(r.finished("flaky")["attempt"], 3);
     let r = t.run(&["--timeout", "200ms", "--filter", "slow"]);
-    assert_eq!(r.outcome("slow"), "pass");
+    assert_eq!(r.outcome("slow"), "timeout");
 }
 
 #[test]

@@ -218,7 +218,7 @@ fn build(
     mut def: TaskDef,
 ) -> Result<Task, FactoryError> {
     let empty = match &def.run {
-        Run::Cmd(argv) => argv.first().map_or(true, |p| p.trim().is_empty()),
+        Run::Cmd(argv) => argv.first().is_none_or(|p| p.trim().is_empty()),
         Run::Shell(script) => script.trim().is_empty(),
     };
     if empty {

@@ -75,7 +75,7 @@ fn skip_literal(b: &[u8], i: usize) -> Option<usize> {
                 return None;
             }
             let mut close = vec![b'"'];
-            close.extend(std::iter::repeat(b'#').take(hashes));
+            close.extend(std::iter::repeat_n(b'#', hashes));
             let end = b[open + 1..]
                 .windows(close.len())
                 .position(|w| w == close)?;

@@ -34,7 +34,7 @@ impl HumanReporter {
     /// Prints a line above the progress display, or to stdout.
     fn line(&self, text: &str) {
         if let Some(p) = &self.progress {
-            p.println(text)
+            p.println(text);
         } else {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{text}");

@@ -56,7 +56,7 @@ pub(super) fn drain_group(pgid: i32) {
     loop {
         let mut status = 0;
         // SAFETY: `status` is a valid out-pointer for the duration of the call.
-        let r = unsafe { libc::waitpid(-pgid, &mut status, 0) };
+        let r = unsafe { libc::waitpid(-pgid, &raw mut status, 0) };
         if r <= 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             break;
         }
@@ -72,7 +72,7 @@ pub(super) fn has_exited(pid: i32) -> bool {
         libc::waitid(
             libc::P_PID,
             pid as libc::id_t,
-            &mut info,
+            &raw mut info,
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         )
     };
@@ -106,7 +106,7 @@ impl PidFd {
         // Rounded up, so that a sub-millisecond rest does not turn into a busy loop.
         let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
         // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        let n = unsafe { libc::poll(&raw mut pfd, 1, ms) };
         n > 0
     }
 }
@@ -232,7 +232,7 @@ impl Orphans<'_> {
             for orphan in found {
                 let mut status = 0;
                 // SAFETY: `status` is a valid out-pointer; the pid is an identified orphan.
-                unsafe { libc::waitpid(orphan.pid, &mut status, 0) };
+                unsafe { libc::waitpid(orphan.pid, &raw mut status, 0) };
             }
         }
     }
