@@ -596,3 +596,44 @@ fn a_state_path_that_is_a_file_is_exit_3() {
         "not a directory\n"
     );
 }
+
+#[test]
+fn a_skip_decided_by_the_scheduler_runs_again_on_resume() {
+    let t = Tree::new()
+        .file(
+            "provider.ron",
+            r#"(run: Shell("test ! -e fail.marker"), provides: ["db"])"#,
+        )
+        .file("dependent.ron", r#"(run: Shell("true"), requires: ["db"])"#)
+        .file(
+            "own-skip.ron",
+            r#"(run: Shell("echo run >> own-skip.count; exit 77"))"#,
+        )
+        .file("fail.marker", "");
+    let r = t.run(&[]);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.outcome("dependent"), "skip");
+    assert_eq!(r.outcome("own-skip"), "skip");
+
+    std::fs::remove_file(t.path().join("fail.marker")).unwrap();
+    let r = t.run(&["--resume", "--explain"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // Skipped because its provider failed: it never ran, so it runs now that the provider passes.
+    assert_eq!(
+        sorted(r.started()),
+        ["dependent", "provider"],
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.outcome("dependent"), "pass");
+    // Skipped by its own decision (exit 77): a result like any other, taken from the journal.
+    assert_eq!(resumed(&r), ["own-skip"]);
+    assert!(
+        r.stderr
+            .contains("run dependent: skipped without running last time"),
+        "{}",
+        r.stderr
+    );
+    let count = std::fs::read_to_string(t.path().join("own-skip.count")).unwrap();
+    assert_eq!(count.lines().count(), 1);
+}
