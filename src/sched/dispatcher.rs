@@ -228,14 +228,16 @@ impl RunHandle {
     /// Stops starting tasks and terminates running ones (SIGTERM, grace period, SIGKILL);
     /// unstarted tasks end as `skip`. The run still reports every task and `RunFinished`.
     pub fn cancel(&self) {
-        self.shared.exec.cancel();
+        // The run state first: a worker whose attempt the executor ends must not take an
+        // unstarted task as its next job in between (it would end as `error`, not `skip`).
         self.stop();
+        self.shared.exec.cancel();
     }
 
     /// Like [`RunHandle::cancel`], but kills running commands at once.
     pub fn kill(&self) {
-        self.shared.exec.kill();
         self.stop();
+        self.shared.exec.kill();
     }
 
     fn stop(&self) {
