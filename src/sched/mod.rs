@@ -22,7 +22,9 @@ use crate::task::{Task, TaskName};
 /// A function that sees every event synchronously, in order, before the run goes on: see
 /// [`SchedulerBuilder::observer`].
 #[derive(Clone)]
-pub struct Observer(pub(crate) Arc<Mutex<dyn FnMut(&Event) + Send>>);
+pub struct Observer(pub(crate) Arc<Mutex<ObserverFn>>);
+
+type ObserverFn = dyn FnMut(&Event) + Send;
 
 impl Observer {
     pub fn new(f: impl FnMut(&Event) + Send + 'static) -> Self {
