@@ -2,10 +2,13 @@
 //!
 //! Validation runs before anything starts (in release builds too) and reports every problem at
 //! once: missing providers, cycles with their full path, a resource both claimed and used,
-//! slots over capacity, duplicate names. Cycles are found with petgraph (toposort, then Kosaraju SCC) over the
+//! slots over capacity, duplicate names. Cycles are found with Kahn's algorithm on the token tables and, when there are any,
+//! named with petgraph (Kosaraju SCCs) over the
 //! provider -> dependent edges.
 
 use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -25,8 +28,8 @@ pub struct Token {
 #[derive(Debug, Default)]
 pub struct Graph {
     pub tokens: Vec<Token>,
-    token_ids: HashMap<Arc<str>, u32>,
-    names: HashMap<TaskName, u32>,
+    token_ids: FxHashMap<Arc<str>, u32>,
+    names: FxHashMap<TaskName, u32>,
     /// Per task: ids of required tokens (deduplicated, in declaration order).
     pub requires: Vec<Box<[u32]>>,
     /// Per task: ids of provided tokens (deduplicated).
@@ -60,7 +63,7 @@ impl Graph {
         let mut errors = Vec::new();
         check_tasks(new, capacity, &mut errors);
 
-        let mut names = HashMap::with_capacity(new.len());
+        let mut names = FxHashMap::with_capacity_and_hasher(new.len(), rustc_hash::FxBuildHasher);
         for (i, t) in new.iter().enumerate() {
             let idx = (start + i) as u32;
             if self.names.contains_key(&t.name) || names.insert(t.name.clone(), idx).is_some() {
@@ -133,7 +136,7 @@ impl Graph {
         }
 
         // Only the new tasks can close a cycle: old tasks never depend on new ones.
-        find_cycles(all, start, &requires, &tokens, &mut errors);
+        find_cycles(all, start, &requires, &provides, &tokens, &mut errors);
 
         if !errors.is_empty() {
             // Roll back: drop new tokens and the new tasks' entries in old tokens.
@@ -220,14 +223,50 @@ fn check_tasks(tasks: &[Task], capacity: &BTreeMap<String, u32>, errors: &mut Ve
     }
 }
 
+/// Kahn's algorithm over the token tables: true when `all[start..]` has no cycle. This is the
+/// common case and costs a counter per task, where building a petgraph graph of every edge
+/// costs far more; petgraph only comes in to name the cycles when there are some.
+fn acyclic(start: usize, requires: &[Box<[u32]>], provides: &[Box<[u32]>], tokens: &[Token]) -> bool {
+    let n = requires.len();
+    let new = |i: u32| (i as usize).checked_sub(start);
+    let mut indegree: Vec<u32> = requires
+        .iter()
+        .map(|req| {
+            req.iter()
+                .map(|&t| tokens[t as usize].providers.iter().filter(|&&p| new(p).is_some()).count() as u32)
+                .sum()
+        })
+        .collect();
+    let mut ready: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut seen = 0;
+    while let Some(i) = ready.pop() {
+        seen += 1;
+        for &t in provides[i].iter() {
+            for &d in &tokens[t as usize].dependents {
+                if let Some(d) = new(d) {
+                    indegree[d] -= 1;
+                    if indegree[d] == 0 {
+                        ready.push(d);
+                    }
+                }
+            }
+        }
+    }
+    seen == n
+}
+
 /// Reports every cycle among `all[start..]`, each with its full path.
 fn find_cycles(
     all: &[Task],
     start: usize,
     requires: &[Box<[u32]>],
+    provides: &[Box<[u32]>],
     tokens: &[Token],
     errors: &mut Vec<GraphError>,
 ) {
+    if acyclic(start, requires, provides, tokens) {
+        return;
+    }
     let n = requires.len();
     let mut g: DiGraph<(), ()> = DiGraph::with_capacity(n, n);
     for _ in 0..n {
@@ -247,11 +286,8 @@ fn find_cycles(
     if !has_edges {
         return;
     }
-    // `toposort` and `kosaraju_scc` are iterative: a chain of 10^6 tasks must not overflow the
-    // stack (petgraph's Tarjan recurses).
-    if petgraph::algo::toposort(&g, None).is_ok() {
-        return;
-    }
+    // `kosaraju_scc` is iterative: a long chain must not overflow the stack (petgraph's Tarjan
+    // recurses).
     let mut sccs = petgraph::algo::kosaraju_scc(&g);
     for scc in &mut sccs {
         scc.sort_unstable();

@@ -21,7 +21,7 @@ pub(super) fn graph(dir: &Path) -> Result<i32, CliError> {
         .map(|t| dag.add_node(t.name.as_str()))
         .collect();
     for (i, req) in g.requires.iter().enumerate() {
-        for &tok in req.iter() {
+        for &tok in req {
             let token = &g.tokens[tok as usize];
             for &p in &token.providers {
                 dag.add_edge(nodes[p as usize], nodes[i], &*token.name);

@@ -3,8 +3,7 @@
 //! `ron` reports a position for syntax errors; this module maps each of its errors to a typed
 //! [`FactoryError`] pointing at the start of the offending token (not just past it), and finds
 //! the position of fields whose value is checked after parsing (durations, `run`, `capacity`)
-//! with a small scanner of RON's lexical structure. The same scanner splits a `.tasks.ron` map
-//! into entries so that 10^5 entries are parsed in parallel, each from its own slice.
+//! with the small scanner of RON's lexical structure in [`super::scan`].
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -16,6 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::error::{FactoryError, Location};
+use super::scan::find_field;
+pub(crate) use super::scan::skip_trivia;
 use crate::task::{OnFailure, Run};
 
 /// Declares a definition struct: its own fields first, then the metadata fields that tasks and
@@ -89,6 +90,27 @@ definition! {
     DirDef { #[serde(default)] capacity: Option<BTreeMap<String, u32>> }
 }
 
+impl TaskDef {
+    pub(crate) fn from_parts(run: Run, c: Common) -> TaskDef {
+        TaskDef {
+            run,
+            requires: c.requires,
+            provides: c.provides,
+            claims: c.claims,
+            uses: c.uses,
+            slots: c.slots,
+            priority: c.priority,
+            timeout: c.timeout,
+            retries: c.retries,
+            on_failure: c.on_failure,
+            tags: c.tags,
+            inputs: c.inputs,
+            env: c.env,
+            cwd: c.cwd,
+        }
+    }
+}
+
 /// The metadata fields shared by [`TaskDef`] and [`DirDef`], as written (durations unparsed).
 #[derive(Debug, Default)]
 pub(crate) struct Common {
@@ -135,6 +157,11 @@ impl Source<'_> {
             .with_default_extension(Extensions::IMPLICIT_SOME)
             .from_str(slice)
             .map_err(|e| self.error(range, e))
+    }
+
+    /// Parses the task definition in `self.text[range]`: the fast path when it applies.
+    pub(crate) fn parse_task(&self, range: Range<usize>) -> Result<TaskDef, FactoryError> {
+        super::fast::task(self.text, range.clone()).map_or_else(|| self.parse(range), Ok)
     }
 
     fn error(&self, range: Range<usize>, e: SpannedError) -> FactoryError {
@@ -212,199 +239,6 @@ fn lower_first(s: &str) -> String {
     chars
         .next()
         .map_or_else(String::new, |c| c.to_lowercase().chain(chars).collect())
-}
-
-/// Skips whitespace and comments (`//` to the end of the line, nested `/* */`).
-pub(crate) fn skip_trivia(b: &[u8], mut i: usize) -> usize {
-    loop {
-        while i < b.len() && b[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        if b[i..].starts_with(b"//") {
-            while i < b.len() && b[i] != b'\n' {
-                i += 1;
-            }
-        } else if b[i..].starts_with(b"/*") {
-            let mut depth = 0usize;
-            while i < b.len() {
-                if b[i..].starts_with(b"/*") {
-                    depth += 1;
-                    i += 2;
-                } else if b[i..].starts_with(b"*/") {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-        } else {
-            return i;
-        }
-    }
-}
-
-/// Skips one string literal (`"..."`, `r"..."`, `r#"..."#`) or char literal starting at `i`.
-/// `None` when `i` starts none of them, or it is unterminated.
-fn skip_literal(b: &[u8], i: usize) -> Option<usize> {
-    match b.get(i)? {
-        b'"' => {
-            let mut j = i + 1;
-            while j < b.len() {
-                match b[j] {
-                    b'\\' => j += 2,
-                    b'"' => return Some(j + 1),
-                    _ => j += 1,
-                }
-            }
-            None
-        }
-        b'\'' => {
-            let j = if b.get(i + 1) == Some(&b'\\') {
-                i + 3
-            } else {
-                i + 2
-            };
-            let end = b[j.min(b.len())..].iter().position(|&c| c == b'\'')?;
-            Some(j + end + 1)
-        }
-        b'r' if matches!(b.get(i + 1), Some(b'"' | b'#')) => {
-            let hashes = b[i + 1..].iter().take_while(|&&c| c == b'#').count();
-            let open = i + 1 + hashes;
-            if b.get(open) != Some(&b'"') {
-                return None;
-            }
-            let mut close = vec![b'"'];
-            close.extend(std::iter::repeat(b'#').take(hashes));
-            let end = b[open + 1..]
-                .windows(close.len())
-                .position(|w| w == close)?;
-            Some(open + 1 + end + close.len())
-        }
-        _ => None,
-    }
-}
-
-/// Skips one value starting at `i` up to the `,` or closing bracket that ends it (not consumed).
-fn skip_value(b: &[u8], mut i: usize) -> Option<usize> {
-    let mut depth = 0usize;
-    loop {
-        i = skip_trivia(b, i);
-        let c = *b.get(i)?;
-        match c {
-            b'(' | b'[' | b'{' => depth += 1,
-            b')' | b']' | b'}' | b',' if depth == 0 => return Some(i),
-            b')' | b']' | b'}' => depth -= 1,
-            b'"' | b'\'' => {
-                i = skip_literal(b, i)?;
-                continue;
-            }
-            b'r' if matches!(b.get(i + 1), Some(b'"' | b'#'))
-                && (i == 0 || !is_ident(b[i - 1])) =>
-            {
-                i = skip_literal(b, i)?;
-                continue;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-}
-
-fn is_ident(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_'
-}
-
-/// Finds field `name` of the struct starting in `range`: the offsets of its name and its value.
-fn find_field(b: &[u8], range: Range<usize>, name: &str) -> Option<(usize, usize)> {
-    let b = &b[..range.end];
-    let mut i = skip_trivia(b, range.start);
-    while i < b.len() && is_ident(b[i]) {
-        i += 1; // an optional struct name
-    }
-    i = skip_trivia(b, i);
-    if b.get(i) != Some(&b'(') {
-        return None;
-    }
-    i += 1;
-    loop {
-        let name_at = skip_trivia(b, i);
-        let mut j = name_at;
-        while j < b.len() && is_ident(b[j]) {
-            j += 1;
-        }
-        let field = &b[name_at..j];
-        j = skip_trivia(b, j);
-        if field.is_empty() || b.get(j) != Some(&b':') {
-            return None;
-        }
-        let value_at = skip_trivia(b, j + 1);
-        if field == name.as_bytes() {
-            return Some((name_at, value_at));
-        }
-        i = skip_trivia(b, skip_value(b, value_at)?);
-        if b.get(i) != Some(&b',') {
-            return None;
-        }
-        i += 1;
-    }
-}
-
-/// One `"key": value` entry of a `.tasks.ron` map.
-pub(crate) struct Entry {
-    pub(crate) key: String,
-    /// Offset of the key's opening quote.
-    pub(crate) key_at: usize,
-    pub(crate) value: Range<usize>,
-}
-
-/// Splits a `{"key": value, ...}` map into its entries, in file order. `None` when the text is
-/// not such a map (a syntax error, or a form this scanner does not know): the caller then lets
-/// `ron` parse the whole file, which names the problem precisely.
-pub(crate) fn split_map(text: &str) -> Option<Vec<Entry>> {
-    let b = text.as_bytes();
-    let mut i = skip_trivia(b, 0);
-    if b.get(i) != Some(&b'{') {
-        return None;
-    }
-    let mut entries = Vec::new();
-    i += 1;
-    loop {
-        i = skip_trivia(b, i);
-        if b.get(i) == Some(&b'}') {
-            return (skip_trivia(b, i + 1) == b.len()).then_some(entries);
-        }
-        let key_at = i;
-        let key_end = skip_literal(b, i).filter(|_| b[i] == b'"')?;
-        let raw = &text[key_at + 1..key_end - 1];
-        let key = if raw.contains('\\') {
-            ron::from_str::<String>(&text[key_at..key_end]).ok()?
-        } else {
-            raw.to_owned()
-        };
-        i = skip_trivia(b, key_end);
-        if b.get(i) != Some(&b':') {
-            return None;
-        }
-        let start = skip_trivia(b, i + 1);
-        let end = skip_value(b, start)?;
-        if end == start {
-            return None;
-        }
-        entries.push(Entry {
-            key,
-            key_at,
-            value: start..end,
-        });
-        i = end;
-        if b[i] == b',' {
-            i += 1;
-        } else if b[i] != b'}' {
-            return None;
-        }
-    }
 }
 
 /// A whole `.tasks.ron` map in file order, for when [`split_map`] cannot split it: parsing it
@@ -503,21 +337,5 @@ mod tests {
         assert_eq!((loc.line, loc.col), (2, 12));
         let loc = source(text).field_location(0..text.len(), "nothing", true);
         assert_eq!((loc.line, loc.col), (1, 1));
-    }
-
-    #[test]
-    fn maps_split_into_entries_in_file_order() {
-        let text =
-            "// gen\n{\n \"b\": (run: Shell(\"}\")),\n \"a\\u{41}\": (run: Cmd([r#\"x\"#])), }\n";
-        let entries = split_map(text).unwrap();
-        let keys: Vec<_> = entries.iter().map(|e| e.key.as_str()).collect();
-        assert_eq!(keys, ["b", "aA"]);
-        assert_eq!(&text[entries[0].value.clone()], "(run: Shell(\"}\"))");
-        assert_eq!(source(text).location(entries[1].key_at).line, 4);
-        // A missing comma leaves one entry whose value `ron` then rejects, with its position.
-        let entries = split_map("{\"a\": (run: Shell(\"x\")) \"b\": ()}").unwrap();
-        assert_eq!(entries.len(), 1);
-        assert!(split_map("{\"a\": }").is_none());
-        assert_eq!(split_map(" {} ").map(|e| e.len()), Some(0));
     }
 }

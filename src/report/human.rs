@@ -33,12 +33,11 @@ impl HumanReporter {
 
     /// Prints a line above the progress display, or to stdout.
     fn line(&self, text: &str) {
-        match &self.progress {
-            Some(p) => p.println(text),
-            None => {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{text}");
-            }
+        if let Some(p) = &self.progress {
+            p.println(text)
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}");
         }
     }
 

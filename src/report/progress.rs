@@ -2,6 +2,7 @@
 //! one line per running task with its own elapsed time.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -48,22 +49,20 @@ impl Progress {
     pub(crate) fn event(&mut self, e: &Event) {
         match e {
             Event::RunStarted { tasks, .. } => self.bar.set_length(*tasks as u64),
-            Event::TaskStarted { task, attempt } => {
-                if self.running.len() < MAX_SHOWN {
-                    let line = self.multi.add(ProgressBar::new_spinner());
-                    line.set_style(
-                        ProgressStyle::with_template("    {spinner} {elapsed:>4} {msg}")
-                            .expect("valid template"),
-                    );
-                    let suffix = if *attempt > 1 {
-                        format!(" (attempt {attempt})")
-                    } else {
-                        String::new()
-                    };
-                    line.set_message(format!("{task}{suffix}"));
-                    line.enable_steady_tick(Duration::from_millis(100));
-                    self.running.insert(task.clone(), line);
-                }
+            Event::TaskStarted { task, attempt } if self.running.len() < MAX_SHOWN => {
+                let line = self.multi.add(ProgressBar::new_spinner());
+                line.set_style(
+                    ProgressStyle::with_template("    {spinner} {elapsed:>4} {msg}")
+                        .expect("valid template"),
+                );
+                let suffix = if *attempt > 1 {
+                    format!(" (attempt {attempt})")
+                } else {
+                    String::new()
+                };
+                line.set_message(format!("{task}{suffix}"));
+                line.enable_steady_tick(Duration::from_millis(100));
+                self.running.insert(task.clone(), line);
             }
             Event::TaskRetrying { task, .. } => self.stop(task),
             Event::TaskFinished(f) => {
@@ -73,10 +72,10 @@ impl Progress {
                 let bad = self.counts.fail + self.counts.error + self.counts.timeout;
                 let mut msg = format!("{} running", self.running.len());
                 if bad > 0 {
-                    msg.push_str(&format!(", {bad} failed"));
+                    let _ = write!(msg, ", {bad} failed");
                 }
                 if self.counts.get(Outcome::Skip) > 0 {
-                    msg.push_str(&format!(", {} skipped", self.counts.skip));
+                    let _ = write!(msg, ", {} skipped", self.counts.skip);
                 }
                 self.bar.set_message(msg);
             }

@@ -6,7 +6,9 @@
 //! stays linear even when 10^6 tasks claim one lock.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::task::Meta;
 

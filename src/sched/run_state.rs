@@ -78,6 +78,8 @@ pub(crate) struct RunState {
     tokens: Vec<TokenState>,
     exports: Vec<Option<Arc<Shared>>>,
     resumed: HashMap<u32, Resumed>,
+    /// Message of the worst failing result of running attempts (only those that report one).
+    worst_messages: HashMap<u32, String>,
     ready: BinaryHeap<Key>,
     woken: Vec<Key>,
     running: usize,
@@ -110,6 +112,7 @@ impl RunState {
             tokens: Vec::new(),
             exports: Vec::with_capacity(tasks.len()),
             resumed: HashMap::new(),
+            worst_messages: HashMap::new(),
             ready: BinaryHeap::new(),
             woken: Vec::new(),
             running: 0,
@@ -304,7 +307,11 @@ impl RunState {
         if st.phase != Phase::Running || st.attempt != attempt {
             return;
         }
+        let worse = st.worst_result.is_none_or(|w| status.severity() > w.severity());
         st.worst_result = Some(st.worst_result.map_or(status, |w| w.worst(status)));
+        if worse && !status.is_success() {
+            self.worst_messages.insert(idx, message.clone());
+        }
         self.events.push_back(Event::TaskResult {
             task: self.tasks[idx as usize].name.clone(),
             attempt,
@@ -322,6 +329,13 @@ impl RunState {
         let outcome = st
             .worst_result
             .map_or(report.outcome, |w| report.outcome.worst(w));
+        let mut report = report;
+        // A failure that came from a reported result, not the exit status: say which.
+        if let Some(m) = self.worst_messages.remove(&idx) {
+            if outcome != report.outcome && report.message.is_none() {
+                report.message = Some(format!("reported {outcome}: {m}"));
+            }
+        }
         self.running -= 1;
         self.resources.release(idx, &mut self.woken);
         for key in self.woken.drain(..) {

@@ -85,15 +85,20 @@ pub struct RunResult {
 
 impl RunResult {
     pub fn new(out: Output) -> Self {
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = out;
+        let stdout = String::from_utf8_lossy(&stdout).into_owned();
         let events = stdout
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect();
         Self {
-            code: out.status.code().unwrap_or(-1),
+            code: status.code().unwrap_or(-1),
             stdout,
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
             events,
         }
     }
