@@ -76,9 +76,9 @@ impl<'a> Context<'a> {
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, TaskError> {
         match self.shared.get(key) {
             None => Ok(None),
-            Some(v) => serde_json::from_value(v.clone())
-                .map(Some)
-                .map_err(|e| TaskError::error(format!("shared value `{key}` has an unexpected type: {e}"))),
+            Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
+                TaskError::error(format!("shared value `{key}` has an unexpected type: {e}"))
+            }),
         }
     }
 
@@ -87,8 +87,11 @@ impl<'a> Context<'a> {
     /// The value is serialized now: a value that cannot be serialized is an error here, which
     /// `?` turns into this task's `error`.
     pub fn export<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), TaskError> {
-        let value = serde_json::to_value(value)
-            .map_err(|e| TaskError::error(format!("cannot export `{key}`: value is not serializable: {e}")))?;
+        let value = serde_json::to_value(value).map_err(|e| {
+            TaskError::error(format!(
+                "cannot export `{key}`: value is not serializable: {e}"
+            ))
+        })?;
         self.exports
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -56,7 +56,11 @@ pub struct GraphErrors(pub Vec<GraphError>);
 impl fmt::Display for GraphErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        write!(f, "{n} problem{} in the task graph", if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "{n} problem{} in the task graph",
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             write!(f, "\n  - {e}")?;
         }

@@ -226,14 +226,25 @@ fn check_tasks(tasks: &[Task], capacity: &BTreeMap<String, u32>, errors: &mut Ve
 /// Kahn's algorithm over the token tables: true when `all[start..]` has no cycle. This is the
 /// common case and costs a counter per task, where building a petgraph graph of every edge
 /// costs far more; petgraph only comes in to name the cycles when there are some.
-fn acyclic(start: usize, requires: &[Box<[u32]>], provides: &[Box<[u32]>], tokens: &[Token]) -> bool {
+fn acyclic(
+    start: usize,
+    requires: &[Box<[u32]>],
+    provides: &[Box<[u32]>],
+    tokens: &[Token],
+) -> bool {
     let n = requires.len();
     let new = |i: u32| (i as usize).checked_sub(start);
     let mut indegree: Vec<u32> = requires
         .iter()
         .map(|req| {
             req.iter()
-                .map(|&t| tokens[t as usize].providers.iter().filter(|&&p| new(p).is_some()).count() as u32)
+                .map(|&t| {
+                    tokens[t as usize]
+                        .providers
+                        .iter()
+                        .filter(|&&p| new(p).is_some())
+                        .count() as u32
+                })
                 .sum()
         })
         .collect();

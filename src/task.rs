@@ -284,13 +284,17 @@ impl Task {
 
     #[must_use]
     pub fn requires<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tokens: I) -> Self {
-        self.meta.requires.extend(tokens.into_iter().map(Into::into));
+        self.meta
+            .requires
+            .extend(tokens.into_iter().map(Into::into));
         self
     }
 
     #[must_use]
     pub fn provides<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tokens: I) -> Self {
-        self.meta.provides.extend(tokens.into_iter().map(Into::into));
+        self.meta
+            .provides
+            .extend(tokens.into_iter().map(Into::into));
         self
     }
 

@@ -79,9 +79,30 @@ fn junitparser(report: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap(); // keeps the permissions
+        }
+    }
+}
+
 #[test]
 fn demo_run_writes_a_valid_report_and_pexen_report_rebuilds_it() {
     let dir = tempfile::tempdir().unwrap();
+    // The demo tree, with its slow test made to exceed its timeout.
+    let tree = dir.path().join("demo");
+    copy_tree(&factory("demo"), &tree);
+    std::fs::write(
+        tree.join("slow.ron"),
+        r#"(run: Shell("sleep 30"), timeout: "300ms", tags: ["slow"])"#,
+    )
+    .unwrap();
     let state = dir.path().join("state");
     let junit = dir.path().join("run.xml");
     let out = pexen()
@@ -89,11 +110,11 @@ fn demo_run_writes_a_valid_report_and_pexen_report_rebuilds_it() {
         .arg(&junit)
         .arg("--state")
         .arg(&state)
-        .arg(factory("demo"))
+        .arg(&tree)
         .output()
         .unwrap();
     let r = RunResult::new(out);
-    assert_eq!(r.code, 1, "the demo's slow task times out: {}", r.stderr);
+    assert_eq!(r.code, 1, "the slow task times out: {}", r.stderr);
     xmllint(&junit);
     let run = junitparser(&junit);
 

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -69,12 +70,15 @@ fn kill_tree() -> (Tree, Vec<String>) {
             } else {
                 format!(r#", requires: ["c{c}s{}"]"#, s - 1)
             };
-            ron += &format!("    \"c{c}s{s}\": ({run}, provides: [\"c{c}s{s}\"]{requires}),\n");
+            let _ = writeln!(
+                ron,
+                "    \"c{c}s{s}\": ({run}, provides: [\"c{c}s{s}\"]{requires}),"
+            );
             names.push(format!("k/c{c}s{s}"));
         }
     }
     for i in 0..24 {
-        ron += &format!("    \"i{i:02}\": ({run}),\n");
+        let _ = writeln!(ron, "    \"i{i:02}\": ({run}),");
         names.push(format!("k/i{i:02}"));
     }
     ron += "}\n";
@@ -119,11 +123,11 @@ fn spawn_with_barrier(t: &Tree, extra: &[&str]) -> (std::process::Child, File) {
 fn kill_9_at_random_moments_then_resume_reruns_at_most_the_running_tasks() {
     let mut rng = SplitMix(0x5eed_0005);
     for iteration in 0..3 {
-        let (t, names) = kill_tree();
-        let log = t.path().join("runs.log");
+        let (tree, names) = kill_tree();
+        let log = tree.path().join("runs.log");
         // Kill after K finished tasks, 1 <= K < 47.
         let k = 1 + rng.below(names.len() as u64 - 2) as usize;
-        let (mut child, mut barrier) = spawn_with_barrier(&t, &[]);
+        let (mut child, mut barrier) = spawn_with_barrier(&tree, &[]);
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut seen = Vec::new();
         let mut finished = 0;
@@ -159,7 +163,7 @@ fn kill_9_at_random_moments_then_resume_reruns_at_most_the_running_tasks() {
         assert!(reported.len() >= k);
         let first = run_counts(&log);
 
-        let r = t.run(&["--resume", "-j", "2"]);
+        let r = tree.run(&["--resume", "-j", "2"]);
         assert_eq!(r.code, 0, "iteration {iteration} (K={k}): {}", r.stderr);
         assert!(
             r.stderr.is_empty() || !r.stderr.contains("torn"),
@@ -197,7 +201,7 @@ fn kill_9_at_random_moments_then_resume_reruns_at_most_the_running_tasks() {
             "iteration {iteration} (K={k}): ran twice: {twice:?}"
         );
         // The journal now holds the whole run: another resume runs nothing.
-        let again = t.run(&["--resume", "-j", "2"]);
+        let again = tree.run(&["--resume", "-j", "2"]);
         assert_eq!(again.code, 0);
         assert!(again.started().is_empty(), "{:?}", again.started());
         assert_eq!(resumed(&again), names);
@@ -491,7 +495,7 @@ fn a_torn_last_record_is_dropped_with_a_notice() {
         "{}",
         r.stderr
     );
-    assert_eq!(r.started(), [torn.clone()]);
+    assert_eq!(r.started(), std::slice::from_ref(&torn));
     assert_eq!(resumed(&r).len(), 3);
     let counts = run_counts(&t.path().join("runs.log"));
     assert_eq!(counts[&torn], 2);

@@ -307,7 +307,9 @@ impl RunState {
         if st.phase != Phase::Running || st.attempt != attempt {
             return;
         }
-        let worse = st.worst_result.is_none_or(|w| status.severity() > w.severity());
+        let worse = st
+            .worst_result
+            .is_none_or(|w| status.severity() > w.severity());
         st.worst_result = Some(st.worst_result.map_or(status, |w| w.worst(status)));
         if worse && !status.is_success() {
             self.worst_messages.insert(idx, message.clone());
