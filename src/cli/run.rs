@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::args::{MessageFormat, RunArgs};
@@ -16,7 +16,7 @@ use crate::report::json::event_json;
 use crate::report::junit::write_junit;
 use crate::report::record::Collector;
 use crate::sched::events::Event;
-use crate::sched::{Resumed, RunHandle, Scheduler};
+use crate::sched::{Observer, Resumed, RunHandle, Scheduler};
 use crate::state::fingerprint::fingerprints;
 use crate::state::journal::Journal;
 use crate::state::resume::{decide, Decision};
@@ -52,11 +52,28 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     journal.run_started(tasks.len())?;
     let mut collector = Collector::new();
     collector.set_fingerprints(tasks.iter().map(|t| t.name.clone()).zip(fps));
+    // The journal is written by the scheduler's observer, on the worker that finished the task
+    // and before that worker or the task's slot starts anything else: after `kill -9`, only the
+    // tasks that were running are missing from it. Journaling from this thread's loop instead
+    // lagged behind the workers, so tasks long finished could be lost and run again (SPEC 6).
+    let recorder = Arc::new(Mutex::new(Recorder {
+        journal,
+        collector,
+        error: None,
+    }));
+    let observer = {
+        let recorder = recorder.clone();
+        Observer::new(move |event| {
+            let mut r = recorder.lock().unwrap_or_else(PoisonError::into_inner);
+            r.observe(event);
+        })
+    };
 
     let mut builder = Scheduler::builder()
         .capacities(capacity)
         .fail_fast(args.fail_fast)
-        .resume(resumed);
+        .resume(resumed)
+        .observer(observer);
     if let Some(j) = args.jobs {
         builder = builder.jobs(j as usize);
     }
@@ -69,18 +86,24 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     let mut stdout = std::io::stdout().lock();
     let mut outcome = Outcome::Pass;
     let mut duration = Duration::ZERO;
-    let mut state_error = None;
+    let mut stopping = false;
     let handle = run.handle();
     for event in run {
-        // The journal first: what is reported has been recorded.
-        if state_error.is_none() {
-            if let Err(e) = journal_event(&mut journal, &mut collector, &event) {
+        // Already journaled by the observer: what is reported has been recorded.
+        if !stopping {
+            // Not under the recorder's lock: cancelling takes the scheduler's, which the
+            // observer holds while it waits for the recorder's.
+            let failed = recorder
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .error
+                .as_ref()
+                .map(ToString::to_string);
+            if let Some(e) = failed {
                 eprintln!("error: {e}; stopping the run");
+                stopping = true;
                 handle.cancel();
-                state_error = Some(e);
             }
-        } else {
-            collector.observe(&event);
         }
         if let Event::RunFinished {
             outcome: o,
@@ -99,6 +122,11 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
         }
     }
     drop(signals);
+    let mut recorder = recorder.lock().unwrap_or_else(PoisonError::into_inner);
+    let Recorder {
+        collector, error, ..
+    } = &mut *recorder;
+    let state_error = error.take();
 
     if let Some(path) = &args.junit {
         write_junit(path, collector.records(), duration.as_secs_f64()).map_err(|source| {
@@ -118,6 +146,26 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     } else {
         exit_code::TASK_FAILED
     })
+}
+
+/// The journal and the collector, fed by the scheduler's observer.
+struct Recorder {
+    journal: Journal,
+    collector: Collector,
+    /// The first journal error: the run is stopped, and the command fails with exit 3.
+    error: Option<crate::state::journal::JournalError>,
+}
+
+impl Recorder {
+    fn observe(&mut self, event: &Event) {
+        if self.error.is_none() {
+            if let Err(e) = journal_event(&mut self.journal, &mut self.collector, event) {
+                self.error = Some(e);
+            }
+        } else {
+            self.collector.observe(event);
+        }
+    }
 }
 
 /// Records finished tasks and the end of the run.

@@ -38,6 +38,10 @@ struct Core {
     /// consumer in batches instead of waking it for each one.
     avg_attempt_ns: u64,
     started: Instant,
+    /// Sees every event before the run goes on (the journal): see `SchedulerBuilder::observer`.
+    observer: Option<super::Observer>,
+    /// How many of `state.events` the observer has seen.
+    observed: usize,
 }
 
 /// Attempts shorter than this on average are "short": their events are batched.
@@ -64,6 +68,7 @@ impl Shared {
     /// (a system call and a context switch, more than a no-op task costs) waits for a full
     /// batch, or for the worker to go idle; the consumer also looks every `POLL` by itself.
     fn notify(&self, core: &mut Core, idle: bool) {
+        core.observe();
         let queued = core.state.events.len();
         let urgent =
             idle || core.finished || core.avg_attempt_ns >= SHORT_ATTEMPT_NS || queued >= BATCH;
@@ -75,6 +80,19 @@ impl Shared {
 }
 
 impl Core {
+    /// Shows the observer the events queued since it last looked, in order.
+    fn observe(&mut self) {
+        if let Some(observer) = &self.observer {
+            if self.observed < self.state.events.len() {
+                let mut f = observer.0.lock().unwrap_or_else(PoisonError::into_inner);
+                for e in self.state.events.range(self.observed..) {
+                    f(e);
+                }
+                self.observed = self.state.events.len();
+            }
+        }
+    }
+
     fn job(&self, start: super::run_state::Start) -> Job {
         let task = self.state.task(start.idx);
         Job {
@@ -155,6 +173,9 @@ fn work(shared: &Shared, jobs: &Receiver<Job>) {
         let mut core = shared.lock();
         core.avg_attempt_ns = core.avg_attempt_ns - core.avg_attempt_ns / 8 + took / 8;
         core.state.on_done(job.idx, job.attempt, report);
+        // Before anything else starts: what the observer (the journal) records of this task
+        // must be written while the task still holds its slot.
+        core.observe();
         next = core.dispatch(true);
         if next.is_none() {
             core.idle += 1;
@@ -207,14 +228,16 @@ impl RunHandle {
     /// Stops starting tasks and terminates running ones (SIGTERM, grace period, SIGKILL);
     /// unstarted tasks end as `skip`. The run still reports every task and `RunFinished`.
     pub fn cancel(&self) {
-        self.shared.exec.cancel();
+        // The run state first: a worker whose attempt the executor ends must not take an
+        // unstarted task as its next job in between (it would end as `error`, not `skip`).
         self.stop();
+        self.shared.exec.cancel();
     }
 
     /// Like [`RunHandle::cancel`], but kills running commands at once.
     pub fn kill(&self) {
-        self.shared.exec.kill();
         self.stop();
+        self.shared.exec.kill();
     }
 
     fn stop(&self) {
@@ -254,6 +277,8 @@ impl Run {
                 consumer_waiting: false,
                 avg_attempt_ns: SHORT_ATTEMPT_NS,
                 started,
+                observer: config.observer,
+                observed: 0,
             }),
             events_ready: Condvar::new(),
             exec: Arc::new(Executor::new(config.command)),
@@ -308,6 +333,8 @@ impl Iterator for Run {
             let mut core = self.shared.lock();
             loop {
                 if !core.state.events.is_empty() {
+                    core.observe();
+                    core.observed = 0;
                     std::mem::swap(&mut self.batch, &mut core.state.events);
                     break;
                 }

@@ -7,6 +7,8 @@ pub(crate) mod locks;
 pub mod run_state;
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use dispatcher::{Run, RunHandle};
@@ -14,7 +16,27 @@ pub use run_state::Resumed;
 
 use crate::error::GraphErrors;
 use crate::pool::command::CommandConfig;
+use crate::sched::events::Event;
 use crate::task::{Task, TaskName};
+
+/// A function that sees every event synchronously, in order, before the run goes on: see
+/// [`SchedulerBuilder::observer`].
+#[derive(Clone)]
+pub struct Observer(pub(crate) Arc<Mutex<ObserverFn>>);
+
+type ObserverFn = dyn FnMut(&Event) + Send;
+
+impl Observer {
+    pub fn new(f: impl FnMut(&Event) + Send + 'static) -> Self {
+        Self(Arc::new(Mutex::new(f)))
+    }
+}
+
+impl fmt::Debug for Observer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Observer")
+    }
+}
 
 /// Settings of a run. Build one with [`Scheduler::builder`].
 ///
@@ -37,6 +59,7 @@ pub struct SchedulerBuilder {
     fail_fast: bool,
     command: CommandConfig,
     resumed: HashMap<TaskName, Resumed>,
+    observer: Option<Observer>,
 }
 
 impl Default for SchedulerBuilder {
@@ -47,6 +70,7 @@ impl Default for SchedulerBuilder {
             fail_fast: false,
             command: CommandConfig::default(),
             resumed: HashMap::new(),
+            observer: None,
         }
     }
 }
@@ -98,6 +122,17 @@ impl SchedulerBuilder {
     #[must_use]
     pub fn resume(mut self, resumed: HashMap<TaskName, Resumed>) -> Self {
         self.resumed = resumed;
+        self
+    }
+
+    /// Calls `observer` with every event, in order, on the thread that produced it, before the
+    /// run goes on: a finished task's event is observed before its worker or its slot starts
+    /// anything else. This is what a journal needs (SPEC 6: after `kill -9`, only the tasks that
+    /// were running are lost); the [`Run`] iterator, which may lag behind, is not enough.
+    /// Keep it quick: the scheduler waits for it.
+    #[must_use]
+    pub fn observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
         self
     }
 

@@ -20,6 +20,9 @@ pub enum Reason {
     NotRecorded,
     /// Its last recorded outcome was not a success.
     LastOutcome(Outcome),
+    /// It was skipped by the scheduler without running (a provider failed, fail-fast, an
+    /// interrupt): a `skip` with a cause records no result of the task itself.
+    NotRun(String),
     /// Its record has no fingerprint (written by an embedder that did not compute one).
     NoFingerprint,
     DefinitionChanged,
@@ -36,6 +39,7 @@ impl fmt::Display for Reason {
         match self {
             Reason::NotRecorded => f.write_str("not recorded"),
             Reason::LastOutcome(o) => write!(f, "last outcome was {o}"),
+            Reason::NotRun(cause) => write!(f, "skipped without running last time: {cause}"),
             Reason::NoFingerprint => f.write_str("recorded without a fingerprint"),
             Reason::DefinitionChanged => f.write_str("definition changed"),
             Reason::ProgramChanged => f.write_str("program changed"),
@@ -82,6 +86,10 @@ pub fn decide(
         };
         if !rec.outcome.is_success() {
             out.push(Decision::Run(Reason::LastOutcome(rec.outcome)));
+            continue;
+        }
+        if let Some(cause) = &rec.cause {
+            out.push(Decision::Run(Reason::NotRun(cause.clone())));
             continue;
         }
         let Some(old) = rec.fingerprint else {
