@@ -36,6 +36,8 @@ pub mod task;
 
 pub use context::{Context, Shared, TaskError};
 pub use error::{GraphError, GraphErrors};
+/// The worker side of the process pool: call [`worker::serve_if_worker`] first in `main`.
+pub use pool::process::serve as worker;
 pub use sched::events::{Counts, Event, Finished};
 pub use sched::{Resumed, Run, RunHandle, Scheduler, SchedulerBuilder};
 pub use task::{

@@ -83,6 +83,7 @@ impl Core {
             name: task.name.clone(),
             work: task.work.clone(),
             timeout: task.meta.timeout,
+            pool: task.meta.pool,
             shared: start.shared,
         }
     }
@@ -256,7 +257,7 @@ impl Run {
                 started,
             }),
             events_ready: Condvar::new(),
-            exec: Arc::new(Executor::new(config.command)),
+            exec: Arc::new(Executor::new(config.command, config.process)),
         });
         shared.lock().dispatch(false);
         let worker_shared = shared.clone();
@@ -326,6 +327,8 @@ impl Iterator for Run {
             drop(core);
             if self.done {
                 self.workers.join();
+                // Idle worker processes are not needed any more: end and reap them now.
+                self.shared.exec.finish();
             }
         }
     }
@@ -342,5 +345,6 @@ impl Drop for Run {
             core.jobs = None;
         }
         self.workers.join();
+        self.shared.exec.finish();
     }
 }
