@@ -2,6 +2,9 @@
 //! 10^6 tasks, plus a rayon-only baseline. Each measurement runs in a fresh child process so that
 //! the peak RSS growth belongs to that shape alone.
 //!
+//! The same five shapes also run on the process pool at 10^4 tasks (`process-SHAPE` lines):
+//! workers are this binary re-executed, hence the `serve_if_worker` call first in `main`.
+//!
 //! Prints `SHAPE tasks=N ns_per_task=X bytes_per_task=Y`. Run: `cargo bench --bench throughput`
 //! (`-- --quick` for 10^5 only).
 
@@ -9,12 +12,16 @@ use std::hint::black_box;
 use std::process::Command;
 use std::time::Instant;
 
-use pexen::{Event, Outcome, Scheduler, Task};
+use pexen::{Event, Outcome, PoolKind, Scheduler, Task};
 
 const SHAPES: [&str; 5] = ["independent", "chain", "fan-out", "random-dag4", "one-lock"];
 const JOBS: usize = 2;
+/// Tasks per process-pool measurement.
+const PROCESS_TASKS: usize = 10_000;
 
 fn main() {
+    // In a worker: serve the no-op tasks by name (every shape names them `t0`, `t1`, ...).
+    pexen::worker::serve_if_worker(|| tasks("independent", PROCESS_TASKS));
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
         let shape = &args[i + 1];
@@ -29,19 +36,28 @@ fn main() {
         &[100_000, 1_000_000]
     };
     let exe = std::env::current_exe().expect("own path");
-    for &n in sizes {
-        for shape in SHAPES.iter().copied().chain(["rayon-baseline"]) {
-            let out = Command::new(&exe)
-                .args(["--child", shape, &n.to_string()])
-                .output()
-                .expect("re-run the bench");
-            print!("{}", String::from_utf8_lossy(&out.stdout));
-            if !out.status.success() {
-                eprintln!(
-                    "{shape} n={n} failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+    let process_shapes: Vec<String> = SHAPES.iter().map(|s| format!("process-{s}")).collect();
+    let runs = sizes
+        .iter()
+        .flat_map(|&n| {
+            SHAPES
+                .iter()
+                .copied()
+                .chain(["rayon-baseline"])
+                .map(move |s| (s, n))
+        })
+        .chain(process_shapes.iter().map(|s| (s.as_str(), PROCESS_TASKS)));
+    for (shape, n) in runs {
+        let out = Command::new(&exe)
+            .args(["--child", shape, &n.to_string()])
+            .output()
+            .expect("re-run the bench");
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        if !out.status.success() {
+            eprintln!(
+                "{shape} n={n} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
@@ -121,10 +137,15 @@ fn child(shape: &str, n: usize) {
         });
         start.elapsed()
     } else {
+        let (shape, pool) = match shape.strip_prefix("process-") {
+            Some(shape) => (shape, PoolKind::Processes),
+            None => (shape, PoolKind::Threads),
+        };
         let tasks = tasks(shape, n);
         let start = Instant::now();
         let run = Scheduler::builder()
             .jobs(JOBS)
+            .default_pool(pool)
             .build()
             .run(tasks)
             .expect("valid graph");

@@ -41,6 +41,8 @@ pub mod task;
 pub use context::{Context, Shared, TaskError};
 pub use error::{GraphError, GraphErrors};
 pub use factory::{FactoryError, FactoryErrors, TaskTree};
+/// The worker side of the process pool: call [`worker::serve_if_worker`] first in `main`.
+pub use pool::process::serve as worker;
 pub use sched::events::{Counts, Event, Finished};
 pub use sched::{Resumed, Run, RunHandle, Scheduler, SchedulerBuilder};
 pub use task::{

@@ -181,8 +181,9 @@ pub struct Meta {
     pub tags: Vec<String>,
     /// Paths or globs, relative to the task's working directory, hashed into its fingerprint.
     pub inputs: Vec<String>,
-    /// Which pool runs a closure task (ignored for command tasks).
-    pub pool: PoolKind,
+    /// Which pool runs a closure task (ignored for command tasks); `None` takes the run's
+    /// default ([`crate::SchedulerBuilder::default_pool`]).
+    pub pool: Option<PoolKind>,
 }
 
 /// What a command task runs.
@@ -346,9 +347,10 @@ impl Task {
         self
     }
 
+    /// Runs this closure task on `pool`, whatever the run's default pool.
     #[must_use]
     pub fn pool(mut self, pool: PoolKind) -> Self {
-        self.meta.pool = pool;
+        self.meta.pool = Some(pool);
         self
     }
 }

@@ -136,7 +136,7 @@ impl Layer {
             on_failure: self.on_failure.unwrap_or_default(),
             tags: self.tags,
             inputs: self.inputs,
-            pool: crate::task::PoolKind::default(),
+            pool: None,
         };
         let spec = CommandSpec {
             run,

@@ -5,6 +5,7 @@
 //! through a [`ResultSink`].
 
 pub mod command;
+pub mod process;
 pub(crate) mod thread;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -14,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use crate::context::{Context, ResultSink, Shared};
 use crate::sched::events::Attempt;
-use crate::task::{Outcome, TaskFn, TaskName, Work};
+use crate::task::{Outcome, PoolKind, TaskFn, TaskName, Work};
 
 use self::command::{CommandConfig, CommandJob, CommandRunner};
+use self::process::{ProcessConfig, ProcessPool};
 
 /// One attempt of one task, sent to a worker thread.
 pub(crate) struct Job {
@@ -25,6 +27,8 @@ pub(crate) struct Job {
     pub name: TaskName,
     pub work: Work,
     pub timeout: Option<Duration>,
+    /// The task's own choice; `None` takes the run's default.
+    pub pool: Option<PoolKind>,
     pub shared: Arc<Shared>,
 }
 
@@ -34,14 +38,17 @@ pub(crate) struct Executor {
     command_config: CommandConfig,
     /// Created on the first command task: closure-only runs need no temp dir.
     commands: OnceLock<Result<CommandRunner, String>>,
+    /// Spawns nothing until the first closure task that runs in a process.
+    processes: ProcessPool,
 }
 
 impl Executor {
-    pub(crate) fn new(command_config: CommandConfig) -> Self {
+    pub(crate) fn new(command_config: CommandConfig, process_config: ProcessConfig) -> Self {
         Self {
             cancelled: AtomicBool::new(false),
             command_config,
             commands: OnceLock::new(),
+            processes: ProcessPool::new(process_config),
         }
     }
 
@@ -51,7 +58,10 @@ impl Executor {
             return Attempt::new(Outcome::Error).message("interrupted before it could start");
         }
         match &job.work {
-            Work::Closure(f) => self.run_closure(f.as_ref(), job, sink),
+            Work::Closure(f) => match job.pool.unwrap_or(self.processes.default_pool()) {
+                PoolKind::Threads => self.run_closure(f.as_ref(), job, sink),
+                PoolKind::Processes => self.processes.run(job, sink),
+            },
             // A command handed out just as the run was cancelled must not start.
             Work::Command(_) if self.is_cancelled() => {
                 Attempt::new(Outcome::Error).message("interrupted before it could start")
@@ -119,6 +129,7 @@ impl Executor {
     /// Cancellation: closures see `is_cancelled`, commands are terminated (TERM, grace, KILL).
     pub(crate) fn cancel(&self) {
         self.cancelled.store(true, Ordering::Relaxed);
+        self.processes.cancel();
         if let Some(Ok(runner)) = self.commands.get() {
             runner.terminate_all();
         }
@@ -127,9 +138,17 @@ impl Executor {
     /// Second interrupt: kill every running command now.
     pub(crate) fn kill(&self) {
         self.cancelled.store(true, Ordering::Relaxed);
+        self.processes.kill();
         if let Some(Ok(runner)) = self.commands.get() {
             runner.kill_all();
         }
+    }
+}
+
+impl Executor {
+    /// The run is over (its worker threads joined): ends and reaps the idle worker processes.
+    pub(crate) fn finish(&self) {
+        self.processes.shutdown();
     }
 }
 

@@ -101,6 +101,7 @@ impl Core {
             name: task.name.clone(),
             work: task.work.clone(),
             timeout: task.meta.timeout,
+            pool: task.meta.pool,
             shared: start.shared,
         }
     }
@@ -281,7 +282,7 @@ impl Run {
                 observed: 0,
             }),
             events_ready: Condvar::new(),
-            exec: Arc::new(Executor::new(config.command)),
+            exec: Arc::new(Executor::new(config.command, config.process)),
         });
         shared.lock().dispatch(false);
         let worker_shared = shared.clone();
@@ -353,6 +354,8 @@ impl Iterator for Run {
             drop(core);
             if self.done {
                 self.workers.join();
+                // Idle worker processes are not needed any more: end and reap them now.
+                self.shared.exec.finish();
             }
         }
     }
@@ -369,5 +372,6 @@ impl Drop for Run {
             core.jobs = None;
         }
         self.workers.join();
+        self.shared.exec.finish();
     }
 }

@@ -16,8 +16,9 @@ pub use run_state::Resumed;
 
 use crate::error::GraphErrors;
 use crate::pool::command::CommandConfig;
+use crate::pool::process::ProcessConfig;
 use crate::sched::events::Event;
-use crate::task::{Task, TaskName};
+use crate::task::{PoolKind, Task, TaskName};
 
 /// A function that sees every event synchronously, in order, before the run goes on: see
 /// [`SchedulerBuilder::observer`].
@@ -58,6 +59,7 @@ pub struct SchedulerBuilder {
     capacity: BTreeMap<String, u32>,
     fail_fast: bool,
     command: CommandConfig,
+    process: ProcessConfig,
     resumed: HashMap<TaskName, Resumed>,
     observer: Option<Observer>,
 }
@@ -69,6 +71,7 @@ impl Default for SchedulerBuilder {
             capacity: BTreeMap::new(),
             fail_fast: false,
             command: CommandConfig::default(),
+            process: ProcessConfig::default(),
             resumed: HashMap::new(),
             observer: None,
         }
@@ -115,6 +118,26 @@ impl SchedulerBuilder {
     #[must_use]
     pub fn output_cap(mut self, bytes: usize) -> Self {
         self.command.output_cap = bytes;
+        self
+    }
+
+    /// The pool of closure tasks that did not choose one with [`Task::pool`] (default:
+    /// [`PoolKind::Threads`]). [`PoolKind::Processes`] needs the binary's `main` to call
+    /// [`crate::worker::serve_if_worker`] first.
+    #[must_use]
+    pub fn default_pool(mut self, pool: PoolKind) -> Self {
+        self.process.default_pool = pool;
+        self
+    }
+
+    /// Arguments given to re-executed worker processes (default: none), so that a binary with
+    /// several task sets can tell its `serve_if_worker` build function which one to rebuild.
+    #[must_use]
+    pub fn worker_args<I: IntoIterator<Item = S>, S: Into<std::ffi::OsString>>(
+        mut self,
+        args: I,
+    ) -> Self {
+        self.process.args = args.into_iter().map(Into::into).collect();
         self
     }
 

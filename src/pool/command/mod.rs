@@ -19,7 +19,7 @@
 //!   the sweep in [`procs`] (see there for how they are told apart from other children).
 
 mod files;
-mod procs;
+pub(crate) mod procs;
 #[cfg(test)]
 mod tests;
 

@@ -36,7 +36,7 @@ pub(super) fn become_subreaper() {
 ///
 /// Callers make sure the group id is pinned (a member is an unreaped child of ours), so the
 /// number cannot have been reused by an unrelated group.
-pub(super) fn signal_group(pgid: i32, signal: i32) {
+pub(crate) fn signal_group(pgid: i32, signal: i32) {
     if pgid > 1 {
         // SAFETY: kill(2) touches no memory; a vanished group only yields ESRCH.
         unsafe { libc::kill(-pgid, signal) };
@@ -52,7 +52,7 @@ fn signal_pid(pid: i32, signal: i32) {
 
 /// Reaps every child of ours left in the group `pgid` (after it was sent SIGKILL), blocking
 /// until there is none. Its leader must already be reaped (by `std`, which owns it).
-pub(super) fn drain_group(pgid: i32) {
+pub(crate) fn drain_group(pgid: i32) {
     loop {
         let mut status = 0;
         // SAFETY: `status` is a valid out-pointer for the duration of the call.
@@ -112,7 +112,7 @@ impl PidFd {
 }
 
 /// The name of a signal (`SIGSEGV`), or its number when it has none here.
-pub(super) fn signal_name(signal: i32) -> String {
+pub(crate) fn signal_name(signal: i32) -> String {
     let name = match signal {
         libc::SIGHUP => "SIGHUP",
         libc::SIGINT => "SIGINT",

@@ -1,0 +1,251 @@
+//! The worker side of the process pool, re-exported as [`crate::worker`].
+//!
+//! A worker is the embedding binary re-executed with `PEXEN_WORKER` set in its environment. Its
+//! `main` calls [`serve_if_worker`] first, which rebuilds the task set with the same function
+//! the scheduler side used and serves attempts addressed by task name: no code travels.
+//!
+//! ```no_run
+//! use pexen::{PoolKind, Scheduler, Task};
+//!
+//! fn tasks() -> Vec<Task> {
+//!     vec![Task::closure("risky", |_ctx| Ok(())).pool(PoolKind::Processes)]
+//! }
+//!
+//! fn main() {
+//!     // Returns at once in the scheduler; never returns in a worker.
+//!     pexen::worker::serve_if_worker(tasks);
+//!     for event in Scheduler::builder().build().run(tasks()).unwrap() {
+//!         println!("{event:?}");
+//!     }
+//! }
+//! ```
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::os::fd::{FromRawFd, RawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use super::channel::{self, ChannelError, FrameReader, FromWorker, RunOwned, PROTOCOL};
+use crate::context::{Context, ResultSink};
+use crate::pool::panic_message;
+use crate::task::{Outcome, Task, TaskFn, TaskName, Work};
+
+/// The environment variable that makes a process a worker; its value is the protocol version
+/// the scheduler speaks.
+pub const WORKER_ENV: &str = "PEXEN_WORKER";
+
+/// Why a worker stopped serving.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("cannot set up the worker's descriptors")]
+    Setup(#[source] io::Error),
+    #[error("the scheduler asked for protocol {asked}, this worker speaks {PROTOCOL}")]
+    Protocol { asked: String },
+    #[error("the channel to the scheduler failed: {0}")]
+    Channel(String),
+}
+
+impl From<ChannelError> for ServeError {
+    fn from(e: ChannelError) -> Self {
+        let mut message = e.to_string();
+        if let Some(source) = std::error::Error::source(&e) {
+            message = format!("{message}: {source}");
+        }
+        ServeError::Channel(message)
+    }
+}
+
+/// Serves as a worker process when this process was started as one, else returns at once.
+///
+/// Call it first thing in `main`, before any thread is started or anything is printed. In a
+/// worker it builds the task set with `build`, serves attempts until the scheduler closes the
+/// channel, and exits the process (code 0, or 101 with a message on stderr when the channel
+/// broke); it never returns there. Tasks are found by name, so `build` must return every task
+/// that may run in a process (it may return more; their metadata is ignored here).
+pub fn serve_if_worker<F: FnOnce() -> Vec<Task>>(build: F) {
+    let Some(asked) = std::env::var_os(WORKER_ENV) else {
+        return;
+    };
+    // Not inherited by what the tasks spawn: a nested scheduler must not think it is a worker.
+    std::env::remove_var(WORKER_ENV);
+    let code = match serve(&asked.to_string_lossy(), build) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("pexen worker {}: {e}", std::process::id());
+            101
+        }
+    };
+    std::process::exit(code);
+}
+
+fn serve<F: FnOnce() -> Vec<Task>>(asked: &str, build: F) -> Result<(), ServeError> {
+    let (input, output) = take_channel_fds().map_err(ServeError::Setup)?;
+    // SAFETY: PR_SET_PDEATHSIG takes an integer; it makes a worker die with its scheduler
+    // (whose threads block on this worker) instead of running on as an orphan.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    let cancelled = Arc::new(AtomicBool::new(false));
+    // The scheduler's cooperative cancellation: SIGUSR1 sets the flag `is_cancelled` reads.
+    signal_hook::flag::register(libc::SIGUSR1, cancelled.clone()).map_err(ServeError::Setup)?;
+
+    let out = Mutex::new(BufWriter::new(output));
+    channel::send(
+        &mut *lock(&out),
+        &FromWorker::Hello {
+            protocol: PROTOCOL,
+            pid: std::process::id(),
+        },
+    )?;
+    if asked != PROTOCOL.to_string() {
+        return Err(ServeError::Protocol {
+            asked: asked.to_owned(),
+        });
+    }
+
+    let tasks: HashMap<TaskName, Arc<TaskFn>> = build()
+        .into_iter()
+        .filter_map(|t| match t.work {
+            Work::Closure(f) => Some((t.name, f)),
+            Work::Command(_) => None,
+        })
+        .collect();
+    let mut input = FrameReader::new(input);
+    loop {
+        let run: RunOwned = match input.next(None) {
+            Ok(Some(run)) => run,
+            // The scheduler closed the channel: the run is over.
+            Err(ChannelError::Closed) => return Ok(()),
+            Ok(None) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let done = match tasks.get(&run.task) {
+            Some(f) => run_one(f.as_ref(), &run, &out, &cancelled),
+            None => FromWorker::Done {
+                outcome: Outcome::Error,
+                message: Some(format!(
+                    "task `{}` is not in the worker's task set: the function given to \
+                     `serve_if_worker` must build it",
+                    run.task
+                )),
+                exports: crate::context::Shared::new(),
+            },
+        };
+        let mut out = lock(&out);
+        match channel::send(&mut *out, &done) {
+            // Exports over the frame limit: the task's error, not the worker's end.
+            Err(ChannelError::TooLarge { len }) => channel::send(
+                &mut *out,
+                &FromWorker::Done {
+                    outcome: Outcome::Error,
+                    message: Some(format!(
+                        "the attempt's exports take {len} bytes, over the channel's limit of \
+                         {} bytes",
+                        channel::MAX_FRAME
+                    )),
+                    exports: crate::context::Shared::new(),
+                },
+            )?,
+            other => other?,
+        }
+    }
+}
+
+fn run_one(
+    f: &TaskFn,
+    run: &RunOwned,
+    out: &Mutex<BufWriter<File>>,
+    cancelled: &AtomicBool,
+) -> FromWorker {
+    let deadline = run
+        .timeout_ms
+        .map(|ms| Instant::now() + Duration::from_millis(ms));
+    let sink = FrameSink { out };
+    let ctx = Context::new(
+        &run.task,
+        run.attempt,
+        &run.shared,
+        &sink,
+        cancelled,
+        deadline,
+    );
+    match catch_unwind(AssertUnwindSafe(|| f(&ctx))) {
+        Ok(Ok(())) => FromWorker::Done {
+            outcome: Outcome::Pass,
+            message: None,
+            exports: ctx.into_exports(),
+        },
+        Ok(Err(e)) => FromWorker::Done {
+            outcome: e.status,
+            message: Some(e.message),
+            exports: crate::context::Shared::new(),
+        },
+        Err(panic) => FromWorker::Done {
+            outcome: Outcome::Error,
+            message: Some(format!("panicked: {}", panic_message(&*panic))),
+            exports: crate::context::Shared::new(),
+        },
+    }
+}
+
+/// Streams `ctx.report` results to the scheduler as frames, as they happen.
+struct FrameSink<'a> {
+    out: &'a Mutex<BufWriter<File>>,
+}
+
+impl ResultSink for FrameSink<'_> {
+    fn result(&self, status: Outcome, message: String) {
+        // A broken channel ends the worker at its next frame; nothing to do for a result.
+        let _ = channel::send(
+            &mut *lock(self.out),
+            &FromWorker::Result { status, message },
+        );
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Moves the channel off fds 0 and 1: a task that reads stdin gets end of file, and what it
+/// prints to stdout goes to stderr instead of corrupting the frames. The channel descriptors
+/// are close-on-exec, so commands a task runs do not hold the channel open.
+fn take_channel_fds() -> io::Result<(File, File)> {
+    let input = dup_cloexec(0)?;
+    let output = dup_cloexec(1)?;
+    // SAFETY: dup2 and open take plain integers and a NUL-terminated path.
+    unsafe {
+        if libc::dup2(2, 1) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if null < 0 || libc::dup2(null, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        libc::close(null);
+        // SAFETY: `input` and `output` are fresh descriptors that nothing else owns.
+        Ok((File::from_raw_fd(input), File::from_raw_fd(output)))
+    }
+}
+
+fn dup_cloexec(fd: RawFd) -> io::Result<RawFd> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) takes integers and returns a new descriptor or -1.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if new < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(new)
+    }
+}
