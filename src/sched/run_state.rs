@@ -51,7 +51,7 @@ struct TokenState {
     /// Providers that have not finished yet.
     pending: u32,
     /// Set once the token can no longer be satisfied: why.
-    broken: Option<String>,
+    broken: Option<Box<str>>,
 }
 
 /// A task the dispatcher should start now.
@@ -166,7 +166,7 @@ impl RunState {
             for &tok in &self.graph.requires[idx] {
                 let t = &self.tokens[tok as usize];
                 if let Some(cause) = &t.broken {
-                    broken_at_admission.push((idx as u32, cause.clone()));
+                    broken_at_admission.push((idx as u32, cause.to_string()));
                 } else if t.pending > 0 {
                     unsatisfied += 1;
                 }
@@ -470,7 +470,7 @@ impl RunState {
                     "required token `{}` is not available: `{}` {how}",
                     self.graph.tokens[tok].name, self.tasks[idx as usize].name
                 );
-                t.broken = Some(cause.clone());
+                t.broken = Some(cause.clone().into_boxed_str());
                 for &d in &self.graph.tokens[tok].dependents {
                     if self.states[d as usize].phase == Phase::Waiting {
                         to_skip.push((d, cause.clone()));
