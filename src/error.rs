@@ -22,6 +22,18 @@ pub mod exit_code {
     pub const INTERRUPTED: i32 = 130;
 }
 
+/// An error and its sources, `: `-separated (`cannot open x: permission denied`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
 /// One problem found while validating a task graph.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum GraphError {

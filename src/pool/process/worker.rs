@@ -16,6 +16,7 @@ use thiserror::Error;
 use super::channel::{self, ChannelError, FrameReader, FromWorker, RunRef, PROTOCOL};
 use super::{serve::WORKER_ENV, CANCEL_GRACE, KILLING, RUNNING, TERMINATING, TICK};
 use crate::context::ResultSink;
+use crate::error::error_chain as chain;
 use crate::pool::command::procs;
 use crate::pool::Job;
 use crate::sched::events::Attempt;
@@ -233,18 +234,6 @@ impl Drop for WorkerProc {
     fn drop(&mut self) {
         let _ = self.reap();
     }
-}
-
-/// An error and its sources, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    message
 }
 
 pub(super) fn spawn_error_message(e: &SpawnError) -> String {
