@@ -122,6 +122,7 @@ fn tasks(shape: &str, n: usize) -> Vec<Task> {
 
 fn child(shape: &str, n: usize) {
     let before = rss("VmRSS:");
+    let mut phases = String::new();
     let elapsed = if shape == "rayon-baseline" {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(JOBS)
@@ -143,14 +144,15 @@ fn child(shape: &str, n: usize) {
         };
         let tasks = tasks(shape, n);
         let start = Instant::now();
-        let run = Scheduler::builder()
+        let mut run = Scheduler::builder()
             .jobs(JOBS)
             .default_pool(pool)
             .build()
             .run(tasks)
             .expect("valid graph");
+        let validated = start.elapsed();
         let mut outcome = None;
-        for e in run {
+        for e in run.by_ref() {
             if let Event::RunFinished {
                 outcome: o, counts, ..
             } = &e
@@ -161,11 +163,21 @@ fn child(shape: &str, n: usize) {
             black_box(&e);
         }
         assert_eq!(outcome, Some(Outcome::Pass));
-        start.elapsed()
+        let ran = start.elapsed();
+        drop(run);
+        let total = start.elapsed();
+        // The phases, to see where time goes: validation and setup, running, tearing down.
+        phases = format!(
+            " validate_ns={:.0} run_ns={:.0} drop_ns={:.0}",
+            validated.as_nanos() as f64 / n as f64,
+            (ran - validated).as_nanos() as f64 / n as f64,
+            (total - ran).as_nanos() as f64 / n as f64
+        );
+        total
     };
     let grown = rss("VmHWM:").saturating_sub(before);
     println!(
-        "{shape} tasks={n} ns_per_task={:.0} bytes_per_task={}",
+        "{shape} tasks={n} ns_per_task={:.0} bytes_per_task={}{phases}",
         elapsed.as_nanos() as f64 / n as f64,
         grown / n as u64
     );

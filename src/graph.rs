@@ -154,6 +154,10 @@ impl Graph {
         let mut provides = Csr::with_capacity(new.len());
         let mut req: Vec<u32> = Vec::new();
         let mut prov: Vec<u32> = Vec::new();
+        // Per token: (last provider + 1, first dependent). When every provider comes before
+        // every dependent, definition order is a topological order and there is no cycle: the
+        // common case, checked without walking the graph.
+        let mut order: Vec<(u32, u32)> = Vec::new();
         for (i, t) in new.iter().enumerate() {
             let idx = (start + i) as u32;
             req.clear();
@@ -162,6 +166,8 @@ impl Graph {
                 if !req.contains(&id) {
                     req.push(id);
                     tokens[id as usize].dependents.push(idx);
+                    order.resize(tokens.len(), (0, u32::MAX));
+                    order[id as usize].1 = order[id as usize].1.min(idx);
                 }
             }
             prov.clear();
@@ -179,25 +185,34 @@ impl Graph {
                     }
                     prov.push(id);
                     tokens[id as usize].providers.push(idx);
+                    order.resize(tokens.len(), (0, u32::MAX));
+                    order[id as usize].0 = order[id as usize].0.max(idx + 1);
                 }
             }
             requires.push_row(&req);
             provides.push_row(&prov);
         }
 
-        for (i, req) in requires.iter().enumerate() {
-            for &id in req {
-                if tokens[id as usize].providers.is_empty() {
-                    errors.push(GraphError::MissingProvider {
-                        task: new[i].name.clone(),
-                        token: tokens[id as usize].name.to_string(),
-                    });
-                }
-            }
-        }
+        // Only new tokens can lack a provider; one pass over them, reported in task order.
+        let mut missing: Vec<(u32, u32)> = tokens[old_tokens..]
+            .iter()
+            .enumerate()
+            .filter(|(_, tok)| tok.providers.is_empty())
+            .flat_map(|(i, tok)| tok.dependents.iter().map(move |&d| (d, (old_tokens + i) as u32)))
+            .collect();
+        missing.sort_unstable();
+        errors.extend(missing.into_iter().map(|(d, tok)| GraphError::MissingProvider {
+            task: all[d as usize].name.clone(),
+            token: tokens[tok as usize].name.to_string(),
+        }));
 
         // Only the new tasks can close a cycle: old tasks never depend on new ones.
-        find_cycles(all, start, &requires, &provides, &tokens, &mut errors);
+        let ordered = order.iter().all(|&(after_last_provider, first_dependent)| {
+            after_last_provider <= first_dependent
+        });
+        if !ordered {
+            find_cycles(all, start, &requires, &provides, &tokens, &mut errors);
+        }
 
         if !errors.is_empty() {
             // Roll back: drop new tokens and the new tasks' entries in old tokens.
