@@ -198,18 +198,26 @@ impl Graph {
             .iter()
             .enumerate()
             .filter(|(_, tok)| tok.providers.is_empty())
-            .flat_map(|(i, tok)| tok.dependents.iter().map(move |&d| (d, (old_tokens + i) as u32)))
+            .flat_map(|(i, tok)| {
+                tok.dependents
+                    .iter()
+                    .map(move |&d| (d, (old_tokens + i) as u32))
+            })
             .collect();
         missing.sort_unstable();
-        errors.extend(missing.into_iter().map(|(d, tok)| GraphError::MissingProvider {
-            task: all[d as usize].name.clone(),
-            token: tokens[tok as usize].name.to_string(),
-        }));
+        errors.extend(
+            missing
+                .into_iter()
+                .map(|(d, tok)| GraphError::MissingProvider {
+                    task: all[d as usize].name.clone(),
+                    token: tokens[tok as usize].name.to_string(),
+                }),
+        );
 
         // Only the new tasks can close a cycle: old tasks never depend on new ones.
-        let ordered = order.iter().all(|&(after_last_provider, first_dependent)| {
-            after_last_provider <= first_dependent
-        });
+        let ordered = order
+            .iter()
+            .all(|&(after_last_provider, first_dependent)| after_last_provider <= first_dependent);
         if !ordered {
             find_cycles(all, start, &requires, &provides, &tokens, &mut errors);
         }

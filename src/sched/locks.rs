@@ -5,15 +5,14 @@
 //! wakes only that resource's waiters, and only as many as could possibly proceed, so the cost
 //! stays linear even when 10^6 tasks claim one lock.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::task::Meta;
 
-/// Priority key of a waiting task: lowest priority value first, then definition order.
-pub(crate) type Key = Reverse<(i32, u32)>;
+pub(crate) use super::queue::Key;
+use super::queue::TaskQueue;
 
 /// What one task holds while it runs (resource ids).
 #[derive(Debug, Default)]
@@ -28,14 +27,14 @@ struct Lock {
     /// Number of holders: one for a claim, any number for uses.
     holders: u32,
     exclusive: bool,
-    waiters: BinaryHeap<Key>,
+    waiters: TaskQueue,
 }
 
 #[derive(Debug, Default)]
 struct Slot {
     capacity: u32,
     used: u32,
-    waiters: BinaryHeap<Key>,
+    waiters: TaskQueue,
 }
 
 /// The resource that kept a task from starting.
@@ -199,7 +198,7 @@ impl Resources {
     fn wake_slot(&mut self, s: u32, woken: &mut Vec<Key>) {
         let slot = &self.slots[s as usize];
         let mut free = slot.capacity - slot.used;
-        while let Some(&key) = self.slots[s as usize].waiters.peek() {
+        while let Some(key) = self.slots[s as usize].waiters.peek() {
             let want = self.needs[key.0 .1 as usize]
                 .as_ref()
                 .and_then(|n| n.slots.iter().find(|(id, _)| *id == s))
@@ -216,6 +215,8 @@ impl Resources {
 
 #[cfg(test)]
 mod tests {
+    use std::cmp::Reverse;
+
     use super::*;
 
     fn meta(claims: &[&str], uses: &[&str], slots: &[(&str, u32)]) -> Meta {

@@ -4,6 +4,7 @@
 mod dispatcher;
 pub mod events;
 pub(crate) mod locks;
+pub(crate) mod queue;
 pub mod run_state;
 
 use std::collections::{BTreeMap, HashMap};

@@ -3,7 +3,7 @@
 //! start; every decision of SPEC section 1 is made here and tested here.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +11,8 @@ use crate::context::Shared;
 use crate::error::GraphErrors;
 use crate::graph::Graph;
 use crate::sched::events::{Attempt, Counts, Event, Finished};
-use crate::sched::locks::{Key, Resources};
+use crate::sched::locks::Resources;
+use crate::sched::queue::{Key, TaskQueue};
 use crate::task::{OnFailure, Outcome, Task};
 
 /// What an earlier run recorded for a task that `--resume` does not rerun.
@@ -80,7 +81,7 @@ pub(crate) struct RunState {
     resumed: HashMap<u32, Resumed>,
     /// Message of the worst failing result of running attempts (only those that report one).
     worst_messages: HashMap<u32, String>,
-    ready: BinaryHeap<Key>,
+    ready: TaskQueue,
     woken: Vec<Key>,
     running: usize,
     done: usize,
@@ -113,7 +114,7 @@ impl RunState {
             exports: Vec::with_capacity(tasks.len()),
             resumed: HashMap::new(),
             worst_messages: HashMap::new(),
-            ready: BinaryHeap::new(),
+            ready: TaskQueue::default(),
             woken: Vec::new(),
             running: 0,
             done: 0,
