@@ -170,8 +170,8 @@ fn child(shape: &str, n: usize) {
         phases = format!(
             " validate_ns={:.0} run_ns={:.0} drop_ns={:.0}",
             validated.as_nanos() as f64 / n as f64,
-            (ran - validated).as_nanos() as f64 / n as f64,
-            (total - ran).as_nanos() as f64 / n as f64
+            ran.saturating_sub(validated).as_nanos() as f64 / n as f64,
+            total.saturating_sub(ran).as_nanos() as f64 / n as f64
         );
         total
     };

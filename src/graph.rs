@@ -1,43 +1,44 @@
 //! The task graph: tokens with their providers and dependents, and validation.
 //!
 //! Validation runs before anything starts (in release builds too) and reports every problem at
-//! once: missing providers, cycles with their full path, a resource both claimed and used,
-//! slots over capacity, duplicate names. Cycles are found with Kahn's algorithm on the token tables and, when there are any,
-//! named with petgraph (Kosaraju SCCs) over the
-//! provider -> dependent edges.
+//! once: missing providers, cycles with their full path, a resource both claimed and used, slots
+//! over capacity, duplicate names. When definition order is already a topological order (every
+//! provider of a token defined before its dependents, the common case) there is no cycle to look
+//! for; otherwise Kahn's algorithm decides and petgraph (Kosaraju SCCs over the provider ->
+//! dependent edges) names every cycle.
+//!
+//! Edges are kept in flat rows ([`Csr`]): a handful of allocations for a run of 10^6 tasks
+//! instead of several per task, which is most of the cost of building and of dropping a graph.
 
 use std::collections::{BTreeMap, HashMap};
-
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use petgraph::graph::{DiGraph, NodeIndex};
+use rustc_hash::FxHashMap;
 
 use crate::error::{GraphError, GraphErrors};
 use crate::task::{Task, TaskName};
 
-/// A token: who provides it and who waits for it (task indices, in definition order).
-#[derive(Debug, Default, Clone)]
-pub struct Token {
-    pub name: Arc<str>,
-    pub providers: Vec<u32>,
-    pub dependents: Vec<u32>,
-}
-
-/// The validated structure of a run: tokens and, per task, the tokens it requires and provides.
+/// The validated structure of a run: tokens and, per task, the tokens it requires and provides;
+/// per token, the tasks that provide it and the tasks that require it (in definition order).
 #[derive(Debug, Default)]
 pub struct Graph {
-    pub tokens: Vec<Token>,
+    token_names: Vec<Arc<str>>,
     token_ids: FxHashMap<Arc<str>, u32>,
     names: FxHashMap<TaskName, u32>,
     /// Per task: ids of required tokens (deduplicated, in declaration order).
     pub requires: Csr,
     /// Per task: ids of provided tokens (deduplicated).
     pub provides: Csr,
+    /// Per token: its providers. Tokens only get providers in the batch that creates them.
+    providers: Csr,
+    /// Per token: its dependents from the batch that created it...
+    dependents: Csr,
+    /// ...and from later batches (tasks added during a run that require an older token).
+    late_dependents: FxHashMap<u32, Vec<u32>>,
 }
 
-/// A list of short `u32` lists in two flat vectors (compressed sparse rows): two allocations
-/// for a whole run instead of one per task.
+/// A list of short `u32` lists in two flat vectors (compressed sparse rows).
 #[derive(Debug, Default, Clone)]
 pub struct Csr {
     ends: Vec<u32>,
@@ -52,6 +53,27 @@ impl Csr {
         }
     }
 
+    /// Rows `0..rows` from `(row, item)` pairs; items keep their order within a row.
+    fn from_pairs(rows: usize, pairs: &[(u32, u32)]) -> Self {
+        let mut ends = vec![0u32; rows];
+        for &(r, _) in pairs {
+            ends[r as usize] += 1;
+        }
+        let mut next = Vec::with_capacity(rows);
+        let mut total = 0;
+        for e in &mut ends {
+            next.push(total);
+            total += *e;
+            *e = total;
+        }
+        let mut items = vec![0u32; total as usize];
+        for &(r, item) in pairs {
+            items[next[r as usize] as usize] = item;
+            next[r as usize] += 1;
+        }
+        Self { ends, items }
+    }
+
     /// Appends a row.
     fn push_row(&mut self, row: &[u32]) {
         self.items.extend_from_slice(row);
@@ -59,9 +81,9 @@ impl Csr {
     }
 
     fn append(&mut self, other: &Csr) {
-        for row in other.iter() {
-            self.push_row(row);
-        }
+        let base = self.items.len() as u32;
+        self.items.extend_from_slice(&other.items);
+        self.ends.extend(other.ends.iter().map(|e| e + base));
     }
 
     pub fn len(&self) -> usize {
@@ -127,81 +149,71 @@ impl Graph {
             }
         }
 
-        // Token ids for the new tasks, on a scratch copy of the token table so that a rejected
-        // batch leaves `self` untouched.
-        let old_tokens = self.tokens.len();
-        let mut tokens = std::mem::take(&mut self.tokens);
-        let mut token_ids = std::mem::take(&mut self.token_ids);
-        // Most tokens are named by their provider: reserve once instead of doubling (the slack
-        // of a doubled table of 10^6 tokens is tens of megabytes).
+        // Tokens are interned into the graph's tables right away; a rejected batch removes the
+        // ones it added.
+        let old_tokens = self.token_names.len();
+        // Most tokens are named by their provider: reserve once instead of doubling.
         let provided: usize = new.iter().map(|t| t.meta.provides.len()).sum();
-        tokens.reserve(provided);
-        token_ids.reserve(provided);
-        let mut intern = |name: &str, tokens: &mut Vec<Token>| -> u32 {
-            if let Some(&id) = token_ids.get(name) {
-                return id;
-            }
-            let id = tokens.len() as u32;
-            let name: Arc<str> = Arc::from(name);
-            tokens.push(Token {
-                name: name.clone(),
-                ..Token::default()
-            });
-            token_ids.insert(name, id);
-            id
-        };
+        self.token_names.reserve(provided);
+        self.token_ids.reserve(provided);
         let mut requires = Csr::with_capacity(new.len());
         let mut provides = Csr::with_capacity(new.len());
-        let mut req: Vec<u32> = Vec::new();
-        let mut prov: Vec<u32> = Vec::new();
+        let mut provider_pairs: Vec<(u32, u32)> = Vec::with_capacity(provided);
+        let mut dependent_pairs: Vec<(u32, u32)> = Vec::with_capacity(provided);
+        let mut row: Vec<u32> = Vec::new();
         // Per token: (last provider + 1, first dependent). When every provider comes before
-        // every dependent, definition order is a topological order and there is no cycle: the
-        // common case, checked without walking the graph.
+        // every dependent, definition order is a topological order and there is no cycle.
         let mut order: Vec<(u32, u32)> = Vec::new();
         for (i, t) in new.iter().enumerate() {
             let idx = (start + i) as u32;
-            req.clear();
+            row.clear();
             for tok in &t.meta.requires {
-                let id = intern(tok, &mut tokens);
-                if !req.contains(&id) {
-                    req.push(id);
-                    tokens[id as usize].dependents.push(idx);
-                    order.resize(tokens.len(), (0, u32::MAX));
+                let id = self.intern(tok);
+                if !row.contains(&id) {
+                    row.push(id);
+                    dependent_pairs.push((id, idx));
+                    order.resize(self.token_names.len(), (0, u32::MAX));
                     order[id as usize].1 = order[id as usize].1.min(idx);
                 }
             }
-            prov.clear();
+            requires.push_row(&row);
+            row.clear();
             for tok in &t.meta.provides {
-                let id = intern(tok, &mut tokens);
-                if !prov.contains(&id) {
-                    let existing = &tokens[id as usize];
-                    let old_use = existing.providers.iter().any(|&p| (p as usize) < start)
-                        || existing.dependents.iter().any(|&d| (d as usize) < start);
-                    if old_use {
+                let id = self.intern(tok);
+                if !row.contains(&id) {
+                    if (id as usize) < old_tokens {
                         errors.push(GraphError::LateProvider {
                             task: t.name.clone(),
                             token: tok.clone(),
                         });
                     }
-                    prov.push(id);
-                    tokens[id as usize].providers.push(idx);
-                    order.resize(tokens.len(), (0, u32::MAX));
+                    row.push(id);
+                    provider_pairs.push((id, idx));
+                    order.resize(self.token_names.len(), (0, u32::MAX));
                     order[id as usize].0 = order[id as usize].0.max(idx + 1);
                 }
             }
-            requires.push_row(&req);
-            provides.push_row(&prov);
+            provides.push_row(&row);
         }
 
-        // Only new tokens can lack a provider; one pass over them, reported in task order.
-        let mut missing: Vec<(u32, u32)> = tokens[old_tokens..]
-            .iter()
-            .enumerate()
-            .filter(|(_, tok)| tok.providers.is_empty())
-            .flat_map(|(i, tok)| {
-                tok.dependents
+        // Rows of the new tokens (ids from `old_tokens`); dependents of older tokens apart.
+        let fresh = self.token_names.len() - old_tokens;
+        let rel = |pairs: &[(u32, u32)]| -> Vec<(u32, u32)> {
+            pairs
+                .iter()
+                .filter_map(|&(t, i)| (t as usize).checked_sub(old_tokens).map(|t| (t as u32, i)))
+                .collect()
+        };
+        let new_providers = Csr::from_pairs(fresh, &rel(&provider_pairs));
+        let new_dependents = Csr::from_pairs(fresh, &rel(&dependent_pairs));
+
+        // Only new tokens can lack a provider; reported in task order.
+        let mut missing: Vec<(u32, u32)> = (0..fresh)
+            .filter(|&r| new_providers[r].is_empty())
+            .flat_map(|r| {
+                new_dependents[r]
                     .iter()
-                    .map(move |&d| (d, (old_tokens + i) as u32))
+                    .map(move |&d| (d, (old_tokens + r) as u32))
             })
             .collect();
         missing.sort_unstable();
@@ -210,46 +222,62 @@ impl Graph {
                 .into_iter()
                 .map(|(d, tok)| GraphError::MissingProvider {
                     task: all[d as usize].name.clone(),
-                    token: tokens[tok as usize].name.to_string(),
+                    token: self.token_names[tok as usize].to_string(),
                 }),
         );
 
         // Only the new tasks can close a cycle: old tasks never depend on new ones.
         let ordered = order
             .iter()
-            .all(|&(after_last_provider, first_dependent)| after_last_provider <= first_dependent);
+            .all(|&(after_last, first_dependent)| after_last <= first_dependent);
         if !ordered {
-            find_cycles(all, start, &requires, &provides, &tokens, &mut errors);
+            let edges = NewEdges {
+                start,
+                old_tokens,
+                providers: &new_providers,
+                dependents: &new_dependents,
+            };
+            find_cycles(all, &requires, &provides, &edges, &mut errors);
         }
 
         if !errors.is_empty() {
-            // Roll back: drop new tokens and the new tasks' entries in old tokens.
-            tokens.truncate(old_tokens);
-            for tok in &mut tokens {
-                tok.providers.retain(|&p| (p as usize) < start);
-                tok.dependents.retain(|&d| (d as usize) < start);
-            }
-            token_ids.retain(|_, id| (*id as usize) < old_tokens);
-            self.tokens = tokens;
-            self.token_ids = token_ids;
+            self.token_names.truncate(old_tokens);
+            self.token_ids.retain(|_, id| (*id as usize) < old_tokens);
             return Err(GraphErrors(errors));
         }
 
-        let mut warnings = Vec::new();
-        for tok in &tokens[old_tokens..] {
-            if tok.dependents.is_empty() {
-                warnings.push(format!(
+        let warnings = (0..fresh)
+            .filter(|&r| new_dependents[r].is_empty())
+            .map(|r| {
+                format!(
                     "token `{}` is provided by `{}` but required by no task",
-                    tok.name, all[tok.providers[0] as usize].name
-                ));
+                    self.token_names[old_tokens + r],
+                    all[new_providers[r][0] as usize].name
+                )
+            })
+            .collect();
+        for &(tok, idx) in &dependent_pairs {
+            if (tok as usize) < old_tokens {
+                self.late_dependents.entry(tok).or_default().push(idx);
             }
         }
-        self.tokens = tokens;
-        self.token_ids = token_ids;
+        self.providers.append(&new_providers);
+        self.dependents.append(&new_dependents);
         self.names.extend(names);
         self.requires.append(&requires);
         self.provides.append(&provides);
         Ok(warnings)
+    }
+
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.token_ids.get(name) {
+            return id;
+        }
+        let id = self.token_names.len() as u32;
+        let name: Arc<str> = Arc::from(name);
+        self.token_names.push(name.clone());
+        self.token_ids.insert(name, id);
+        id
     }
 
     /// The index of a task by name.
@@ -262,11 +290,34 @@ impl Graph {
         self.token_ids.get(name).copied()
     }
 
+    /// How many tokens the graph knows.
+    pub fn token_count(&self) -> usize {
+        self.token_names.len()
+    }
+
+    pub fn token_name(&self, token: u32) -> &str {
+        &self.token_names[token as usize]
+    }
+
+    /// The tasks that provide `token`, in definition order.
+    pub fn providers(&self, token: u32) -> &[u32] {
+        &self.providers[token as usize]
+    }
+
+    /// The tasks that require `token`, in definition order.
+    pub fn dependents(&self, token: u32) -> impl Iterator<Item = u32> + '_ {
+        let late = self
+            .late_dependents
+            .get(&token)
+            .map_or(&[][..], Vec::as_slice);
+        self.dependents[token as usize].iter().chain(late).copied()
+    }
+
     /// The tasks providing the tokens that task `idx` requires, deduplicated, in definition order.
     pub fn providers_of(&self, idx: u32) -> Vec<u32> {
         let mut out: Vec<u32> = self.requires[idx as usize]
             .iter()
-            .flat_map(|&t| self.tokens[t as usize].providers.iter().copied())
+            .flat_map(|&t| self.providers(t).iter().copied())
             .collect();
         out.sort_unstable();
         out.dedup();
@@ -279,6 +330,34 @@ impl Graph {
 
     pub fn is_empty(&self) -> bool {
         self.requires.is_empty()
+    }
+}
+
+/// The edges among the tasks of a batch being validated (`start..`), through the tokens the
+/// batch created (`old_tokens..`): the only edges that can close a cycle.
+struct NewEdges<'a> {
+    start: usize,
+    old_tokens: usize,
+    providers: &'a Csr,
+    dependents: &'a Csr,
+}
+
+impl NewEdges<'_> {
+    /// Batch-relative providers of `token` (none for older tokens).
+    fn providers(&self, token: u32) -> &[u32] {
+        (token as usize)
+            .checked_sub(self.old_tokens)
+            .map_or(&[][..], |r| &self.providers[r])
+    }
+
+    fn dependents(&self, token: u32) -> &[u32] {
+        (token as usize)
+            .checked_sub(self.old_tokens)
+            .map_or(&[][..], |r| &self.dependents[r])
+    }
+
+    fn rel(&self, task: u32) -> usize {
+        task as usize - self.start
     }
 }
 
@@ -310,34 +389,22 @@ fn check_tasks(tasks: &[Task], capacity: &BTreeMap<String, u32>, errors: &mut Ve
 /// Kahn's algorithm over the token tables: true when `all[start..]` has no cycle. This is the
 /// common case and costs a counter per task, where building a petgraph graph of every edge
 /// costs far more; petgraph only comes in to name the cycles when there are some.
-fn acyclic(start: usize, requires: &Csr, provides: &Csr, tokens: &[Token]) -> bool {
+fn acyclic(requires: &Csr, provides: &Csr, edges: &NewEdges<'_>) -> bool {
     let n = requires.len();
-    let new = |i: u32| (i as usize).checked_sub(start);
     let mut indegree: Vec<u32> = requires
         .iter()
-        .map(|req| {
-            req.iter()
-                .map(|&t| {
-                    tokens[t as usize]
-                        .providers
-                        .iter()
-                        .filter(|&&p| new(p).is_some())
-                        .count() as u32
-                })
-                .sum()
-        })
+        .map(|req| req.iter().map(|&t| edges.providers(t).len() as u32).sum())
         .collect();
     let mut ready: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
     let mut seen = 0;
     while let Some(i) = ready.pop() {
         seen += 1;
         for &t in &provides[i] {
-            for &d in &tokens[t as usize].dependents {
-                if let Some(d) = new(d) {
-                    indegree[d] -= 1;
-                    if indegree[d] == 0 {
-                        ready.push(d);
-                    }
+            for &d in edges.dependents(t) {
+                let d = edges.rel(d);
+                indegree[d] -= 1;
+                if indegree[d] == 0 {
+                    ready.push(d);
                 }
             }
         }
@@ -348,15 +415,15 @@ fn acyclic(start: usize, requires: &Csr, provides: &Csr, tokens: &[Token]) -> bo
 /// Reports every cycle among `all[start..]`, each with its full path.
 fn find_cycles(
     all: &[Task],
-    start: usize,
     requires: &Csr,
     provides: &Csr,
-    tokens: &[Token],
+    edges: &NewEdges<'_>,
     errors: &mut Vec<GraphError>,
 ) {
-    if acyclic(start, requires, provides, tokens) {
+    if acyclic(requires, provides, edges) {
         return;
     }
+    let start = edges.start;
     let n = requires.len();
     let mut g: DiGraph<(), ()> = DiGraph::with_capacity(n, n);
     for _ in 0..n {
@@ -365,11 +432,9 @@ fn find_cycles(
     let mut has_edges = false;
     for (i, req) in requires.iter().enumerate() {
         for &tok in req {
-            for &p in &tokens[tok as usize].providers {
-                if let Some(p) = (p as usize).checked_sub(start) {
-                    g.add_edge(NodeIndex::new(p), NodeIndex::new(i), ());
-                    has_edges = true;
-                }
+            for &p in edges.providers(tok) {
+                g.add_edge(NodeIndex::new(edges.rel(p)), NodeIndex::new(i), ());
+                has_edges = true;
             }
         }
     }
@@ -520,7 +585,8 @@ mod tests {
         all.push(t("c").provides(["x"]));
         let e = g.extend(&all, 2, &BTreeMap::new()).unwrap_err();
         assert!(matches!(e.0[0], GraphError::LateProvider { .. }));
-        assert_eq!(g.tokens[0].providers, [0]);
+        assert_eq!(g.providers(0), [0]);
+        assert_eq!(g.token_count(), 1);
         all.pop();
         all.push(t("d").requires(["x"]).provides(["y"]));
         all.push(t("e").requires(["y"]));

@@ -22,9 +22,8 @@ pub(super) fn graph(dir: &Path) -> Result<i32, CliError> {
         .collect();
     for (i, req) in g.requires.iter().enumerate() {
         for &tok in req {
-            let token = &g.tokens[tok as usize];
-            for &p in &token.providers {
-                dag.add_edge(nodes[p as usize], nodes[i], &*token.name);
+            for &p in g.providers(tok) {
+                dag.add_edge(nodes[p as usize], nodes[i], g.token_name(tok));
             }
         }
     }

@@ -154,7 +154,7 @@ impl RunState {
     /// Sets up the state of tasks `start..` and queues those already runnable.
     fn admit(&mut self, start: usize) {
         self.tokens
-            .resize_with(self.graph.tokens.len(), TokenState::default);
+            .resize_with(self.graph.token_count(), TokenState::default);
         for idx in start..self.tasks.len() {
             self.resources.register(&self.tasks[idx].meta);
             for &tok in &self.graph.provides[idx] {
@@ -259,8 +259,8 @@ impl RunState {
     fn shared_for(&mut self, idx: u32) -> Arc<Shared> {
         // Fast path, no allocation: most providers export nothing.
         let any = self.graph.requires[idx as usize].iter().any(|&t| {
-            self.graph.tokens[t as usize]
-                .providers
+            self.graph
+                .providers(t)
                 .iter()
                 .any(|&p| self.exports[p as usize].is_some())
         });
@@ -450,7 +450,7 @@ impl RunState {
                 if t.pending > 0 || t.broken.is_some() {
                     continue;
                 }
-                for &d in &self.graph.tokens[tok].dependents {
+                for d in self.graph.dependents(tok as u32) {
                     let st = &mut self.states[d as usize];
                     if st.phase == Phase::Waiting {
                         st.unsatisfied -= 1;
@@ -469,10 +469,11 @@ impl RunState {
                 };
                 let cause = format!(
                     "required token `{}` is not available: `{}` {how}",
-                    self.graph.tokens[tok].name, self.tasks[idx as usize].name
+                    self.graph.token_name(tok as u32),
+                    self.tasks[idx as usize].name
                 );
                 t.broken = Some(cause.clone().into_boxed_str());
-                for &d in &self.graph.tokens[tok].dependents {
+                for d in self.graph.dependents(tok as u32) {
                     if self.states[d as usize].phase == Phase::Waiting {
                         to_skip.push((d, cause.clone()));
                     }
