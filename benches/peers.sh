@@ -251,7 +251,8 @@ REF="${MED[pexen-json]}"
 echo "# machine: $(nproc 2>/dev/null || echo '?') cpus, load after: $(load_avg); median of $ROUNDS interleaved rounds"
 for tool in "${TOOLS[@]}"; do
     per_task="$(awk -v u="${MED[$tool]}" -v n="$N" 'BEGIN { printf "%.1f", u / n }')"
-    echo "$tool n=$N median_s=$(secs "${MED[$tool]}") ratio_vs_pexen=$(ratio "${MED[$tool]}" "$REF") us_per_task=$per_task"
+    read -r lo hi < <(tr ' ' '\n' <<<"${TIMES[$tool]}" | grep . | sort -n | sed -n '1p;$p' | paste -sd' ')
+    echo "$tool n=$N median_s=$(secs "${MED[$tool]}") ratio_vs_pexen=$(ratio "${MED[$tool]}" "$REF") us_per_task=$per_task min_s=$(secs "$lo") max_s=$(secs "${hi:-$lo}")"
 done
 if [ "$HAVE_NINJA" = 0 ]; then
     echo "ninja n=$N skipped (not installed: apt-get install ninja-build)"
