@@ -51,10 +51,6 @@ for v in N ROUNDS JOBS; do
         exit 2
     fi
 done
-if [ -z "${EPOCHREALTIME:-}" ]; then
-    echo "peers.sh: needs bash 5 (EPOCHREALTIME)" >&2
-    exit 2
-fi
 for tool in make xargs cargo; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "peers.sh: $tool not found" >&2
@@ -154,25 +150,15 @@ fi
 rm -rf "$WORK/state-check"
 
 # ---- the runners: each runs the workload once, quietly, and fails loudly ----------------------
-STATE_SEQ=0
-fresh_state() {
-    STATE_SEQ=$((STATE_SEQ + 1))
-    echo "$WORK/state/$STATE_SEQ"
-}
+# $1: a state directory of its own (pexen journals there; the others ignore it).
 run_pexen_json() {
-    local st
-    st="$(fresh_state)"
-    "$PEXEN" run "$WORK/tree" -j "$JOBS" --state "$st" --message-format json >/dev/null
+    "$PEXEN" run "$WORK/tree" -j "$JOBS" --state "$1" --message-format json >/dev/null
 }
 run_pexen_human() {
-    local st
-    st="$(fresh_state)"
-    "$PEXEN" run "$WORK/tree" -j "$JOBS" --state "$st" >"$WORK/human.out" 2>&1
+    "$PEXEN" run "$WORK/tree" -j "$JOBS" --state "$1" >"$WORK/human.out" 2>&1
 }
 run_pexen_files() {
-    local st
-    st="$(fresh_state)"
-    "$PEXEN" run "$WORK/files" -j "$JOBS" --state "$st" --message-format json >/dev/null
+    "$PEXEN" run "$WORK/files" -j "$JOBS" --state "$1" --message-format json >/dev/null
 }
 run_make() { make -r -s -j "$JOBS" -C "$WORK/make" -f Makefile >/dev/null; }
 run_ninja() {
@@ -201,35 +187,38 @@ runner_of() {
     esac
 }
 
-# Seconds with microseconds, from bash's own clock: no `date` process inside the timed span.
-now_us() {
-    local t="${EPOCHREALTIME/[.,]/}"
-    echo "$t"
+# bash's `time` keyword: wall, user and system seconds, children included, and no extra process
+# inside the timed span. The runner's own stderr goes to a file, shown if it fails.
+TIMEFORMAT='%3R %3U %3S'
+timed() { # runner state-dir -> "real user sys" on stdout
+    { time "$1" "$2" 2>"$WORK/stderr"; } 2>&1
 }
 
 load_avg() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime; }
+ms() { awk -v s="$1" 'BEGIN { printf "%d", s * 1000 + 0.5 }'; }
 
-declare -A TIMES
+declare -A WALL CPU
 echo "peers: n=$N jobs=$JOBS rounds=$ROUNDS cpus=$(nproc 2>/dev/null || echo '?') load_before=\"$(load_avg)\"" >&2
+LOAD_BEFORE="$(load_avg)"
 for ((r = 1; r <= ROUNDS; r++)); do
     # Rotate the order each round so that no tool always runs right after the same one.
     count=${#TOOLS[@]}
     for ((k = 0; k < count; k++)); do
         tool="${TOOLS[$(((k + r - 1) % count))]}"
-        fn="$(runner_of "$tool")"
-        t0="$(now_us)"
-        if ! "$fn"; then
-            echo "peers.sh: $tool failed in round $r" >&2
+        if ! out="$(timed "$(runner_of "$tool")" "$WORK/state/$tool-$r")"; then
+            echo "peers.sh: $tool failed in round $r:" >&2
+            cat "$WORK/stderr" >&2
             exit 2
         fi
-        t1="$(now_us)"
-        TIMES[$tool]+="$((t1 - t0)) "
+        read -r real user sys <<<"$out"
+        WALL[$tool]+="$(ms "$real") "
+        CPU[$tool]+="$(ms "$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')") "
     done
     rm -rf "$WORK/state"
     echo "round $r/$ROUNDS done (load $(load_avg))" >&2
 done
 
-median_us() { # space-separated microseconds
+median() { # space-separated integers
     local sorted
     mapfile -t sorted < <(tr ' ' '\n' <<<"$1" | grep . | sort -n)
     local c=${#sorted[@]}
@@ -239,29 +228,37 @@ median_us() { # space-separated microseconds
         echo $(((sorted[c / 2 - 1] + sorted[c / 2]) / 2))
     fi
 }
-secs() { awk -v u="$1" 'BEGIN { printf "%.3f", u / 1e6 }'; }
+minimum() { tr ' ' '\n' <<<"$1" | grep . | sort -n | head -n 1; }
+secs() { awk -v m="$1" 'BEGIN { printf "%.3f", m / 1e3 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 
-declare -A MED
+declare -A MED MIN CPUMED
 for tool in "${TOOLS[@]}"; do
-    MED[$tool]="$(median_us "${TIMES[$tool]}")"
+    MED[$tool]="$(median "${WALL[$tool]}")"
+    MIN[$tool]="$(minimum "${WALL[$tool]}")"
+    CPUMED[$tool]="$(median "${CPU[$tool]}")"
 done
 REF="${MED[pexen-json]}"
 
-echo "# machine: $(nproc 2>/dev/null || echo '?') cpus, load after: $(load_avg); median of $ROUNDS interleaved rounds"
+echo "# machine: $(nproc 2>/dev/null || echo '?') cpus, load before: $LOAD_BEFORE, after: $(load_avg); $ROUNDS interleaved rounds"
+echo "# median_s: median wall time; min_s: best round; cpu_s: median user+sys, children included"
 for tool in "${TOOLS[@]}"; do
-    per_task="$(awk -v u="${MED[$tool]}" -v n="$N" 'BEGIN { printf "%.1f", u / n }')"
-    read -r lo hi < <(tr ' ' '\n' <<<"${TIMES[$tool]}" | grep . | sort -n | sed -n '1p;$p' | paste -sd' ')
-    echo "$tool n=$N median_s=$(secs "${MED[$tool]}") ratio_vs_pexen=$(ratio "${MED[$tool]}" "$REF") us_per_task=$per_task min_s=$(secs "$lo") max_s=$(secs "${hi:-$lo}")"
+    per_task="$(awk -v m="${MED[$tool]}" -v n="$N" 'BEGIN { printf "%.1f", m * 1e3 / n }')"
+    echo "$tool n=$N median_s=$(secs "${MED[$tool]}") ratio_vs_pexen=$(ratio "${MED[$tool]}" "$REF")" \
+        "us_per_task=$per_task min_s=$(secs "${MIN[$tool]}") cpu_s=$(secs "${CPUMED[$tool]}")"
 done
 if [ "$HAVE_NINJA" = 0 ]; then
     echo "ninja n=$N skipped (not installed: apt-get install ninja-build)"
 fi
 FLOOR_RATIO="$(ratio "$REF" "${MED[spawn-floor]}")"
-echo "pexen-json vs spawn-floor: ratio=$FLOOR_RATIO (target <= 1.150)"
+echo "pexen-json vs spawn-floor: ratio=$FLOOR_RATIO (target <= 1.150)" \
+    "best_ratio=$(ratio "${MIN[pexen-json]}" "${MIN[spawn-floor]}")" \
+    "cpu_ratio=$(ratio "${CPUMED[pexen-json]}" "${CPUMED[spawn-floor]}")"
 for variant in pexen-human pexen-files; do
     [ -n "${MED[$variant]:-}" ] &&
-        echo "$variant vs spawn-floor: ratio=$(ratio "${MED[$variant]}" "${MED[spawn-floor]}")"
+        echo "$variant vs spawn-floor: ratio=$(ratio "${MED[$variant]}" "${MED[spawn-floor]}")" \
+            "best_ratio=$(ratio "${MIN[$variant]}" "${MIN[spawn-floor]}")" \
+            "cpu_ratio=$(ratio "${CPUMED[$variant]}" "${CPUMED[spawn-floor]}")"
 done
 
 # ---- verdict ----------------------------------------------------------------------------------
