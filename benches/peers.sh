@@ -77,11 +77,16 @@ if [ "$BUILD" = 1 ]; then
     cargo build --release --quiet --bin pexen
 fi
 # The bench target's executable path carries a hash: ask cargo for it.
-FLOOR="$(cargo bench --bench spawn_floor --no-run --message-format json 2>/dev/null |
-    grep -o '"executable":"[^"]*spawn_floor[^"]*"' | tail -n 1 | sed 's/^"executable":"//; s/"$//')"
+FLOOR="$(cargo bench --bench spawn_floor --no-run --message-format json 2>"$WORK/cargo.err" |
+    grep -o '"executable":"[^"]*spawn_floor[^"]*"' | tail -n 1 | sed 's/^"executable":"//; s/"$//')" ||
+    FLOOR=""
 PEXEN="$REPO/target/release/pexen"
 [ -x "$PEXEN" ] || { echo "peers.sh: $PEXEN missing (run without --no-build)" >&2; exit 2; }
-[ -n "$FLOOR" ] && [ -x "$FLOOR" ] || { echo "peers.sh: could not build benches/spawn_floor.rs" >&2; exit 2; }
+if [ -z "$FLOOR" ] || [ ! -x "$FLOOR" ]; then
+    echo "peers.sh: could not build benches/spawn_floor.rs:" >&2
+    cat "$WORK/cargo.err" >&2
+    exit 2
+fi
 
 HAVE_NINJA=1
 if ! command -v ninja >/dev/null 2>&1; then
