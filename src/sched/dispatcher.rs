@@ -34,9 +34,6 @@ struct Core {
     finished: bool,
     /// The consumer sleeps on the condition variable: wake it when events are queued.
     consumer_waiting: bool,
-    /// Moving average of attempt durations (ns): with short tasks, events are handed to the
-    /// consumer in batches instead of waking it for each one.
-    avg_attempt_ns: u64,
     started: Instant,
     /// Sees every event before the run goes on (the journal): see `SchedulerBuilder::observer`.
     observer: Option<super::Observer>,
@@ -44,11 +41,10 @@ struct Core {
     observed: usize,
 }
 
-/// Attempts shorter than this on average are "short": their events are batched.
-const SHORT_ATTEMPT_NS: u64 = 20_000;
-/// Queue length at which a batch is handed over even for short tasks.
+/// Queue length at which the consumer is woken at once.
 const BATCH: usize = 512;
-/// How long the consumer sleeps at most before it looks for batched events itself.
+/// How long the consumer sleeps at most before it looks for queued events itself: the latency
+/// of the display and of JSON lines, at most.
 const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 struct Shared {
@@ -64,14 +60,14 @@ impl Shared {
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Wakes the consumer if it waits and something is queued. With short tasks the wake-up
-    /// (a system call and a context switch, more than a no-op task costs) waits for a full
-    /// batch, or for the worker to go idle; the consumer also looks every `POLL` by itself.
+    /// Wakes the consumer if it waits and a wake-up is worth it: a full batch, a worker going
+    /// idle (nothing else will happen soon), or the end of the run. Otherwise the consumer finds
+    /// the events itself within `POLL`: a wake-up per event (a system call and a context switch
+    /// on a core the workers need) costs more than a short task.
     fn notify(&self, core: &mut Core, idle: bool) {
         core.observe();
         let queued = core.state.events.len();
-        let urgent =
-            idle || core.finished || core.avg_attempt_ns >= SHORT_ATTEMPT_NS || queued >= BATCH;
+        let urgent = idle || core.finished || queued >= BATCH;
         if core.consumer_waiting && urgent && (queued > 0 || core.finished) {
             core.consumer_waiting = false;
             self.events_ready.notify_one();
@@ -170,9 +166,7 @@ fn work(shared: &Shared, jobs: &Receiver<Job>) {
             attempt: job.attempt,
         };
         let report = shared.exec.run(&job, &sink);
-        let took = report.duration.as_nanos().min(u128::from(u64::MAX)) as u64;
         let mut core = shared.lock();
-        core.avg_attempt_ns = core.avg_attempt_ns - core.avg_attempt_ns / 8 + took / 8;
         core.state.on_done(job.idx, job.attempt, report);
         // Before anything else starts: what the observer (the journal) records of this task
         // must be written while the task still holds its slot.
@@ -276,7 +270,6 @@ impl Run {
                 idle: config.jobs,
                 finished: false,
                 consumer_waiting: false,
-                avg_attempt_ns: SHORT_ATTEMPT_NS,
                 started,
                 observer: config.observer,
                 observed: 0,
