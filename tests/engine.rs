@@ -37,7 +37,7 @@ fn finished<'a>(events: &'a [Event], name: &str) -> &'a pexen::Finished {
     let all: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
-            Event::TaskFinished(f) if f.task.as_str() == name => Some(&**f),
+            Event::TaskFinished(f) if f.task.as_str() == name => Some(f),
             _ => None,
         })
         .collect();

@@ -29,7 +29,17 @@ pub(crate) struct Job {
     pub timeout: Option<Duration>,
     /// The task's own choice; `None` takes the run's default.
     pub pool: Option<PoolKind>,
-    pub shared: Arc<Shared>,
+    /// The merged exports of its providers (`None`: nothing).
+    pub shared: Option<Arc<Shared>>,
+}
+
+/// Shared state of a task whose providers exported nothing.
+static NO_SHARED: Shared = Shared::new();
+
+impl Job {
+    pub(crate) fn shared(&self) -> &Shared {
+        self.shared.as_deref().unwrap_or(&NO_SHARED)
+    }
 }
 
 /// Runs attempts of any kind; one per run, shared by the worker threads.
@@ -71,7 +81,7 @@ impl Executor {
                     task: &job.name,
                     attempt: job.attempt,
                     spec,
-                    shared: &job.shared,
+                    shared: job.shared(),
                     timeout: job.timeout,
                     sink,
                 }),
@@ -93,7 +103,7 @@ impl Executor {
         let ctx = Context::new(
             &job.name,
             job.attempt,
-            &job.shared,
+            job.shared(),
             sink,
             &self.cancelled,
             deadline,

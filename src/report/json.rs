@@ -133,10 +133,8 @@ pub fn event_json(e: &Event) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
-    use crate::context::Shared;
     use crate::sched::events::Finished;
 
     fn json(e: &Event) -> String {
@@ -175,11 +173,11 @@ mod tests {
             resumed: false,
             cause: None,
             message: None,
-            exports: Arc::new(Shared::new()),
+            exports: None,
             output: None,
         };
         assert_eq!(
-            json(&Event::TaskFinished(Box::new(finished))),
+            json(&Event::TaskFinished(finished)),
             r#"{"type":"task-finished","task":"net/tcp/connect","outcome":"warn","attempt":1,"exit_code":0,"duration_s":0.21,"resumed":false,"cause":null}"#
         );
         let counts = Counts {

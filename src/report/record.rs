@@ -184,7 +184,7 @@ impl Collector {
                     cause: f.cause.clone(),
                     message: f.message.clone(),
                     results: p.results,
-                    exports: (*f.exports).clone(),
+                    exports: f.exports.as_deref().cloned().unwrap_or_default(),
                     output: f.output.as_deref().cloned(),
                     failed_attempts: p.failed_attempts,
                     fingerprint: self.fingerprints.get(&f.task).copied(),
@@ -233,7 +233,7 @@ mod tests {
     use crate::sched::events::Finished;
 
     fn finished(task: &str, outcome: Outcome, attempt: u32) -> Event {
-        Event::TaskFinished(Box::new(Finished {
+        Event::TaskFinished(Finished {
             task: task.into(),
             outcome,
             attempt,
@@ -242,12 +242,15 @@ mod tests {
             resumed: false,
             cause: None,
             message: None,
-            exports: Arc::new(Shared::from([("k".to_owned(), serde_json::json!(1))])),
+            exports: Some(Arc::new(Shared::from([(
+                "k".to_owned(),
+                serde_json::json!(1),
+            )]))),
             output: Some(Arc::new(Output {
                 stdout: "out".into(),
                 stderr: String::new(),
             })),
-        }))
+        })
     }
 
     #[test]

@@ -112,8 +112,8 @@ pub struct Finished {
     pub cause: Option<String>,
     /// Why the last attempt ended so (`exit code 3`, `killed by SIGSEGV`, a closure's error).
     pub message: Option<String>,
-    /// What the task exported (empty unless it succeeded).
-    pub exports: Arc<Shared>,
+    /// What the task exported (`None` when nothing, or when it did not succeed).
+    pub exports: Option<Arc<Shared>>,
     pub output: Option<Arc<Output>>,
 }
 
@@ -150,7 +150,7 @@ pub enum Event {
         output: Option<Arc<Output>>,
         duration: Duration,
     },
-    TaskFinished(Box<Finished>),
+    TaskFinished(Finished),
     RunFinished {
         outcome: Outcome,
         counts: Counts,

@@ -60,7 +60,7 @@ struct TokenState {
 pub(crate) struct Start {
     pub idx: u32,
     pub attempt: u32,
-    pub shared: Arc<Shared>,
+    pub shared: Option<Arc<Shared>>,
 }
 
 /// Why the run stops starting tasks.
@@ -80,7 +80,7 @@ pub(crate) struct RunState {
     exports: Vec<Option<Arc<Shared>>>,
     resumed: HashMap<u32, Resumed>,
     /// Message of the worst failing result of running attempts (only those that report one).
-    worst_messages: HashMap<u32, String>,
+    worst_messages: rustc_hash::FxHashMap<u32, String>,
     ready: TaskQueue,
     woken: Vec<Key>,
     running: usize,
@@ -89,7 +89,6 @@ pub(crate) struct RunState {
     worst: Option<Outcome>,
     fail_fast: bool,
     stop: Option<Stop>,
-    empty: Arc<Shared>,
     pub(crate) events: VecDeque<Event>,
 }
 
@@ -113,7 +112,7 @@ impl RunState {
             tokens: Vec::new(),
             exports: Vec::with_capacity(tasks.len()),
             resumed: HashMap::new(),
-            worst_messages: HashMap::new(),
+            worst_messages: rustc_hash::FxHashMap::default(),
             ready: TaskQueue::default(),
             woken: Vec::new(),
             running: 0,
@@ -122,7 +121,6 @@ impl RunState {
             worst: None,
             fail_fast,
             stop: None,
-            empty: Arc::new(Shared::new()),
             events: VecDeque::new(),
         };
         state.tasks = tasks;
@@ -256,7 +254,7 @@ impl RunState {
     }
 
     /// Merges the exports of the providers of `idx`'s requires: definition order, later wins.
-    fn shared_for(&mut self, idx: u32) -> Arc<Shared> {
+    fn shared_for(&mut self, idx: u32) -> Option<Arc<Shared>> {
         // Fast path, no allocation: most providers export nothing.
         let any = self.graph.requires[idx as usize].iter().any(|&t| {
             self.graph
@@ -265,7 +263,7 @@ impl RunState {
                 .any(|&p| self.exports[p as usize].is_some())
         });
         if !any {
-            return self.empty.clone();
+            return None;
         }
         let providers = self.graph.providers_of(idx);
         let with_exports: Vec<u32> = providers
@@ -273,8 +271,8 @@ impl RunState {
             .filter(|&p| self.exports[p as usize].is_some())
             .collect();
         match with_exports.as_slice() {
-            [] => self.empty.clone(),
-            [one] => self.exports[*one as usize].clone().unwrap_or_default(),
+            [] => None,
+            [one] => self.exports[*one as usize].clone(),
             many => {
                 let mut merged = Shared::new();
                 let mut from: HashMap<String, u32> = HashMap::new();
@@ -297,7 +295,7 @@ impl RunState {
                         from.insert(k.clone(), p);
                     }
                 }
-                Arc::new(merged)
+                Some(Arc::new(merged))
             }
         }
     }
@@ -334,7 +332,12 @@ impl RunState {
             .map_or(report.outcome, |w| report.outcome.worst(w));
         let mut report = report;
         // A failure that came from a reported result, not the exit status: say which.
-        if let Some(m) = self.worst_messages.remove(&idx) {
+        let worst_message = if self.worst_messages.is_empty() {
+            None
+        } else {
+            self.worst_messages.remove(&idx)
+        };
+        if let Some(m) = worst_message {
             if outcome != report.outcome && report.message.is_none() {
                 report.message = Some(format!("reported {outcome}: {m}"));
             }
@@ -358,11 +361,8 @@ impl RunState {
             });
             return;
         }
-        let exports = if outcome.is_success() && !report.exports.is_empty() {
-            Arc::new(report.exports)
-        } else {
-            self.empty.clone()
-        };
+        let exports =
+            (outcome.is_success() && !report.exports.is_empty()).then(|| Arc::new(report.exports));
         let finished = Finished {
             task: self.tasks[idx as usize].name.clone(),
             outcome,
@@ -394,7 +394,7 @@ impl RunState {
                 message,
             });
         }
-        let exports = Arc::new(r.exports);
+        let exports = (!r.exports.is_empty()).then(|| Arc::new(r.exports));
         self.finish(
             idx,
             Finished {
@@ -432,15 +432,14 @@ impl RunState {
         let satisfies = ran
             && (outcome.is_success()
                 || self.tasks[idx as usize].meta.on_failure == OnFailure::RunDependents);
-        if satisfies && !finished.exports.is_empty() {
-            self.exports[idx as usize] = Some(finished.exports.clone());
+        if satisfies {
+            self.exports[idx as usize].clone_from(&finished.exports);
         }
         self.states[idx as usize].phase = Phase::Done;
         self.done += 1;
         self.counts.add(outcome);
         self.worst = Some(self.worst.map_or(outcome, |w| w.worst(outcome)));
-        self.events
-            .push_back(Event::TaskFinished(Box::new(finished)));
+        self.events.push_back(Event::TaskFinished(finished));
 
         for i in 0..self.graph.provides[idx as usize].len() {
             let tok = self.graph.provides[idx as usize][i] as usize;
@@ -493,7 +492,7 @@ impl RunState {
             resumed: false,
             cause: Some(cause),
             message: None,
-            exports: self.empty.clone(),
+            exports: None,
             output: None,
         }
     }

@@ -83,7 +83,7 @@ pub(crate) fn finished<'a>(events: &'a [Event], name: &str) -> &'a Finished {
     let all: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
-            Event::TaskFinished(f) if f.task.as_str() == name => Some(&**f),
+            Event::TaskFinished(f) if f.task.as_str() == name => Some(f),
             _ => None,
         })
         .collect();

@@ -134,7 +134,7 @@ impl WorkerProc {
         let request = RunRef {
             task: &job.name,
             attempt: job.attempt,
-            shared: &job.shared,
+            shared: job.shared(),
             timeout_ms: job.timeout.map(|t| t.as_millis() as u64),
         };
         match channel::send(&mut self.stdin, &request) {
