@@ -692,3 +692,49 @@ fn every_task_gets_exactly_one_finished_event() {
         assert_eq!(counts.total(), 50);
     }
 }
+
+#[test]
+fn embedders_journal_and_resume_through_the_builder() {
+    use pexen::state::RunJournal;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let tasks = |fail: bool| {
+        let ran = ran.clone();
+        vec![
+            Task::closure("setup", move |ctx| {
+                ran.fetch_add(1, Ordering::SeqCst);
+                ctx.export("url", "db://x")
+            })
+            .provides(["db"]),
+            Task::closure("test", move |ctx| {
+                let url: String = ctx.get("url")?.unwrap_or_default();
+                if fail || url != "db://x" {
+                    Err(TaskError::fail("not yet"))
+                } else {
+                    Ok(())
+                }
+            })
+            .requires(["db"]),
+        ]
+    };
+    for (round, fail) in [(1, true), (2, false)] {
+        let tasks = tasks(fail);
+        let mut journal = RunJournal::open(dir.path(), &tasks, round > 1).unwrap();
+        let events: Vec<Event> = Scheduler::builder()
+            .jobs(2)
+            .journal(&mut journal)
+            .build()
+            .run(tasks)
+            .unwrap()
+            .collect();
+        let records = journal.finish().unwrap();
+        assert_eq!(records.len(), 2);
+        if round == 2 {
+            assert!(finished(&events, "setup").resumed);
+            assert_eq!(outcome(&events, "test"), Outcome::Pass);
+        }
+    }
+    // The provider ran once: the second run took it, and its export, from the journal.
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+}

@@ -3,8 +3,10 @@
 
 pub mod fingerprint;
 pub mod journal;
+mod persist;
 pub mod resume;
 
 pub use fingerprint::{fingerprints, Digest, Fingerprint};
 pub use journal::{Journal, JournalEntry, JournalError, LoadedJournal};
+pub use persist::RunJournal;
 pub use resume::{decide, Decision, Reason};
