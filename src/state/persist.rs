@@ -67,7 +67,7 @@ impl RunJournal {
                         resumed.insert(task.name.clone(), resumed_from(*r));
                     }
                     Decision::Run(reason) => {
-                        explanations.push(format!("run {}: {reason}", task.name))
+                        explanations.push(format!("run {}: {reason}", task.name));
                     }
                 }
             }
