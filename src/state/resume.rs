@@ -5,7 +5,7 @@
 //! and carries the task's current fingerprint. Later records supersede earlier ones, since a
 //! resumed run appends its own records (resumed ones included) to the same journal.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt;
 
 use crate::report::record::TaskRecord;
@@ -66,7 +66,8 @@ pub fn decide(
     loaded: &LoadedJournal,
 ) -> Vec<Decision> {
     assert_eq!(tasks.len(), fingerprints.len(), "one fingerprint per task");
-    let mut latest: HashMap<&str, &TaskRecord> = HashMap::with_capacity(tasks.len());
+    let mut latest: HashMap<&str, &TaskRecord> =
+        HashMap::with_capacity_and_hasher(tasks.len(), rustc_hash::FxBuildHasher);
     for r in loaded.records() {
         latest.insert(r.name.as_str(), r);
     }
@@ -119,7 +120,7 @@ pub fn decide(
 }
 
 fn provider_map(tasks: &[Task]) -> HashMap<&str, Vec<usize>> {
-    let mut map: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut map: HashMap<&str, Vec<usize>> = HashMap::default();
     for (i, t) in tasks.iter().enumerate() {
         for token in &t.meta.provides {
             map.entry(token.as_str()).or_default().push(i);
