@@ -4,7 +4,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 
 use common::{alive, factory, pexen, RunResult, Tree};
 
@@ -269,17 +268,7 @@ fn interrupt_stops_cleanly_with_valid_report_and_no_process() {
             r#"(run: Shell("sleep 300"), provides: ["never"], priority: 1)"#,
         );
     let junit = t.path().join("report.xml");
-    let mut child = pexen()
-        .arg("run")
-        .arg(t.path())
-        .args(["-j", "1", "--message-format", "json", "--junit"])
-        .arg(&junit)
-        .arg("--state")
-        .arg(t.path().join(".pexen"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = t.spawn(&["-j", "1", "--junit", junit.to_str().unwrap()]);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     for line in lines.by_ref() {

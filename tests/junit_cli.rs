@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::{factory, pexen, RunResult, Tree};
 use serde_json::Value;
@@ -185,17 +185,7 @@ fn an_interrupted_run_leaves_a_valid_report() {
             r#"(run: Shell("sleep 300"), provides: ["never"], priority: 1)"#,
         );
     let junit = t.path().join("report.xml");
-    let mut child = pexen()
-        .arg("run")
-        .arg(t.path())
-        .args(["-j", "1", "--message-format", "json", "--junit"])
-        .arg(&junit)
-        .arg("--state")
-        .arg(t.path().join(".pexen"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = t.spawn(&["-j", "1", "--junit", junit.to_str().unwrap()]);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     // The long task's shell is running once its first result is streamed.
     for line in lines.by_ref() {

@@ -65,6 +65,21 @@ impl Tree {
         RunResult::new(out)
     }
 
+    /// Starts `pexen run TREE --message-format json --state TREE/.pexen ARGS...` with piped
+    /// stdout and stderr, for tests that act while it runs (interrupts, kills).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        pexen()
+            .arg("run")
+            .arg(self.dir.path())
+            .args(["--message-format", "json", "--state"])
+            .arg(self.dir.path().join(".pexen"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start pexen")
+    }
+
     /// `pexen SUBCOMMAND TREE ARGS...` (human output).
     pub fn cmd(&self, sub: &str, args: &[&str]) -> Output {
         pexen()
