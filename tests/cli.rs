@@ -346,4 +346,19 @@ fn usage_errors_are_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let out = pexen().args(["frobnicate"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // A report that could not be written is refused before anything runs.
+    let t = Tree::new().file("a.ron", r#"(run: Shell("touch ran"))"#);
+    let out = t.cmd("run", &["--junit", "/nonexistent/dir/r.xml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!t.path().join("ran").exists());
+    // Nothing recorded yet: the state directory cannot give a report (exit 3).
+    let empty = tempfile::tempdir().unwrap();
+    let out = pexen()
+        .args(["report", "--junit"])
+        .arg(empty.path().join("r.xml"))
+        .arg("--state")
+        .arg(empty.path().join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
 }

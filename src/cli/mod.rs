@@ -31,6 +31,8 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     State(#[from] JournalError),
+    #[error("no recorded run in {}: run `pexen run --state {}` first", .0.display(), .0.display())]
+    NoRecordedRun(PathBuf),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -45,7 +47,7 @@ impl CliError {
             CliError::Definitions(_) | CliError::Graph(_) | CliError::Usage(_) => {
                 exit_code::BAD_INPUT
             }
-            CliError::State(_) => exit_code::BAD_STATE,
+            CliError::State(_) | CliError::NoRecordedRun(_) => exit_code::BAD_STATE,
             CliError::Write { .. } => exit_code::TASK_FAILED,
         }
     }

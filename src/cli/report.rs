@@ -17,7 +17,7 @@ pub(super) fn report(args: &ReportArgs) -> Result<i32, CliError> {
         .entries
         .iter()
         .rposition(|e| matches!(e, JournalEntry::RunStarted { .. }))
-        .ok_or_else(|| CliError::Usage(format!("no recorded run in {}", args.state.display())))?;
+        .ok_or_else(|| CliError::NoRecordedRun(args.state.clone()))?;
     let mut records: Vec<TaskRecord> = Vec::new();
     let mut duration = None;
     for e in &loaded.entries[start..] {

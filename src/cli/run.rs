@@ -19,6 +19,16 @@ use crate::state::RunJournal;
 use crate::task::Outcome;
 
 pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
+    // A report that cannot be written should stop the run before it starts, not after.
+    if let Some(junit) = &args.junit {
+        let dir = junit.parent().filter(|d| !d.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) {
+            return Err(CliError::Usage(format!(
+                "--junit {}: the directory does not exist",
+                junit.display()
+            )));
+        }
+    }
     let tree = load(&args.dir)?;
     let mut tasks = select::select(tree.tasks, &args.filters, &args.tags)?;
     for t in &mut tasks {
