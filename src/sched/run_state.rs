@@ -125,7 +125,7 @@ impl RunState {
         };
         state.tasks = tasks;
         for (name, r) in resumed {
-            if let Some(idx) = state.graph.index_of(&name) {
+            if let Some(idx) = state.graph.index_of(&state.tasks, &name) {
                 state.resumed.insert(idx, r);
             }
         }
