@@ -11,7 +11,6 @@
 //! instead of several per task, which is most of the cost of building and of dropping a graph.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use hashbrown::HashTable;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -24,8 +23,12 @@ use crate::task::{Task, TaskName};
 /// per token, the tasks that provide it and the tasks that require it (in definition order).
 #[derive(Debug, Default)]
 pub struct Graph {
-    token_names: Vec<Arc<str>>,
-    token_ids: FxHashMap<Arc<str>, u32>,
+    /// Token names, end to end in one string (no allocation per token).
+    token_text: String,
+    /// Where each token's name ends in `token_text`.
+    token_ends: Vec<u32>,
+    /// Token ids, hashed by their name in `token_text`.
+    token_ids: HashTable<u32>,
     /// Task indices by name. A table of indices, hashed by the name in the task itself: no
     /// second copy of every name, no reference count touched per task (at 10^6 tasks, a map
     /// of `TaskName`s cost more than everything else of validation together).
@@ -148,7 +151,11 @@ impl Graph {
         for (i, t) in new.iter().enumerate() {
             let idx = (start + i) as u32;
             let h = name_hash(&t.name);
-            if self.names.find(h, |&j| all[j as usize].name == t.name).is_some() {
+            if self
+                .names
+                .find(h, |&j| all[j as usize].name == t.name)
+                .is_some()
+            {
                 errors.push(GraphError::DuplicateName {
                     task: t.name.clone(),
                 });
@@ -159,11 +166,12 @@ impl Graph {
 
         // Tokens are interned into the graph's tables right away; a rejected batch removes the
         // ones it added.
-        let old_tokens = self.token_names.len();
+        let old_tokens = self.token_count();
+        let old_text = self.token_text.len();
         // Most tokens are named by their provider: reserve once instead of doubling.
         let provided: usize = new.iter().map(|t| t.meta.provides.len()).sum();
-        self.token_names.reserve(provided);
-        self.token_ids.reserve(provided);
+        self.token_ends.reserve(provided);
+        self.reserve_token_ids(provided);
         let mut requires = Csr::with_capacity(new.len());
         let mut provides = Csr::with_capacity(new.len());
         let mut provider_pairs: Vec<(u32, u32)> = Vec::with_capacity(provided);
@@ -180,7 +188,7 @@ impl Graph {
                 if !row.contains(&id) {
                     row.push(id);
                     dependent_pairs.push((id, idx));
-                    order.resize(self.token_names.len(), (0, u32::MAX));
+                    order.resize(self.token_count(), (0, u32::MAX));
                     order[id as usize].1 = order[id as usize].1.min(idx);
                 }
             }
@@ -197,7 +205,7 @@ impl Graph {
                     }
                     row.push(id);
                     provider_pairs.push((id, idx));
-                    order.resize(self.token_names.len(), (0, u32::MAX));
+                    order.resize(self.token_count(), (0, u32::MAX));
                     order[id as usize].0 = order[id as usize].0.max(idx + 1);
                 }
             }
@@ -205,7 +213,7 @@ impl Graph {
         }
 
         // Rows of the new tokens (ids from `old_tokens`); dependents of older tokens apart.
-        let fresh = self.token_names.len() - old_tokens;
+        let fresh = self.token_count() - old_tokens;
         let rel = |pairs: &[(u32, u32)]| -> Vec<(u32, u32)> {
             pairs
                 .iter()
@@ -230,7 +238,7 @@ impl Graph {
                 .into_iter()
                 .map(|(d, tok)| GraphError::MissingProvider {
                     task: all[d as usize].name.clone(),
-                    token: self.token_names[tok as usize].to_string(),
+                    token: self.token_name(tok).to_string(),
                 }),
         );
 
@@ -249,9 +257,10 @@ impl Graph {
         }
 
         if !errors.is_empty() {
-            self.token_names.truncate(old_tokens);
+            self.token_ids.retain(|&mut id| (id as usize) < old_tokens);
+            self.token_ends.truncate(old_tokens);
+            self.token_text.truncate(old_text);
             self.names.retain(|&mut j| (j as usize) < start);
-            self.token_ids.retain(|_, id| (*id as usize) < old_tokens);
             return Err(GraphErrors(errors));
         }
 
@@ -260,7 +269,7 @@ impl Graph {
             .map(|r| {
                 format!(
                     "token `{}` is provided by `{}` but required by no task",
-                    self.token_names[old_tokens + r],
+                    self.token_name((old_tokens + r) as u32),
                     all[new_providers[r][0] as usize].name
                 )
             })
@@ -278,14 +287,27 @@ impl Graph {
     }
 
     fn intern(&mut self, name: &str) -> u32 {
-        if let Some(&id) = self.token_ids.get(name) {
+        let h = str_hash(name);
+        let (text, ends) = (&self.token_text, &self.token_ends);
+        if let Some(&id) = self
+            .token_ids
+            .find(h, |&id| token_str(text, ends, id) == name)
+        {
             return id;
         }
-        let id = self.token_names.len() as u32;
-        let name: Arc<str> = Arc::from(name);
-        self.token_names.push(name.clone());
-        self.token_ids.insert(name, id);
+        let id = self.token_ends.len() as u32;
+        self.token_text.push_str(name);
+        self.token_ends.push(self.token_text.len() as u32);
+        let (text, ends) = (&self.token_text, &self.token_ends);
+        self.token_ids
+            .insert_unique(h, id, |&id| str_hash(token_str(text, ends, id)));
         id
+    }
+
+    fn reserve_token_ids(&mut self, additional: usize) {
+        let (text, ends) = (&self.token_text, &self.token_ends);
+        self.token_ids
+            .reserve(additional, |&id| str_hash(token_str(text, ends, id)));
     }
 
     /// The index of a task by name; `tasks` are the tasks the graph was built from.
@@ -297,16 +319,18 @@ impl Graph {
 
     /// The id of a token by name.
     pub fn token_id(&self, name: &str) -> Option<u32> {
-        self.token_ids.get(name).copied()
+        self.token_ids
+            .find(str_hash(name), |&id| self.token_name(id) == name)
+            .copied()
     }
 
     /// How many tokens the graph knows.
     pub fn token_count(&self) -> usize {
-        self.token_names.len()
+        self.token_ends.len()
     }
 
     pub fn token_name(&self, token: u32) -> &str {
-        &self.token_names[token as usize]
+        token_str(&self.token_text, &self.token_ends, token)
     }
 
     /// The tasks that provide `token`, in definition order.
@@ -343,9 +367,23 @@ impl Graph {
     }
 }
 
-fn name_hash(name: &TaskName) -> u64 {
+fn str_hash(s: &str) -> u64 {
     use std::hash::BuildHasher;
-    rustc_hash::FxBuildHasher.hash_one(name.as_str())
+    rustc_hash::FxBuildHasher.hash_one(s)
+}
+
+fn name_hash(name: &TaskName) -> u64 {
+    str_hash(name.as_str())
+}
+
+/// Token `id`'s name in the token text.
+fn token_str<'a>(text: &'a str, ends: &[u32], id: u32) -> &'a str {
+    let start = if id == 0 {
+        0
+    } else {
+        ends[id as usize - 1] as usize
+    };
+    &text[start..ends[id as usize] as usize]
 }
 
 /// The edges among the tasks of a batch being validated (`start..`), through the tokens the
