@@ -78,7 +78,7 @@ pub(crate) struct RunState {
     states: Vec<TaskState>,
     tokens: Vec<TokenState>,
     exports: Vec<Option<Arc<Shared>>>,
-    resumed: HashMap<u32, Resumed>,
+    resumed: rustc_hash::FxHashMap<u32, Resumed>,
     /// Message of the worst failing result of running attempts (only those that report one).
     worst_messages: rustc_hash::FxHashMap<u32, String>,
     ready: TaskQueue,
@@ -111,7 +111,7 @@ impl RunState {
             states: Vec::with_capacity(tasks.len()),
             tokens: Vec::new(),
             exports: Vec::with_capacity(tasks.len()),
-            resumed: HashMap::new(),
+            resumed: rustc_hash::FxHashMap::default(),
             worst_messages: rustc_hash::FxHashMap::default(),
             ready: TaskQueue::default(),
             woken: Vec::new(),
@@ -225,7 +225,13 @@ impl RunState {
         }
         while let Some(key) = self.ready.pop() {
             let idx = key.0 .1;
-            if let Some(r) = self.resumed.remove(&idx) {
+            // Most runs resume nothing: no lookup per task then.
+            let resumed = if self.resumed.is_empty() {
+                None
+            } else {
+                self.resumed.remove(&idx)
+            };
+            if let Some(r) = resumed {
                 self.finish_resumed(idx, r);
                 continue;
             }
