@@ -241,6 +241,26 @@ fn timeout_leaves_no_process_behind() {
 }
 
 #[test]
+fn grace_flag_is_validated_and_a_task_ignoring_sigterm_still_dies() {
+    // The task ignores SIGTERM, so only the SIGKILL after the grace ends it. (How long the grace
+    // lasts is not checked here: that would be a wall-clock assertion.)
+    let t = Tree::new().file(
+        "stubborn.ron",
+        r#"(run: Shell("trap '' TERM; sleep 300 & echo $! > child.pid; wait"), timeout: "100ms")"#,
+    );
+    let r = t.run(&["--grace", "0s"]);
+    assert_eq!(r.outcome("stubborn"), "timeout");
+    let pid: i32 = std::fs::read_to_string(t.path().join("child.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!alive(pid));
+    let out = t.cmd("run", &["--grace", "soon"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
 fn fail_fast_skips_the_rest() {
     let t = Tree::new()
         .file("a.ron", r#"(run: Shell("exit 1"), priority: -1)"#)

@@ -75,6 +75,9 @@ pub struct RunArgs {
     /// Timeout for tasks that do not declare one (`30s`, `5m`).
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL when a task times out or the run is interrupted.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
+    pub grace: Duration,
     /// Capacity of a counted resource for `slots` (repeatable; overrides the tree).
     #[arg(long = "capacity", value_name = "NAME=N", value_parser = parse_capacity)]
     pub capacity: Vec<(String, u32)>,

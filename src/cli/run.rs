@@ -58,6 +58,7 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     let mut builder = Scheduler::builder()
         .capacities(capacity)
         .fail_fast(args.fail_fast)
+        .grace(args.grace)
         .journal(&mut journal);
     if let Some(j) = args.jobs {
         builder = builder.jobs(j as usize);
