@@ -738,3 +738,36 @@ fn embedders_journal_and_resume_through_the_builder() {
     // The provider ran once: the second run took it, and its export, from the journal.
     assert_eq!(ran.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn short_tasks_run_in_batches_without_bending_priority_or_jobs() {
+    // Fifty short tasks first, so that workers batch; then a provider whose dependent has a
+    // better priority than the independent tasks ready beside it: the dependent must still
+    // start right after its provider, before them.
+    let mut tasks: Vec<Task> = (0..50)
+        .map(|i| ok(&format!("warm{i:02}")).priority(-10))
+        .collect();
+    tasks.push(ok("a").provides(["x"]));
+    tasks.push(ok("b").requires(["x"]).priority(-5));
+    tasks.extend((0..20).map(|i| ok(&format!("c{i:02}"))));
+    for jobs in [1, 2] {
+        let events = run(jobs, tasks.clone());
+        // The first task started after `a` finished is `b`, the best of what is then runnable.
+        let after_a = end_of(&events, "a");
+        let next = events[after_a..].iter().find_map(|e| match e {
+            Event::TaskStarted { task, .. } => Some(task.to_string()),
+            _ => None,
+        });
+        assert_eq!(next.as_deref(), Some("b"), "jobs={jobs}");
+        // Never more than `jobs` tasks between a start and its finish, as the events tell it.
+        let mut running = 0usize;
+        for e in &events {
+            match e {
+                Event::TaskStarted { .. } => running += 1,
+                Event::TaskFinished(_) => running -= 1,
+                _ => {}
+            }
+            assert!(running <= jobs);
+        }
+    }
+}

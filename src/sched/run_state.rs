@@ -33,6 +33,8 @@ enum Phase {
     Waiting,
     /// In the ready queue or parked on a resource.
     Ready,
+    /// Handed to a worker, resources held, not reported as started yet (see `next_start`).
+    Reserved,
     Running,
     Done,
 }
@@ -82,6 +84,9 @@ pub(crate) struct RunState {
     /// Message of the worst failing result of running attempts (only those that report one).
     worst_messages: rustc_hash::FxHashMap<u32, String>,
     ready: TaskQueue,
+    /// Keys of tasks admitted while waiting for tokens (stale ones dropped lazily): the best key
+    /// that may still become ready, so that a reservation never jumps ahead of it.
+    waiting_keys: std::collections::BinaryHeap<Key>,
     woken: Vec<Key>,
     running: usize,
     done: usize,
@@ -114,6 +119,7 @@ impl RunState {
             resumed: rustc_hash::FxHashMap::default(),
             worst_messages: rustc_hash::FxHashMap::default(),
             ready: TaskQueue::default(),
+            waiting_keys: std::collections::BinaryHeap::new(),
             woken: Vec::new(),
             running: 0,
             done: 0,
@@ -185,8 +191,12 @@ impl RunState {
         }
         for idx in start as u32..self.tasks.len() as u32 {
             let st = &self.states[idx as usize];
-            if st.phase == Phase::Waiting && st.unsatisfied == 0 {
-                self.make_ready(idx);
+            if st.phase == Phase::Waiting {
+                if st.unsatisfied == 0 {
+                    self.make_ready(idx);
+                } else {
+                    self.waiting_keys.push(self.key(idx));
+                }
             }
         }
     }
@@ -219,11 +229,20 @@ impl RunState {
 
     /// The next task to start, if any may start now. Resumed tasks are finished on the way
     /// without being returned.
-    pub(crate) fn next_start(&mut self) -> Option<Start> {
+    ///
+    /// With `reserve`, the task is only reserved: its resources are taken but `TaskStarted` waits
+    /// for [`RunState::begin`] (a worker running a batch of short tasks reports them together).
+    /// A reservation is only made when no task that may still become ready would be preferred
+    /// over it, so that reserving ahead never bends priorities.
+    pub(crate) fn next_start(&mut self, reserve: bool) -> Option<Start> {
         if self.stop.is_some() {
             return None;
         }
-        while let Some(key) = self.ready.pop() {
+        loop {
+            if reserve && !self.ahead_is_safe() {
+                return None;
+            }
+            let key = self.ready.pop()?;
             let idx = key.0 .1;
             // Most runs resume nothing: no lookup per task then.
             let resumed = if self.resumed.is_empty() {
@@ -240,15 +259,14 @@ impl RunState {
                 continue;
             }
             let st = &mut self.states[idx as usize];
-            st.phase = Phase::Running;
+            st.phase = Phase::Reserved;
             st.attempt += 1;
             st.worst_result = None;
             let attempt = st.attempt;
             self.running += 1;
-            self.events.push_back(Event::TaskStarted {
-                task: self.tasks[idx as usize].name.clone(),
-                attempt,
-            });
+            if !reserve {
+                self.begin(idx, attempt);
+            }
             let shared = self.shared_for(idx);
             return Some(Start {
                 idx,
@@ -256,7 +274,52 @@ impl RunState {
                 shared,
             });
         }
-        None
+    }
+
+    /// The task the next `next_start` would consider, if any.
+    pub(crate) fn peek_ready(&self) -> Option<u32> {
+        self.ready.peek().map(|key| key.0 .1)
+    }
+
+    /// True when no task still waiting for tokens has a better key than the best ready one.
+    fn ahead_is_safe(&mut self) -> bool {
+        let Some(best) = self.ready.peek() else {
+            return false;
+        };
+        while let Some(&top) = self.waiting_keys.peek() {
+            if self.states[top.0 .1 as usize].phase == Phase::Waiting {
+                return best >= top;
+            }
+            self.waiting_keys.pop();
+        }
+        true
+    }
+
+    /// A reserved attempt really starts: reported now.
+    pub(crate) fn begin(&mut self, idx: u32, attempt: u32) {
+        let st = &mut self.states[idx as usize];
+        if st.phase != Phase::Reserved || st.attempt != attempt {
+            return;
+        }
+        st.phase = Phase::Running;
+        self.events.push_back(Event::TaskStarted {
+            task: self.tasks[idx as usize].name.clone(),
+            attempt,
+        });
+    }
+
+    /// A reserved attempt that will not run (the run was cancelled): back to ready.
+    pub(crate) fn give_back(&mut self, idx: u32, attempt: u32) {
+        let st = &mut self.states[idx as usize];
+        if st.phase != Phase::Reserved || st.attempt != attempt {
+            return;
+        }
+        st.phase = Phase::Ready;
+        st.attempt -= 1;
+        self.running -= 1;
+        self.resources.release(idx, &mut self.woken);
+        self.ready.extend(self.woken.drain(..));
+        self.ready.push(self.key(idx));
     }
 
     /// Merges the exports of the providers of `idx`'s requires: definition order, later wins.
@@ -308,6 +371,7 @@ impl RunState {
 
     /// A result streamed by a running attempt.
     pub(crate) fn on_result(&mut self, idx: u32, attempt: u32, status: Outcome, message: String) {
+        self.begin(idx, attempt);
         let st = &mut self.states[idx as usize];
         if st.phase != Phase::Running || st.attempt != attempt {
             return;
@@ -329,6 +393,7 @@ impl RunState {
 
     /// An attempt ended. Releases its resources, then retries or finishes the task.
     pub(crate) fn on_done(&mut self, idx: u32, attempt: u32, report: Attempt) {
+        self.begin(idx, attempt);
         let st = &mut self.states[idx as usize];
         if st.phase != Phase::Running || st.attempt != attempt {
             return;
