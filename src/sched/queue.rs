@@ -7,7 +7,7 @@
 //! a heap only for the ones that arrive out of order. Popping takes the smaller of the two heads.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 
 /// Priority key of a task: `Reverse((priority, definition index))`, so that the greatest key
 /// is the one to start first.
@@ -48,12 +48,24 @@ impl Level {
 
 #[derive(Debug, Default)]
 pub(crate) struct TaskQueue {
-    levels: BTreeMap<i32, Level>,
+    /// Priority levels, sorted by priority. Emptied levels are kept (up to `KEPT_LEVELS`) so
+    /// that a chain of tasks does not allocate and free a level for every task.
+    levels: Vec<(i32, Level)>,
 }
+
+/// Empty levels kept for reuse before they are dropped.
+const KEPT_LEVELS: usize = 16;
 
 impl TaskQueue {
     pub(crate) fn push(&mut self, Reverse((priority, idx)): Key) {
-        let level = self.levels.entry(priority).or_default();
+        let i = match self.levels.binary_search_by_key(&priority, |(p, _)| *p) {
+            Ok(i) => i,
+            Err(i) => {
+                self.levels.insert(i, (priority, Level::default()));
+                i
+            }
+        };
+        let level = &mut self.levels[i].1;
         if level.fifo.back().is_none_or(|&last| idx > last) {
             level.fifo.push_back(idx);
         } else {
@@ -62,16 +74,16 @@ impl TaskQueue {
     }
 
     pub(crate) fn peek(&self) -> Option<Key> {
-        let (&priority, level) = self.levels.iter().next()?;
-        level.head().map(|idx| Reverse((priority, idx)))
+        let (priority, level) = self.levels.iter().find(|(_, l)| !l.is_empty())?;
+        level.head().map(|idx| Reverse((*priority, idx)))
     }
 
     pub(crate) fn pop(&mut self) -> Option<Key> {
-        let mut entry = self.levels.first_entry()?;
-        let priority = *entry.key();
-        let idx = entry.get_mut().pop()?;
-        if entry.get().is_empty() {
-            entry.remove();
+        let i = self.levels.iter().position(|(_, l)| !l.is_empty())?;
+        let priority = self.levels[i].0;
+        let idx = self.levels[i].1.pop()?;
+        if self.levels.len() > KEPT_LEVELS && self.levels[i].1.is_empty() {
+            self.levels.remove(i);
         }
         Some(Reverse((priority, idx)))
     }
