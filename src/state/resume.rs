@@ -76,7 +76,13 @@ pub fn decide(
         .iter()
         .map(|t| latest.get(t.name.as_str()).copied())
         .collect();
-    let unchanged = |i: usize| recorded[i].and_then(|r| r.fingerprint) == Some(fingerprints[i]);
+    // Computed once for all tasks: the provider check below asks it of many tasks' providers.
+    let same: Vec<bool> = recorded
+        .iter()
+        .zip(fingerprints)
+        .map(|(r, fp)| r.and_then(|r| r.fingerprint) == Some(*fp))
+        .collect();
+    let unchanged = |i: usize| same[i];
     // Built only when a provider component changed: most resumes never need it.
     let mut providers: Option<HashMap<&str, Vec<usize>>> = None;
     let mut out = Vec::with_capacity(tasks.len());
@@ -129,17 +135,16 @@ fn provider_map(tasks: &[Task]) -> HashMap<&str, Vec<usize>> {
     map
 }
 
-/// The first provider of `task` (tokens sorted, providers in definition order) whose current
-/// fingerprint differs from its latest record's, or that has no record.
+/// The first provider of `task` (tokens in the order it requires them, providers in definition
+/// order) whose current fingerprint differs from its latest record's, or that has no record.
 fn changed_provider(
     task: &Task,
     providers: &HashMap<&str, Vec<usize>>,
     unchanged: &dyn Fn(usize) -> bool,
 ) -> Option<usize> {
-    let mut tokens: Vec<&String> = task.meta.requires.iter().collect();
-    tokens.sort();
-    tokens
-        .into_iter()
+    task.meta
+        .requires
+        .iter()
         .flat_map(|tok| providers.get(tok.as_str()).into_iter().flatten())
         .copied()
         .find(|&p| !unchanged(p))
