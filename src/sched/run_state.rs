@@ -614,3 +614,7 @@ impl RunState {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "run_state_tests.rs"]
+mod tests;
