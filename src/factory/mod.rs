@@ -1,7 +1,7 @@
 //! The factory: a directory tree of task definitions -> [`Task`]s (SPEC section 2).
 //!
-//! [`load`] walks the tree ([`walk`]), reading `_dir.ron` defaults on the way, then reads and
-//! parses the task files in parallel ([`ron`]) and applies the defaults ([`defaults`]). Output
+//! [`load`] walks the tree (`walk`), reading `_dir.ron` defaults on the way, then reads and
+//! parses the task files in parallel (`ron`) and applies the defaults (`defaults`). Output
 //! order is the walk order whatever the parallelism, and every problem of every file is
 //! collected into one [`FactoryErrors`].
 //!

@@ -1,6 +1,6 @@
 //! Pools that run task attempts: closures on threads, closures in worker processes, commands.
 //!
-//! A worker thread runs a [`Job`] with the [`Executor`]: a closure inline (panics caught), a
+//! A worker thread runs a `Job` with the `Executor`: a closure inline (panics caught), a
 //! command as a child process. Executing never touches the run state; results stream out
 //! through a [`ResultSink`].
 

@@ -1,6 +1,6 @@
 //! Reporters: consumers of the event stream that describe a run to people and tools.
 //!
-//! [`record`] folds events into one [`TaskRecord`](record::TaskRecord) per task (the model that the
+//! [`record`] folds events into one [`TaskRecord`] per task (the model that the
 //! JUnit writer and the journal share), [`junit`] writes the JUnit XML file, [`json`] renders
 //! the `--message-format json` lines and [`human`] the display for people.
 

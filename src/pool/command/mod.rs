@@ -5,18 +5,18 @@
 //! # Design
 //!
 //! - **No helper threads.** The worker thread that calls [`CommandRunner::run`] waits on a pidfd
-//!   with `poll`, waking at once when the child exits and every [`TICK`] otherwise to stream new
+//!   with `poll`, waking at once when the child exits and every `TICK` otherwise to stream new
 //!   result lines to the sink, check the deadline and see cancellation. The sink is only ever
 //!   called from the `run()` thread, so it can stay a plain borrow.
 //! - **Cheap spawns.** No `pre_exec` (it would force `fork` over `posix_spawn`); the group comes
 //!   from `process_group(0)`. stdout and stderr go to memfds (no reader thread, no `unlink`, no
-//!   disk: see [`files::capture_file`] for the measurement); the results and export files are
+//!   disk: see `files::capture_file` for the measurement); the results and export files are
 //!   only named, never created by us.
 //! - **Pinned groups.** The leader is not reaped before its group is signalled for the last
 //!   time, so the group id cannot have been reused by then; `terminate_all` / `kill_all` only
 //!   signal groups of registered leaders, and a `run()` unregisters its leader before reaping it.
 //! - **Orphans.** The process becomes a child subreaper; orphans of tasks are found and killed by
-//!   the sweep in [`procs`] (see there for how they are told apart from other children).
+//!   the sweep in `procs` (see there for how they are told apart from other children).
 
 mod files;
 pub(crate) mod procs;

@@ -9,7 +9,7 @@
 //!   run at once, so at most `-j` workers exist. A worker that crashed, timed out or was
 //!   interrupted is reaped and not given back: the next attempt spawns a fresh one.
 //! - **No helper threads.** The thread that runs the attempt reads the worker's frames with
-//!   `poll`, waking every [`TICK`] to check the deadline and the run's cancellation; results
+//!   `poll`, waking every `TICK` to check the deadline and the run's cancellation; results
 //!   reach the sink from that thread, so the dispatcher stays the single owner of run state.
 //! - **Own process group.** Each worker leads its group; a timeout or a kill signals the whole
 //!   group, so processes a task started go too. The leader is reaped only after the last signal
