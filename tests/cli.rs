@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 
-use common::{alive, factory, pexen, RunResult, Tree};
+use common::{alive, factory, pexen, wait_for_pid, RunResult, Tree};
 
 #[test]
 fn demo_tree_runs_every_feature() {
@@ -300,10 +300,7 @@ fn interrupt_stops_cleanly_with_valid_report_and_no_process() {
         }
     }
     // The task has started; wait until its shell wrote the pid, then interrupt.
-    let pid_file = t.path().join("long.pid");
-    while !pid_file.exists() {
-        std::thread::yield_now();
-    }
+    let pid = wait_for_pid(&t.path().join("long.pid"));
     // SAFETY: sending SIGINT to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     seen.extend(lines.map(Result::unwrap));
@@ -315,11 +312,6 @@ fn interrupt_stops_cleanly_with_valid_report_and_no_process() {
         .count();
     assert_eq!(finished, 3, "every task reported: {seen:#?}");
     assert!(seen.last().unwrap().contains("run-finished"));
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     assert!(!alive(pid), "sleep {pid} survived the interrupt");
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains("<testsuites") && xml.trim_end().ends_with("</testsuites>"));
@@ -381,4 +373,39 @@ fn usage_errors_are_exit_2() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn a_second_interrupt_kills_what_ignores_the_first() {
+    // The task ignores SIGTERM and the grace period is an hour: only the second interrupt's
+    // SIGKILL can end it. (If that were broken, the test would hang rather than pass.)
+    let t = Tree::new().file(
+        "stubborn.ron",
+        r#"(run: Shell("trap '' TERM; sleep 3000 & echo $! > child.pid; wait; wait"))"#,
+    );
+    let mut child = t.spawn(&["--grace", "1h"]);
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in out.by_ref() {
+        if line.unwrap().contains("task-started") {
+            break;
+        }
+    }
+    let pid = wait_for_pid(&t.path().join("child.pid"));
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    for line in err.by_ref() {
+        if line.unwrap().starts_with("interrupted:") {
+            break;
+        }
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let rest: Vec<String> = out.map(Result::unwrap).collect();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert!(
+        rest.iter().any(|l| l.contains("\"task-finished\"")),
+        "{rest:#?}"
+    );
+    assert!(!alive(pid), "the sleep survived");
 }

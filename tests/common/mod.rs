@@ -163,3 +163,15 @@ pub fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     unsafe { libc::kill(pid, 0) == 0 }
 }
+
+/// Waits until a task has written a pid (a whole line) to `path`, and returns it.
+pub fn wait_for_pid(path: &Path) -> i32 {
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if let Some(line) = text.strip_suffix('\n') {
+                return line.trim().parse().expect("a pid");
+            }
+        }
+        std::thread::yield_now();
+    }
+}
