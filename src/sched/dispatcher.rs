@@ -131,9 +131,10 @@ impl Core {
     /// that costs nothing in fairness or safety: batching is on (no fail-fast, no observer: a
     /// journaled task must be on disk before its worker starts anything else), no worker is
     /// idle, attempts are short (a lock round trip per task then costs more than the task),
-    /// and the tasks are closures on threads. Reserved tasks report `TaskStarted` when they
-    /// run or when their batch reports back, so at most `jobs` tasks are ever seen running,
-    /// and `next_start` only reserves when no task still waiting could be preferred.
+    /// and the tasks are closures on threads. A reserved task's `TaskStarted` is queued when its
+    /// batch reports back (or at its first streamed result), right before its `TaskFinished`,
+    /// so at most `jobs` tasks are ever seen running; `next_start` only reserves when no task
+    /// still waiting could be preferred.
     fn reserve(&mut self, batch: &mut Vec<Job>) {
         if !self.batching || self.idle > 0 || self.avg_attempt_ns >= SHORT_ATTEMPT_NS {
             return;
