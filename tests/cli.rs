@@ -409,3 +409,31 @@ fn a_second_interrupt_kills_what_ignores_the_first() {
     );
     assert!(!alive(pid), "the sleep survived");
 }
+
+#[test]
+fn human_output_has_a_line_per_task_the_failed_output_and_a_summary() {
+    let t = Tree::new()
+        .file("ok.ron", r#"(run: Shell("echo quiet"))"#)
+        .file(
+            "bad.ron",
+            r#"(run: Shell("echo boom-out; echo boom-err >&2; exit 4"))"#,
+        );
+    let out = t.cmd("run", &["--state", t.path().join(".p").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("PASS") && text.contains(" ok"), "{text}");
+    assert!(
+        text.contains("FAIL") && text.contains("bad (exit code 4)"),
+        "{text}"
+    );
+    // The output of the failed task, not of the passing one.
+    assert!(text.contains("--- STDOUT: bad ---\nboom-out"), "{text}");
+    assert!(text.contains("--- STDERR: bad ---\nboom-err"), "{text}");
+    assert!(!text.contains("quiet"), "{text}");
+    let summary = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("Summary"))
+        .expect("a summary");
+    assert!(summary.contains("2 tasks: 1 pass, 1 fail"), "{summary}");
+}
