@@ -437,3 +437,19 @@ fn human_output_has_a_line_per_task_the_failed_output_and_a_summary() {
         .expect("a summary");
     assert!(summary.contains("2 tasks: 1 pass, 1 fail"), "{summary}");
 }
+
+#[test]
+fn defaults_tree_in_the_current_directory_jobs_from_the_cpus_state_in_dot_pexen() {
+    let t = Tree::new().file("a.ron", r#"(run: Shell("true"))"#);
+    let out = pexen()
+        .args(["run", "--message-format", "json"])
+        .current_dir(t.path())
+        .output()
+        .unwrap();
+    let r = RunResult::new(out);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(r.events[0]["jobs"], cpus);
+    assert_eq!(r.outcome("a"), "pass");
+    assert!(t.path().join(".pexen/journal").is_file());
+}
