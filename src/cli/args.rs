@@ -29,7 +29,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct TreeArg {
-    /// The task tree (default: the current directory).
+    /// The task tree.
     #[arg(default_value = ".")]
     pub dir: PathBuf,
 }
@@ -42,7 +42,7 @@ pub enum MessageFormat {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The task tree (default: the current directory).
+    /// The task tree.
     #[arg(default_value = ".")]
     pub dir: PathBuf,
     /// Attempts run at once (default: the number of CPUs).
@@ -94,7 +94,7 @@ pub enum ListFormat {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// The task tree (default: the current directory).
+    /// The task tree.
     #[arg(default_value = ".")]
     pub dir: PathBuf,
     #[arg(long, value_enum, default_value = "human")]
