@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use pexen::{Event, GraphError, OnFailure, Outcome, Scheduler, Task, TaskError};
 
+#[path = "common/events.rs"]
+mod events;
+use events::{end_of, finished, outcome, run_outcome, start_of, started};
+
 /// Runs `tasks` on `jobs` threads and returns every event.
 fn run(jobs: usize, tasks: Vec<Task>) -> Vec<Event> {
     Scheduler::builder()
@@ -20,59 +24,6 @@ fn run(jobs: usize, tasks: Vec<Task>) -> Vec<Event> {
 
 fn ok(name: &str) -> Task {
     Task::closure(name, |_| Ok(()))
-}
-
-/// Task names in the order they started.
-fn started(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::TaskStarted { task, .. } => Some(task.to_string()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn finished<'a>(events: &'a [Event], name: &str) -> &'a pexen::Finished {
-    let all: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::TaskFinished(f) if f.task.as_str() == name => Some(f),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(all.len(), 1, "exactly one TaskFinished for {name}");
-    all[0]
-}
-
-fn outcome(events: &[Event], name: &str) -> Outcome {
-    finished(events, name).outcome
-}
-
-fn run_outcome(events: &[Event]) -> Outcome {
-    match events.last() {
-        Some(Event::RunFinished { outcome, .. }) => *outcome,
-        other => panic!("last event is not RunFinished: {other:?}"),
-    }
-}
-
-/// Index of the first event matching `pred`.
-fn pos(events: &[Event], pred: impl Fn(&Event) -> bool) -> usize {
-    events.iter().position(pred).expect("event present")
-}
-
-fn start_of(events: &[Event], name: &str) -> usize {
-    pos(
-        events,
-        |e| matches!(e, Event::TaskStarted { task, .. } if task.as_str() == name),
-    )
-}
-
-fn end_of(events: &[Event], name: &str) -> usize {
-    pos(
-        events,
-        |e| matches!(e, Event::TaskFinished(f) if f.task.as_str() == name),
-    )
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pexen::{Event, Finished, Outcome, PoolKind, Scheduler, SchedulerBuilder, Task};
+use pexen::{Event, PoolKind, Scheduler, SchedulerBuilder, Task};
 
 /// One scenario on one pool, with a scratch directory of its own.
 pub(crate) struct Env {
@@ -69,69 +69,8 @@ pub(crate) fn children() -> Vec<(i32, String)> {
     .collect()
 }
 
-pub(crate) fn started(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::TaskStarted { task, .. } => Some(task.to_string()),
-            _ => None,
-        })
-        .collect()
-}
-
-pub(crate) fn finished<'a>(events: &'a [Event], name: &str) -> &'a Finished {
-    let all: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::TaskFinished(f) if f.task.as_str() == name => Some(f),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(all.len(), 1, "exactly one TaskFinished for {name}");
-    all[0]
-}
-
-pub(crate) fn outcome(events: &[Event], name: &str) -> Outcome {
-    finished(events, name).outcome
-}
-
-pub(crate) fn message<'a>(events: &'a [Event], name: &str) -> &'a str {
-    finished(events, name).message.as_deref().unwrap_or("")
-}
-
-pub(crate) fn run_outcome(events: &[Event]) -> Outcome {
-    match events.last() {
-        Some(Event::RunFinished { outcome, .. }) => *outcome,
-        other => panic!("last event is not RunFinished: {other:?}"),
-    }
-}
-
-pub(crate) fn start_of(events: &[Event], name: &str) -> usize {
-    events
-        .iter()
-        .position(|e| matches!(e, Event::TaskStarted { task, .. } if task.as_str() == name))
-        .expect("started")
-}
-
-pub(crate) fn end_of(events: &[Event], name: &str) -> usize {
-    events
-        .iter()
-        .position(|e| matches!(e, Event::TaskFinished(f) if f.task.as_str() == name))
-        .expect("finished")
-}
-
-/// The results a task reported, in order.
-pub(crate) fn results(events: &[Event], name: &str) -> Vec<(Outcome, String)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::TaskResult {
-                task,
-                status,
-                message,
-                ..
-            } if task.as_str() == name => Some((*status, message.clone())),
-            _ => None,
-        })
-        .collect()
-}
+#[path = "../common/events.rs"]
+mod events;
+pub(crate) use events::{
+    end_of, finished, message, outcome, results, run_outcome, start_of, started,
+};
