@@ -101,16 +101,12 @@ impl FactoryError {
             FactoryError::SymlinkLoop { path }
             | FactoryError::NonUtf8Name { path }
             | FactoryError::Io { path, .. } => path,
-            FactoryError::Syntax { location, .. }
-            | FactoryError::UnknownField { location, .. }
-            | FactoryError::UnknownVariant { location, .. }
-            | FactoryError::MissingField { location, .. }
-            | FactoryError::DuplicateField { location, .. }
-            | FactoryError::BadDuration { location, .. }
-            | FactoryError::EmptyRun { location }
-            | FactoryError::BadName { location, .. }
-            | FactoryError::DuplicateKey { location, .. }
-            | FactoryError::CapacityOutsideRoot { location } => &location.file,
+            _ => {
+                &self
+                    .location()
+                    .expect("every error but a path error has a location")
+                    .file
+            }
         }
     }
 

@@ -88,15 +88,15 @@ impl HumanReporter {
             }
             Event::TaskFinished(f) => self.finished(f),
             Event::RunFinished {
-                outcome,
                 counts,
                 duration,
                 interrupted,
+                ..
             } => {
                 if let Some(p) = self.progress.take() {
                     p.finish();
                 }
-                self.summary(*outcome, counts, *duration, *interrupted);
+                self.summary(counts, *duration, *interrupted);
             }
         }
     }
@@ -140,7 +140,7 @@ impl HumanReporter {
         }
     }
 
-    fn summary(&self, outcome: Outcome, counts: &Counts, duration: Duration, interrupted: bool) {
+    fn summary(&self, counts: &Counts, duration: Duration, interrupted: bool) {
         let mut text = format!(
             "{:>8} [{}] {} task{}:",
             if interrupted { "STOPPED" } else { "Summary" },
@@ -174,7 +174,6 @@ impl HumanReporter {
                 .unwrap_or_default();
             self.line(&format!("{:>8} {}{why}", label(f.outcome), f.name));
         }
-        let _ = outcome;
     }
 }
 
