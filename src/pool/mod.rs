@@ -72,19 +72,22 @@ impl Executor {
                 PoolKind::Threads => self.run_closure(f.as_ref(), job, sink),
                 PoolKind::Processes => self.processes.run(job, sink),
             },
-            // A command handed out just as the run was cancelled must not start.
-            Work::Command(_) if self.is_cancelled() => {
-                Attempt::new(Outcome::Error).message("interrupted before it could start")
-            }
             Work::Command(spec) => match self.commands() {
-                Ok(runner) => runner.run(CommandJob {
-                    task: &job.name,
-                    attempt: job.attempt,
-                    spec,
-                    shared: job.shared(),
-                    timeout: job.timeout,
-                    sink,
-                }),
+                Ok(runner) => {
+                    // The runner refuses to start anything once cancelled; one created after
+                    // the cancellation (no command had run yet) must be told.
+                    if self.is_cancelled() {
+                        runner.terminate_all();
+                    }
+                    runner.run(CommandJob {
+                        task: &job.name,
+                        attempt: job.attempt,
+                        spec,
+                        shared: job.shared(),
+                        timeout: job.timeout,
+                        sink,
+                    })
+                }
                 Err(e) => Attempt::new(Outcome::Error).message(e.clone()),
             },
         }
