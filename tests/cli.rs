@@ -453,3 +453,26 @@ fn defaults_tree_in_the_current_directory_jobs_from_the_cpus_state_in_dot_pexen(
     assert_eq!(r.outcome("a"), "pass");
     assert!(t.path().join(".pexen/journal").is_file());
 }
+
+#[test]
+fn an_unrequired_token_is_a_warning_not_an_error() {
+    let t = Tree::new().file(
+        "lonely.ron",
+        r#"(run: Shell("true"), provides: ["nobody-needs-me"])"#,
+    );
+    let out = t.cmd("check", &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "warning: token `nobody-needs-me` is provided by `lonely` but required by no task"
+        ),
+        "{err}"
+    );
+    let r = t.run(&[]);
+    assert_eq!(r.code, 0);
+    assert!(r
+        .of_type("warning")
+        .iter()
+        .any(|w| w["message"].as_str().unwrap().contains("nobody-needs-me")));
+}
