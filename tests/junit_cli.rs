@@ -1,83 +1,18 @@
 //! JUnit reports of real runs (SPEC section 7, issue #5): `pexen run --junit` on the demo tree,
 //! `pexen report` rebuilding the same report from the journal alone, and the report an
-//! interrupted run leaves. Each is checked with `xmllint` against the Jenkins xUnit schema and
-//! read with Python's `junitparser`, as `tests/junit_consumers.rs` does for the writer alone.
+//! interrupted run leaves. Each is read with quick-xml; the `_in_real_consumers` twins (ignored
+//! without the tools: run `.ci/junit-consumers.sh` and set `PEXEN_JUNIT_XSD`) also validate it
+//! with `xmllint` against the Jenkins xUnit schema and read it with Python's `junitparser`.
 
 mod common;
+#[path = "common/junit.rs"]
+mod junit;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use common::{factory, pexen, RunResult, Tree};
 use serde_json::Value;
-
-/// `../shared/junit/junit-10.xsd`, beside the repository (CI clones it next to `shared/`).
-fn schema() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/junit/junit-10.xsd");
-    assert!(
-        path.exists(),
-        "the JUnit schema is missing: expected {} (the `shared/` directory beside the repository)",
-        path.display()
-    );
-    path
-}
-
-fn xmllint(report: &Path) {
-    let out = Command::new("xmllint")
-        .arg("--noout")
-        .arg("--schema")
-        .arg(schema())
-        .arg(report)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run xmllint ({e}); apt-get install -y libxml2-utils"));
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && text.contains("validates"),
-        "{} does not validate:\n{text}\n{}",
-        report.display(),
-        std::fs::read_to_string(report).unwrap_or_default()
-    );
-}
-
-/// Every suite and case as junitparser sees them, as JSON:
-/// `{"SUITE": {"tests": N, ..., "cases": {"CLASSNAME NAME": {"results": [[KIND, type, message]],
-/// "flaky": N, "rerun": N}}}}`.
-const SUMMARY: &str = r#"
-import json, sys
-from junitparser import JUnitXml
-xml = JUnitXml.fromfile(sys.argv[1])
-out = {}
-for suite in xml:
-    cases = {}
-    for case in suite:
-        cases[case.classname + " " + case.name] = {
-            "results": [[type(r).__name__, r.type, r.message] for r in case.result],
-            "flaky": len(case._elem.findall("flakyFailure")) + len(case._elem.findall("flakyError")),
-            "rerun": len(case._elem.findall("rerunFailure")) + len(case._elem.findall("rerunError")),
-        }
-    out[suite.name] = {
-        "tests": suite.tests, "failures": suite.failures, "errors": suite.errors,
-        "skipped": suite.skipped, "cases": cases,
-    }
-print(json.dumps(out))
-"#;
-
-fn junitparser(report: &Path) -> Value {
-    let install = "python3 -m pip install junitparser";
-    let out = Command::new("python3")
-        .args(["-c", SUMMARY])
-        .arg(report)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}); {install}"));
-    assert!(
-        out.status.success(),
-        "junitparser could not read {} (is it installed? {install}):\n{}",
-        report.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -92,8 +27,27 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// Reads a report with quick-xml or, with `consumers`, also with the real consumers.
+fn read(report: &Path, consumers: bool) -> Value {
+    if consumers {
+        junit::check_with_consumers(report)
+    } else {
+        junit::summary(report)
+    }
+}
+
 #[test]
 fn demo_run_writes_a_valid_report_and_pexen_report_rebuilds_it() {
+    demo_run(false);
+}
+
+#[test]
+#[ignore = "needs xmllint, junitparser and PEXEN_JUNIT_XSD: run .ci/junit-consumers.sh first"]
+fn demo_run_report_and_its_rebuild_in_real_consumers() {
+    demo_run(true);
+}
+
+fn demo_run(consumers: bool) {
     let dir = tempfile::tempdir().unwrap();
     // The demo tree, with its slow test made to exceed its timeout.
     let tree = dir.path().join("demo");
@@ -115,8 +69,7 @@ fn demo_run_writes_a_valid_report_and_pexen_report_rebuilds_it() {
         .unwrap();
     let r = RunResult::new(out);
     assert_eq!(r.code, 1, "the slow task times out: {}", r.stderr);
-    xmllint(&junit);
-    let run = junitparser(&junit);
+    let run = read(&junit, consumers);
 
     let suites: Vec<&String> = run.as_object().unwrap().keys().collect();
     assert_eq!(suites, [".", "api", "net", "setup", "smoke"], "{run:#}");
@@ -163,12 +116,21 @@ fn demo_run_writes_a_valid_report_and_pexen_report_rebuilds_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    xmllint(&rebuilt);
-    assert_eq!(junitparser(&rebuilt), run);
+    assert_eq!(read(&rebuilt, consumers), run);
 }
 
 #[test]
 fn an_interrupted_run_leaves_a_valid_report() {
+    interrupted_run(false);
+}
+
+#[test]
+#[ignore = "needs xmllint, junitparser and PEXEN_JUNIT_XSD: run .ci/junit-consumers.sh first"]
+fn an_interrupted_run_leaves_a_report_real_consumers_accept() {
+    interrupted_run(true);
+}
+
+fn interrupted_run(consumers: bool) {
     let t = Tree::new()
         .file("ok.ron", r#"(run: Shell("echo fine"), priority: -2)"#)
         .file(
@@ -200,8 +162,7 @@ fn an_interrupted_run_leaves_a_valid_report() {
     assert_eq!(child.wait().unwrap().code(), Some(130));
     assert!(rest.last().unwrap().contains("run-finished"), "{rest:#?}");
 
-    xmllint(&junit);
-    let report = junitparser(&junit);
+    let report = read(&junit, consumers);
     let cases = &report["."]["cases"];
     assert_eq!(cases.as_object().unwrap().len(), 5, "{report:#}");
     assert_eq!(cases[". ok"]["results"], serde_json::json!([]));
