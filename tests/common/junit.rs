@@ -121,12 +121,12 @@ fn close_suite(suites: &mut Map<String, Value>, suite: &mut Option<(String, Valu
 
 /// The schema's path, from `PEXEN_JUNIT_XSD` (CI sets it to `../shared/junit/junit-10.xsd`).
 pub fn schema() -> PathBuf {
-    let path = std::env::var_os("PEXEN_JUNIT_XSD").map(PathBuf::from).unwrap_or_else(|| {
+    let path = PathBuf::from(std::env::var_os("PEXEN_JUNIT_XSD").unwrap_or_else(|| {
         panic!(
             "PEXEN_JUNIT_XSD is not set: point it at the Jenkins xUnit schema junit-10.xsd \
              (CI: PEXEN_JUNIT_XSD=../shared/junit/junit-10.xsd); .ci/junit-consumers.sh installs the tools"
         )
-    });
+    }));
     assert!(
         path.is_file(),
         "PEXEN_JUNIT_XSD={} is not a file: point it at junit-10.xsd",
