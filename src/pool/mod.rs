@@ -124,12 +124,7 @@ impl Executor {
                 .message(format!("panicked: {}", panic_message(&*panic))),
         };
         if let Some(limit) = job.timeout {
-            if duration > limit && !matches!(attempt.outcome, Outcome::Error) {
-                attempt = Attempt::new(Outcome::Timeout).message(format!(
-                    "timed out after {}",
-                    humantime::format_duration(limit)
-                ));
-            }
+            attempt = past_deadline(attempt, limit, duration);
         }
         attempt.duration = duration;
         attempt
@@ -159,10 +154,31 @@ impl Executor {
 }
 
 impl Executor {
-    /// The run is over (its worker threads joined): ends and reaps the idle worker processes.
+    /// The run is over (its worker threads joined): ends and reaps the idle worker processes,
+    /// and the processes tasks left behind (zombies of daemons a cancel killed included), so
+    /// none outlives the run even while a [`crate::RunHandle`] keeps the executor alive.
     pub(crate) fn finish(&self) {
         self.processes.shutdown();
+        if let Some(Ok(runner)) = self.commands.get() {
+            runner.sweep();
+        }
     }
+}
+
+/// The rule of both closure pools for an attempt that ended after its limit: exceeding the limit
+/// is `timeout` (SPEC 1), whatever the closure returned. Returning an error once
+/// `ctx.is_cancelled()` turns true (or `?` on a call the deadline interrupted) is the idiomatic
+/// way out of a long task, and must not turn a timeout into an `error`. What the closure said is
+/// kept in the message.
+pub(crate) fn past_deadline(attempt: Attempt, limit: Duration, took: Duration) -> Attempt {
+    if took < limit || attempt.outcome == Outcome::Timeout {
+        return attempt;
+    }
+    let mut message = format!("timed out after {}", humantime::format_duration(limit));
+    if let Some(said) = attempt.message.as_deref().filter(|m| !m.is_empty()) {
+        message = format!("{message}; then returned {}: {said}", attempt.outcome);
+    }
+    Attempt::new(Outcome::Timeout).message(message)
 }
 
 /// The text of a panic payload (`&str` or `String`), or a placeholder for other payloads.

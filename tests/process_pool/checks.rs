@@ -30,6 +30,7 @@ pub(crate) const ALL: &[(&str, Check)] = &[
     ("retries", retries),
     ("fail-fast", fail_fast),
     ("cooperative-timeout", cooperative_timeout),
+    ("late-error", late_error),
     ("unserializable-export", unserializable_export),
     ("added-by-task", added_by_task),
     ("added-by-consumer", added_by_consumer),
@@ -253,6 +254,18 @@ fn fail_fast(env: &Env) {
 
 fn cooperative_timeout(env: &Env) {
     assert_eq!(outcome(&env.run(1), "spin"), Outcome::Timeout);
+}
+
+fn late_error(env: &Env) {
+    let events = env.run(2);
+    for task in ["bail", "bail-panic"] {
+        assert_eq!(outcome(&events, task), Outcome::Timeout, "{task}");
+    }
+    // What the closure said is kept when it was the one to return (on processes, the scheduler
+    // may end the worker at the deadline before the closure returns).
+    if !env.is_processes() {
+        assert!(message(&events, "bail").contains("interrupted call"));
+    }
 }
 
 fn unserializable_export(env: &Env) {

@@ -163,6 +163,23 @@ pub(crate) fn build(name: &str, dir: &Path) -> Vec<Task> {
             Ok(())
         })
         .timeout(Duration::from_millis(20))],
+        // Bailing out with an error (or a panic) once the deadline passed is still a timeout.
+        "late-error" => vec![
+            Task::closure("bail", |ctx| {
+                while !ctx.is_cancelled() {
+                    std::thread::yield_now();
+                }
+                Err(TaskError::error("interrupted call"))
+            })
+            .timeout(Duration::from_millis(20)),
+            Task::closure("bail-panic", |ctx| {
+                while !ctx.is_cancelled() {
+                    std::thread::yield_now();
+                }
+                panic!("gave up");
+            })
+            .timeout(Duration::from_millis(20)),
+        ],
         "unserializable-export" => vec![Task::closure("x", |ctx| ctx.export("sock", &Bad))],
         "added-by-task" => vec![Task::closure("gen", |ctx| {
             ctx.export("n", &3)?;

@@ -104,6 +104,8 @@ struct Groups {
     running: HashSet<i32>,
     /// Every group this runner started, to recognise orphans left in them.
     started: HashSet<i32>,
+    /// Orphans a cancel signalled, `(pid, start time)`: once dead, only this names them.
+    signalled: HashSet<(i32, u64)>,
 }
 
 impl CommandRunner {
@@ -145,7 +147,7 @@ impl CommandRunner {
     }
 
     fn cancel_with(&self, level: u8, signal: i32) {
-        let groups = self.lock();
+        let mut groups = self.lock();
         // Raised under the lock: a `run()` that registers after this sees it and signals its own
         // group, one that registered before is signalled here; never both, never neither.
         self.cancel.fetch_max(level, Ordering::SeqCst);
@@ -153,12 +155,31 @@ impl CommandRunner {
             procs::signal_group(pgid, signal);
         }
         let marker = self.marker();
-        Orphans {
+        let signalled = Orphans {
             marker: &marker,
             groups: &groups.started,
             running: &groups.running,
+            known: &groups.signalled,
         }
         .signal(signal);
+        groups.signalled.extend(signalled);
+    }
+
+    /// Kills and reaps every task orphan still around (background jobs and daemons of tasks,
+    /// and their zombies). Only when no `run()` is in flight: the run is over.
+    pub(crate) fn sweep(&self) {
+        let mut groups = self.lock();
+        let marker = self.marker();
+        let reaped = Orphans {
+            marker: &marker,
+            groups: &groups.started,
+            running: &groups.running,
+            known: &groups.signalled,
+        }
+        .kill_and_reap();
+        for id in reaped {
+            groups.signalled.remove(&id);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Groups> {
@@ -371,15 +392,7 @@ impl Drop for CommandRunner {
     /// Kills and reaps every task orphan still around (no `run()` can be in flight: they borrow
     /// the runner), then removes the temp dir.
     fn drop(&mut self) {
-        let groups = self.lock();
-        let marker = self.marker();
-        Orphans {
-            marker: &marker,
-            groups: &groups.started,
-            running: &groups.running,
-        }
-        .kill_and_reap();
-        drop(groups);
+        self.sweep();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }

@@ -14,7 +14,10 @@
 //!   no process spawned by other code has it;
 //! - it is in the process group of one of this runner's tasks without leading that group (a task
 //!   leader is reaped by its `run()` call; a child spawned elsewhere with its own group leads it).
-//!   This is what identifies zombies, whose environment can no longer be read.
+//!   This is what identifies zombies, whose environment can no longer be read;
+//! - it is an orphan that an earlier sweep identified and signalled (a cancel), recorded by pid
+//!   and start time: a `setsid` daemon leads its own group, so once the signal killed it, neither
+//!   rule above recognises its zombie.
 
 use std::collections::HashSet;
 use std::fs;
@@ -156,6 +159,14 @@ struct Stat {
     zombie: bool,
     ppid: i32,
     pgrp: i32,
+    /// Clock ticks after boot: with the pid, names one process even across pid reuse.
+    start: u64,
+}
+
+impl Stat {
+    fn id(&self) -> (i32, u64) {
+        (self.pid, self.start)
+    }
 }
 
 fn read_stat(pid: i32) -> Option<Stat> {
@@ -166,11 +177,14 @@ fn read_stat(pid: i32) -> Option<Stat> {
     let state = fields.next()?;
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
+    // Field 22 of proc(5); `fields` is at field 6 now.
+    let start = fields.nth(16)?.parse().ok()?;
     Some(Stat {
         pid,
         zombie: state == "Z" || state == "X",
         ppid,
         pgrp,
+        start,
     })
 }
 
@@ -200,6 +214,8 @@ pub(super) struct Orphans<'a> {
     pub(super) groups: &'a HashSet<i32>,
     /// Task leaders still owned by a `run()` call: never touched here.
     pub(super) running: &'a HashSet<i32>,
+    /// Orphans identified by an earlier sweep, as `(pid, start time)`.
+    pub(super) known: &'a HashSet<(i32, u64)>,
 }
 
 impl Orphans<'_> {
@@ -209,6 +225,7 @@ impl Orphans<'_> {
             .filter(|s| !self.running.contains(&s.pid))
             .filter(|s| {
                 (self.groups.contains(&s.pgrp) && s.pgrp != s.pid)
+                    || self.known.contains(&s.id())
                     || (!s.zombie && environ_has(s.pid, self.marker))
             })
             .collect()
@@ -216,25 +233,32 @@ impl Orphans<'_> {
 
     /// Signals every orphan and its group (pinned: the orphan is an unreaped child of ours).
     /// Never reaps: a `run()` may be spawning concurrently, and its child must stay std's.
-    pub(super) fn signal(&self, signal: i32) {
-        signal_each(&self.find(), signal);
+    /// Returns who was signalled, as `(pid, start time)`, for a later sweep to recognise.
+    pub(super) fn signal(&self, signal: i32) -> Vec<(i32, u64)> {
+        let found = self.find();
+        signal_each(&found, signal);
+        found.iter().map(Stat::id).collect()
     }
 
     /// Kills and reaps orphans until none is left: killing one reparents its own children to
     /// us, so this goes one generation deeper per round (bounded, against a fork bomb).
-    pub(super) fn kill_and_reap(&self) {
+    /// Returns who was reaped, as `(pid, start time)`.
+    pub(super) fn kill_and_reap(&self) -> Vec<(i32, u64)> {
+        let mut reaped = Vec::new();
         for _ in 0..100 {
             let found = self.find();
             if found.is_empty() {
-                return;
+                break;
             }
             signal_each(&found, libc::SIGKILL);
             for orphan in found {
                 let mut status = 0;
                 // SAFETY: `status` is a valid out-pointer; the pid is an identified orphan.
                 unsafe { libc::waitpid(orphan.pid, &raw mut status, 0) };
+                reaped.push(orphan.id());
             }
         }
+        reaped
     }
 }
 

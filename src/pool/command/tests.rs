@@ -349,3 +349,34 @@ fn kill_all_ends_attempts_that_ignore_term() {
         assert!(!alive(pid));
     });
 }
+
+/// Whether `pid` is a zombie (exited, not reaped); false once it is gone.
+fn zombie(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_daemon_killed_by_a_cancel_is_reaped_not_left_a_zombie() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner();
+    // The daemon leads its own session and group: only its environment marks it as a task's.
+    let script = r"setsid sh -c 'echo $$ > daemon.pid; exec sleep 1000' &
+while [ ! -s daemon.pid ]; do sleep 0.01; done";
+    let a = run_with(&runner, &shell(script, dir.path()), None, &Sink::default());
+    assert_eq!(a.outcome, Outcome::Pass);
+    let daemon = pid_in(&dir.path().join("daemon.pid"));
+    runner.terminate_all();
+    // The cancel signalled it; it dies and waits for us to reap it, its environment unreadable.
+    for _ in 0..2000 {
+        if zombie(daemon) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(zombie(daemon), "the cancel did not end the daemon");
+    drop(runner);
+    assert!(!alive(daemon), "the daemon was left a zombie");
+}

@@ -106,9 +106,7 @@ impl ProcessPool {
             Ended::Done(mut attempt) => {
                 if let Some(limit) = job.timeout {
                     // As on threads: a cooperative task that returned late still timed out.
-                    if started.elapsed() > limit && attempt.outcome != Outcome::Error {
-                        attempt = timed_out(limit);
-                    }
+                    attempt = super::past_deadline(attempt, limit, started.elapsed());
                 }
                 if self.level.load(Ordering::SeqCst) == RUNNING {
                     self.lock().push(worker);
