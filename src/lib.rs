@@ -44,7 +44,7 @@ pub use factory::{FactoryError, FactoryErrors, TaskTree};
 /// The worker side of the process pool: call [`worker::serve_if_worker`] first in `main`.
 pub use pool::process::serve as worker;
 pub use sched::events::{Counts, Event, Finished};
-pub use sched::{Resumed, Run, RunHandle, Scheduler, SchedulerBuilder};
+pub use sched::{Observer, Resumed, Run, RunHandle, Scheduler, SchedulerBuilder};
 pub use task::{
     CommandSpec, Meta, OnFailure, Outcome, PoolKind, Run as RunSpec, Task, TaskName, Work,
 };

@@ -35,8 +35,9 @@ struct Core {
     /// The consumer sleeps on the condition variable: wake it when events are queued.
     consumer_waiting: bool,
     started: Instant,
-    /// Sees every event before the run goes on (the journal): see `SchedulerBuilder::observer`.
-    observer: Option<super::Observer>,
+    /// See every event before the run goes on (the journal among them), in the order they
+    /// were added: see `SchedulerBuilder::observer`.
+    observers: Vec<super::Observer>,
     /// Whether a worker may reserve a batch of short tasks (see [`Core::reserve`]).
     batching: bool,
     /// Moving average of closure attempt durations, in nanoseconds.
@@ -86,17 +87,19 @@ impl Shared {
 }
 
 impl Core {
-    /// Shows the observer the events queued since it last looked, in order.
+    /// Shows the observers the events queued since they last looked, in order: each event to
+    /// every observer, in the order they were added, before the next event.
     fn observe(&mut self) {
-        if let Some(observer) = &self.observer {
-            if self.observed < self.state.events.len() {
-                let mut f = observer.0.lock().unwrap_or_else(PoisonError::into_inner);
-                for e in self.state.events.range(self.observed..) {
-                    f(e);
-                }
-                self.observed = self.state.events.len();
+        if self.observers.is_empty() || self.observed >= self.state.events.len() {
+            return;
+        }
+        for e in self.state.events.range(self.observed..) {
+            // One at a time: the same observer may have been added twice.
+            for observer in &self.observers {
+                (observer.0.lock().unwrap_or_else(PoisonError::into_inner))(e);
             }
         }
+        self.observed = self.state.events.len();
     }
 
     fn job(&self, start: super::run_state::Start) -> Job {
@@ -330,10 +333,10 @@ impl Run {
                 finished: false,
                 consumer_waiting: false,
                 started,
-                batching: !config.fail_fast && config.observer.is_none(),
+                batching: !config.fail_fast && config.observers.is_empty(),
                 avg_attempt_ns: SHORT_ATTEMPT_NS,
                 default_pool: config.process.default_pool,
-                observer: config.observer,
+                observers: config.observers,
                 observed: 0,
             }),
             events_ready: Condvar::new(),

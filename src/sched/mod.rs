@@ -23,12 +23,30 @@ use crate::task::{PoolKind, Task, TaskName};
 
 /// A function that sees every event synchronously, in order, before the run goes on: see
 /// [`SchedulerBuilder::observer`].
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use pexen::{Event, Observer, Scheduler, Task};
+///
+/// let finished = Arc::new(Mutex::new(Vec::new()));
+/// let seen = finished.clone();
+/// let observer = Observer::new(move |event| {
+///     if let Event::TaskFinished(f) = event {
+///         seen.lock().unwrap().push(f.task.to_string());
+///     }
+/// });
+/// let run = Scheduler::builder().observer(observer).build();
+/// run.run(vec![Task::closure("a", |_| Ok(()))]).unwrap().for_each(drop);
+/// assert_eq!(*finished.lock().unwrap(), ["a"]);
+/// ```
 #[derive(Clone)]
 pub struct Observer(pub(crate) Arc<Mutex<ObserverFn>>);
 
 type ObserverFn = dyn FnMut(&Event) + Send;
 
 impl Observer {
+    /// Wraps `f`; it is called under the scheduler's lock, so it must not call back into the
+    /// run (no [`RunHandle`] methods).
     pub fn new(f: impl FnMut(&Event) + Send + 'static) -> Self {
         Self(Arc::new(Mutex::new(f)))
     }
@@ -62,7 +80,7 @@ pub struct SchedulerBuilder {
     command: CommandConfig,
     process: ProcessConfig,
     resumed: HashMap<TaskName, Resumed>,
-    observer: Option<Observer>,
+    observers: Vec<Observer>,
 }
 
 impl Default for SchedulerBuilder {
@@ -74,7 +92,7 @@ impl Default for SchedulerBuilder {
             command: CommandConfig::default(),
             process: ProcessConfig::default(),
             resumed: HashMap::new(),
-            observer: None,
+            observers: Vec::new(),
         }
     }
 }
@@ -149,14 +167,18 @@ impl SchedulerBuilder {
         self
     }
 
-    /// Calls `observer` with every event, in order, on the thread that produced it, before the
-    /// run goes on: a finished task's event is observed before its worker or its slot starts
-    /// anything else. This is what a journal needs (SPEC 6: after `kill -9`, only the tasks that
-    /// were running are lost); the [`Run`] iterator, which may lag behind, is not enough.
-    /// Keep it quick: the scheduler waits for it.
+    /// Adds `observer`: it is called with every event, in order, on the thread that produced
+    /// it, before the run goes on: a finished task's event is observed before its worker or its
+    /// slot starts anything else. This is what a journal needs (SPEC 6: after `kill -9`, only
+    /// the tasks that were running are lost); the [`Run`] iterator, which may lag behind, is not
+    /// enough. Keep it quick: the scheduler waits for it.
+    ///
+    /// Any number of observers may be added (the journal of [`SchedulerBuilder::journal`] is
+    /// one of them); each event is shown to all of them in the order they were added, before
+    /// the next event is shown to any.
     #[must_use]
     pub fn observer(mut self, observer: Observer) -> Self {
-        self.observer = Some(observer);
+        self.observers.push(observer);
         self
     }
 

@@ -1,0 +1,161 @@
+//! The library as an embedder meets it (issue #16): several observers with the journal among
+//! them, no zombie after a cancel, versions in fingerprints, resume decisions as data, a run kept
+//! open for tasks fed by the consumer, and a blocking wait for cancellation.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pexen::state::RunJournal;
+use pexen::{CommandSpec, Event, Observer, Outcome, RunSpec, Scheduler, Task};
+
+#[path = "common/events.rs"]
+mod events;
+use events::{outcome, run_outcome};
+
+fn ok(name: &str) -> Task {
+    Task::closure(name, |_| Ok(()))
+}
+
+/// An observer that writes `TAG:task` for every finished task into `seen`.
+fn tagging(tag: &'static str, seen: &Arc<Mutex<Vec<String>>>) -> Observer {
+    let seen = seen.clone();
+    Observer::new(move |e| {
+        if let Event::TaskFinished(f) = e {
+            seen.lock().unwrap().push(format!("{tag}:{}", f.task));
+        }
+    })
+}
+
+#[test]
+fn the_journal_and_every_observer_see_every_event_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = || vec![ok("a").provides(["x"]), ok("b").requires(["x"])];
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut journal = RunJournal::open(dir.path(), &tasks(), false).unwrap();
+    let events: Vec<Event> = Scheduler::builder()
+        .jobs(1)
+        .observer(tagging("first", &seen))
+        .journal(&mut journal)
+        .observer(tagging("second", &seen))
+        .build()
+        .run(tasks())
+        .unwrap()
+        .collect();
+    assert_eq!(run_outcome(&events), Outcome::Pass);
+    let records = journal.finish().unwrap();
+    let journaled: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(journaled, ["a", "b"]);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["first:a", "second:a", "first:b", "second:b"]
+    );
+}
+
+fn shell(script: &str, cwd: &Path) -> CommandSpec {
+    let mut spec = CommandSpec::new(RunSpec::Shell(script.to_owned()));
+    spec.cwd = Some(cwd.to_owned());
+    spec
+}
+
+fn wait_for(path: &Path) -> String {
+    for _ in 0..6000 {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if text.ends_with('\n') {
+                return text.trim().to_owned();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{} never appeared", path.display());
+}
+
+/// A daemon started by a task (`setsid`: it leads its own session and group) is killed by a
+/// cancel and must be reaped, not left a zombie child of the embedding process.
+fn daemon_then_hang(dir: &Path) -> Vec<Task> {
+    vec![
+        Task::command(
+            "start-daemon",
+            shell(
+                r"setsid sh -c 'echo $$ > daemon.pid; exec sleep 1000' &
+while [ ! -s daemon.pid ]; do sleep 0.01; done",
+                dir,
+            ),
+        )
+        .provides(["daemon"]),
+        Task::command("hang", shell("echo > hang.started; exec sleep 1000", dir))
+            .requires(["daemon"]),
+    ]
+}
+
+fn gone(pid: &str) -> bool {
+    !Path::new("/proc").join(pid).exists()
+}
+
+fn zombie(pid: &str) -> bool {
+    std::fs::read_to_string(Path::new("/proc").join(pid).join("stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Waits until the daemon has died (a zombie, or already reaped), then lets the last handle on
+/// the run go: whoever reaps it must recognise a dead daemon, whose environment is unreadable.
+fn reaped_once_dead(daemon: &str, handle: pexen::RunHandle) -> bool {
+    for _ in 0..6000 {
+        if zombie(daemon) || gone(daemon) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(handle);
+    gone(daemon)
+}
+
+#[test]
+fn no_zombie_after_a_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Scheduler::builder()
+        .jobs(2)
+        .build()
+        .run(daemon_then_hang(dir.path()))
+        .unwrap();
+    let handle = run.handle();
+    let mut events = Vec::new();
+    for e in run {
+        if matches!(&e, Event::TaskStarted { task, .. } if task.as_str() == "hang") {
+            wait_for(&dir.path().join("hang.started"));
+            handle.cancel();
+        }
+        events.push(e);
+    }
+    assert_eq!(outcome(&events, "hang"), Outcome::Error);
+    let daemon = wait_for(&dir.path().join("daemon.pid"));
+    assert!(
+        reaped_once_dead(&daemon, handle),
+        "the daemon {daemon} is left a zombie"
+    );
+}
+
+#[test]
+fn no_zombie_after_dropping_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Scheduler::builder()
+        .jobs(2)
+        .build()
+        .run(daemon_then_hang(dir.path()))
+        .unwrap();
+    for e in run.by_ref() {
+        if matches!(&e, Event::TaskStarted { task, .. } if task.as_str() == "hang") {
+            wait_for(&dir.path().join("hang.started"));
+            break;
+        }
+    }
+    let handle = run.handle();
+    drop(run);
+    let daemon = wait_for(&dir.path().join("daemon.pid"));
+    assert!(
+        reaped_once_dead(&daemon, handle),
+        "the daemon {daemon} is left a zombie"
+    );
+}
