@@ -184,6 +184,10 @@ pub struct Meta {
     /// Which pool runs a closure task (ignored for command tasks); `None` takes the run's
     /// default ([`crate::SchedulerBuilder::default_pool`]).
     pub pool: Option<PoolKind>,
+    /// A version (or salt) hashed into the task's fingerprint: change it to rerun the task on
+    /// resume when something its definition cannot show changed (a value a closure captures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// What a command task runs.
@@ -344,6 +348,47 @@ impl Task {
     #[must_use]
     pub fn tags<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tags: I) -> Self {
         self.meta.tags.extend(tags.into_iter().map(Into::into));
+        self
+    }
+
+    /// Files whose content is part of the task's fingerprint: paths or globs, relative to the
+    /// task's working directory (the current directory for a closure). A changed input reruns
+    /// the task on resume.
+    ///
+    /// ```
+    /// use pexen::Task;
+    /// let t = Task::closure("docs", |_| Ok(())).inputs(["doc/*.md", "book.toml"]);
+    /// assert_eq!(t.meta.inputs, ["doc/*.md", "book.toml"]);
+    /// ```
+    #[must_use]
+    pub fn inputs<I: IntoIterator<Item = S>, S: Into<String>>(mut self, inputs: I) -> Self {
+        self.meta.inputs.extend(inputs.into_iter().map(Into::into));
+        self
+    }
+
+    /// A version (or salt) that enters the task's fingerprint, for what its definition cannot
+    /// show: a closure's fingerprint covers its name, metadata and inputs, not the values it
+    /// captures. Derive the version from those values, and a change reruns the task (and its
+    /// dependents) on resume, as ninja reruns a changed command line.
+    ///
+    /// ```
+    /// use pexen::state::fingerprints;
+    /// use pexen::Task;
+    ///
+    /// let build = |opt: &'static str| {
+    ///     Task::closure("build", move |_| {
+    ///         println!("cc {opt} main.c");
+    ///         Ok(())
+    ///     })
+    ///     .version(opt)
+    /// };
+    /// let o2 = fingerprints(&[build("-O2")]);
+    /// let o3 = fingerprints(&[build("-O3")]);
+    /// assert_ne!(o2[0].definition, o3[0].definition);
+    /// ```
+    #[must_use]
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.meta.version = Some(version.into());
         self
     }
 

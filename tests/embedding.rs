@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pexen::state::RunJournal;
+use pexen::state::{Reason, RunJournal, Verdict};
 use pexen::{CommandSpec, Event, Observer, Outcome, RunSpec, Scheduler, Task};
 
 #[path = "common/events.rs"]
@@ -95,7 +95,10 @@ fn gone(pid: &str) -> bool {
 fn zombie(pid: &str) -> bool {
     std::fs::read_to_string(Path::new("/proc").join(pid).join("stat"))
         .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
@@ -158,4 +161,79 @@ fn no_zombie_after_dropping_the_run() {
         reaped_once_dead(&daemon, handle),
         "the daemon {daemon} is left a zombie"
     );
+}
+
+/// A closure build whose captured optimisation level is its version, and a test after it.
+fn versioned(opt: &'static str, log: &Path) -> Vec<Task> {
+    let log = log.to_path_buf();
+    vec![
+        Task::closure("build", move |_| {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&log)?;
+            std::io::Write::write_all(&mut f, format!("cc {opt}\n").as_bytes())?;
+            Ok(())
+        })
+        .version(opt)
+        .provides(["bin"]),
+        ok("test").requires(["bin"]),
+    ]
+}
+
+/// Runs `tasks` journaled in `state` (resuming when asked); the events and the decisions.
+fn journaled(state: &Path, tasks: &dyn Fn() -> Vec<Task>, resume: bool) -> Vec<Event> {
+    let mut journal = RunJournal::open(state, &tasks(), resume).unwrap();
+    let events: Vec<Event> = Scheduler::builder()
+        .jobs(2)
+        .journal(&mut journal)
+        .build()
+        .run(tasks())
+        .unwrap()
+        .collect();
+    journal.finish().unwrap();
+    events
+}
+
+fn resumed(events: &[Event]) -> Vec<&str> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TaskFinished(f) if f.resumed => Some(f.task.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_changed_version_reruns_the_task_and_its_dependents_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, log) = (dir.path().join("state"), dir.path().join("cc.log"));
+    journaled(&state, &|| versioned("-O2", &log), false);
+    let again = journaled(&state, &|| versioned("-O2", &log), true);
+    assert_eq!(resumed(&again), ["build", "test"]);
+
+    let decisions = RunJournal::open(&state, &versioned("-O3", &log), true)
+        .unwrap()
+        .decisions()
+        .to_vec();
+    let as_data: Vec<(&str, &Verdict)> = decisions
+        .iter()
+        .map(|d| (d.task.as_str(), &d.verdict))
+        .collect();
+    assert_eq!(
+        as_data,
+        [
+            ("build", &Verdict::Run(Reason::DefinitionChanged)),
+            (
+                "test",
+                &Verdict::Run(Reason::ProviderChanged("build".into()))
+            ),
+        ]
+    );
+    assert_eq!(decisions[0].to_string(), "run build: definition changed");
+
+    let changed = journaled(&state, &|| versioned("-O3", &log), true);
+    assert!(resumed(&changed).is_empty());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "cc -O2\ncc -O3\n");
 }

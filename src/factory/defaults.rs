@@ -137,6 +137,7 @@ impl Layer {
             tags: self.tags,
             inputs: self.inputs,
             pool: None,
+            version: None,
         };
         let spec = CommandSpec {
             run,

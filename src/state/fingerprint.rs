@@ -128,7 +128,14 @@ fn definition(task: &Task, buf: &mut Vec<u8>) -> Digest {
         Work::Command(spec) => {
             buf.extend_from_slice(b"pexen/definition/command/v1\0");
             let timeout = task.meta.timeout.map(|d| d.as_nanos());
-            serde_json::to_writer(&mut *buf, &(spec.argv(), &spec.env, &spec.cwd, timeout))
+            let written =
+                serde_json::to_writer(&mut *buf, &(spec.argv(), &spec.env, &spec.cwd, timeout));
+            // Only when set, so that fingerprints recorded before versions existed still match.
+            if let Some(version) = &task.meta.version {
+                buf.extend_from_slice(b"\0version\0");
+                buf.extend_from_slice(version.as_bytes());
+            }
+            written
         }
         Work::Closure(_) => {
             buf.extend_from_slice(b"pexen/definition/closure/v1\0");

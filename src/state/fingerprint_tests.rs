@@ -131,3 +131,20 @@ fn digests_round_trip_as_hex() {
     assert_eq!(serde_json::from_str::<Fingerprint>(&text).unwrap(), fps[1]);
     assert!(serde_json::from_str::<Digest>("\"zz\"").is_err());
 }
+
+#[test]
+fn a_version_changes_the_definition_and_none_keeps_old_fingerprints() {
+    let (dir, fps) = setup();
+    for i in [0, 1] {
+        let mut tasks = tree(dir.path());
+        tasks[i].meta.version = Some("-O3".into());
+        let versioned = fingerprints(&tasks);
+        assert_ne!(versioned[i].definition, fps[i].definition, "task {i}");
+        tasks[i].meta.version = Some("-O2".into());
+        assert_ne!(fingerprints(&tasks)[i].definition, versioned[i].definition);
+    }
+    // Unset is what every fingerprint recorded before versions existed was computed without.
+    let tasks = tree(dir.path());
+    assert!(tasks.iter().all(|t| t.meta.version.is_none()));
+    assert_eq!(fingerprints(&tasks), fps);
+}

@@ -9,4 +9,4 @@ pub mod resume;
 pub use fingerprint::{fingerprints, Digest, Fingerprint};
 pub use journal::{Journal, JournalEntry, JournalError, LoadedJournal};
 pub use persist::RunJournal;
-pub use resume::{decide, Decision, Reason};
+pub use resume::{decide, Decision, Explanation, Reason, Verdict};

@@ -24,7 +24,7 @@ use crate::sched::events::Event;
 use crate::sched::{Observer, Resumed, SchedulerBuilder};
 use crate::state::fingerprint::fingerprints;
 use crate::state::journal::{Journal, JournalError};
-use crate::state::resume::{decide, Decision};
+use crate::state::resume::{decide, Decision, Explanation, Verdict};
 use crate::task::{Task, TaskName};
 
 /// The journal of one run, written through the scheduler's observer: a finished task is on
@@ -33,7 +33,7 @@ use crate::task::{Task, TaskName};
 pub struct RunJournal {
     recorder: Arc<Mutex<Recorder>>,
     resumed: HashMap<TaskName, Resumed>,
-    explanations: Vec<String>,
+    decisions: Vec<Explanation>,
     warnings: Vec<String>,
 }
 
@@ -52,24 +52,24 @@ impl RunJournal {
     pub fn open(dir: &Path, tasks: &[Task], resume: bool) -> Result<Self, JournalError> {
         let fps = fingerprints(tasks);
         let mut warnings = Vec::new();
-        let mut explanations = Vec::new();
+        let mut decisions = Vec::new();
         let mut resumed = HashMap::new();
         let mut journal = if resume {
             let (journal, loaded) = Journal::open_append(dir)?;
             warnings.extend(loaded.warnings.iter().cloned());
             for (task, decision) in tasks.iter().zip(decide(tasks, &fps, &loaded)) {
-                match decision {
+                let verdict = match decision {
                     Decision::Resume(r) => {
-                        explanations.push(format!(
-                            "resume {}: unchanged, last ended {}",
-                            task.name, r.outcome
-                        ));
+                        let last = r.outcome;
                         resumed.insert(task.name.clone(), resumed_from(*r));
+                        Verdict::Resume { last }
                     }
-                    Decision::Run(reason) => {
-                        explanations.push(format!("run {}: {reason}", task.name));
-                    }
-                }
+                    Decision::Run(reason) => Verdict::Run(reason),
+                };
+                decisions.push(Explanation {
+                    task: task.name.clone(),
+                    verdict,
+                });
             }
             journal
         } else {
@@ -85,7 +85,7 @@ impl RunJournal {
                 error: None,
             })),
             resumed,
-            explanations,
+            decisions,
             warnings,
         })
     }
@@ -96,9 +96,33 @@ impl RunJournal {
     }
 
     /// With `resume`: one line per task saying whether it is taken from the journal or why it
-    /// runs again (`run build/app: inputs changed`).
-    pub fn explanations(&self) -> &[String] {
-        &self.explanations
+    /// runs again (`run build/app: inputs changed`). The same as data: [`RunJournal::decisions`].
+    pub fn explanations(&self) -> Vec<String> {
+        self.decisions.iter().map(ToString::to_string).collect()
+    }
+
+    /// With `resume`: for each task, in the order given to [`RunJournal::open`], whether it is
+    /// taken from the journal or why it runs again. Empty without `resume`.
+    ///
+    /// ```
+    /// use pexen::state::{Reason, RunJournal, Verdict};
+    /// use pexen::{Scheduler, Task};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let tasks = |opt: &str| vec![Task::closure("build", |_| Ok(())).version(opt)];
+    /// let mut journal = RunJournal::open(dir.path(), &tasks("-O2"), false)?;
+    /// let run = Scheduler::builder().journal(&mut journal).build().run(tasks("-O2"))?;
+    /// run.for_each(drop);
+    /// journal.finish()?;
+    ///
+    /// let journal = RunJournal::open(dir.path(), &tasks("-O3"), true)?;
+    /// let d = &journal.decisions()[0];
+    /// assert_eq!(d.task.as_str(), "build");
+    /// assert_eq!(d.verdict, Verdict::Run(Reason::DefinitionChanged));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn decisions(&self) -> &[Explanation] {
+        &self.decisions
     }
 
     /// The first error writing the journal during the run, if any: the caller should cancel.

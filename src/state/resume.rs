@@ -59,6 +59,34 @@ pub enum Decision {
     Run(Reason),
 }
 
+/// What resuming decided for one task, as data: see [`crate::state::RunJournal::decisions`].
+/// Displayed, it is the line `pexen run --explain` prints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Explanation {
+    pub task: TaskName,
+    pub verdict: Verdict,
+}
+
+/// Whether a task is taken from the journal or runs again, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Unchanged since its last record, which ended with this outcome: not run again.
+    Resume { last: Outcome },
+    /// Runs again, for this reason.
+    Run(Reason),
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.verdict {
+            Verdict::Resume { last } => {
+                write!(f, "resume {}: unchanged, last ended {last}", self.task)
+            }
+            Verdict::Run(reason) => write!(f, "run {}: {reason}", self.task),
+        }
+    }
+}
+
 /// One decision per task, in the order of `tasks`; `fingerprints[i]` belongs to `tasks[i]`.
 pub fn decide(
     tasks: &[Task],
