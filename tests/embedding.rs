@@ -237,3 +237,112 @@ fn a_changed_version_reruns_the_task_and_its_dependents_on_resume() {
     assert!(resumed(&changed).is_empty());
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "cc -O2\ncc -O3\n");
 }
+
+#[test]
+fn an_open_run_takes_tasks_from_the_consumer_until_it_is_closed() {
+    let run = Scheduler::builder()
+        .jobs(2)
+        .keep_open(true)
+        .build()
+        .run(vec![ok("t0").provides(["k0"])])
+        .unwrap();
+    let handle = run.handle();
+    let mut closed = false;
+    let mut events = Vec::new();
+    for e in run {
+        if let Event::TaskFinished(f) = &e {
+            // Each task's end brings the next one, which needs what it provided: no task is
+            // running or waiting in between, and the run must not end there.
+            let i: usize = f.task.as_str()[1..].parse().unwrap();
+            if i < 4 {
+                let next = ok(&format!("t{}", i + 1))
+                    .requires([format!("k{i}")])
+                    .provides([format!("k{}", i + 1)]);
+                handle.add_tasks(vec![next]).unwrap();
+            } else {
+                closed = true;
+                handle.close();
+            }
+        }
+        if matches!(e, Event::RunFinished { .. }) {
+            assert!(closed, "the run finished before it was closed");
+        }
+        events.push(e);
+    }
+    let finished: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TaskFinished(f) => Some(f.task.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished, ["t0", "t1", "t2", "t3", "t4"]);
+    assert!(matches!(
+        events.last(),
+        Some(Event::RunFinished {
+            outcome: Outcome::Pass,
+            interrupted: false,
+            ..
+        })
+    ));
+    // Closed and finished: nothing more is taken.
+    assert!(handle.add_tasks(vec![ok("late")]).is_err());
+}
+
+#[test]
+fn an_open_run_fed_from_another_thread_and_cancelled_while_idle() {
+    let run = Scheduler::builder()
+        .jobs(2)
+        .keep_open(true)
+        .build()
+        .run(Vec::new())
+        .unwrap();
+    let handle = run.handle();
+    let feeder = std::thread::spawn({
+        let handle = handle.clone();
+        move || {
+            for i in 0..3 {
+                handle.add_tasks(vec![ok(&format!("fed{i}"))]).unwrap();
+            }
+        }
+    });
+    let mut events = Vec::new();
+    let mut done = 0;
+    for e in run {
+        if matches!(e, Event::TaskFinished(_)) {
+            done += 1;
+            if done == 3 {
+                // Idle and open: a cancel ends it, as an interrupted run.
+                handle.cancel();
+            }
+        }
+        events.push(e);
+    }
+    feeder.join().unwrap();
+    for i in 0..3 {
+        assert_eq!(outcome(&events, &format!("fed{i}")), Outcome::Pass);
+    }
+    assert!(matches!(
+        events.last(),
+        Some(Event::RunFinished {
+            interrupted: true,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_run_not_kept_open_finishes_when_its_tasks_are_done() {
+    let mut run = Scheduler::builder()
+        .jobs(1)
+        .build()
+        .run(vec![ok("only")])
+        .unwrap();
+    let handle = run.handle();
+    assert!(run.by_ref().any(|e| matches!(e, Event::RunFinished { .. })));
+    let refused = handle.add_tasks(vec![ok("late")]).unwrap_err();
+    assert!(
+        refused.to_string().contains("the run has finished"),
+        "{refused}"
+    );
+}

@@ -32,6 +32,9 @@ struct Core {
     idle: usize,
     /// Set once `RunFinished` is queued.
     finished: bool,
+    /// Kept open for tasks the embedder adds, until closed or cancelled
+    /// (`SchedulerBuilder::keep_open`).
+    open: bool,
     /// The consumer sleeps on the condition variable: wake it when events are queued.
     consumer_waiting: bool,
     started: Instant,
@@ -180,7 +183,8 @@ impl Core {
         }
         if own.is_none() && self.state.running() == 0 {
             self.state.settle_stopped();
-            if self.state.all_done() && !self.finished {
+            let open = self.open && !self.state.is_cancelled();
+            if self.state.all_done() && !self.finished && !open {
                 let finished = self.state.run_finished(self.started.elapsed());
                 self.state.events.push_back(finished);
                 self.finished = true;
@@ -297,6 +301,20 @@ impl RunHandle {
         self.shared.exec.kill();
     }
 
+    /// Adds tasks while the run is going, from any thread: see [`Run::add_tasks`].
+    pub fn add_tasks(&self, tasks: Vec<Task>) -> Result<(), GraphErrors> {
+        add_tasks(&self.shared, tasks)
+    }
+
+    /// Lets a run started with [`crate::SchedulerBuilder::keep_open`] finish once the tasks it
+    /// has are done. Tasks may still be added until it has finished. No effect on other runs.
+    pub fn close(&self) {
+        let mut core = self.shared.lock();
+        core.open = false;
+        core.dispatch(false);
+        self.shared.notify(&mut core, true);
+    }
+
     fn stop(&self) {
         let mut core = self.shared.lock();
         core.state.cancel();
@@ -331,6 +349,7 @@ impl Run {
                 jobs: Some(jobs_tx),
                 idle: config.jobs,
                 finished: false,
+                open: config.keep_open,
                 consumer_waiting: false,
                 started,
                 batching: !config.fail_fast && config.observers.is_empty(),
@@ -354,7 +373,8 @@ impl Run {
         })
     }
 
-    /// A handle to cancel the run from another thread.
+    /// A handle to cancel the run, add tasks to it or close it, from any thread (or from
+    /// inside a `for event in run` loop, which moves the run).
     pub fn handle(&self) -> RunHandle {
         RunHandle {
             shared: self.shared.clone(),
@@ -368,14 +388,19 @@ impl Run {
 
     /// Adds tasks while the run is going. They are validated as a batch against the tasks
     /// already there; they may require any existing token but provide only new ones. Workers
-    /// do not wait for the consumer, so the run may have finished already (an error then);
-    /// a task that discovers more work should use [`crate::Context::add_tasks`] instead.
-    pub fn add_tasks(&mut self, tasks: Vec<Task>) -> Result<(), GraphErrors> {
-        let mut core = self.shared.lock();
-        let result = core.add_tasks(tasks);
-        self.shared.notify(&mut core, true);
-        result
+    /// do not wait for the consumer, so the run may have finished already (an error then),
+    /// unless it was started with [`crate::SchedulerBuilder::keep_open`]; a task that
+    /// discovers more work should use [`crate::Context::add_tasks`] instead.
+    pub fn add_tasks(&self, tasks: Vec<Task>) -> Result<(), GraphErrors> {
+        add_tasks(&self.shared, tasks)
     }
+}
+
+fn add_tasks(shared: &Shared, tasks: Vec<Task>) -> Result<(), GraphErrors> {
+    let mut core = shared.lock();
+    let result = core.add_tasks(tasks);
+    shared.notify(&mut core, true);
+    result
 }
 
 impl Iterator for Run {

@@ -81,6 +81,7 @@ pub struct SchedulerBuilder {
     process: ProcessConfig,
     resumed: HashMap<TaskName, Resumed>,
     observers: Vec<Observer>,
+    keep_open: bool,
 }
 
 impl Default for SchedulerBuilder {
@@ -93,6 +94,7 @@ impl Default for SchedulerBuilder {
             process: ProcessConfig::default(),
             resumed: HashMap::new(),
             observers: Vec::new(),
+            keep_open: false,
         }
     }
 }
@@ -179,6 +181,40 @@ impl SchedulerBuilder {
     #[must_use]
     pub fn observer(mut self, observer: Observer) -> Self {
         self.observers.push(observer);
+        self
+    }
+
+    /// Keeps the run open when its tasks are done: it waits for more, added with
+    /// [`RunHandle::add_tasks`], until [`RunHandle::close`] (or a cancel); only then does it
+    /// finish with `RunFinished`. Without it (the default), a run finishes as soon as every
+    /// task it has is done, and tasks added later are refused. This is the form for a run fed
+    /// by the embedder as work turns up (tokio's `JoinSet::spawn`, HyperQueue's open jobs).
+    ///
+    /// ```
+    /// use pexen::{Event, Outcome, Scheduler, Task};
+    ///
+    /// let run = Scheduler::builder().keep_open(true).build().run(Vec::new()).unwrap();
+    /// let handle = run.handle();
+    /// handle.add_tasks(vec![Task::closure("first", |_| Ok(()))]).unwrap();
+    /// let mut finished = Vec::new();
+    /// for event in run {
+    ///     if let Event::TaskFinished(f) = &event {
+    ///         finished.push(f.task.to_string());
+    ///         if f.task.as_str() == "first" {
+    ///             // Work turned up: feed it to the same run, then say that was all.
+    ///             handle.add_tasks(vec![Task::closure("second", |_| Ok(()))]).unwrap();
+    ///             handle.close();
+    ///         }
+    ///     }
+    ///     if let Event::RunFinished { outcome, .. } = event {
+    ///         assert_eq!(outcome, Outcome::Pass);
+    ///     }
+    /// }
+    /// assert_eq!(finished, ["first", "second"]);
+    /// ```
+    #[must_use]
+    pub fn keep_open(mut self, keep_open: bool) -> Self {
+        self.keep_open = keep_open;
         self
     }
 
