@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -33,18 +33,33 @@ pub struct Context<'a> {
     shared: &'a Shared,
     exports: Mutex<Shared>,
     sink: &'a dyn ResultSink,
-    cancelled: &'a AtomicBool,
+    cancelled: &'a Cancellation,
     deadline: Option<Instant>,
 }
 
 impl<'a> Context<'a> {
-    /// Used by the pools (and by tests of task bodies) to build a context.
+    /// Used by the pools (and by tests of task bodies) to build a context. `cancelled` is the
+    /// run's cancellation, `deadline` the end of this attempt's `timeout`.
+    ///
+    /// ```
+    /// use pexen::context::{Cancellation, Context, ResultSink};
+    /// use pexen::{Outcome, Shared, TaskName};
+    ///
+    /// struct Ignore;
+    /// impl ResultSink for Ignore {
+    ///     fn result(&self, _: Outcome, _: String) {}
+    /// }
+    /// let (name, shared, cancel) = (TaskName::new("t"), Shared::new(), Cancellation::new());
+    /// let ctx = Context::new(&name, 1, &shared, &Ignore, &cancel, None);
+    /// cancel.cancel();
+    /// assert!(ctx.is_cancelled());
+    /// ```
     pub fn new(
         name: &'a TaskName,
         attempt: u32,
         shared: &'a Shared,
         sink: &'a dyn ResultSink,
-        cancelled: &'a AtomicBool,
+        cancelled: &'a Cancellation,
         deadline: Option<Instant>,
     ) -> Self {
         Self {
@@ -113,7 +128,38 @@ impl<'a> Context<'a> {
 
     /// True once the run is cancelled or this attempt timed out: a long task should return.
     pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() >= d)
+        self.cancelled.is_cancelled() || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Blocks until the run is cancelled or this attempt's deadline passes (true), or until
+    /// `timeout` has passed (false): a task that waits for something (a service, a retry
+    /// interval) needs no sleep-and-poll loop, and one that waits for nothing but the end of
+    /// the run can wait with [`Duration::MAX`]. Returns at once when already cancelled.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pexen::{Event, Outcome, Scheduler, Task, TaskError};
+    ///
+    /// let watch = Task::closure("watch", |ctx| {
+    ///     // Checks something every second until the run stops it, or its timeout passes.
+    ///     while !ctx.wait_cancelled(Duration::from_secs(1)) {}
+    ///     Err(TaskError::error("stopped"))
+    /// })
+    /// .timeout(Duration::from_millis(50));
+    /// let run = Scheduler::builder().build().run(vec![watch]).unwrap();
+    /// let outcome = run.filter_map(|e| match e {
+    ///     Event::TaskFinished(f) => Some(f.outcome),
+    ///     _ => None,
+    /// });
+    /// assert_eq!(outcome.collect::<Vec<_>>(), [Outcome::Timeout]);
+    /// ```
+    pub fn wait_cancelled(&self, timeout: Duration) -> bool {
+        let until = Instant::now().checked_add(timeout);
+        let until = match (until, self.deadline) {
+            (Some(u), Some(d)) => Some(u.min(d)),
+            (u, d) => u.or(d),
+        };
+        self.cancelled.wait(until) || self.is_cancelled()
     }
 
     /// Consumes the context and returns what was exported.
@@ -175,3 +221,61 @@ impl fmt::Display for TaskError {
 
 /// A cancellation flag shared between the scheduler and a running attempt.
 pub type CancelFlag = Arc<AtomicBool>;
+
+/// A run's cancellation as its closures see it: a flag that only rises, and a way to sleep
+/// until it does ([`Context::wait_cancelled`]).
+#[derive(Debug, Default)]
+pub struct Cancellation {
+    raised: AtomicBool,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+impl Cancellation {
+    pub const fn new() -> Self {
+        Self {
+            raised: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+        }
+    }
+
+    /// Raises the flag and wakes every waiter.
+    pub fn cancel(&self) {
+        // Under the lock: a waiter between its check and its sleep cannot miss the wake-up.
+        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.raised.store(true, Ordering::SeqCst);
+        self.wake.notify_all();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.raised.load(Ordering::Relaxed)
+    }
+
+    /// Blocks until the flag rises (true) or `until` passes (false); `None` waits for the flag
+    /// alone.
+    pub fn wait(&self, until: Option<Instant>) -> bool {
+        let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if self.raised.load(Ordering::SeqCst) {
+                return true;
+            }
+            guard = match until {
+                None => self
+                    .wake
+                    .wait(guard)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(until) => {
+                    let now = Instant::now();
+                    if now >= until {
+                        return false;
+                    }
+                    self.wake
+                        .wait_timeout(guard, until - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+}

@@ -9,11 +9,10 @@ pub mod process;
 pub(crate) mod thread;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::context::{Context, ResultSink, Shared};
+use crate::context::{Cancellation, Context, ResultSink, Shared};
 use crate::sched::events::Attempt;
 use crate::task::{Outcome, PoolKind, TaskFn, TaskName, Work};
 
@@ -44,7 +43,7 @@ impl Job {
 
 /// Runs attempts of any kind; one per run, shared by the worker threads.
 pub(crate) struct Executor {
-    cancelled: AtomicBool,
+    cancelled: Cancellation,
     command_config: CommandConfig,
     /// Created on the first command task: closure-only runs need no temp dir.
     commands: OnceLock<Result<CommandRunner, String>>,
@@ -55,7 +54,7 @@ pub(crate) struct Executor {
 impl Executor {
     pub(crate) fn new(command_config: CommandConfig, process_config: ProcessConfig) -> Self {
         Self {
-            cancelled: AtomicBool::new(false),
+            cancelled: Cancellation::new(),
             command_config,
             commands: OnceLock::new(),
             processes: ProcessPool::new(process_config),
@@ -64,7 +63,7 @@ impl Executor {
 
     pub(crate) fn run(&self, job: &Job, sink: &dyn ResultSink) -> Attempt {
         // A job still queued when the run was cancelled must not start anything.
-        if self.cancelled.load(Ordering::Relaxed) {
+        if self.cancelled.is_cancelled() {
             return Attempt::new(Outcome::Error).message("interrupted before it could start");
         }
         match &job.work {
@@ -131,12 +130,12 @@ impl Executor {
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
+        self.cancelled.is_cancelled()
     }
 
     /// Cancellation: closures see `is_cancelled`, commands are terminated (TERM, grace, KILL).
     pub(crate) fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Relaxed);
+        self.cancelled.cancel();
         self.processes.cancel();
         if let Some(Ok(runner)) = self.commands.get() {
             runner.terminate_all();
@@ -145,7 +144,7 @@ impl Executor {
 
     /// Second interrupt: kill every running command now.
     pub(crate) fn kill(&self) {
-        self.cancelled.store(true, Ordering::Relaxed);
+        self.cancelled.cancel();
         self.processes.kill();
         if let Some(Ok(runner)) = self.commands.get() {
             runner.kill_all();

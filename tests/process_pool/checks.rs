@@ -31,6 +31,7 @@ pub(crate) const ALL: &[(&str, Check)] = &[
     ("fail-fast", fail_fast),
     ("cooperative-timeout", cooperative_timeout),
     ("late-error", late_error),
+    ("blocking-cancel-wait", blocking_cancel_wait),
     ("unserializable-export", unserializable_export),
     ("added-by-task", added_by_task),
     ("added-by-consumer", added_by_consumer),
@@ -266,6 +267,28 @@ fn late_error(env: &Env) {
     if !env.is_processes() {
         assert!(message(&events, "bail").contains("interrupted call"));
     }
+}
+
+fn blocking_cancel_wait(env: &Env) {
+    let run = env.builder(3).build().run(env.tasks()).unwrap();
+    let handle = run.handle();
+    let mut events = Vec::new();
+    let mut ended = 0;
+    for e in run {
+        // Once the two that end by themselves have ended, only a cancel can end the waiter.
+        if matches!(&e, Event::TaskFinished(f) if f.task.as_str() != "waiter") {
+            ended += 1;
+            if ended == 2 {
+                wait_for(&env.dir.join("inside"));
+                handle.cancel();
+            }
+        }
+        events.push(e);
+    }
+    assert_eq!(outcome(&events, "short"), Outcome::Pass);
+    assert_eq!(outcome(&events, "deadline"), Outcome::Timeout);
+    assert_eq!(outcome(&events, "waiter"), Outcome::Error);
+    assert!(env.dir.join("saw-cancel").exists());
 }
 
 fn unserializable_export(env: &Env) {

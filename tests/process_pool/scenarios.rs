@@ -180,6 +180,34 @@ pub(crate) fn build(name: &str, dir: &Path) -> Vec<Task> {
             })
             .timeout(Duration::from_millis(20)),
         ],
+        // `ctx.wait_cancelled` blocks: until a cancel, until the deadline, or for its timeout.
+        "blocking-cancel-wait" => {
+            let dir = dir.to_path_buf();
+            vec![
+                Task::closure("waiter", move |ctx| {
+                    std::fs::write(dir.join("inside"), b"")?;
+                    if ctx.wait_cancelled(Duration::MAX) {
+                        std::fs::write(dir.join("saw-cancel"), b"")?;
+                    }
+                    Err(TaskError::error("interrupted"))
+                }),
+                Task::closure("deadline", |ctx| {
+                    if ctx.wait_cancelled(Duration::from_secs(3600)) {
+                        Ok(())
+                    } else {
+                        Err(TaskError::fail("the deadline did not end the wait"))
+                    }
+                })
+                .timeout(Duration::from_millis(20)),
+                Task::closure("short", |ctx| {
+                    if ctx.wait_cancelled(Duration::from_millis(1)) {
+                        Err(TaskError::fail("cancelled without a cancel"))
+                    } else {
+                        Ok(())
+                    }
+                }),
+            ]
+        }
         "unserializable-export" => vec![Task::closure("x", |ctx| ctx.export("sock", &Bad))],
         "added-by-task" => vec![Task::closure("gen", |ctx| {
             ctx.export("n", &3)?;

@@ -25,14 +25,14 @@ use std::fs::File;
 use std::io::{self, BufWriter};
 use std::os::fd::{FromRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use signal_hook::iterator::Signals;
 use thiserror::Error;
 
 use super::channel::{self, ChannelError, FrameReader, FromWorker, RunOwned, PROTOCOL};
-use crate::context::{Context, ResultSink};
+use crate::context::{Cancellation, Context, ResultSink};
 use crate::pool::panic_message;
 use crate::task::{Outcome, Task, TaskFn, TaskName, Work};
 
@@ -97,9 +97,20 @@ fn serve<F: FnOnce() -> Vec<Task>>(asked: &str, build: F) -> Result<(), ServeErr
             0,
         )
     };
-    let cancelled = Arc::new(AtomicBool::new(false));
-    // The scheduler's cooperative cancellation: SIGUSR1 sets the flag `is_cancelled` reads.
-    signal_hook::flag::register(libc::SIGUSR1, cancelled.clone()).map_err(ServeError::Setup)?;
+    let cancelled = Arc::new(Cancellation::new());
+    // The scheduler's cooperative cancellation is SIGUSR1. A thread turns it into the
+    // cancellation `is_cancelled` reads, and wakes the tasks blocked in `wait_cancelled` (a
+    // signal handler can do neither safely).
+    let mut signals = Signals::new([libc::SIGUSR1]).map_err(ServeError::Setup)?;
+    let raise = cancelled.clone();
+    std::thread::Builder::new()
+        .name("pexen-cancel".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                raise.cancel();
+            }
+        })
+        .map_err(ServeError::Setup)?;
 
     let out = Mutex::new(BufWriter::new(output));
     channel::send(
@@ -167,7 +178,7 @@ fn run_one(
     f: &TaskFn,
     run: &RunOwned,
     out: &Mutex<BufWriter<File>>,
-    cancelled: &AtomicBool,
+    cancelled: &Cancellation,
 ) -> FromWorker {
     let deadline = run
         .timeout_ms
