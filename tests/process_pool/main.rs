@@ -10,6 +10,7 @@ mod crashes;
 mod scenarios;
 mod support;
 
+use std::ffi::OsString;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
@@ -18,10 +19,10 @@ use pexen::PoolKind;
 use support::{children, Env};
 
 fn main() {
-    pexen::worker::serve_if_worker(|| {
-        let args: Vec<String> = std::env::args().collect();
-        let name = args.get(1).map_or("", String::as_str);
-        let dir = PathBuf::from(args.get(2).map_or("", String::as_str));
+    // The scenario and its directory are the worker arguments (`Env::builder`).
+    pexen::worker::serve_if_worker_with_args(|args: &[OsString]| {
+        let name = args.first().and_then(|a| a.to_str()).unwrap_or("");
+        let dir = PathBuf::from(args.get(1).cloned().unwrap_or_default());
         let mut tasks = scenarios::build(name, &dir);
         tasks.extend(scenarios::extra(name));
         tasks.extend(crashes::build(name));

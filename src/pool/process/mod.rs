@@ -31,7 +31,7 @@ use crate::pool::Job;
 use crate::sched::events::Attempt;
 use crate::task::{Outcome, PoolKind};
 
-pub use serve::{serve_if_worker, ServeError, WORKER_ENV};
+pub use serve::{serve_if_worker, serve_if_worker_with_args, ServeError, WORKER_ENV};
 
 use worker::{spawn_error_message, Ended, WorkerProc};
 

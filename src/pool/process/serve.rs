@@ -21,6 +21,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::os::fd::{FromRawFd, RawFd};
@@ -68,10 +69,42 @@ impl From<ChannelError> for ServeError {
 /// channel, and exits the process (code 0, or 101 with a message on stderr when the channel
 /// broke); it never returns there. Tasks are found by name, so `build` must return every task
 /// that may run in a process (it may return more; their metadata is ignored here).
+///
+/// A binary with several task sets passes [`crate::SchedulerBuilder::worker_args`] and uses
+/// [`serve_if_worker_with_args`], whose `build` receives them.
 pub fn serve_if_worker<F: FnOnce() -> Vec<Task>>(build: F) {
+    serve_if_worker_with_args(|_| build());
+}
+
+/// [`serve_if_worker`], with `build` given the arguments the scheduler started the worker
+/// with ([`crate::SchedulerBuilder::worker_args`], without the program name), so that it
+/// rebuilds the task set they name without parsing `std::env::args` itself.
+///
+/// ```no_run
+/// use std::ffi::OsString;
+/// use pexen::{PoolKind, Scheduler, Task};
+///
+/// fn suite(name: &str) -> Vec<Task> {
+///     let task = Task::closure(format!("{name}/risky"), |_ctx| Ok(()));
+///     vec![task.pool(PoolKind::Processes)]
+/// }
+///
+/// fn main() {
+///     pexen::worker::serve_if_worker_with_args(|args: &[OsString]| {
+///         suite(&args[0].to_string_lossy())
+///     });
+///     let scheduler = Scheduler::builder().worker_args(["smoke"]).build();
+///     for event in scheduler.run(suite("smoke")).unwrap() {
+///         println!("{event:?}");
+///     }
+/// }
+/// ```
+pub fn serve_if_worker_with_args<F: FnOnce(&[OsString]) -> Vec<Task>>(build: F) {
     let Some(asked) = std::env::var_os(WORKER_ENV) else {
         return;
     };
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let build = move || build(&args);
     // Not inherited by what the tasks spawn: a nested scheduler must not think it is a worker.
     std::env::remove_var(WORKER_ENV);
     let code = match serve(&asked.to_string_lossy(), build) {
