@@ -2,15 +2,50 @@
 //! journal, decide what `--resume` takes from it, journal every finished task as the run goes,
 //! and hand back the records for reports.
 //!
-//! ```no_run
-//! use pexen::state::RunJournal;
-//! use pexen::{Scheduler, Task};
+//! The journal is an observer of the run; other observers may come before or after it.
 //!
-//! let tasks = vec![Task::closure("build", |_| Ok(()))];
-//! let mut journal = RunJournal::open(".pexen".as_ref(), &tasks, true)?;
-//! let run = Scheduler::builder().journal(&mut journal).build().run(tasks)?;
-//! for _event in run {}
-//! let records = journal.finish()?; // for pexen::report::junit::write_junit
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use pexen::state::{RunJournal, Verdict};
+//! use pexen::{Event, Observer, Scheduler, Task};
+//!
+//! fn tasks(opt: &'static str) -> Vec<Task> {
+//!     vec![
+//!         Task::closure("build", move |_ctx| {
+//!             println!("cc {opt} -c src/*.c");
+//!             Ok(())
+//!         })
+//!         .version(opt) // a captured value the fingerprint cannot see
+//!         .provides(["bin"]),
+//!         Task::closure("test", |_ctx| Ok(())).requires(["bin"]),
+//!     ]
+//! }
+//! let state = tempfile::tempdir()?;
+//! let run_once = |opt, resume| -> Result<Vec<String>, Box<dyn std::error::Error>> {
+//!     let mut journal = RunJournal::open(state.path(), &tasks(opt), resume)?;
+//!     let ran = Arc::new(Mutex::new(Vec::new()));
+//!     let seen = ran.clone();
+//!     let log = Observer::new(move |event| match event {
+//!         Event::TaskFinished(f) if !f.resumed => seen.lock().unwrap().push(f.task.to_string()),
+//!         _ => {}
+//!     });
+//!     let run = Scheduler::builder()
+//!         .journal(&mut journal) // on disk before anyone sees the event
+//!         .observer(log) // then this one
+//!         .build()
+//!         .run(tasks(opt))?;
+//!     for _event in run {}
+//!     let records = journal.finish()?; // for pexen::report::junit::write_junit
+//!     assert_eq!(records.len(), 2);
+//!     let ran = ran.lock().unwrap().clone();
+//!     Ok(ran)
+//! };
+//! assert_eq!(run_once("-O2", false)?, ["build", "test"]);
+//! assert!(run_once("-O2", true)?.is_empty()); // nothing changed: both resumed
+//! assert_eq!(run_once("-O3", true)?, ["build", "test"]); // a new version reruns both
+//!
+//! let journal = RunJournal::open(state.path(), &tasks("-O3"), true)?;
+//! assert!(matches!(journal.decisions()[0].verdict, Verdict::Resume { .. }));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
