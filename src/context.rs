@@ -33,13 +33,14 @@ pub struct Context<'a> {
     shared: &'a Shared,
     exports: Mutex<Shared>,
     sink: &'a dyn ResultSink,
-    cancelled: &'a Cancellation,
+    cancelled: CancelSource<'a>,
     deadline: Option<Instant>,
 }
 
 impl<'a> Context<'a> {
     /// Used by the pools (and by tests of task bodies) to build a context. `cancelled` is the
-    /// run's cancellation, `deadline` the end of this attempt's `timeout`.
+    /// run's [`Cancellation`] (or a bare `&AtomicBool`, whose waits poll it every millisecond),
+    /// `deadline` the end of this attempt's `timeout`.
     ///
     /// ```
     /// use pexen::context::{Cancellation, Context, ResultSink};
@@ -59,7 +60,7 @@ impl<'a> Context<'a> {
         attempt: u32,
         shared: &'a Shared,
         sink: &'a dyn ResultSink,
-        cancelled: &'a Cancellation,
+        cancelled: impl Into<CancelSource<'a>>,
         deadline: Option<Instant>,
     ) -> Self {
         Self {
@@ -68,7 +69,7 @@ impl<'a> Context<'a> {
             shared,
             exports: Mutex::new(Shared::new()),
             sink,
-            cancelled,
+            cancelled: cancelled.into(),
             deadline,
         }
     }
@@ -222,6 +223,55 @@ impl fmt::Display for TaskError {
 /// A cancellation flag shared between the scheduler and a running attempt.
 pub type CancelFlag = Arc<AtomicBool>;
 
+/// Where a [`Context`] reads cancellation from: `&Cancellation` (what the pools give), or a
+/// bare `&AtomicBool` for a context built by hand.
+#[derive(Clone, Copy, Debug)]
+pub enum CancelSource<'a> {
+    Cancellation(&'a Cancellation),
+    Flag(&'a AtomicBool),
+}
+
+impl<'a> From<&'a Cancellation> for CancelSource<'a> {
+    fn from(c: &'a Cancellation) -> Self {
+        Self::Cancellation(c)
+    }
+}
+
+impl<'a> From<&'a AtomicBool> for CancelSource<'a> {
+    fn from(flag: &'a AtomicBool) -> Self {
+        Self::Flag(flag)
+    }
+}
+
+impl CancelSource<'_> {
+    fn is_cancelled(&self) -> bool {
+        match self {
+            Self::Cancellation(c) => c.is_cancelled(),
+            Self::Flag(flag) => flag.load(Ordering::Relaxed),
+        }
+    }
+
+    fn wait(&self, until: Option<Instant>) -> bool {
+        match self {
+            Self::Cancellation(c) => c.wait(until),
+            // A bare flag has nothing to sleep on.
+            Self::Flag(flag) => loop {
+                if flag.load(Ordering::Relaxed) {
+                    return true;
+                }
+                let now = Instant::now();
+                if until.is_some_and(|u| now >= u) {
+                    return false;
+                }
+                let nap = until.map_or(Duration::from_millis(1), |u| {
+                    (u - now).min(Duration::from_millis(1))
+                });
+                std::thread::sleep(nap);
+            },
+        }
+    }
+}
+
 /// A run's cancellation as its closures see it: a flag that only rises, and a way to sleep
 /// until it does ([`Context::wait_cancelled`]).
 #[derive(Debug, Default)]
@@ -277,5 +327,50 @@ impl Cancellation {
                 }
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Ignore;
+    impl ResultSink for Ignore {
+        fn result(&self, _: Outcome, _: String) {}
+    }
+
+    /// `wait_cancelled(MAX)` in a thread returns true once the flag rises in another one.
+    fn wakes_on_cancel(ctx: &Context<'_>, raise: &(dyn Fn() + Sync)) {
+        assert!(!ctx.wait_cancelled(Duration::ZERO), "not cancelled yet");
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| ctx.wait_cancelled(Duration::MAX));
+            raise();
+            assert!(waiter.join().unwrap());
+        });
+        assert!(ctx.is_cancelled());
+    }
+
+    #[test]
+    fn a_wait_ends_when_the_run_is_cancelled() {
+        let (name, shared) = (TaskName::new("t"), Shared::new());
+        let c = Cancellation::new();
+        let ctx = Context::new(&name, 1, &shared, &Ignore, &c, None);
+        wakes_on_cancel(&ctx, &|| c.cancel());
+        // A bare flag, as contexts built by hand before `Cancellation` had.
+        let flag = AtomicBool::new(false);
+        let ctx = Context::new(&name, 1, &shared, &Ignore, &flag, None);
+        wakes_on_cancel(&ctx, &|| flag.store(true, Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_wait_ends_at_the_deadline_as_a_cancellation() {
+        let (name, shared, c) = (TaskName::new("t"), Shared::new(), Cancellation::new());
+        let past = Instant::now();
+        let ctx = Context::new(&name, 1, &shared, &Ignore, &c, Some(past));
+        assert!(ctx.wait_cancelled(Duration::MAX));
+        assert!(
+            !c.is_cancelled(),
+            "the deadline is the attempt's, not the run's"
+        );
     }
 }
