@@ -64,6 +64,7 @@ fn main() {
                 spec: &spec,
                 shared: &shared,
                 timeout: None,
+                checkpoint: None,
                 sink: &NoSink,
             });
             assert_eq!(attempt.outcome, Outcome::Pass, "{attempt:?}");

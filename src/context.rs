@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -35,6 +36,7 @@ pub struct Context<'a> {
     sink: &'a dyn ResultSink,
     cancelled: CancelSource<'a>,
     deadline: Option<Instant>,
+    checkpoint: Option<&'a Path>,
 }
 
 impl<'a> Context<'a> {
@@ -71,7 +73,23 @@ impl<'a> Context<'a> {
             sink,
             cancelled: cancelled.into(),
             deadline,
+            checkpoint: None,
         }
+    }
+
+    /// Gives the task its checkpoint directory (see [`Context::checkpoint`]).
+    #[must_use]
+    pub fn with_checkpoint(mut self, dir: Option<&'a Path>) -> Self {
+        self.checkpoint = dir;
+        self
+    }
+
+    /// The task's checkpoint directory, when the run keeps state (SPEC section 12): private to
+    /// the task, it exists when the attempt starts and keeps what the task saved there across
+    /// attempts, timeouts, interruptions and `--resume`, until the task ends `pass`, `warn` or
+    /// `skip`. `None` when the run has no state directory.
+    pub fn checkpoint(&self) -> Option<&Path> {
+        self.checkpoint
     }
 
     pub fn name(&self) -> &TaskName {
@@ -176,6 +194,8 @@ impl<'a> Context<'a> {
 pub struct TaskError {
     pub status: Outcome,
     pub message: String,
+    /// Stop the run here and continue it later (see [`TaskError::suspend`]).
+    pub suspend: bool,
 }
 
 impl TaskError {
@@ -183,6 +203,17 @@ impl TaskError {
         Self {
             status,
             message: message.into(),
+            suspend: false,
+        }
+    }
+
+    /// Stops the run here, to be continued later with `--resume` (a command task's exit status
+    /// 75): nothing new starts, running tasks finish, and `--resume` runs this task first, with
+    /// its checkpoint. Save progress in [`Context::checkpoint`] before returning this.
+    pub fn suspend(message: impl Into<String>) -> Self {
+        Self {
+            suspend: true,
+            ..Self::new(Outcome::Skip, message)
         }
     }
 

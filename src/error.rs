@@ -18,6 +18,8 @@ pub mod exit_code {
     pub const BAD_INPUT: i32 = 2;
     /// The state directory is unusable (unreadable, damaged, another format version).
     pub const BAD_STATE: i32 = 3;
+    /// A task suspended the run (exit status 75, SPEC section 12): continue it with `--resume`.
+    pub const SUSPENDED: i32 = 4;
     /// Interrupted (Ctrl-C).
     pub const INTERRUPTED: i32 = 130;
 }

@@ -60,7 +60,8 @@ pub struct RunArgs {
     /// Where the journal of runs is kept.
     #[arg(long, value_name = "DIR", default_value = ".pexen")]
     pub state: PathBuf,
-    /// Do not rerun tasks that passed with an unchanged fingerprint in the journal.
+    /// Do not rerun tasks that passed with an unchanged fingerprint in the journal; keep
+    /// checkpoints (a run without it starts from empty ones) and run suspended tasks first.
     #[arg(long)]
     pub resume: bool,
     /// With --resume: say why each task runs again or is taken from the journal.

@@ -68,13 +68,19 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     let signals = SignalWatch::start(run.handle(), interrupted.clone());
 
     let json = args.message_format == MessageFormat::Json;
-    let mut human = (!json).then(|| HumanReporter::new(std::io::stderr().is_terminal()));
+    let mut human = (!json).then(|| {
+        HumanReporter::new(std::io::stderr().is_terminal()).resume_hint(resume_hint(args))
+    });
     let mut stdout = std::io::stdout().lock();
     let mut outcome = Outcome::Pass;
     let mut duration = Duration::ZERO;
     let mut stopping = false;
+    let mut suspended_by = Vec::new();
     let handle = run.handle();
     for event in run {
+        if let Event::TaskSuspended { task, .. } = &event {
+            suspended_by.push(task.clone());
+        }
         // Already journaled by the observer: what is reported has been recorded.
         if !stopping {
             if let Some(e) = journal.error() {
@@ -100,6 +106,25 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
         }
     }
     drop(signals);
+    let interrupted = interrupted.load(Ordering::SeqCst);
+    if json && !suspended_by.is_empty() && !interrupted {
+        // What to run next, for scripts: the run is not over (exit code 4).
+        #[derive(serde::Serialize)]
+        struct RunSuspended<'a> {
+            r#type: &'static str,
+            tasks: &'a [crate::task::TaskName],
+            resume: String,
+        }
+        let line = RunSuspended {
+            r#type: "run-suspended",
+            tasks: &suspended_by,
+            resume: resume_hint(args),
+        };
+        if let Ok(line) = serde_json::to_string(&line) {
+            let _ = writeln!(stdout, "{line}");
+        }
+        let _ = stdout.flush();
+    }
     let records = journal.finish()?;
 
     if let Some(path) = &args.junit {
@@ -108,13 +133,42 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
             source,
         })?;
     }
-    Ok(if interrupted.load(Ordering::SeqCst) {
+    Ok(if interrupted {
         exit_code::INTERRUPTED
+    } else if !suspended_by.is_empty() {
+        exit_code::SUSPENDED
     } else if outcome.is_success() {
         exit_code::OK
     } else {
         exit_code::TASK_FAILED
     })
+}
+
+/// The command that continues a suspended run: the same tree, state and selection, with
+/// `--resume`.
+fn resume_hint(args: &RunArgs) -> String {
+    let mut words = vec!["pexen".to_string(), "run".to_string()];
+    if args.dir != std::path::Path::new(".") {
+        words.push(shell_word(&args.dir.to_string_lossy()));
+    }
+    if args.state != std::path::Path::new(".pexen") {
+        words.push("--state".into());
+        words.push(shell_word(&args.state.to_string_lossy()));
+    }
+    for f in &args.filters {
+        words.extend(["--filter".into(), shell_word(f)]);
+    }
+    for t in &args.tags {
+        words.extend(["--tag".into(), shell_word(t)]);
+    }
+    words.push("--resume".into());
+    words.join(" ")
+}
+
+/// `word` quoted for a POSIX shell when it needs to be.
+fn shell_word(word: &str) -> String {
+    // Only a NUL byte cannot be quoted, and no argument can hold one.
+    shlex::try_quote(word).map_or_else(|_| word.to_string(), std::borrow::Cow::into_owned)
 }
 
 /// SIGINT/SIGTERM handling: the first stops the run cleanly (running commands get SIGTERM,

@@ -9,11 +9,13 @@ pub mod process;
 pub(crate) mod thread;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::context::{Cancellation, Context, ResultSink, Shared};
 use crate::sched::events::Attempt;
+use crate::state::checkpoint::Checkpoints;
 use crate::task::{Outcome, PoolKind, TaskFn, TaskName, Work};
 
 use self::command::{CommandConfig, CommandJob, CommandRunner};
@@ -49,6 +51,8 @@ pub(crate) struct Executor {
     commands: OnceLock<Result<CommandRunner, String>>,
     /// Spawns nothing until the first closure task that runs in a process.
     processes: ProcessPool,
+    /// Where each task's checkpoint directory is, when the run keeps state.
+    checkpoints: Option<Checkpoints>,
 }
 
 impl Executor {
@@ -58,7 +62,29 @@ impl Executor {
             command_config,
             commands: OnceLock::new(),
             processes: ProcessPool::new(process_config),
+            checkpoints: None,
         }
+    }
+
+    /// Gives every attempt its task's checkpoint directory (SPEC section 12).
+    #[must_use]
+    pub(crate) fn with_checkpoints(mut self, checkpoints: Option<Checkpoints>) -> Self {
+        self.checkpoints = checkpoints;
+        self
+    }
+
+    /// Creates the task's checkpoint directory, if the run has them.
+    /// On failure, the attempt's error message.
+    fn checkpoint(&self, job: &Job) -> Result<Option<PathBuf>, String> {
+        let Some(cp) = &self.checkpoints else {
+            return Ok(None);
+        };
+        cp.prepare(&job.name).map(Some).map_err(|e| {
+            format!(
+                "cannot create checkpoint directory {}: {e}",
+                cp.dir(&job.name).display()
+            )
+        })
     }
 
     pub(crate) fn run(&self, job: &Job, sink: &dyn ResultSink) -> Attempt {
@@ -66,10 +92,15 @@ impl Executor {
         if self.cancelled.is_cancelled() {
             return Attempt::new(Outcome::Error).message("interrupted before it could start");
         }
+        let checkpoint = match self.checkpoint(job) {
+            Ok(dir) => dir,
+            Err(message) => return Attempt::new(Outcome::Error).message(message),
+        };
+        let checkpoint = checkpoint.as_deref();
         match &job.work {
             Work::Closure(f) => match job.pool.unwrap_or(self.processes.default_pool()) {
-                PoolKind::Threads => self.run_closure(f.as_ref(), job, sink),
-                PoolKind::Processes => self.processes.run(job, sink),
+                PoolKind::Threads => self.run_closure(f.as_ref(), job, checkpoint, sink),
+                PoolKind::Processes => self.processes.run(job, checkpoint, sink),
             },
             Work::Command(spec) => match self.commands() {
                 Ok(runner) => {
@@ -84,6 +115,7 @@ impl Executor {
                         spec,
                         shared: job.shared(),
                         timeout: job.timeout,
+                        checkpoint,
                         sink,
                     })
                 }
@@ -99,7 +131,13 @@ impl Executor {
         })
     }
 
-    fn run_closure(&self, f: &TaskFn, job: &Job, sink: &dyn ResultSink) -> Attempt {
+    fn run_closure(
+        &self,
+        f: &TaskFn,
+        job: &Job,
+        checkpoint: Option<&Path>,
+        sink: &dyn ResultSink,
+    ) -> Attempt {
         let started = Instant::now();
         let deadline = job.timeout.map(|t| started + t);
         let ctx = Context::new(
@@ -109,7 +147,8 @@ impl Executor {
             sink,
             &self.cancelled,
             deadline,
-        );
+        )
+        .with_checkpoint(checkpoint);
         let result = catch_unwind(AssertUnwindSafe(|| f(&ctx)));
         let duration = started.elapsed();
         let mut attempt = match result {
@@ -118,6 +157,7 @@ impl Executor {
                 a.exports = ctx.into_exports();
                 a
             }
+            Ok(Err(e)) if e.suspend => Attempt::suspended(e.message),
             Ok(Err(e)) => Attempt::new(e.status).message(e.message),
             Err(panic) => Attempt::new(Outcome::Error)
                 .message(format!("panicked: {}", panic_message(&*panic))),

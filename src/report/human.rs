@@ -20,6 +20,10 @@ struct Failed {
 pub struct HumanReporter {
     progress: Option<Progress>,
     failed: Vec<Failed>,
+    /// Tasks that suspended the run (SPEC section 12).
+    suspended: Vec<String>,
+    /// The command that continues a suspended run, for the summary.
+    resume_hint: Option<String>,
 }
 
 impl HumanReporter {
@@ -28,7 +32,17 @@ impl HumanReporter {
         Self {
             progress: live.then(Progress::new),
             failed: Vec::new(),
+            suspended: Vec::new(),
+            resume_hint: None,
         }
+    }
+
+    /// The command line that continues this run once suspended (`pexen run --resume ...`),
+    /// said in the summary.
+    #[must_use]
+    pub fn resume_hint(mut self, command: impl Into<String>) -> Self {
+        self.resume_hint = Some(command.into());
+        self
     }
 
     /// Prints a line above the progress display, or to stdout.
@@ -86,6 +100,7 @@ impl HumanReporter {
                     self.output(&format!("{task} (attempt {attempt})"), out);
                 }
             }
+            Event::TaskSuspended { task, .. } => self.suspended.push(task.to_string()),
             Event::TaskFinished(f) => self.finished(f),
             Event::RunFinished {
                 counts,
@@ -102,7 +117,13 @@ impl HumanReporter {
     }
 
     fn finished(&mut self, f: &Finished) {
-        let mut text = format!("{:>8} [{}] {}", label(f.outcome), secs(f.duration), f.task);
+        let suspended = self.suspended.last().is_some_and(|t| t == f.task.as_str());
+        let label = if suspended {
+            "SUSPEND"
+        } else {
+            label(f.outcome)
+        };
+        let mut text = format!("{label:>8} [{}] {}", secs(f.duration), f.task);
         if f.resumed {
             text.push_str(" (resumed)");
         }
@@ -141,9 +162,16 @@ impl HumanReporter {
     }
 
     fn summary(&self, counts: &Counts, duration: Duration, interrupted: bool) {
+        let suspended = !self.suspended.is_empty() && !interrupted;
         let mut text = format!(
             "{:>8} [{}] {} task{}:",
-            if interrupted { "STOPPED" } else { "Summary" },
+            if interrupted {
+                "STOPPED"
+            } else if suspended {
+                "SUSPENDED"
+            } else {
+                "Summary"
+            },
             secs(duration),
             counts.total(),
             plural(counts.total())
@@ -173,6 +201,25 @@ impl HumanReporter {
                 .map(|m| format!(": {m}"))
                 .unwrap_or_default();
             self.line(&format!("{:>8} {}{why}", label(f.outcome), f.name));
+        }
+        if suspended {
+            let by = self
+                .suspended
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut text = format!(
+                "The run was suspended by {by}: it stopped starting tasks and let running ones \
+                 finish. Continue it, with its checkpoints, with"
+            );
+            match &self.resume_hint {
+                Some(hint) => {
+                    let _ = write!(text, ":\n    {hint}");
+                }
+                None => text.push_str(" --resume."),
+            }
+            self.line(&text);
         }
     }
 }

@@ -9,6 +9,9 @@
 //! ```
 //!
 //! `task-retry` says that attempt `attempt` ended with `outcome` and another attempt follows.
+//! `task-suspended` (`{"type":"task-suspended","task":"boot/reboot","attempt":1,"message":"exit
+//! code 75"}`) says that the task stopped the run to continue it later (SPEC section 12); its
+//! `task-finished` (a `skip` whose cause says so) follows.
 //! Durations are seconds, rounded to the millisecond.
 
 use std::time::Duration;
@@ -45,6 +48,11 @@ enum Line<'a> {
         outcome: Outcome,
         message: Option<&'a str>,
         duration_s: f64,
+    },
+    TaskSuspended {
+        task: &'a TaskName,
+        attempt: u32,
+        message: Option<&'a str>,
     },
     TaskFinished {
         task: &'a TaskName,
@@ -106,6 +114,15 @@ pub fn event_json(e: &Event) -> Option<String> {
             outcome: *outcome,
             message: message.as_deref(),
             duration_s: seconds(*duration),
+        },
+        Event::TaskSuspended {
+            task,
+            attempt,
+            message,
+        } => Line::TaskSuspended {
+            task,
+            attempt: *attempt,
+            message: message.as_deref(),
         },
         Event::TaskFinished(f) => Line::TaskFinished {
             task: &f.task,
@@ -217,6 +234,14 @@ mod tests {
                 duration: Duration::from_millis(500),
             }),
             r#"{"type":"task-retry","task":"net/flaky","attempt":1,"outcome":"fail","message":"exit code 1","duration_s":0.5}"#
+        );
+        assert_eq!(
+            json(&Event::TaskSuspended {
+                task: "boot/reboot".into(),
+                attempt: 2,
+                message: Some("exit code 75".into()),
+            }),
+            r#"{"type":"task-suspended","task":"boot/reboot","attempt":2,"message":"exit code 75"}"#
         );
     }
 }

@@ -61,6 +61,14 @@ pub struct TaskRecord {
     pub failed_attempts: Vec<AttemptRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<Fingerprint>,
+    /// The task stopped the run to continue it later (SPEC section 12): `--resume` runs it
+    /// first. Its outcome is `skip`, with a cause saying so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspended: bool,
+    /// The task ended without success and left something in its checkpoint directory, which
+    /// its next attempt (with `--resume`) finds there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checkpoint: bool,
 }
 
 impl TaskRecord {
@@ -80,6 +88,8 @@ impl TaskRecord {
             output: None,
             failed_attempts: Vec::new(),
             fingerprint: None,
+            suspended: false,
+            checkpoint: false,
         }
     }
 }
@@ -98,6 +108,7 @@ pub struct RunSummary {
 struct Pending {
     results: Vec<(Outcome, String)>,
     failed_attempts: Vec<AttemptRecord>,
+    suspended: bool,
 }
 
 /// Folds events into [`TaskRecord`]s, in finish order.
@@ -172,6 +183,10 @@ impl Collector {
                 });
                 None
             }
+            Event::TaskSuspended { task, .. } => {
+                self.pending.entry(task.clone()).or_default().suspended = true;
+                None
+            }
             Event::TaskFinished(f) => {
                 let p = self.pending.remove(&f.task).unwrap_or_default();
                 self.records.push(TaskRecord {
@@ -188,6 +203,8 @@ impl Collector {
                     output: f.output.as_deref().cloned(),
                     failed_attempts: p.failed_attempts,
                     fingerprint: self.fingerprints.get(&f.task).copied(),
+                    suspended: p.suspended,
+                    checkpoint: false,
                 });
                 self.records.last()
             }
@@ -207,6 +224,11 @@ impl Collector {
             }
             Event::RunStarted { .. } | Event::Warning { .. } => None,
         }
+    }
+
+    /// The record of the task that finished last: the journal marks it before writing it.
+    pub(crate) fn last_mut(&mut self) -> Option<&mut TaskRecord> {
+        self.records.last_mut()
     }
 
     /// The records so far, in finish order.

@@ -209,9 +209,13 @@ fn work(shared: &Shared, jobs: &Receiver<Job>) {
                 Err(_) => return,
             },
         };
-        // The job handed to this worker, then the batch reserved with it, if any.
+        // The job handed to this worker, then the batch reserved with it, if any. After a
+        // cancel, or an attempt that suspends the run, nothing more of the batch starts.
         for job in std::iter::once(job).chain(batch.drain(..)) {
-            if !done.is_empty() && shared.exec.is_cancelled() {
+            let stopping = done
+                .last()
+                .is_some_and(|(_, _, a): &(u32, u32, Attempt)| a.suspend);
+            if !done.is_empty() && (stopping || shared.exec.is_cancelled()) {
                 declined.push((job.idx, job.attempt));
                 continue;
             }
@@ -326,8 +330,13 @@ impl RunHandle {
 impl Run {
     pub(super) fn start(config: SchedulerBuilder, tasks: Vec<Task>) -> Result<Run, GraphErrors> {
         let started = Instant::now();
-        let (mut state, warnings) =
-            RunState::new(tasks, config.capacity, config.fail_fast, config.resumed)?;
+        let (mut state, warnings) = RunState::new(
+            tasks,
+            config.capacity,
+            config.fail_fast,
+            config.resumed,
+            &config.run_first,
+        )?;
         state.events.push_front(Event::RunStarted {
             tasks: state.len(),
             jobs: config.jobs,
@@ -359,7 +368,9 @@ impl Run {
                 observed: 0,
             }),
             events_ready: Condvar::new(),
-            exec: Arc::new(Executor::new(config.command, config.process)),
+            exec: Arc::new(
+                Executor::new(config.command, config.process).with_checkpoints(config.checkpoints),
+            ),
         });
         shared.lock().dispatch(false);
         let worker_shared = shared.clone();

@@ -76,6 +76,9 @@ pub struct Attempt {
     pub exports: Shared,
     pub output: Option<Output>,
     pub duration: Duration,
+    /// The task asked to stop the run here and continue it later (exit status 75,
+    /// `TaskError::suspend`): SPEC section 12.
+    pub suspend: bool,
 }
 
 impl Attempt {
@@ -87,6 +90,15 @@ impl Attempt {
             exports: Shared::new(),
             output: None,
             duration: Duration::ZERO,
+            suspend: false,
+        }
+    }
+
+    /// An attempt that suspends the run (see [`Attempt::suspend`]).
+    pub fn suspended(message: impl Into<String>) -> Self {
+        Self {
+            suspend: true,
+            ..Self::new(Outcome::Skip).message(message)
         }
     }
 
@@ -150,6 +162,15 @@ pub enum Event {
         output: Option<Arc<Output>>,
         duration: Duration,
     },
+    /// The attempt asked to stop the run here and continue it later (SPEC section 12): nothing
+    /// new starts, running tasks finish. The task's `TaskFinished` (a `skip` whose cause says
+    /// so) follows at once; `--resume` runs it first, with its checkpoint.
+    TaskSuspended {
+        task: TaskName,
+        attempt: u32,
+        /// How it asked (`exit code 75`, a closure's message).
+        message: Option<String>,
+    },
     TaskFinished(Finished),
     RunFinished {
         outcome: Outcome,
@@ -166,7 +187,8 @@ impl Event {
         match self {
             Event::TaskStarted { task, .. }
             | Event::TaskResult { task, .. }
-            | Event::TaskRetrying { task, .. } => Some(task),
+            | Event::TaskRetrying { task, .. }
+            | Event::TaskSuspended { task, .. } => Some(task),
             Event::TaskFinished(f) => Some(&f.task),
             Event::Warning { task, .. } => task.as_ref(),
             Event::RunStarted { .. } | Event::RunFinished { .. } => None,

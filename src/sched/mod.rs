@@ -19,6 +19,7 @@ use crate::error::GraphErrors;
 use crate::pool::command::CommandConfig;
 use crate::pool::process::ProcessConfig;
 use crate::sched::events::Event;
+use crate::state::checkpoint::Checkpoints;
 use crate::task::{PoolKind, Task, TaskName};
 
 /// A function that sees every event synchronously, in order, before the run goes on: see
@@ -82,6 +83,8 @@ pub struct SchedulerBuilder {
     resumed: HashMap<TaskName, Resumed>,
     observers: Vec<Observer>,
     keep_open: bool,
+    run_first: Vec<TaskName>,
+    checkpoints: Option<Checkpoints>,
 }
 
 impl Default for SchedulerBuilder {
@@ -95,6 +98,8 @@ impl Default for SchedulerBuilder {
             resumed: HashMap::new(),
             observers: Vec::new(),
             keep_open: false,
+            run_first: Vec::new(),
+            checkpoints: None,
         }
     }
 }
@@ -166,6 +171,24 @@ impl SchedulerBuilder {
     #[must_use]
     pub fn resume(mut self, resumed: HashMap<TaskName, Resumed>) -> Self {
         self.resumed = resumed;
+        self
+    }
+
+    /// Tasks that go ahead of every other once their requires are satisfied, whatever their
+    /// priority: `--resume` runs the tasks that suspended the run first (SPEC section 12).
+    #[must_use]
+    pub fn run_first<I: IntoIterator<Item = T>, T: Into<TaskName>>(mut self, tasks: I) -> Self {
+        self.run_first = tasks.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Gives each attempt a checkpoint directory that persists until its task succeeds
+    /// (`PEXEN_CHECKPOINT` for commands, [`crate::Context::checkpoint`] for closures). Set by
+    /// [`SchedulerBuilder::journal`], which also removes it when the task ends `pass`, `warn` or
+    /// `skip`; without a journal, removing is the embedder's business.
+    #[must_use]
+    pub fn checkpoints(mut self, checkpoints: Checkpoints) -> Self {
+        self.checkpoints = Some(checkpoints);
         self
     }
 

@@ -69,6 +69,8 @@ pub(crate) struct Start {
 #[derive(Debug, Clone)]
 enum Stop {
     FailFast(String),
+    /// A task asked to stop the run here (SPEC section 12): the cause of the tasks not run.
+    Suspended(String),
     Cancelled,
 }
 
@@ -94,17 +96,21 @@ pub(crate) struct RunState {
     worst: Option<Outcome>,
     fail_fast: bool,
     stop: Option<Stop>,
+    /// Tasks that suspended the run, in the order they did.
+    suspended: Vec<u32>,
     pub(crate) events: VecDeque<Event>,
 }
 
 impl RunState {
     /// Validates `tasks` and prepares the run. `resumed` maps task names to what an earlier
-    /// run recorded for tasks that need not run again.
+    /// run recorded for tasks that need not run again; `first` names tasks that go ahead of
+    /// every other once their requires are satisfied (tasks a suspended run left to continue).
     pub(crate) fn new(
         tasks: Vec<Task>,
         capacity: BTreeMap<String, u32>,
         fail_fast: bool,
         resumed: HashMap<crate::task::TaskName, Resumed>,
+        first: &[crate::task::TaskName],
     ) -> Result<(Self, Vec<String>), GraphErrors> {
         let (graph, warnings) = Graph::build(&tasks, &capacity)?;
         let resources = Resources::new(&capacity);
@@ -127,12 +133,20 @@ impl RunState {
             worst: None,
             fail_fast,
             stop: None,
+            suspended: Vec::new(),
             events: VecDeque::new(),
         };
         state.tasks = tasks;
+        // Resumed tasks cost nothing and may unblock the tasks to run first: they go first too.
         for (name, r) in resumed {
             if let Some(idx) = state.graph.index_of(&state.tasks, &name) {
+                state.tasks[idx as usize].meta.priority = i32::MIN;
                 state.resumed.insert(idx, r);
+            }
+        }
+        for name in first {
+            if let Some(idx) = state.graph.index_of(&state.tasks, name) {
+                state.tasks[idx as usize].meta.priority = i32::MIN;
             }
         }
         state.admit(0);
@@ -418,6 +432,10 @@ impl RunState {
         for key in self.woken.drain(..) {
             self.ready.push(key);
         }
+        if report.suspend {
+            self.suspend(idx, attempt, report);
+            return;
+        }
         let retries = self.tasks[idx as usize].meta.retries;
         if !outcome.is_success() && attempt <= retries && self.stop.is_none() {
             self.states[idx as usize].phase = Phase::Ready;
@@ -453,6 +471,41 @@ impl RunState {
                 self.tasks[idx as usize].name
             )));
         }
+    }
+
+    /// The attempt asked to stop the run and continue later: nothing new starts (retries
+    /// neither), running tasks finish, the rest are skipped once nothing runs. The task ends
+    /// `skip`, with a cause saying it was suspended; its dependents are skipped at once.
+    fn suspend(&mut self, idx: u32, attempt: u32, report: Attempt) {
+        let name = self.tasks[idx as usize].name.clone();
+        self.suspended.push(idx);
+        if matches!(self.stop, None | Some(Stop::FailFast(_))) {
+            self.stop = Some(Stop::Suspended(format!(
+                "not run: the run was suspended by `{name}`"
+            )));
+        }
+        let why = report.message.as_deref().unwrap_or("by the task");
+        let cause = format!("suspended ({why}): continue the run with --resume");
+        self.events.push_back(Event::TaskSuspended {
+            task: name.clone(),
+            attempt,
+            message: report.message.clone(),
+        });
+        self.finish(
+            idx,
+            Finished {
+                task: name,
+                outcome: Outcome::Skip,
+                attempt,
+                exit_code: report.exit_code,
+                duration: report.duration,
+                resumed: false,
+                cause: Some(cause),
+                message: report.message,
+                exports: None,
+                output: report.output.map(Arc::new),
+            },
+        );
     }
 
     fn finish_resumed(&mut self, idx: u32, r: Resumed) {
@@ -534,6 +587,8 @@ impl RunState {
             } else if t.broken.is_none() {
                 let how = if ran {
                     format!("ended {outcome}")
+                } else if self.suspended.contains(&idx) {
+                    "was suspended".to_string()
                 } else {
                     "was skipped".to_string()
                 };
@@ -593,7 +648,7 @@ impl RunState {
             return false;
         }
         let cause = match stop {
-            Stop::FailFast(cause) => cause,
+            Stop::FailFast(cause) | Stop::Suspended(cause) => cause,
             Stop::Cancelled => "not run: the run was interrupted".to_string(),
         };
         for idx in 0..self.tasks.len() as u32 {

@@ -10,7 +10,7 @@ fn t(name: &str) -> Task {
 }
 
 fn state(tasks: Vec<Task>) -> RunState {
-    RunState::new(tasks, BTreeMap::new(), false, HashMap::new())
+    RunState::new(tasks, BTreeMap::new(), false, HashMap::new(), &[])
         .expect("valid graph")
         .0
 }
@@ -182,6 +182,7 @@ fn resumed_tasks_finish_without_running_and_satisfy_their_tokens() {
         BTreeMap::new(),
         false,
         resumed,
+        &[],
     )
     .unwrap()
     .0;
@@ -190,4 +191,136 @@ fn resumed_tasks_finish_without_running_and_satisfy_their_tokens() {
     assert!(finished(&s, "p").unwrap().resumed);
     assert!(!started(&s, "p"));
     assert_eq!(next.shared.unwrap()["k"], "v");
+}
+
+fn suspend(s: &mut RunState, name: &str, attempt: u32) {
+    let i = idx(s, name);
+    let mut a = Attempt::suspended("exit code 75");
+    a.exit_code = Some(75);
+    s.on_done(i, attempt, a);
+}
+
+fn cause(s: &RunState, name: &str) -> String {
+    finished(s, name).unwrap().cause.unwrap_or_default()
+}
+
+#[test]
+fn a_suspend_starts_nothing_more_lets_running_tasks_finish_and_skips_the_rest() {
+    let mut s = state(vec![
+        t("boot").provides(["booted"]).retries(3),
+        t("busy"),
+        t("after").requires(["booted"]),
+        t("later"),
+    ]);
+    assert_eq!(start(&mut s), Some(("boot".into(), 1)));
+    assert_eq!(start(&mut s), Some(("busy".into(), 1)));
+    suspend(&mut s, "boot", 1);
+
+    // Reported as suspended, then finished at once (journaled now): a skip saying why, no retry.
+    let kinds: Vec<&str> = s
+        .events
+        .iter()
+        .filter(|e| e.task().is_some_and(|t| t.as_str() == "boot"))
+        .map(|e| match e {
+            Event::TaskStarted { .. } => "started",
+            Event::TaskSuspended { .. } => "suspended",
+            Event::TaskFinished(_) => "finished",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["started", "suspended", "finished"]);
+    let f = finished(&s, "boot").unwrap();
+    assert_eq!(
+        (f.outcome, f.exit_code, f.attempt),
+        (Outcome::Skip, Some(75), 1)
+    );
+    assert_eq!(
+        f.cause.as_deref(),
+        Some("suspended (exit code 75): continue the run with --resume")
+    );
+    // Its dependent cannot run in this run: skipped now, naming it.
+    assert_eq!(
+        cause(&s, "after"),
+        "required token `booted` is not available: `boot` was suspended"
+    );
+
+    // Nothing new starts, but the running task goes on and ends as it ends.
+    assert_eq!(start(&mut s), None);
+    assert!(!s.settle_stopped(), "a task still runs");
+    done(&mut s, "busy", 1, Outcome::Pass);
+    assert_eq!(finished(&s, "busy").unwrap().outcome, Outcome::Pass);
+    assert!(s.settle_stopped());
+    assert!(!started(&s, "later"));
+    assert_eq!(
+        cause(&s, "later"),
+        "not run: the run was suspended by `boot`"
+    );
+    assert!(s.all_done());
+    assert!(matches!(
+        s.run_finished(Duration::ZERO),
+        Event::RunFinished {
+            interrupted: false,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_failure_while_suspended_is_not_retried_and_an_interrupt_still_wins() {
+    let mut s = state(vec![t("a"), t("b").retries(2), t("c")]);
+    start(&mut s);
+    start(&mut s);
+    suspend(&mut s, "a", 1);
+    done(&mut s, "b", 1, Outcome::Fail);
+    assert_eq!(finished(&s, "b").unwrap().outcome, Outcome::Fail);
+    assert!(!s
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::TaskRetrying { .. })));
+
+    // Interrupted, then a task suspends: the run ends as interrupted.
+    let mut s = state(vec![t("a"), t("b")]);
+    start(&mut s);
+    s.cancel();
+    suspend(&mut s, "a", 1);
+    assert!(s.settle_stopped());
+    assert_eq!(cause(&s, "b"), "not run: the run was interrupted");
+    assert!(s.is_cancelled());
+}
+
+#[test]
+fn tasks_to_run_first_go_ahead_of_any_priority_once_their_requires_are_met() {
+    let resumed = HashMap::from([(
+        TaskName::new("p"),
+        Resumed {
+            outcome: Outcome::Pass,
+            attempt: 1,
+            exit_code: Some(0),
+            duration: Duration::ZERO,
+            message: None,
+            results: Vec::new(),
+            exports: Shared::new(),
+        },
+    )]);
+    let tasks = vec![
+        t("urgent").priority(-100),
+        t("other"),
+        t("waits").requires(["w"]).priority(-50),
+        t("rebooted").requires(["x"]).priority(10),
+        t("gives-w").provides(["w"]).priority(20),
+        t("p").provides(["x"]).priority(50),
+    ];
+    let first = [TaskName::new("rebooted"), TaskName::new("waits")];
+    let mut s = RunState::new(tasks, BTreeMap::new(), false, resumed, &first)
+        .unwrap()
+        .0;
+    let order: Vec<String> = std::iter::from_fn(|| {
+        let (name, attempt) = start(&mut s)?;
+        done(&mut s, &name, attempt, Outcome::Pass);
+        Some(name)
+    })
+    .collect();
+    // `rebooted` needs `p`, which is resumed at once; `waits` needs `gives-w` to run first.
+    assert_eq!(order, ["rebooted", "urgent", "other", "gives-w", "waits"]);
+    assert!(finished(&s, "p").unwrap().resumed);
 }

@@ -78,6 +78,12 @@ pub enum JournalError {
         offset: u64,
         what: String,
     },
+    #[error("cannot use checkpoint directory {}", path.display())]
+    Checkpoint {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot encode a record for journal {}", path.display())]
     Encode {
         path: PathBuf,

@@ -219,3 +219,58 @@ fn an_unwritable_directory_is_a_typed_error() {
         "{err}"
     );
 }
+
+/// A journal written by pexen before checkpoints and suspend (format version 1, records without
+/// `suspended`/`checkpoint`), byte for byte: it still loads, and appending to it keeps it
+/// readable. The new fields are optional, so the format stays version 1 in both directions
+/// (an older pexen ignores them).
+#[test]
+fn a_journal_from_before_checkpoints_still_loads_and_takes_new_records() {
+    let payloads = [
+        r#"{"run-started":{"time":1718000000,"pexen_version":"0.1.0","tasks":2}}"#,
+        r#"{"task-finished":{"name":"a","outcome":"pass","attempt":1,"exit_code":0,"duration_s":0.5}}"#,
+        r#"{"task-finished":{"name":"b","outcome":"timeout","attempt":2,"duration_s":1.0,"message":"timed out after 1s"}}"#,
+    ];
+    let mut bytes = b"PEXENJNL".to_vec();
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    for p in payloads {
+        bytes.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(p.as_bytes()).to_le_bytes());
+        bytes.extend_from_slice(p.as_bytes());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(FILE_NAME), &bytes).unwrap();
+
+    let loaded = Journal::load(dir.path()).unwrap();
+    assert!(loaded.warnings.is_empty());
+    let recs: Vec<&TaskRecord> = loaded.records().collect();
+    assert_eq!(recs.len(), 2);
+    assert!(!recs[0].suspended && !recs[0].checkpoint);
+    assert_eq!((recs[1].outcome, recs[1].attempt), (Outcome::Timeout, 2));
+
+    let (mut j, _) = Journal::open_append(dir.path()).unwrap();
+    let mut suspended = TaskRecord::new("c", Outcome::Skip);
+    suspended.suspended = true;
+    suspended.checkpoint = true;
+    j.append(&suspended).unwrap();
+    j.append(&TaskRecord::new("d", Outcome::Pass)).unwrap();
+    drop(j);
+    let text = fs::read(dir.path().join(FILE_NAME)).unwrap();
+    assert_eq!(&text[..bytes.len()], &bytes[..], "old records untouched");
+    let tail = String::from_utf8_lossy(&text[bytes.len()..]).into_owned();
+    assert!(
+        tail.contains(r#""suspended":true,"checkpoint":true"#),
+        "{tail}"
+    );
+    // A record without them is written exactly as before.
+    assert!(
+        tail.ends_with(
+            r#"{"task-finished":{"name":"d","outcome":"pass","attempt":1,"duration_s":0.0}}"#
+        ),
+        "{tail}"
+    );
+    let loaded = Journal::load(dir.path()).unwrap();
+    let recs: Vec<&TaskRecord> = loaded.records().collect();
+    assert_eq!(recs.len(), 4);
+    assert_eq!(*recs[2], suspended);
+}

@@ -57,17 +57,25 @@ use std::time::Duration;
 use crate::report::record::{Collector, TaskRecord};
 use crate::sched::events::Event;
 use crate::sched::{Observer, Resumed, SchedulerBuilder};
+use crate::state::checkpoint::Checkpoints;
 use crate::state::fingerprint::fingerprints;
 use crate::state::journal::{Journal, JournalError};
-use crate::state::resume::{decide, Decision, Explanation, Verdict};
+use crate::state::resume::{decide, Decision, Explanation, Reason, Verdict};
 use crate::task::{Task, TaskName};
 
 /// The journal of one run, written through the scheduler's observer: a finished task is on
 /// disk before its event reaches anyone, and before its worker starts anything else, so after
 /// `kill -9` only the tasks that were running are missing.
+///
+/// It also keeps the tasks' checkpoint directories (`STATE/checkpoints/`, SPEC section 12): a
+/// run without `resume` starts with none; a task that ends `pass`, `warn` or `skip` after running
+/// loses its own; any other end keeps it, and the journal record says whether it holds one.
 pub struct RunJournal {
     recorder: Arc<Mutex<Recorder>>,
     resumed: HashMap<TaskName, Resumed>,
+    /// Tasks that suspended the last run: they run first.
+    run_first: Vec<TaskName>,
+    checkpoints: Checkpoints,
     decisions: Vec<Explanation>,
     warnings: Vec<String>,
 }
@@ -76,39 +84,68 @@ pub struct RunJournal {
 struct Recorder {
     journal: Journal,
     collector: Collector,
+    checkpoints: Checkpoints,
+    /// The checkpoints there were when the run started: a task that does not run in this run
+    /// can only hold one of those (a cascade of 10^5 skips costs no file-system call then).
+    held: Held,
     /// The first journal error; the run should stop, and the command fail (exit 3).
     error: Option<JournalError>,
 }
 
 impl RunJournal {
-    /// Starts journaling a run of `tasks` in `dir`. Without `resume` the journal starts afresh;
-    /// with it, the journal there is continued and every task whose last record passed with an
-    /// unchanged fingerprint is taken from it instead of running.
+    /// Starts journaling a run of `tasks` in `dir`. Without `resume` the journal starts afresh,
+    /// and so do the checkpoints; with it, the journal there is continued, every task whose last
+    /// record passed with an unchanged fingerprint is taken from it instead of running, tasks
+    /// that suspended the last run run first, and checkpoints are kept.
     pub fn open(dir: &Path, tasks: &[Task], resume: bool) -> Result<Self, JournalError> {
         let fps = fingerprints(tasks);
+        let checkpoints = Checkpoints::in_state_dir(dir);
+        let checkpoint_error =
+            |path: std::path::PathBuf| move |source| JournalError::Checkpoint { path, source };
         let mut warnings = Vec::new();
         let mut decisions = Vec::new();
         let mut resumed = HashMap::new();
+        let mut run_first = Vec::new();
+        let mut held = Held(None);
         let mut journal = if resume {
             let (journal, loaded) = Journal::open_append(dir)?;
             warnings.extend(loaded.warnings.iter().cloned());
+            held = Held::list(&checkpoints);
             for (task, decision) in tasks.iter().zip(decide(tasks, &fps, &loaded)) {
+                let mut checkpoint = false;
                 let verdict = match decision {
                     Decision::Resume(r) => {
                         let last = r.outcome;
                         resumed.insert(task.name.clone(), resumed_from(*r));
+                        // Left by a run killed between journaling its success and removing it.
+                        if held.contains(&checkpoints, &task.name) {
+                            checkpoints
+                                .remove(&task.name)
+                                .map_err(checkpoint_error(checkpoints.dir(&task.name)))?;
+                        }
                         Verdict::Resume { last }
                     }
-                    Decision::Run(reason) => Verdict::Run(reason),
+                    Decision::Run(reason) => {
+                        checkpoint = held.holds(&checkpoints, &task.name);
+                        if reason == Reason::Suspended {
+                            run_first.push(task.name.clone());
+                        }
+                        Verdict::Run(reason)
+                    }
                 };
                 decisions.push(Explanation {
                     task: task.name.clone(),
                     verdict,
+                    checkpoint,
                 });
             }
             journal
         } else {
-            Journal::create(dir)?
+            let journal = Journal::create(dir)?;
+            checkpoints
+                .clear()
+                .map_err(checkpoint_error(checkpoints.root().to_path_buf()))?;
+            journal
         };
         journal.run_started(tasks.len())?;
         let mut collector = Collector::new();
@@ -117,9 +154,13 @@ impl RunJournal {
             recorder: Arc::new(Mutex::new(Recorder {
                 journal,
                 collector,
+                checkpoints: checkpoints.clone(),
+                held,
                 error: None,
             })),
             resumed,
+            run_first,
+            checkpoints,
             decisions,
             warnings,
         })
@@ -131,7 +172,9 @@ impl RunJournal {
     }
 
     /// With `resume`: one line per task saying whether it is taken from the journal or why it
-    /// runs again (`run build/app: inputs changed`). The same as data: [`RunJournal::decisions`].
+    /// runs again (`run build/app: inputs changed`), and whether it finds a checkpoint (`run
+    /// soak: last outcome was timeout; resumes from its checkpoint`). The same as data:
+    /// [`RunJournal::decisions`].
     pub fn explanations(&self) -> Vec<String> {
         self.decisions.iter().map(ToString::to_string).collect()
     }
@@ -167,7 +210,14 @@ impl RunJournal {
 
     /// Ends journaling: the records of the run (for reports), or the error that stopped it.
     pub fn finish(self) -> Result<Vec<TaskRecord>, JournalError> {
+        let flushed = self.checkpoints.flush();
         let mut r = self.lock();
+        if let Err(source) = flushed {
+            r.error.get_or_insert(JournalError::Checkpoint {
+                path: self.checkpoints.root().to_path_buf(),
+                source,
+            });
+        }
         if let Some(e) = r.error.take() {
             return Err(e);
         }
@@ -196,6 +246,8 @@ impl SchedulerBuilder {
     pub fn journal(self, journal: &mut RunJournal) -> Self {
         let observer = journal.observer();
         self.resume(std::mem::take(&mut journal.resumed))
+            .run_first(std::mem::take(&mut journal.run_first))
+            .checkpoints(journal.checkpoints.clone())
             .observer(observer)
     }
 }
@@ -211,10 +263,26 @@ impl Recorder {
         }
     }
 
-    /// Appends a finished task's record, and the end of the run.
+    /// Appends a finished task's record, and the end of the run. A task that ran and ended
+    /// `pass`, `warn` or `skip` releases its checkpoint once its record is written (recycled or
+    /// removed off this lock, see `state::checkpoint`; a crash in between leaves a stale
+    /// checkpoint of a task `--resume` does not rerun and removes, never a lost one); any other
+    /// record says whether the task holds one.
     fn record(&mut self, event: &Event) -> Result<(), JournalError> {
-        if let Some(record) = self.collector.observe(event) {
+        let finished = self.collector.observe(event).is_some();
+        if let Some(record) = finished.then(|| self.collector.last_mut()).flatten() {
+            let done = !record.resumed && record.cause.is_none() && record.outcome.is_success();
+            if !done && !record.resumed {
+                record.checkpoint = if record.attempt > 0 {
+                    self.checkpoints.holds(&record.name)
+                } else {
+                    self.held.holds(&self.checkpoints, &record.name)
+                };
+            }
             self.journal.append(record)?;
+            if done {
+                self.checkpoints.release(&record.name);
+            }
         }
         if matches!(event, Event::RunFinished { .. }) {
             if let Some(summary) = self.collector.run() {
@@ -223,6 +291,34 @@ impl Recorder {
             self.journal.sync()?;
         }
         Ok(())
+    }
+}
+
+/// The checkpoint directories present when a run resumes, listed once: most resumes have none,
+/// and asking the file system about each of 10^5 tasks would cost more than the decision.
+struct Held(Option<std::collections::HashSet<std::ffi::OsString>>);
+
+impl Held {
+    fn list(checkpoints: &Checkpoints) -> Self {
+        let names: std::collections::HashSet<_> = std::fs::read_dir(checkpoints.root())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        Self((!names.is_empty()).then_some(names))
+    }
+
+    /// Whether `task` had a directory when the run started.
+    fn contains(&self, checkpoints: &Checkpoints, task: &TaskName) -> bool {
+        self.0.as_ref().is_some_and(|names| {
+            let dir = checkpoints.dir(task);
+            dir.file_name().is_some_and(|n| names.contains(n))
+        })
+    }
+
+    /// Whether `task` had a directory when the run started, and it holds something.
+    fn holds(&self, checkpoints: &Checkpoints, task: &TaskName) -> bool {
+        self.contains(checkpoints, task) && checkpoints.holds(task)
     }
 }
 

@@ -32,6 +32,8 @@ pub enum Reason {
     ProviderChanged(TaskName),
     /// The set of its providers changed (a provider added, removed or renamed).
     ProvidersChanged,
+    /// It suspended the last run (SPEC section 12): it runs first.
+    Suspended,
 }
 
 impl fmt::Display for Reason {
@@ -46,6 +48,7 @@ impl fmt::Display for Reason {
             Reason::InputsChanged => f.write_str("inputs changed"),
             Reason::ProviderChanged(p) => write!(f, "provider {p} changed"),
             Reason::ProvidersChanged => f.write_str("providers changed"),
+            Reason::Suspended => f.write_str("it suspended the last run; it runs first"),
         }
     }
 }
@@ -65,6 +68,8 @@ pub enum Decision {
 pub struct Explanation {
     pub task: TaskName,
     pub verdict: Verdict,
+    /// The task runs and finds something in its checkpoint directory (SPEC section 12).
+    pub checkpoint: bool,
 }
 
 /// Whether a task is taken from the journal or runs again, and why.
@@ -82,7 +87,13 @@ impl fmt::Display for Explanation {
             Verdict::Resume { last } => {
                 write!(f, "resume {}: unchanged, last ended {last}", self.task)
             }
-            Verdict::Run(reason) => write!(f, "run {}: {reason}", self.task),
+            Verdict::Run(reason) => {
+                write!(f, "run {}: {reason}", self.task)?;
+                if self.checkpoint {
+                    f.write_str("; resumes from its checkpoint")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -119,6 +130,10 @@ pub fn decide(
             out.push(Decision::Run(Reason::NotRecorded));
             continue;
         };
+        if rec.suspended {
+            out.push(Decision::Run(Reason::Suspended));
+            continue;
+        }
         if !rec.outcome.is_success() {
             out.push(Decision::Run(Reason::LastOutcome(rec.outcome)));
             continue;
@@ -272,6 +287,21 @@ mod tests {
         assert_eq!(d[1], Decision::Run(Reason::LastOutcome(Outcome::Timeout)));
         assert_eq!(d[2], Decision::Run(Reason::NoFingerprint));
         assert_eq!(d[3], Decision::Run(Reason::NotRecorded));
+    }
+
+    #[test]
+    fn a_suspended_task_runs_whatever_its_fingerprint() {
+        let tasks = tree(10);
+        let fps = fingerprints(&tasks);
+        let mut suspended = rec("build/lib", Outcome::Skip, fps[0]);
+        suspended.suspended = true;
+        suspended.cause = Some("suspended (exit code 75): continue the run with --resume".into());
+        let d = decide(&tasks, &fps, &journal(vec![suspended]));
+        assert_eq!(d[0], Decision::Run(Reason::Suspended));
+        assert_eq!(
+            Reason::Suspended.to_string(),
+            "it suspended the last run; it runs first"
+        );
     }
 
     #[test]

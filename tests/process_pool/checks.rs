@@ -29,6 +29,7 @@ pub(crate) const ALL: &[(&str, Check)] = &[
     ("slots", slots),
     ("retries", retries),
     ("fail-fast", fail_fast),
+    ("checkpoint-suspend", checkpoint_suspend),
     ("cooperative-timeout", cooperative_timeout),
     ("late-error", late_error),
     ("blocking-cancel-wait", blocking_cancel_wait),
@@ -237,6 +238,36 @@ fn retries(env: &Env) {
     assert_eq!(retried, [1, 2]);
     let f = finished(&events, "flaky");
     assert_eq!((f.outcome, f.attempt), (Outcome::Pass, 3));
+}
+
+/// SPEC 12 on both pools: the checkpoint directory reaches the closure and persists across a
+/// retry and a suspend; the suspend stops the run; the next run takes the task first.
+fn checkpoint_suspend(env: &Env) {
+    let checkpoints = pexen::state::Checkpoints::in_state_dir(&env.dir.join("state"));
+    let run = |first: &[&str]| -> Vec<Event> {
+        env.builder(1)
+            .checkpoints(checkpoints.clone())
+            .run_first(first.iter().copied())
+            .build()
+            .run(env.tasks())
+            .expect("valid graph")
+            .collect()
+    };
+    // `other` has the better priority, so it runs before `count` here.
+    let events = run(&[]);
+    assert_eq!(started(&events), ["other", "count", "count"]);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::TaskSuspended { attempt: 2, message: Some(m), .. } if m == "step 2: rebooting"
+    )));
+    let f = finished(&events, "count");
+    assert_eq!((f.outcome, f.attempt), (Outcome::Skip, 2));
+    // Taken first, it finds step 2 and passes.
+    let events = run(&["count"]);
+    assert_eq!(started(&events), ["count", "other"]);
+    assert_eq!(outcome(&events, "count"), Outcome::Pass);
+    let n = std::fs::read_to_string(checkpoints.dir(&"count".into()).join("n")).unwrap();
+    assert_eq!(n, "3");
 }
 
 fn fail_fast(env: &Env) {

@@ -156,6 +156,21 @@ pub(crate) fn build(name: &str, dir: &Path) -> Vec<Task> {
         })
         .retries(2)],
         "fail-fast" => vec![fail("bad", "x"), ok("later1"), ok("later2")],
+        // Counts in its checkpoint, one step per attempt: fails, suspends, then passes.
+        "checkpoint-suspend" => vec![
+            Task::closure("count", |ctx| {
+                let file = ctx.checkpoint().expect("a checkpoint directory").join("n");
+                let n: u32 = std::fs::read_to_string(&file).map_or(0, |s| s.parse().unwrap_or(0));
+                std::fs::write(&file, (n + 1).to_string())?;
+                match n + 1 {
+                    1 => Err(TaskError::fail("step 1")),
+                    2 => Err(TaskError::suspend("step 2: rebooting")),
+                    _ => Ok(()),
+                }
+            })
+            .retries(3),
+            ok("other").priority(-5),
+        ],
         "cooperative-timeout" => vec![Task::closure("spin", |ctx| {
             while !ctx.is_cancelled() {
                 std::thread::yield_now();

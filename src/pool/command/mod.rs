@@ -50,6 +50,9 @@ const TICK: Duration = Duration::from_millis(25);
 /// [`CommandRunner::kill_all`] (outcome `error`).
 pub const INTERRUPTED: &str = "interrupted";
 
+/// Exit status that suspends the run (`EX_TEMPFAIL`): SPEC section 12.
+pub const SUSPEND_EXIT: i32 = 75;
+
 /// Settings of a [`CommandRunner`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommandConfig {
@@ -78,6 +81,8 @@ pub struct CommandJob<'a> {
     /// The merged exports of the task's providers, given to it as environment variables.
     pub shared: &'a Shared,
     pub timeout: Option<Duration>,
+    /// The task's checkpoint directory, given to it as `PEXEN_CHECKPOINT` (SPEC section 12).
+    pub checkpoint: Option<&'a Path>,
     /// Receives the lines of `PEXEN_RESULTS`, on the calling thread, while the task runs.
     pub sink: &'a dyn ResultSink,
 }
@@ -231,6 +236,9 @@ impl CommandRunner {
                 .env("PEXEN_ATTEMPT", job.attempt.to_string())
                 .env("PEXEN_RESULTS", &results_path)
                 .env("PEXEN_EXPORT", &export_path);
+            if let Some(dir) = job.checkpoint {
+                cmd.env("PEXEN_CHECKPOINT", dir);
+            }
             for (key, value) in job.shared {
                 match value {
                     serde_json::Value::String(s) => cmd.env(key, s),
@@ -446,6 +454,7 @@ fn exit_attempt(status: &io::Result<ExitStatus>) -> Attempt {
         Ok(status) => match (status.code(), status.signal()) {
             (Some(0), _) => Attempt::new(Outcome::Pass),
             (Some(77), _) => Attempt::new(Outcome::Skip).message("exit code 77"),
+            (Some(SUSPEND_EXIT), _) => Attempt::suspended(format!("exit code {SUSPEND_EXIT}")),
             (Some(code), _) => Attempt::new(Outcome::Fail).message(format!("exit code {code}")),
             (None, Some(signal)) => Attempt::new(Outcome::Error)
                 .message(format!("killed by signal {}", procs::signal_name(signal))),

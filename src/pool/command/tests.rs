@@ -53,6 +53,7 @@ fn run_with(
         spec,
         shared: &Shared::new(),
         timeout,
+        checkpoint: None,
         sink,
     })
 }
@@ -104,6 +105,13 @@ fn exit_statuses_map_to_outcomes() {
     );
     let a = run_sh("exit 77");
     assert_eq!((a.outcome, a.exit_code), (Outcome::Skip, Some(77)));
+    assert!(!a.suspend);
+    let a = run_sh("exit 75");
+    assert_eq!(
+        (a.outcome, a.exit_code, a.suspend),
+        (Outcome::Skip, Some(75), true)
+    );
+    assert_eq!(a.message.as_deref(), Some("exit code 75"));
     let a = run_sh("exit 3");
     assert_eq!((a.outcome, a.exit_code), (Outcome::Fail, Some(3)));
     assert_eq!(a.message.as_deref(), Some("exit code 3"));
@@ -148,7 +156,7 @@ fn environment_has_pexen_vars_shared_pairs_then_own_env() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = shell(
         r#"[ -n "$PEXEN_RESULTS" ] && [ ! -e "$PEXEN_RESULTS" ] && [ -n "$PEXEN_EXPORT" ] || exit 9
-printf '%s|' "$PEXEN_TASK" "$PEXEN_ATTEMPT" "$S" "$N" "$O" "$(pwd -P)""#,
+printf '%s|' "$PEXEN_TASK" "$PEXEN_ATTEMPT" "$S" "$N" "$O" "$(pwd -P)" "$PEXEN_CHECKPOINT""#,
         dir.path(),
     );
     spec.env = BTreeMap::from([("O".into(), "own".into())]);
@@ -163,13 +171,17 @@ printf '%s|' "$PEXEN_TASK" "$PEXEN_ATTEMPT" "$S" "$N" "$O" "$(pwd -P)""#,
         spec: &spec,
         shared: &shared,
         timeout: None,
+        checkpoint: Some(Path::new("/state/checkpoints/net%2Ftcp")),
         sink: &Sink::default(),
     });
     assert_eq!(a.outcome, Outcome::Pass, "{a:?}");
     let cwd = dir.path().canonicalize().unwrap();
     assert_eq!(
         a.output.unwrap().stdout,
-        format!("net/tcp|3|text|42|own|{}|", cwd.display())
+        format!(
+            "net/tcp|3|text|42|own|{}|/state/checkpoints/net%2Ftcp|",
+            cwd.display()
+        )
     );
 }
 

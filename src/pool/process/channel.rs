@@ -19,7 +19,7 @@ use crate::context::Shared;
 use crate::task::{Outcome, TaskName};
 
 /// Version of the protocol; bumped on any change of the messages below.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// The largest payload either side accepts (64 MiB).
 pub const MAX_FRAME: usize = 64 << 20;
@@ -32,6 +32,8 @@ pub(crate) struct RunRef<'a> {
     pub attempt: u32,
     pub shared: &'a Shared,
     pub timeout_ms: Option<u64>,
+    /// The task's checkpoint directory (SPEC section 12).
+    pub checkpoint: Option<&'a std::path::Path>,
 }
 
 /// What the worker reads for a [`RunRef`].
@@ -41,6 +43,7 @@ pub(crate) struct RunOwned {
     pub attempt: u32,
     pub shared: Shared,
     pub timeout_ms: Option<u64>,
+    pub checkpoint: Option<std::path::PathBuf>,
 }
 
 /// Worker to scheduler.
@@ -55,6 +58,8 @@ pub(crate) enum FromWorker {
         outcome: Outcome,
         message: Option<String>,
         exports: Shared,
+        /// The closure returned `TaskError::suspend`.
+        suspend: bool,
     },
 }
 

@@ -76,14 +76,25 @@ impl ProcessPool {
     }
 
     /// Runs one attempt in a worker process. Never fails: what went wrong is the outcome.
-    pub(crate) fn run(&self, job: &Job, sink: &dyn ResultSink) -> Attempt {
+    pub(crate) fn run(
+        &self,
+        job: &Job,
+        checkpoint: Option<&std::path::Path>,
+        sink: &dyn ResultSink,
+    ) -> Attempt {
         let started = Instant::now();
-        let mut attempt = self.attempt(job, sink, started);
+        let mut attempt = self.attempt(job, checkpoint, sink, started);
         attempt.duration = started.elapsed();
         attempt
     }
 
-    fn attempt(&self, job: &Job, sink: &dyn ResultSink, started: Instant) -> Attempt {
+    fn attempt(
+        &self,
+        job: &Job,
+        checkpoint: Option<&std::path::Path>,
+        sink: &dyn ResultSink,
+        started: Instant,
+    ) -> Attempt {
         if self.level.load(Ordering::SeqCst) != RUNNING {
             return Attempt::new(Outcome::Error).message("interrupted before it could start");
         }
@@ -101,7 +112,7 @@ impl ProcessPool {
             },
         };
         let deadline = job.timeout.map(|t| started + t);
-        let ended = worker.run(job, sink, deadline, &self.level);
+        let ended = worker.run(job, checkpoint, sink, deadline, &self.level);
         let attempt = match ended {
             Ended::Done(mut attempt) => {
                 if let Some(limit) = job.timeout {

@@ -185,6 +185,7 @@ fn serve<F: FnOnce() -> Vec<Task>>(asked: &str, build: F) -> Result<(), ServeErr
                     run.task
                 )),
                 exports: crate::context::Shared::new(),
+                suspend: false,
             },
         };
         let mut out = lock(&out);
@@ -200,6 +201,7 @@ fn serve<F: FnOnce() -> Vec<Task>>(asked: &str, build: F) -> Result<(), ServeErr
                         channel::MAX_FRAME
                     )),
                     exports: crate::context::Shared::new(),
+                    suspend: false,
                 },
             )?,
             other => other?,
@@ -224,22 +226,26 @@ fn run_one(
         &sink,
         cancelled,
         deadline,
-    );
+    )
+    .with_checkpoint(run.checkpoint.as_deref());
     match catch_unwind(AssertUnwindSafe(|| f(&ctx))) {
         Ok(Ok(())) => FromWorker::Done {
             outcome: Outcome::Pass,
             message: None,
             exports: ctx.into_exports(),
+            suspend: false,
         },
         Ok(Err(e)) => FromWorker::Done {
             outcome: e.status,
             message: Some(e.message),
             exports: crate::context::Shared::new(),
+            suspend: e.suspend,
         },
         Err(panic) => FromWorker::Done {
             outcome: Outcome::Error,
             message: Some(format!("panicked: {}", panic_message(&*panic))),
             exports: crate::context::Shared::new(),
+            suspend: false,
         },
     }
 }

@@ -127,6 +127,7 @@ impl WorkerProc {
     pub(super) fn run(
         &mut self,
         job: &Job,
+        checkpoint: Option<&std::path::Path>,
         sink: &dyn ResultSink,
         deadline: Option<Instant>,
         level: &AtomicU8,
@@ -136,6 +137,7 @@ impl WorkerProc {
             attempt: job.attempt,
             shared: job.shared(),
             timeout_ms: job.timeout.map(|t| t.as_millis() as u64),
+            checkpoint,
         };
         match channel::send(&mut self.stdin, &request) {
             Ok(()) => {}
@@ -162,10 +164,12 @@ impl WorkerProc {
                     outcome,
                     message,
                     exports,
+                    suspend,
                 })) => {
                     let mut attempt = Attempt::new(outcome);
                     attempt.message = message;
                     attempt.exports = exports;
+                    attempt.suspend = suspend;
                     return Ended::Done(attempt);
                 }
                 Ok(Some(FromWorker::Hello { .. })) => {
