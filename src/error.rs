@@ -61,6 +61,10 @@ pub enum GraphError {
     RunFinished,
     #[error("task name `{task}` is defined more than once")]
     DuplicateName { task: TaskName },
+    #[error("task `{task}` belongs to group `{group}`, which is not declared")]
+    UnknownGroup { task: TaskName, group: String },
+    #[error("token `{token}` is declared virtual, but no task provides it")]
+    VirtualWithoutProvider { token: String },
 }
 
 /// Every problem found in a graph, reported together.

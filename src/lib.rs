@@ -28,6 +28,7 @@
 //! ```
 
 pub mod cli;
+pub mod condition;
 pub mod context;
 pub mod error;
 pub mod factory;
@@ -38,13 +39,14 @@ pub mod sched;
 pub mod state;
 pub mod task;
 
+pub use condition::Condition;
 pub use context::{Context, Shared, TaskError};
 pub use error::{GraphError, GraphErrors};
 pub use factory::{FactoryError, FactoryErrors, TaskTree};
 /// The worker side of the process pool: call [`worker::serve_if_worker`] first in `main`.
 pub use pool::process::serve as worker;
 pub use sched::events::{Counts, Event, Finished};
-pub use sched::{Observer, Resumed, Run, RunHandle, Scheduler, SchedulerBuilder};
+pub use sched::{Group, Observer, Resumed, Run, RunHandle, Scheduler, SchedulerBuilder};
 pub use task::{
     CommandSpec, Meta, OnFailure, Outcome, PoolKind, Run as RunSpec, Task, TaskName, Work,
 };

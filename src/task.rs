@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::condition::Condition;
 use crate::context::{Context, TaskError};
 
 /// A task's name: a `/`-separated path, unique in a run. Cheap to clone (shared string).
@@ -188,6 +189,13 @@ pub struct Meta {
     /// resume when something its definition cannot show changed (a value a closure captures).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The exclusivity group the task belongs to (`None`: the group `""`); see
+    /// [`crate::Group`].
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Conditions that must all hold when the run starts, or the task ends `skip`.
+    #[serde(default)]
+    pub when: Vec<Condition>,
 }
 
 /// What a command task runs.
@@ -396,6 +404,21 @@ impl Task {
     #[must_use]
     pub fn pool(mut self, pool: PoolKind) -> Self {
         self.meta.pool = Some(pool);
+        self
+    }
+
+    /// Puts the task in an exclusivity group declared with [`crate::SchedulerBuilder::group`].
+    #[must_use]
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.meta.group = Some(group.into());
+        self
+    }
+
+    /// Adds a condition: evaluated when the run starts; if it does not hold the task ends
+    /// `skip` with the part that failed as its cause.
+    #[must_use]
+    pub fn when(mut self, condition: Condition) -> Self {
+        self.meta.when.push(condition);
         self
     }
 }

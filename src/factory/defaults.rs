@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::error::FactoryError;
 use super::ron::{Common, Source};
+use crate::condition::Condition;
 use crate::task::{CommandSpec, Meta, OnFailure, Run, Task, TaskName};
 
 /// The metadata a level of the tree contributes, with durations parsed and `cwd` absolute.
@@ -29,6 +30,9 @@ pub(crate) struct Layer {
     pub(crate) inputs: Vec<String>,
     pub(crate) env: BTreeMap<String, String>,
     pub(crate) cwd: Option<PathBuf>,
+    pub(crate) group: Option<String>,
+    /// Conditions of every level (all must hold), each with its file's directory.
+    pub(crate) when: Vec<Condition>,
 }
 
 impl Layer {
@@ -40,6 +44,26 @@ impl Layer {
         range: Range<usize>,
         dir: &Path,
     ) -> Result<Layer, FactoryError> {
+        let when = match common.when {
+            None => Vec::new(),
+            Some(w) => {
+                let c = Condition {
+                    os: w.os,
+                    arch: w.arch,
+                    env: w.env,
+                    exists: w.exists,
+                    command: w.command,
+                    dir: Some(dir.to_path_buf()),
+                };
+                if let Some(problem) = c.problems().into_iter().next() {
+                    return Err(FactoryError::BadCondition {
+                        location: src.field_location(range, "when", true),
+                        problem,
+                    });
+                }
+                vec![c]
+            }
+        };
         let timeout = match common.timeout {
             None => None,
             Some(value) => match humantime::parse_duration(&value) {
@@ -67,12 +91,14 @@ impl Layer {
             inputs: common.inputs,
             env: common.env,
             cwd: common.cwd.map(|c| dir.join(c)),
+            group: common.group,
+            when,
         })
     }
 
     /// `self` (the parent) with `child` merged on top.
     pub(crate) fn merged(&self, child: Layer) -> Layer {
-        fn append(parent: &[String], child: Vec<String>) -> Vec<String> {
+        fn append<T: Clone>(parent: &[T], child: Vec<T>) -> Vec<T> {
             if parent.is_empty() {
                 return child;
             }
@@ -105,6 +131,8 @@ impl Layer {
             inputs: append(&self.inputs, child.inputs),
             env: merge(&self.env, child.env),
             cwd: child.cwd.or_else(|| self.cwd.clone()),
+            group: child.group.or_else(|| self.group.clone()),
+            when: append(&self.when, child.when),
         }
     }
 
@@ -138,6 +166,8 @@ impl Layer {
             inputs: self.inputs,
             pool: None,
             version: None,
+            group: self.group,
+            when: self.when,
         };
         let spec = CommandSpec {
             run,

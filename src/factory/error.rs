@@ -82,6 +82,28 @@ pub enum FactoryError {
         "{location}: `capacity` may only be declared in the `_dir.ron` at the root of the tree"
     )]
     CapacityOutsideRoot { location: Location },
+    #[error("{location}: invalid condition: {problem}")]
+    BadCondition { location: Location, problem: String },
+    #[error("{location}: unknown group `{group}`, expected one of the groups declared in the root `_dir.ron`{}", if declared.is_empty() { String::from(" (it declares none)") } else { format!(": {}", one_of_owned(declared)) })]
+    UnknownGroup {
+        location: Location,
+        group: String,
+        declared: Vec<String>,
+    },
+    #[error("{location}: `{field}` may only be declared in the `_dir.ron` at the root of the tree")]
+    RootOnly {
+        location: Location,
+        field: &'static str,
+    },
+    #[error("{location}: token `{token}` is declared virtual, but no task provides it")]
+    VirtualWithoutProvider { location: Location, token: String },
+    #[error("{}: generator {problem}{}", path.display(), stderr_note(stderr))]
+    Generator {
+        path: PathBuf,
+        problem: String,
+        /// What the generator wrote to stderr (the tail, when long).
+        stderr: String,
+    },
     #[error("{}: file name is not UTF-8, expected a name usable as a task name", path.display())]
     NonUtf8Name { path: PathBuf },
     #[error("{}: symbolic link loop, expected a link that does not lead back to its own directory", path.display())]
@@ -100,6 +122,7 @@ impl FactoryError {
         match self {
             FactoryError::SymlinkLoop { path }
             | FactoryError::NonUtf8Name { path }
+            | FactoryError::Generator { path, .. }
             | FactoryError::Io { path, .. } => path,
             _ => {
                 &self
@@ -115,6 +138,7 @@ impl FactoryError {
         match self {
             FactoryError::SymlinkLoop { .. }
             | FactoryError::NonUtf8Name { .. }
+            | FactoryError::Generator { .. }
             | FactoryError::Io { .. } => None,
             FactoryError::Syntax { location, .. }
             | FactoryError::UnknownField { location, .. }
@@ -125,9 +149,35 @@ impl FactoryError {
             | FactoryError::EmptyRun { location }
             | FactoryError::BadName { location, .. }
             | FactoryError::DuplicateKey { location, .. }
-            | FactoryError::CapacityOutsideRoot { location } => Some(location),
+            | FactoryError::CapacityOutsideRoot { location }
+            | FactoryError::BadCondition { location, .. }
+            | FactoryError::UnknownGroup { location, .. }
+            | FactoryError::RootOnly { location, .. }
+            | FactoryError::VirtualWithoutProvider { location, .. } => Some(location),
         }
     }
+}
+
+fn one_of_owned(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `; its stderr:` and the text, indented, or nothing when it wrote nothing.
+fn stderr_note(stderr: &str) -> String {
+    let text = stderr.trim_end();
+    if text.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("; its stderr:");
+    for line in text.lines() {
+        out.push_str("\n      ");
+        out.push_str(line);
+    }
+    out
 }
 
 fn one_of(names: &[&str]) -> String {

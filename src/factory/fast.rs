@@ -130,7 +130,7 @@ impl<'a> Parser<'a> {
     }
 
     fn task(&mut self) -> Option<TaskDef> {
-        const FIELDS: [&str; 14] = [
+        const FIELDS: [&str; 15] = [
             "run",
             "requires",
             "provides",
@@ -145,6 +145,7 @@ impl<'a> Parser<'a> {
             "inputs",
             "env",
             "cwd",
+            "group",
         ];
         self.eat(b'(')?;
         let mut run = None;
@@ -178,6 +179,7 @@ impl<'a> Parser<'a> {
                 "tags" => c.tags = self.list(Self::string)?,
                 "inputs" => c.inputs = self.list(Self::string)?,
                 "env" => c.env = self.map(Self::string)?,
+                "group" => c.group = Some(self.string()?),
                 _ => c.cwd = Some(self.string()?),
             }
             if self.peek()? != b')' {
@@ -216,7 +218,7 @@ mod tests {
             "// c\n( run : Cmd([\"./x\", \"--port\", \"0\",]), /* c */ requires: [\"a\", \"b\"], \
              provides: [], claims: [\"l\"], uses: [\"u\"], slots: {\"gpu\": 1, \"mem\": 2,}, \
              priority: -3, timeout: \"30s\", retries: 2, on_failure: RunDependents, tags: [\"t\"], \
-             inputs: [\"src/*.c\"], env: {\"K\": \"V\"}, cwd: \"sub\", )\n"
+             inputs: [\"src/*.c\"], env: {\"K\": \"V\"}, cwd: \"sub\", group: \"vm\", )\n"
         ));
     }
 

@@ -15,6 +15,7 @@
 mod defaults;
 mod error;
 mod fast;
+pub mod generator;
 mod ron;
 mod scan;
 #[cfg(test)]
@@ -33,6 +34,7 @@ pub use self::error::{FactoryError, FactoryErrors, Location};
 use self::ron::{OrderedMap, Source, TaskDef};
 use self::scan::split_map;
 use self::walk::{Found, Item, Kind};
+use crate::sched::Group;
 use crate::task::{Run, Task, TaskName};
 
 /// The tasks defined by a directory tree.
@@ -44,6 +46,12 @@ pub struct TaskTree {
     pub tasks: Vec<Task>,
     /// Slot capacities declared by the root `_dir.ron` (`capacity: {"gpu": 2}`).
     pub capacity: BTreeMap<String, u32>,
+    /// Exclusivity groups declared by the root `_dir.ron` (`groups: {"vm": (jobs: 2)}`).
+    pub groups: BTreeMap<String, Group>,
+    /// Virtual tokens declared by the root `_dir.ron` (`virtual: ["mta"]`).
+    pub virtuals: Vec<String>,
+    /// Problems that stop nothing (a group declared but unused), with their file:line:col.
+    pub warnings: Vec<String>,
 }
 
 /// Loads the task tree at `root`, or reports every definition problem in it.
@@ -57,12 +65,13 @@ pub fn load(root: &Path) -> Result<TaskTree, FactoryErrors> {
             }]))
         }
     };
-    let walk = walk::walk(&abs, root);
+    let mut walk = walk::walk(&abs, root);
+    let groups = std::mem::take(&mut walk.groups);
     let loaded: Vec<Vec<Result<Task, FactoryError>>> = walk
         .items
         .into_par_iter()
         .map(|item| match item {
-            Item::Found(found) => load_file(&found, &abs, root),
+            Item::Found(found) => load_file(found, &abs, root, &groups),
             Item::Error(e) => vec![Err(e)],
         })
         .collect();
@@ -74,11 +83,34 @@ pub fn load(root: &Path) -> Result<TaskTree, FactoryErrors> {
             Err(e) => errors.push(e),
         }
     }
+    let mut warnings = Vec::new();
+    if let Some(at) = &walk.groups_at {
+        for name in groups.keys().filter(|g| !g.is_empty()) {
+            if !tasks.iter().any(|t| t.meta.group.as_ref() == Some(name)) {
+                warnings.push(format!(
+                    "{at}: group `{name}` is declared but no task belongs to it"
+                ));
+            }
+        }
+    }
+    if let Some(at) = &walk.virtuals_at {
+        for token in &walk.virtuals {
+            if !tasks.iter().any(|t| t.meta.provides.contains(token)) {
+                errors.push(FactoryError::VirtualWithoutProvider {
+                    location: at.clone(),
+                    token: token.clone(),
+                });
+            }
+        }
+    }
     if errors.is_empty() {
         Ok(TaskTree {
             root: abs,
             tasks,
             capacity: walk.capacity,
+            groups,
+            virtuals: walk.virtuals,
+            warnings,
         })
     } else {
         Err(FactoryErrors(errors))
@@ -86,8 +118,35 @@ pub fn load(root: &Path) -> Result<TaskTree, FactoryErrors> {
 }
 
 /// Loads the task or tasks of one file.
-fn load_file(found: &Found, root: &Path, shown_root: &Path) -> Vec<Result<Task, FactoryError>> {
+fn load_file(
+    mut found: Found,
+    root: &Path,
+    shown_root: &Path,
+    groups: &BTreeMap<String, Group>,
+) -> Vec<Result<Task, FactoryError>> {
+    let found = &mut found;
     let path = root.join(&found.rel);
+    if let Some(handle) = found.generated.take() {
+        let shown = shown_root.join(&found.rel);
+        let (text, stderr) = match generator::output(handle, &shown) {
+            Ok(out) => out,
+            Err(e) => return vec![Err(e)],
+        };
+        let file = generator::output_name(&shown);
+        let src = Source {
+            file: &file,
+            text: &text,
+        };
+        let mut loaded = load_map(found, root, &src, groups);
+        if loaded.iter().any(Result::is_err) && !stderr.trim().is_empty() {
+            loaded.push(Err(FactoryError::Generator {
+                path: shown,
+                problem: "printed invalid tasks (above)".to_string(),
+                stderr,
+            }));
+        }
+        return loaded;
+    }
     if found.kind == Kind::Executable {
         let layer = Layer::clone(&found.defaults);
         let argv = vec![path.to_string_lossy().into_owned()];
@@ -117,9 +176,9 @@ fn load_file(found: &Found, root: &Path, shown_root: &Path) -> Vec<Result<Task, 
         let name = TaskName::new(found.name());
         return vec![src
             .parse_task(all.clone())
-            .and_then(|def| build(found, root, &src, all, name, def))];
+            .and_then(|def| build(found, root, &src, all, name, def, groups))];
     }
-    load_map(found, root, &src)
+    load_map(found, root, &src, groups)
 }
 
 /// Reads a definition file. `fs::read_to_string` first asks for the file's size (one more system
@@ -135,7 +194,12 @@ fn read_text(path: &Path) -> std::io::Result<String> {
 }
 
 /// Loads a `.tasks.ron` map, its entries in parallel.
-fn load_map(found: &Found, root: &Path, src: &Source<'_>) -> Vec<Result<Task, FactoryError>> {
+fn load_map(
+    found: &Found,
+    root: &Path,
+    src: &Source<'_>,
+    groups: &BTreeMap<String, Group>,
+) -> Vec<Result<Task, FactoryError>> {
     let Some(entries) = split_map(src.text) else {
         // Not splittable: let `ron` parse it whole, which names the syntax error precisely.
         return match src.parse::<OrderedMap>(0..src.text.len()) {
@@ -152,7 +216,7 @@ fn load_map(found: &Found, root: &Path, src: &Source<'_>) -> Vec<Result<Task, Fa
                     .map(|((key, def), checked)| {
                         checked?;
                         let name = TaskName::new(format!("{}/{key}", found.name()));
-                        build(found, root, src, start..src.text.len(), name, def)
+                        build(found, root, src, start..src.text.len(), name, def, groups)
                     })
                     .collect()
             }
@@ -171,7 +235,7 @@ fn load_map(found: &Found, root: &Path, src: &Source<'_>) -> Vec<Result<Task, Fa
             checked?;
             let def = src.parse_task(entry.value.clone())?;
             let name = TaskName::new(format!("{}/{}", found.name(), entry.key));
-            build(found, root, src, entry.value.clone(), name, def)
+            build(found, root, src, entry.value.clone(), name, def, groups)
         })
         .collect()
 }
@@ -216,7 +280,9 @@ fn build(
     range: std::ops::Range<usize>,
     name: TaskName,
     mut def: TaskDef,
+    groups: &BTreeMap<String, Group>,
 ) -> Result<Task, FactoryError> {
+    walk::check_group(groups, def.group.as_deref(), src, range.clone())?;
     let empty = match &def.run {
         Run::Cmd(argv) => argv.first().is_none_or(|p| p.trim().is_empty()),
         Run::Shell(script) => script.trim().is_empty(),

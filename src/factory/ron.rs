@@ -55,6 +55,10 @@ macro_rules! definition {
             pub(crate) env: BTreeMap<String, String>,
             #[serde(default)]
             pub(crate) cwd: Option<String>,
+            #[serde(default)]
+            pub(crate) group: Option<String>,
+            #[serde(default)]
+            pub(crate) when: Option<WhenDef>,
         }
 
         impl $name {
@@ -74,6 +78,8 @@ macro_rules! definition {
                     inputs: std::mem::take(&mut self.inputs),
                     env: std::mem::take(&mut self.env),
                     cwd: self.cwd.take(),
+                    group: self.group.take(),
+                    when: self.when.take(),
                 }
             }
         }
@@ -87,7 +93,35 @@ definition! {
 
 definition! {
     /// Defaults for every task below a directory: its `_dir.ron`.
-    DirDef { #[serde(default)] capacity: Option<BTreeMap<String, u32>> }
+    DirDef {
+        #[serde(default)] capacity: Option<BTreeMap<String, u32>>,
+        #[serde(default)] groups: Option<BTreeMap<String, GroupDef>>,
+        #[serde(default, rename = "virtual")] virtual_tokens: Option<Vec<String>>,
+    }
+}
+
+/// A `when` condition as written (SPEC 13); see [`crate::Condition`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WhenDef {
+    #[serde(default)]
+    pub(crate) os: Vec<String>,
+    #[serde(default)]
+    pub(crate) arch: Vec<String>,
+    #[serde(default)]
+    pub(crate) env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) exists: Vec<String>,
+    #[serde(default)]
+    pub(crate) command: Vec<String>,
+}
+
+/// One entry of the root `_dir.ron`'s `groups: {"vm": (jobs: 2)}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GroupDef {
+    #[serde(default)]
+    pub(crate) jobs: Option<u32>,
 }
 
 impl TaskDef {
@@ -107,6 +141,8 @@ impl TaskDef {
             inputs: c.inputs,
             env: c.env,
             cwd: c.cwd,
+            group: c.group,
+            when: c.when,
         }
     }
 }
@@ -127,6 +163,8 @@ pub(crate) struct Common {
     pub(crate) inputs: Vec<String>,
     pub(crate) env: BTreeMap<String, String>,
     pub(crate) cwd: Option<String>,
+    pub(crate) group: Option<String>,
+    pub(crate) when: Option<WhenDef>,
 }
 
 /// The text of one definition file and the path errors name.

@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::defaults::Layer;
-use super::error::FactoryError;
+use super::error::{FactoryError, Location};
 use super::ron::{DirDef, Source};
+use crate::pool::limited::Ended;
+use crate::sched::Group;
 
 /// The name of the defaults file of a directory.
 pub(crate) const DIR_FILE: &str = "_dir.ron";
@@ -30,6 +32,8 @@ pub(crate) enum Kind {
     TasksRon,
     /// Any other executable file: a task running it.
     Executable,
+    /// An executable `NAME.gen`: a generator, whose output is a `.tasks.ron` map.
+    Generator,
 }
 
 /// A task file found by the walk, with everything needed to load it independently. Kept small
@@ -43,6 +47,8 @@ pub(crate) struct Found {
     pub(crate) dir: Arc<Path>,
     /// The merged `_dir.ron` defaults that apply to the file's tasks.
     pub(crate) defaults: Arc<Layer>,
+    /// A generator, started as soon as the walk found it: what it printed.
+    pub(crate) generated: Option<std::thread::JoinHandle<io::Result<Ended>>>,
 }
 
 impl Found {
@@ -51,6 +57,7 @@ impl Found {
         match self.kind {
             Kind::Ron => &self.rel[..self.rel.len() - ".ron".len()],
             Kind::TasksRon => &self.rel[..self.rel.len() - ".tasks.ron".len()],
+            Kind::Generator => &self.rel[..self.rel.len() - ".gen".len()],
             Kind::Executable => &self.rel,
         }
     }
@@ -68,6 +75,12 @@ pub(crate) enum Item {
 pub(crate) struct Walk {
     pub(crate) items: Vec<Item>,
     pub(crate) capacity: BTreeMap<String, u32>,
+    /// Groups declared by the root `_dir.ron`, and where.
+    pub(crate) groups: BTreeMap<String, Group>,
+    pub(crate) groups_at: Option<Location>,
+    /// Virtual tokens declared by the root `_dir.ron`, and where.
+    pub(crate) virtuals: Vec<String>,
+    pub(crate) virtuals_at: Option<Location>,
 }
 
 /// Walks the tree at `root` (absolute); errors name files under `shown_root`.
@@ -201,15 +214,23 @@ impl Walker<'_> {
         } else if is_ron {
             Kind::Ron
         } else if meta.is_some_and(|m| m.permissions().mode() & 0o111 != 0) {
-            Kind::Executable
+            if name.len() > ".gen".len() && name.ends_with(".gen") {
+                Kind::Generator
+            } else {
+                Kind::Executable
+            }
         } else {
             return; // task data
         };
+        // A generator runs while the walk goes on.
+        let generated = (kind == Kind::Generator)
+            .then(|| super::generator::start(path.to_path_buf(), dir.to_path_buf()));
         self.out.items.push(Item::Found(Found {
             kind,
             rel,
             dir: dir.clone(),
             defaults: defaults.clone(),
+            generated,
         }));
     }
 
@@ -243,6 +264,41 @@ impl Walker<'_> {
                 });
             }
         }
+        if let Some(groups) = def.groups.take() {
+            let location = src.field_location(all.clone(), "groups", false);
+            if at_root {
+                self.out.groups = groups
+                    .into_iter()
+                    .map(|(name, g)| {
+                        let mut group = Group::new(name.clone());
+                        group.jobs = g.jobs.map(|j| (j as usize).max(1));
+                        (name, group)
+                    })
+                    .collect();
+                self.out.groups_at = Some(location);
+            } else {
+                self.error(FactoryError::RootOnly {
+                    location,
+                    field: "groups",
+                });
+            }
+        }
+        if let Some(virtuals) = def.virtual_tokens.take() {
+            let location = src.field_location(all.clone(), "virtual", false);
+            if at_root {
+                self.out.virtuals = virtuals;
+                self.out.virtuals_at = Some(location);
+            } else {
+                self.error(FactoryError::RootOnly {
+                    location,
+                    field: "virtual",
+                });
+            }
+        }
+        if let Err(e) = check_group(&self.out.groups, def.group.as_deref(), &src, all.clone()) {
+            self.error(e);
+            return None;
+        }
         match Layer::resolve(def.common(), &src, all, dir) {
             Ok(layer) => Some(layer),
             Err(e) => {
@@ -250,5 +306,22 @@ impl Walker<'_> {
                 None
             }
         }
+    }
+}
+
+/// A `group` field names a declared group (or `""`, no group).
+pub(crate) fn check_group(
+    declared: &BTreeMap<String, Group>,
+    group: Option<&str>,
+    src: &Source<'_>,
+    range: std::ops::Range<usize>,
+) -> Result<(), FactoryError> {
+    match group {
+        Some(g) if !g.is_empty() && !declared.contains_key(g) => Err(FactoryError::UnknownGroup {
+            location: src.field_location(range, "group", true),
+            group: g.to_string(),
+            declared: declared.keys().filter(|k| !k.is_empty()).cloned().collect(),
+        }),
+        _ => Ok(()),
     }
 }

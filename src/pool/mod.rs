@@ -5,6 +5,7 @@
 //! through a [`ResultSink`].
 
 pub mod command;
+pub(crate) mod limited;
 pub mod process;
 pub(crate) mod thread;
 

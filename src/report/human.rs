@@ -71,7 +71,11 @@ impl HumanReporter {
                 let who = task.as_ref().map(|t| format!("{t}: ")).unwrap_or_default();
                 let _ = writeln!(std::io::stderr(), "warning: {who}{message}");
             }
-            Event::TaskStarted { .. } => {}
+            Event::TaskStarted { .. } | Event::GroupFinished { .. } => {}
+            Event::GroupStarted { group } => {
+                let shown = if group.is_empty() { "(ungrouped)" } else { group };
+                self.line(&format!("{:>8} group {shown}", "GROUP"));
+            }
             Event::TaskResult {
                 task,
                 status,

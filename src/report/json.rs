@@ -63,6 +63,12 @@ enum Line<'a> {
         resumed: bool,
         cause: Option<&'a str>,
     },
+    GroupStarted {
+        group: &'a str,
+    },
+    GroupFinished {
+        group: &'a str,
+    },
     RunFinished {
         outcome: Outcome,
         counts: &'a Counts,
@@ -133,6 +139,8 @@ pub fn event_json(e: &Event) -> Option<String> {
             resumed: f.resumed,
             cause: f.cause.as_deref(),
         },
+        Event::GroupStarted { group } => Line::GroupStarted { group },
+        Event::GroupFinished { group } => Line::GroupFinished { group },
         Event::RunFinished {
             outcome,
             counts,
@@ -212,6 +220,18 @@ mod tests {
                 interrupted: false
             }),
             r#"{"type":"run-finished","outcome":"fail","counts":{"pass":9,"warn":1,"fail":1,"error":0,"timeout":0,"skip":1},"duration_s":1.7}"#
+        );
+    }
+
+    #[test]
+    fn group_turns_are_bracketed() {
+        assert_eq!(
+            json(&Event::GroupStarted { group: "vm".into() }),
+            r#"{"type":"group-started","group":"vm"}"#
+        );
+        assert_eq!(
+            json(&Event::GroupFinished { group: "vm".into() }),
+            r#"{"type":"group-finished","group":"vm"}"#
         );
     }
 

@@ -65,6 +65,11 @@ impl Progress {
                 self.running.insert(task.clone(), line);
             }
             Event::TaskRetrying { task, .. } => self.stop(task),
+            // The running group in the bar's prefix; `Running` again between turns.
+            Event::GroupStarted { group } if !group.is_empty() => self.bar.set_prefix(group.clone()),
+            Event::GroupStarted { .. } | Event::GroupFinished { .. } => {
+                self.bar.set_prefix("Running");
+            }
             Event::TaskFinished(f) => {
                 self.stop(&f.task);
                 self.counts.add(f.outcome);

@@ -222,7 +222,10 @@ impl Collector {
                 });
                 None
             }
-            Event::RunStarted { .. } | Event::Warning { .. } => None,
+            Event::RunStarted { .. }
+            | Event::Warning { .. }
+            | Event::GroupStarted { .. }
+            | Event::GroupFinished { .. } => None,
         }
     }
 

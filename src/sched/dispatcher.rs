@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::run_state::RunState;
+use super::run_state::{Plan, RunState};
 use super::SchedulerBuilder;
 use crate::context::ResultSink;
 use crate::error::{GraphError, GraphErrors};
@@ -113,7 +113,7 @@ impl Core {
             name: task.name.clone(),
             work: task.work.clone(),
             timeout: task.meta.timeout,
-            pool: task.meta.pool,
+            pool: task.meta.pool.or_else(|| self.state.group_pool(start.idx)),
             shared: start.shared,
         }
     }
@@ -150,8 +150,9 @@ impl Core {
                 break;
             };
             let task = self.state.task(idx);
+            let pool = task.meta.pool.or_else(|| self.state.group_pool(idx));
             let on_threads = matches!(task.work, crate::task::Work::Closure(_))
-                && task.meta.pool.unwrap_or(self.default_pool) == crate::task::PoolKind::Threads;
+                && pool.unwrap_or(self.default_pool) == crate::task::PoolKind::Threads;
             if !on_threads {
                 break;
             }
@@ -330,12 +331,22 @@ impl RunHandle {
 impl Run {
     pub(super) fn start(config: SchedulerBuilder, tasks: Vec<Task>) -> Result<Run, GraphErrors> {
         let started = Instant::now();
-        let (mut state, warnings) = RunState::new(
+        // Conditions are decided once, before anything runs (their commands in parallel).
+        let unmet = crate::condition::evaluate(&tasks);
+        let threads = super::groups::max_jobs(&config.groups, config.jobs);
+        let plan = Plan {
+            groups: config.groups,
+            jobs: config.jobs,
+            virtuals: config.virtuals,
+            unmet,
+            first: config.run_first,
+        };
+        let (mut state, warnings) = RunState::with_plan(
             tasks,
             config.capacity,
             config.fail_fast,
             config.resumed,
-            &config.run_first,
+            plan,
         )?;
         state.events.push_front(Event::RunStarted {
             tasks: state.len(),
@@ -356,7 +367,7 @@ impl Run {
             core: Mutex::new(Core {
                 state,
                 jobs: Some(jobs_tx),
-                idle: config.jobs,
+                idle: threads,
                 finished: false,
                 open: config.keep_open,
                 consumer_waiting: false,
@@ -374,7 +385,7 @@ impl Run {
         });
         shared.lock().dispatch(false);
         let worker_shared = shared.clone();
-        let workers = WorkerThreads::spawn(config.jobs, move |_| work(&worker_shared, &jobs_rx))
+        let workers = WorkerThreads::spawn(threads, move |_| work(&worker_shared, &jobs_rx))
             .expect("the OS refused to start worker threads");
         Ok(Run {
             shared,

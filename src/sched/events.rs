@@ -172,6 +172,14 @@ pub enum Event {
         message: Option<String>,
     },
     TaskFinished(Finished),
+    /// An exclusivity group's turn begins (SPEC 13): its tasks may start, no other group's.
+    GroupStarted {
+        group: String,
+    },
+    /// The group's turn ends: none of its tasks runs or is ready. A group may have several turns.
+    GroupFinished {
+        group: String,
+    },
     RunFinished {
         outcome: Outcome,
         counts: Counts,
@@ -191,7 +199,10 @@ impl Event {
             | Event::TaskSuspended { task, .. } => Some(task),
             Event::TaskFinished(f) => Some(&f.task),
             Event::Warning { task, .. } => task.as_ref(),
-            Event::RunStarted { .. } | Event::RunFinished { .. } => None,
+            Event::RunStarted { .. }
+            | Event::RunFinished { .. }
+            | Event::GroupStarted { .. }
+            | Event::GroupFinished { .. } => None,
         }
     }
 }

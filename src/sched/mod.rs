@@ -3,6 +3,7 @@
 
 mod dispatcher;
 pub mod events;
+pub mod groups;
 pub(crate) mod locks;
 pub(crate) mod queue;
 pub mod run_state;
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use dispatcher::{Run, RunHandle};
+pub use groups::Group;
 pub use run_state::Resumed;
 
 use crate::error::GraphErrors;
@@ -85,6 +87,8 @@ pub struct SchedulerBuilder {
     keep_open: bool,
     run_first: Vec<TaskName>,
     checkpoints: Option<Checkpoints>,
+    groups: BTreeMap<String, Group>,
+    virtuals: Vec<String>,
 }
 
 impl Default for SchedulerBuilder {
@@ -100,6 +104,8 @@ impl Default for SchedulerBuilder {
             keep_open: false,
             run_first: Vec::new(),
             checkpoints: None,
+            groups: BTreeMap::new(),
+            virtuals: Vec::new(),
         }
     }
 }
@@ -238,6 +244,24 @@ impl SchedulerBuilder {
     #[must_use]
     pub fn keep_open(mut self, keep_open: bool) -> Self {
         self.keep_open = keep_open;
+        self
+    }
+
+    /// Declares an exclusivity group (SPEC 13). A run with groups runs one group at a time,
+    /// each with its own `jobs`; tasks without a group form the group `""` (declare
+    /// `Group::new("")` to set its jobs). The run has as many worker threads as the largest
+    /// `jobs` of the run and its groups.
+    #[must_use]
+    pub fn group(mut self, group: Group) -> Self {
+        self.groups.insert(group.name.clone(), group);
+        self
+    }
+
+    /// Declares virtual tokens (SPEC 13): each is satisfied by the first of its providers that
+    /// succeeds, and fails only when all of them failed or were skipped.
+    #[must_use]
+    pub fn virtual_tokens<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tokens: I) -> Self {
+        self.virtuals.extend(tokens.into_iter().map(Into::into));
         self
     }
 

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::context::Shared;
-use crate::error::GraphErrors;
+use crate::error::{GraphError, GraphErrors};
 use crate::graph::Graph;
 use crate::sched::events::{Attempt, Counts, Event, Finished};
+use crate::sched::groups::{Group, Groups};
 use crate::sched::locks::Resources;
 use crate::sched::queue::{Key, TaskQueue};
-use crate::task::{OnFailure, Outcome, Task};
+use crate::task::{OnFailure, Outcome, PoolKind, Task};
 
 /// What an earlier run recorded for a task that `--resume` does not rerun.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,6 +58,30 @@ struct TokenState {
     broken: Option<Box<str>>,
 }
 
+/// A virtual token (SPEC 13): satisfied by the first provider that succeeds.
+#[derive(Debug, Default)]
+struct VirtualToken {
+    satisfied: bool,
+    /// How each provider that did not satisfy it ended (`` `exim` ended fail ``).
+    misses: Vec<String>,
+}
+
+/// What a run adds to its tasks beyond the graph: exclusivity groups, virtual tokens, and the
+/// tasks whose conditions do not hold (evaluated before the run, outside the run state).
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// Declared groups by name; none means the run has no groups.
+    pub groups: BTreeMap<String, Group>,
+    /// The run's jobs: those of the group `""` and of groups that set none.
+    pub jobs: usize,
+    pub virtuals: Vec<String>,
+    /// Tasks to skip at once, with the cause (`condition: /dev/kvm does not exist`).
+    pub unmet: Vec<(u32, String)>,
+    /// Tasks that go ahead of every other once their requires are satisfied (tasks a suspended
+    /// run left to continue).
+    pub first: Vec<crate::task::TaskName>,
+}
+
 /// A task the dispatcher should start now.
 #[derive(Debug)]
 pub(crate) struct Start {
@@ -98,6 +123,12 @@ pub(crate) struct RunState {
     stop: Option<Stop>,
     /// Tasks that suspended the run, in the order they did.
     suspended: Vec<u32>,
+    /// Exclusivity groups; `None` for a run without (its hot path then never looks).
+    groups: Option<Box<Groups>>,
+    /// Virtual tokens by token id; empty for most runs.
+    virtuals: rustc_hash::FxHashMap<u32, VirtualToken>,
+    /// Tasks to skip when admitted (conditions that do not hold).
+    unmet: rustc_hash::FxHashMap<u32, String>,
     pub(crate) events: VecDeque<Event>,
 }
 
@@ -105,6 +136,7 @@ impl RunState {
     /// Validates `tasks` and prepares the run. `resumed` maps task names to what an earlier
     /// run recorded for tasks that need not run again; `first` names tasks that go ahead of
     /// every other once their requires are satisfied (tasks a suspended run left to continue).
+    #[cfg(test)]
     pub(crate) fn new(
         tasks: Vec<Task>,
         capacity: BTreeMap<String, u32>,
@@ -112,7 +144,50 @@ impl RunState {
         resumed: HashMap<crate::task::TaskName, Resumed>,
         first: &[crate::task::TaskName],
     ) -> Result<(Self, Vec<String>), GraphErrors> {
-        let (graph, warnings) = Graph::build(&tasks, &capacity)?;
+        let plan = Plan {
+            first: first.to_vec(),
+            ..Plan::default()
+        };
+        Self::with_plan(tasks, capacity, fail_fast, resumed, plan)
+    }
+
+    /// [`RunState::new`] with groups, virtual tokens, unmet conditions and tasks to run first.
+    pub(crate) fn with_plan(
+        tasks: Vec<Task>,
+        capacity: BTreeMap<String, u32>,
+        fail_fast: bool,
+        resumed: HashMap<crate::task::TaskName, Resumed>,
+        plan: Plan,
+    ) -> Result<(Self, Vec<String>), GraphErrors> {
+        let mut groups = Groups::new(&plan.groups, plan.jobs.max(1));
+        let mut errors = Vec::new();
+        if let Some(g) = &mut groups {
+            g.assign(&tasks, &mut errors);
+        } else {
+            errors.extend(crate::sched::groups::check_groups(&tasks, &plan.groups));
+        }
+        let (graph, warnings) = match Graph::build(&tasks, &capacity) {
+            Ok(built) if errors.is_empty() => built,
+            Ok(_) => return Err(GraphErrors(errors)),
+            Err(GraphErrors(mut e)) => {
+                e.extend(errors);
+                return Err(GraphErrors(e));
+            }
+        };
+        let mut virtuals = rustc_hash::FxHashMap::default();
+        for token in &plan.virtuals {
+            match graph.token_id(token) {
+                Some(id) if !graph.providers(id).is_empty() => {
+                    virtuals.insert(id, VirtualToken::default());
+                }
+                _ => errors.push(GraphError::VirtualWithoutProvider {
+                    token: token.clone(),
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(GraphErrors(errors));
+        }
         let resources = Resources::new(&capacity);
         let mut state = RunState {
             tasks: Vec::new(),
@@ -134,6 +209,9 @@ impl RunState {
             fail_fast,
             stop: None,
             suspended: Vec::new(),
+            groups,
+            virtuals,
+            unmet: plan.unmet.iter().cloned().collect(),
             events: VecDeque::new(),
         };
         state.tasks = tasks;
@@ -144,7 +222,7 @@ impl RunState {
                 state.resumed.insert(idx, r);
             }
         }
-        for name in first {
+        for name in &plan.first {
             if let Some(idx) = state.graph.index_of(&state.tasks, name) {
                 state.tasks[idx as usize].meta.priority = i32::MIN;
             }
@@ -156,6 +234,19 @@ impl RunState {
     /// Adds tasks to the running graph (validated as a batch against what is there).
     pub(crate) fn add_tasks(&mut self, tasks: Vec<Task>) -> Result<Vec<String>, GraphErrors> {
         let start = self.tasks.len();
+        if let Some(g) = &mut self.groups {
+            let mut errors = Vec::new();
+            g.assign(&tasks, &mut errors);
+            if !errors.is_empty() {
+                g.of.truncate(start);
+                return Err(GraphErrors(errors));
+            }
+        } else {
+            let errors = crate::sched::groups::check_groups(&tasks, &BTreeMap::new());
+            if !errors.is_empty() {
+                return Err(GraphErrors(errors));
+            }
+        }
         self.tasks.extend(tasks);
         match self.graph.extend(&self.tasks, start, &self.capacity) {
             Ok(warnings) => {
@@ -164,6 +255,9 @@ impl RunState {
             }
             Err(e) => {
                 self.tasks.truncate(start);
+                if let Some(g) = &mut self.groups {
+                    g.of.truncate(start);
+                }
                 Err(e)
             }
         }
@@ -186,7 +280,9 @@ impl RunState {
                 let t = &self.tokens[tok as usize];
                 if let Some(cause) = &t.broken {
                     broken_at_admission.push((idx as u32, cause.to_string()));
-                } else if t.pending > 0 {
+                } else if t.pending > 0
+                    && !self.virtuals.get(&tok).is_some_and(|v| v.satisfied)
+                {
                     unsatisfied += 1;
                 }
             }
@@ -197,6 +293,15 @@ impl RunState {
                 worst_result: None,
             });
             self.exports.push(None);
+        }
+        if !self.unmet.is_empty() {
+            for idx in start as u32..self.tasks.len() as u32 {
+                if let Some(cause) = self.unmet.remove(&idx) {
+                    if self.states[idx as usize].phase == Phase::Waiting {
+                        self.skip(idx, cause);
+                    }
+                }
+            }
         }
         for (idx, cause) in broken_at_admission {
             if self.states[idx as usize].phase == Phase::Waiting {
@@ -238,7 +343,63 @@ impl RunState {
 
     fn make_ready(&mut self, idx: u32) {
         self.states[idx as usize].phase = Phase::Ready;
-        self.ready.push(self.key(idx));
+        self.push_ready(self.key(idx));
+    }
+
+    /// Queues a ready task: in the ready queue, or parked if its group is not running.
+    fn push_ready(&mut self, key: Key) {
+        if let Some(g) = &mut self.groups {
+            if g.park(key) {
+                return;
+            }
+        }
+        self.ready.push(key);
+    }
+
+    /// Whether a task of the running group may start now, passing the turn to the next group
+    /// when the running one has nothing running and nothing ready (SPEC 13).
+    fn group_turn(&mut self) -> bool {
+        let Some(g) = self.groups.as_mut() else {
+            return true;
+        };
+        if let Some(active) = g.active {
+            if self.ready.peek().is_some() {
+                return self.running < g.jobs[active as usize];
+            }
+            if self.running > 0 {
+                return false;
+            }
+            g.active = None;
+            self.events.push_back(Event::GroupFinished {
+                group: g.name(active).to_string(),
+            });
+        }
+        let Some(next) = g.best_parked() else {
+            return false;
+        };
+        g.active = Some(next);
+        std::mem::swap(&mut self.ready, &mut g.parked[next as usize]);
+        self.events.push_back(Event::GroupStarted {
+            group: g.name(next).to_string(),
+        });
+        self.running < g.jobs[next as usize]
+    }
+
+    /// The pool of closure task `idx` when it chose none: its group's, if set.
+    pub(crate) fn group_pool(&self, idx: u32) -> Option<PoolKind> {
+        let g = self.groups.as_ref()?;
+        g.pools[g.of[idx as usize] as usize]
+    }
+
+    /// Closes the turn of the running group (the run is over).
+    fn close_group(&mut self) {
+        if let Some(g) = self.groups.as_mut() {
+            if let Some(active) = g.active.take() {
+                self.events.push_back(Event::GroupFinished {
+                    group: g.name(active).to_string(),
+                });
+            }
+        }
     }
 
     /// The next task to start, if any may start now. Resumed tasks are finished on the way
@@ -253,6 +414,9 @@ impl RunState {
             return None;
         }
         loop {
+            if self.groups.is_some() && !self.group_turn() {
+                return None;
+            }
             if reserve && !self.ahead_is_safe() {
                 return None;
             }
@@ -332,8 +496,22 @@ impl RunState {
         st.attempt -= 1;
         self.running -= 1;
         self.resources.release(idx, &mut self.woken);
-        self.ready.extend(self.woken.drain(..));
-        self.ready.push(self.key(idx));
+        self.requeue_woken();
+        self.push_ready(self.key(idx));
+    }
+
+    /// Queues the lock waiters a release woke.
+    fn requeue_woken(&mut self) {
+        if self.groups.is_none() {
+            self.ready.extend(self.woken.drain(..));
+        } else {
+            let woken = std::mem::take(&mut self.woken);
+            for &key in &woken {
+                self.push_ready(key);
+            }
+            self.woken = woken;
+            self.woken.clear();
+        }
     }
 
     /// Merges the exports of the providers of `idx`'s requires: definition order, later wins.
@@ -429,9 +607,7 @@ impl RunState {
         }
         self.running -= 1;
         self.resources.release(idx, &mut self.woken);
-        for key in self.woken.drain(..) {
-            self.ready.push(key);
-        }
+        self.requeue_woken();
         if report.suspend {
             self.suspend(idx, attempt, report);
             return;
@@ -439,7 +615,7 @@ impl RunState {
         let retries = self.tasks[idx as usize].meta.retries;
         if !outcome.is_success() && attempt <= retries && self.stop.is_none() {
             self.states[idx as usize].phase = Phase::Ready;
-            self.ready.push(self.key(idx));
+            self.push_ready(self.key(idx));
             self.events.push_back(Event::TaskRetrying {
                 task: self.tasks[idx as usize].name.clone(),
                 attempt,
@@ -569,21 +745,15 @@ impl RunState {
             let tok = self.graph.provides[idx as usize][i] as usize;
             let t = &mut self.tokens[tok];
             t.pending -= 1;
+            if !self.virtuals.is_empty() && self.virtuals.contains_key(&(tok as u32)) {
+                self.settle_virtual(idx, tok as u32, satisfies, ran, outcome, to_skip);
+                continue;
+            }
             if satisfies {
                 if t.pending > 0 || t.broken.is_some() {
                     continue;
                 }
-                for d in self.graph.dependents(tok as u32) {
-                    let st = &mut self.states[d as usize];
-                    if st.phase == Phase::Waiting {
-                        st.unsatisfied -= 1;
-                        if st.unsatisfied == 0 {
-                            st.phase = Phase::Ready;
-                            self.ready
-                                .push(Reverse((self.tasks[d as usize].meta.priority, d)));
-                        }
-                    }
-                }
+                self.wake_dependents(tok as u32);
             } else if t.broken.is_none() {
                 let how = if ran {
                     format!("ended {outcome}")
@@ -603,6 +773,69 @@ impl RunState {
                         to_skip.push((d, cause.clone()));
                     }
                 }
+            }
+        }
+    }
+
+    /// A satisfied token: its waiting dependents need one token less.
+    fn wake_dependents(&mut self, tok: u32) {
+        for d in self.graph.dependents(tok) {
+            let st = &mut self.states[d as usize];
+            if st.phase == Phase::Waiting {
+                st.unsatisfied -= 1;
+                if st.unsatisfied == 0 {
+                    st.phase = Phase::Ready;
+                    let key = Reverse((self.tasks[d as usize].meta.priority, d));
+                    // `push_ready`, spelled out: `self.graph` is borrowed by the loop.
+                    if self.groups.as_mut().is_some_and(|g| g.park(key)) {
+                        continue;
+                    }
+                    self.ready.push(key);
+                }
+            }
+        }
+    }
+
+    /// A provider of virtual token `tok` finished: the first that satisfies it satisfies it;
+    /// once every provider finished without, its dependents are skipped, the cause naming each.
+    fn settle_virtual(
+        &mut self,
+        idx: u32,
+        tok: u32,
+        satisfies: bool,
+        ran: bool,
+        outcome: Outcome,
+        to_skip: &mut Vec<(u32, String)>,
+    ) {
+        let v = self.virtuals.get_mut(&tok).expect("a virtual token");
+        if v.satisfied {
+            return;
+        }
+        if satisfies {
+            v.satisfied = true;
+            v.misses = Vec::new();
+            self.wake_dependents(tok);
+            return;
+        }
+        let how = if ran {
+            format!("ended {outcome}")
+        } else {
+            "was skipped".to_string()
+        };
+        v.misses
+            .push(format!("`{}` {how}", self.tasks[idx as usize].name));
+        if self.tokens[tok as usize].pending > 0 {
+            return;
+        }
+        let cause = format!(
+            "required token `{}` is not available: no provider succeeded ({})",
+            self.graph.token_name(tok),
+            v.misses.join(", ")
+        );
+        self.tokens[tok as usize].broken = Some(cause.clone().into_boxed_str());
+        for d in self.graph.dependents(tok) {
+            if self.states[d as usize].phase == Phase::Waiting {
+                to_skip.push((d, cause.clone()));
             }
         }
     }
@@ -659,8 +892,10 @@ impl RunState {
         true
     }
 
-    /// The final event: the worst outcome (`pass` for an empty run) and the counts.
-    pub(crate) fn run_finished(&self, duration: Duration) -> Event {
+    /// The final event: the worst outcome (`pass` for an empty run) and the counts. The
+    /// running group's turn ends first.
+    pub(crate) fn run_finished(&mut self, duration: Duration) -> Event {
+        self.close_group();
         Event::RunFinished {
             outcome: self.worst.unwrap_or(Outcome::Pass),
             counts: self.counts,
