@@ -23,14 +23,35 @@ pub const COMMAND_LIMIT: Duration = Duration::from_secs(10);
 
 /// Operating systems a condition may name (the values of `std::env::consts::OS`).
 pub const KNOWN_OS: &[&str] = &[
-    "linux", "macos", "ios", "freebsd", "dragonfly", "netbsd", "openbsd", "solaris", "illumos",
-    "android", "windows",
+    "linux",
+    "macos",
+    "ios",
+    "freebsd",
+    "dragonfly",
+    "netbsd",
+    "openbsd",
+    "solaris",
+    "illumos",
+    "android",
+    "windows",
 ];
 
 /// Architectures a condition may name (the values of `std::env::consts::ARCH`).
 pub const KNOWN_ARCH: &[&str] = &[
-    "x86", "x86_64", "arm", "aarch64", "loongarch64", "m68k", "csky", "mips", "mips64",
-    "powerpc", "powerpc64", "riscv64", "s390x", "sparc64",
+    "x86",
+    "x86_64",
+    "arm",
+    "aarch64",
+    "loongarch64",
+    "m68k",
+    "csky",
+    "mips",
+    "mips64",
+    "powerpc",
+    "powerpc64",
+    "riscv64",
+    "s390x",
+    "sparc64",
 ];
 
 /// One `when` condition. Build one with the methods, or write it in a task file:
@@ -114,26 +135,17 @@ impl Condition {
     fn check_static(&self) -> Option<String> {
         let os = std::env::consts::OS;
         if !self.os.is_empty() && !self.os.iter().any(|o| o == os) {
-            return Some(format!(
-                "os is {os}, not {}",
-                self.os.join(" or ")
-            ));
+            return Some(format!("os is {os}, not {}", self.os.join(" or ")));
         }
         let arch = std::env::consts::ARCH;
         if !self.arch.is_empty() && !self.arch.iter().any(|a| a == arch) {
-            return Some(format!(
-                "arch is {arch}, not {}",
-                self.arch.join(" or ")
-            ));
+            return Some(format!("arch is {arch}, not {}", self.arch.join(" or ")));
         }
         for (k, want) in &self.env {
             match std::env::var_os(k) {
                 None => return Some(format!("${k} is not set (expected `{want}`)")),
                 Some(v) if v.to_string_lossy() != want.as_str() => {
-                    return Some(format!(
-                        "${k} is `{}`, not `{want}`",
-                        v.to_string_lossy()
-                    ))
+                    return Some(format!("${k} is `{}`, not `{want}`", v.to_string_lossy()))
                 }
                 Some(_) => {}
             }
@@ -230,7 +242,10 @@ pub(crate) fn evaluate(tasks: &[Task]) -> Vec<(u32, String)> {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Some("the check panicked".into())))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Some("the check panicked".into()))
+                })
                 .collect()
         });
         for (c, r) in chunk.iter().zip(results) {

@@ -54,6 +54,9 @@ pub struct RunArgs {
     /// Select tasks carrying tag T (repeatable).
     #[arg(long = "tag", value_name = "T")]
     pub tags: Vec<String>,
+    /// For a virtual token that the selection requires, pull in TASK as its provider (repeatable).
+    #[arg(long = "prefer", value_name = "TASK")]
+    pub prefer: Vec<String>,
     /// Write a JUnit XML report to FILE (atomically, also when interrupted).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
@@ -100,6 +103,9 @@ pub struct ListArgs {
     pub dir: PathBuf,
     #[arg(long, value_enum, default_value = "human")]
     pub format: ListFormat,
+    /// Show TASK as the chosen provider of the virtual tokens it provides (as `run --prefer`).
+    #[arg(long = "prefer", value_name = "TASK")]
+    pub prefer: Vec<String>,
 }
 
 #[derive(Debug, Args)]

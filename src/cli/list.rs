@@ -1,25 +1,40 @@
 //! `pexen list`: the tasks of a tree with their metadata, for people or as JSON.
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use serde_json::json;
 
 use super::args::{ListArgs, ListFormat};
-use super::{load, CliError};
+use super::{load, select, CliError};
 use crate::error::exit_code;
 use crate::task::{Run, Task, Work};
 
 pub(super) fn list(args: &ListArgs) -> Result<i32, CliError> {
     let tree = load(&args.dir)?;
+    select::check_prefer(&tree.tasks, &tree.virtuals, &args.prefer)?;
+    let mut chosen: HashMap<usize, Vec<String>> = HashMap::new();
+    for (token, idx) in select::default_choices(&tree.tasks, &tree.virtuals, &args.prefer) {
+        chosen.entry(idx).or_default().push(token);
+    }
+    for tokens in chosen.values_mut() {
+        tokens.sort();
+    }
     let mut out = std::io::stdout().lock();
     match args.format {
         ListFormat::Json => {
-            let all: Vec<serde_json::Value> = tree.tasks.iter().map(task_json).collect();
+            let all: Vec<serde_json::Value> = tree
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| task_json(t, chosen.get(&i).map_or(&[][..], Vec::as_slice)))
+                .collect();
             let _ = writeln!(out, "{}", serde_json::Value::Array(all));
         }
         ListFormat::Human => {
-            for t in &tree.tasks {
-                let _ = writeln!(out, "{}", human_line(t));
+            for (i, t) in tree.tasks.iter().enumerate() {
+                let chosen = chosen.get(&i).map_or(&[][..], Vec::as_slice);
+                let _ = writeln!(out, "{}", human_line(t, chosen));
             }
         }
     }
@@ -36,7 +51,8 @@ fn run_json(t: &Task) -> serde_json::Value {
     }
 }
 
-fn task_json(t: &Task) -> serde_json::Value {
+/// `chosen`: the virtual tokens this task is the chosen provider of.
+fn task_json(t: &Task, chosen: &[String]) -> serde_json::Value {
     let m = &t.meta;
     let (env, cwd) = match &t.work {
         Work::Command(c) => (json!(c.env), json!(c.cwd)),
@@ -58,10 +74,19 @@ fn task_json(t: &Task) -> serde_json::Value {
         "inputs": m.inputs,
         "env": env,
         "cwd": cwd,
+        "group": m.group,
+        "when": m.when.iter().map(|c| json!({
+            "os": c.os,
+            "arch": c.arch,
+            "env": c.env,
+            "exists": c.exists,
+            "command": c.command,
+        })).collect::<Vec<_>>(),
+        "chosen_for": chosen,
     })
 }
 
-fn human_line(t: &Task) -> String {
+fn human_line(t: &Task, chosen: &[String]) -> String {
     let m = &t.meta;
     let mut parts = Vec::new();
     let list =
@@ -84,6 +109,14 @@ fn human_line(t: &Task) -> String {
         parts.push(format!("retries: {}", m.retries));
     }
     parts.extend(list("tags", &m.tags));
+    if let Some(g) = m.group.as_ref().filter(|g| !g.is_empty()) {
+        parts.push(format!("group: {g}"));
+    }
+    if !m.when.is_empty() {
+        let all: Vec<String> = m.when.iter().map(crate::Condition::describe).collect();
+        parts.push(format!("when: {}", all.join(" and ")));
+    }
+    parts.extend(list("chosen provider of", chosen));
     if parts.is_empty() {
         t.name.to_string()
     } else {

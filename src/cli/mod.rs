@@ -105,14 +105,15 @@ fn load(dir: &std::path::Path) -> Result<TaskTree, CliError> {
 
 /// `pexen check`: definitions and graph, every problem at once.
 fn check(dir: &std::path::Path) -> Result<i32, CliError> {
-    let tree = load(dir)?;
+    let mut tree = load(dir)?;
     let (graph, warnings) = crate::graph::Graph::build(&tree.tasks, &tree.capacity)?;
+    let tree_warnings = std::mem::take(&mut tree.warnings);
     // Freeing 10^5 tasks and their graph is about a tenth of `check` (benches/factory.rs): do it
     // on a thread of its own, which the process does not wait for when it exits.
     let count = tree.tasks.len();
     drop_in_background((graph, tree));
     let mut err = std::io::stderr().lock();
-    for w in &warnings {
+    for w in tree_warnings.iter().chain(&warnings) {
         let _ = writeln!(err, "warning: {w}");
     }
     let _ = writeln!(

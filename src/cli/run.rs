@@ -30,7 +30,16 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
         }
     }
     let tree = load(&args.dir)?;
-    let mut tasks = select::select(tree.tasks, &args.filters, &args.tags)?;
+    for w in &tree.warnings {
+        eprintln!("warning: {w}");
+    }
+    let mut tasks = select::select(
+        tree.tasks,
+        &args.filters,
+        &args.tags,
+        &tree.virtuals,
+        &args.prefer,
+    )?;
     for t in &mut tasks {
         if let Some(r) = args.retries {
             t.meta.retries = r;
@@ -59,7 +68,11 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
         .capacities(capacity)
         .fail_fast(args.fail_fast)
         .grace(args.grace)
+        .virtual_tokens(tree.virtuals)
         .journal(&mut journal);
+    for group in tree.groups.into_values() {
+        builder = builder.group(group);
+    }
     if let Some(j) = args.jobs {
         builder = builder.jobs(j as usize);
     }

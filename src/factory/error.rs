@@ -90,7 +90,9 @@ pub enum FactoryError {
         group: String,
         declared: Vec<String>,
     },
-    #[error("{location}: `{field}` may only be declared in the `_dir.ron` at the root of the tree")]
+    #[error(
+        "{location}: `{field}` may only be declared in the `_dir.ron` at the root of the tree"
+    )]
     RootOnly {
         location: Location,
         field: &'static str,

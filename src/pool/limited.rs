@@ -91,10 +91,7 @@ fn exited(pid: libc::pid_t) -> bool {
     }
 }
 
-fn reader<R: Read + Send + 'static>(
-    mut from: R,
-    cap: u64,
-) -> std::thread::JoinHandle<Vec<u8>> {
+fn reader<R: Read + Send + 'static>(mut from: R, cap: u64) -> std::thread::JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         let mut buf = Vec::new();
         let _ = (&mut from).take(cap).read_to_end(&mut buf);
@@ -135,7 +132,10 @@ mod tests {
             panic!("ended in time")
         };
         assert_eq!(describe(status), "exited with code 3");
-        assert_eq!((stdout.as_slice(), stderr.as_slice()), (&b"out\n"[..], &b"err\n"[..]));
+        assert_eq!(
+            (stdout.as_slice(), stderr.as_slice()),
+            (&b"out\n"[..], &b"err\n"[..])
+        );
 
         // A helper that outlives the limit, with a grandchild holding the pipes: both killed.
         let mut cmd = Command::new("/bin/sh");

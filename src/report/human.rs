@@ -73,7 +73,11 @@ impl HumanReporter {
             }
             Event::TaskStarted { .. } | Event::GroupFinished { .. } => {}
             Event::GroupStarted { group } => {
-                let shown = if group.is_empty() { "(ungrouped)" } else { group };
+                let shown = if group.is_empty() {
+                    "(ungrouped)"
+                } else {
+                    group
+                };
                 self.line(&format!("{:>8} group {shown}", "GROUP"));
             }
             Event::TaskResult {

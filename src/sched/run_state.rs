@@ -280,9 +280,7 @@ impl RunState {
                 let t = &self.tokens[tok as usize];
                 if let Some(cause) = &t.broken {
                     broken_at_admission.push((idx as u32, cause.to_string()));
-                } else if t.pending > 0
-                    && !self.virtuals.get(&tok).is_some_and(|v| v.satisfied)
-                {
+                } else if t.pending > 0 && !self.virtuals.get(&tok).is_some_and(|v| v.satisfied) {
                     unsatisfied += 1;
                 }
             }
@@ -819,9 +817,12 @@ impl RunState {
         }
         let how = if ran {
             format!("ended {outcome}")
+        } else if self.suspended.contains(&idx) {
+            "was suspended".to_string()
         } else {
             "was skipped".to_string()
         };
+        let v = self.virtuals.get_mut(&tok).expect("a virtual token");
         v.misses
             .push(format!("`{}` {how}", self.tasks[idx as usize].name));
         if self.tokens[tok as usize].pending > 0 {

@@ -324,3 +324,265 @@ fn tasks_to_run_first_go_ahead_of_any_priority_once_their_requires_are_met() {
     assert_eq!(order, ["rebooted", "urgent", "other", "gives-w", "waits"]);
     assert!(finished(&s, "p").unwrap().resumed);
 }
+
+fn planned(tasks: Vec<Task>, plan: Plan) -> RunState {
+    RunState::with_plan(tasks, BTreeMap::new(), false, HashMap::new(), plan)
+        .expect("valid graph")
+        .0
+}
+
+fn groups(jobs: usize, declared: &[(&str, Option<usize>)]) -> Plan {
+    Plan {
+        groups: declared
+            .iter()
+            .map(|&(name, j)| {
+                let mut g = Group::new(name);
+                g.jobs = j;
+                (name.to_string(), g)
+            })
+            .collect(),
+        jobs,
+        ..Plan::default()
+    }
+}
+
+/// The group and task events, in order, as short strings (`+vm`, `-vm`, `>a`, `<a`).
+fn trace(s: &RunState) -> Vec<String> {
+    s.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::GroupStarted { group } => Some(format!("+{group}")),
+            Event::GroupFinished { group } => Some(format!("-{group}")),
+            Event::TaskStarted { task, .. } => Some(format!(">{task}")),
+            Event::TaskFinished(f) => Some(format!("<{}", f.task)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn one_group_at_a_time_switching_only_when_the_running_one_is_idle() {
+    let mut s = planned(
+        vec![
+            t("v1").group("vm"),
+            t("s1").group("sys").priority(-1),
+            t("v2").group("vm"),
+            t("s2").group("sys"),
+            t("free"),
+        ],
+        groups(4, &[("vm", Some(1)), ("sys", Some(2))]),
+    );
+    // The best ready task is s1 (priority -1): `sys` first, with its 2 jobs.
+    assert_eq!(start(&mut s), Some(("s1".into(), 1)));
+    assert_eq!(start(&mut s), Some(("s2".into(), 1)));
+    assert_eq!(start(&mut s), None, "no other group while sys runs");
+    done(&mut s, "s1", 1, Outcome::Pass);
+    assert_eq!(start(&mut s), None, "s2 still runs");
+    done(&mut s, "s2", 1, Outcome::Pass);
+    // Next: the group of the best ready task, v1 (definition order before `free`).
+    assert_eq!(start(&mut s), Some(("v1".into(), 1)));
+    assert_eq!(start(&mut s), None, "vm runs one at a time");
+    done(&mut s, "v1", 1, Outcome::Pass);
+    assert_eq!(start(&mut s), Some(("v2".into(), 1)));
+    done(&mut s, "v2", 1, Outcome::Pass);
+    assert_eq!(start(&mut s), Some(("free".into(), 1)));
+    done(&mut s, "free", 1, Outcome::Pass);
+    assert_eq!(start(&mut s), None);
+    let _ = s.run_finished(Duration::ZERO);
+    assert_eq!(
+        trace(&s),
+        [
+            "+sys", ">s1", ">s2", "<s1", "<s2", "-sys", "+vm", ">v1", "<v1", ">v2", "<v2", "-vm",
+            "+", ">free", "<free", "-"
+        ]
+    );
+}
+
+#[test]
+fn a_group_that_waits_for_another_gets_a_second_turn() {
+    // vm/b requires what sys/a provides, and sys/a requires what vm/a provides.
+    let mut s = planned(
+        vec![
+            t("vm/a").group("vm").provides(["booted"]),
+            t("sys/a")
+                .group("sys")
+                .requires(["booted"])
+                .provides(["ready"]),
+            t("vm/b").group("vm").requires(["ready"]),
+        ],
+        groups(2, &[("vm", None), ("sys", None)]),
+    );
+    for name in ["vm/a", "sys/a", "vm/b"] {
+        assert_eq!(start(&mut s), Some((name.into(), 1)));
+        assert_eq!(start(&mut s), None);
+        done(&mut s, name, 1, Outcome::Pass);
+    }
+    let _ = s.run_finished(Duration::ZERO);
+    assert_eq!(
+        trace(&s),
+        [
+            "+vm", ">vm/a", "<vm/a", "-vm", "+sys", ">sys/a", "<sys/a", "-sys", "+vm", ">vm/b",
+            "<vm/b", "-vm"
+        ]
+    );
+}
+
+#[test]
+fn a_group_does_not_switch_while_its_retry_is_ready() {
+    let mut s = planned(
+        vec![t("a").group("g").retries(1), t("b").group("h")],
+        groups(1, &[("g", None), ("h", None)]),
+    );
+    assert_eq!(start(&mut s), Some(("a".into(), 1)));
+    done(&mut s, "a", 1, Outcome::Fail);
+    assert_eq!(
+        start(&mut s),
+        Some(("a".into(), 2)),
+        "the retry keeps the turn"
+    );
+    done(&mut s, "a", 2, Outcome::Pass);
+    assert_eq!(start(&mut s), Some(("b".into(), 1)));
+}
+
+#[test]
+fn an_undeclared_group_is_an_error() {
+    let e = RunState::with_plan(
+        vec![t("a").group("nope")],
+        BTreeMap::new(),
+        false,
+        HashMap::new(),
+        groups(1, &[("vm", None)]),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(
+        e.0,
+        [GraphError::UnknownGroup {
+            task: "a".into(),
+            group: "nope".into()
+        }]
+    );
+    // Without any declared group too.
+    assert!(RunState::with_plan(
+        vec![t("a").group("nope")],
+        BTreeMap::new(),
+        false,
+        HashMap::new(),
+        Plan::default()
+    )
+    .is_err());
+}
+
+fn virtual_mta() -> Plan {
+    Plan {
+        virtuals: vec!["mta".into()],
+        ..Plan::default()
+    }
+}
+
+#[test]
+fn a_virtual_token_is_satisfied_by_the_first_provider_that_succeeds() {
+    let mut s = planned(
+        vec![
+            t("exim").provides(["mta"]),
+            t("postfix").provides(["mta"]),
+            t("mail").requires(["mta"]),
+        ],
+        virtual_mta(),
+    );
+    assert_eq!(start(&mut s), Some(("exim".into(), 1)));
+    assert_eq!(start(&mut s), Some(("postfix".into(), 1)));
+    done(&mut s, "exim", 1, Outcome::Fail);
+    assert_eq!(start(&mut s), None, "exim failed: mail waits for postfix");
+    done(&mut s, "postfix", 1, Outcome::Pass);
+    assert_eq!(start(&mut s), Some(("mail".into(), 1)));
+}
+
+#[test]
+fn a_virtual_token_does_not_wait_for_the_other_providers() {
+    let mut s = planned(
+        vec![
+            t("exim").provides(["mta"]),
+            t("postfix").provides(["mta"]),
+            t("mail").requires(["mta"]),
+        ],
+        virtual_mta(),
+    );
+    start(&mut s);
+    start(&mut s);
+    done(&mut s, "postfix", 1, Outcome::Pass);
+    assert_eq!(start(&mut s), Some(("mail".into(), 1)));
+    // A later failure of the other provider changes nothing for the token.
+    done(&mut s, "exim", 1, Outcome::Fail);
+    done(&mut s, "mail", 1, Outcome::Pass);
+    assert_eq!(finished(&s, "mail").unwrap().outcome, Outcome::Pass);
+}
+
+#[test]
+fn a_virtual_token_fails_when_every_provider_failed_or_was_skipped() {
+    let mut s = planned(
+        vec![
+            t("exim").provides(["mta"]),
+            t("postfix").provides(["mta"]),
+            t("mail").requires(["mta"]),
+        ],
+        Plan {
+            virtuals: vec!["mta".into()],
+            unmet: vec![(1, "condition: /usr/sbin/postfix does not exist".into())],
+            ..Plan::default()
+        },
+    );
+    assert_eq!(
+        finished(&s, "postfix").unwrap().cause.as_deref(),
+        Some("condition: /usr/sbin/postfix does not exist")
+    );
+    assert_eq!(start(&mut s), Some(("exim".into(), 1)));
+    assert_eq!(start(&mut s), None);
+    done(&mut s, "exim", 1, Outcome::Error);
+    let mail = finished(&s, "mail").unwrap();
+    assert_eq!(mail.outcome, Outcome::Skip);
+    assert_eq!(
+        mail.cause.as_deref(),
+        Some("required token `mta` is not available: no provider succeeded (`postfix` was skipped, `exim` ended error)")
+    );
+}
+
+#[test]
+fn a_virtual_token_nobody_provides_is_an_error() {
+    let e = RunState::with_plan(
+        vec![t("a").provides(["x"])],
+        BTreeMap::new(),
+        false,
+        HashMap::new(),
+        virtual_mta(),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(
+        e.0,
+        [GraphError::VirtualWithoutProvider {
+            token: "mta".into()
+        }]
+    );
+}
+
+#[test]
+fn an_unmet_condition_skips_with_its_cause_and_does_not_satisfy_tokens() {
+    let s = planned(
+        vec![t("kvm").provides(["vm"]), t("boot").requires(["vm"])],
+        Plan {
+            unmet: vec![(0, "condition: /dev/kvm does not exist".into())],
+            ..Plan::default()
+        },
+    );
+    let kvm = finished(&s, "kvm").unwrap();
+    assert_eq!(
+        (kvm.outcome, kvm.cause.as_deref()),
+        (Outcome::Skip, Some("condition: /dev/kvm does not exist"))
+    );
+    assert_eq!(
+        finished(&s, "boot").unwrap().cause.as_deref(),
+        Some("required token `vm` is not available: `kvm` was skipped")
+    );
+    assert!(s.all_done());
+}
