@@ -48,7 +48,7 @@ pub(crate) struct Found {
     /// The merged `_dir.ron` defaults that apply to the file's tasks.
     pub(crate) defaults: Arc<Layer>,
     /// A generator, started as soon as the walk found it: what it printed.
-    pub(crate) generated: Option<std::thread::JoinHandle<io::Result<Ended>>>,
+    pub(crate) generated: Option<std::thread::JoinHandle<io::Result<(Ended, std::time::Duration)>>>,
 }
 
 impl Found {

@@ -78,7 +78,7 @@ impl HumanReporter {
                 } else {
                     group
                 };
-                self.line(&format!("{:>8} group {shown}", "GROUP"));
+                self.line(&format!("{:>8} {shown}", "GROUP"));
             }
             Event::TaskResult {
                 task,
