@@ -11,7 +11,11 @@ use serde_json::Value;
 
 /// For a run's events: checks that every task starts during a turn of its own group, that at
 /// most `jobs[group]` of them run at once, and returns the turns in order.
-fn group_turns(r: &RunResult, group_of: impl Fn(&str) -> String, jobs: &HashMap<&str, usize>) -> Vec<String> {
+fn group_turns(
+    r: &RunResult,
+    group_of: impl Fn(&str) -> String,
+    jobs: &HashMap<&str, usize>,
+) -> Vec<String> {
     let mut turns = Vec::new();
     let mut active: Option<String> = None;
     let mut running: HashMap<String, String> = HashMap::new();
@@ -32,7 +36,11 @@ fn group_turns(r: &RunResult, group_of: impl Fn(&str) -> String, jobs: &HashMap<
             }
             "task-started" => {
                 let g = group_of(task);
-                assert_eq!(active.as_deref(), Some(g.as_str()), "{task} outside its turn");
+                assert_eq!(
+                    active.as_deref(),
+                    Some(g.as_str()),
+                    "{task} outside its turn"
+                );
                 running.insert(task.to_string(), g.clone());
                 let n = running.values().filter(|x| **x == g).count();
                 assert!(n <= jobs[g.as_str()], "{n} tasks of `{g}` at once");
@@ -104,14 +112,23 @@ fn group_mistakes_are_reported_with_their_position() {
     let out = tree.cmd("check", &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains("_dir.ron:1:2: group `unused` is declared but no task belongs to it"), "{err}");
+    assert!(
+        err.contains("_dir.ron:1:2: group `unused` is declared but no task belongs to it"),
+        "{err}"
+    );
 }
 
 fn mail_tree(exim: &str) -> Tree {
     Tree::new()
         .file("_dir.ron", r#"(virtual: ["mta"])"#)
-        .file("exim.ron", &format!(r#"(run: Shell("{exim}"), provides: ["mta"])"#))
-        .file("postfix.ron", r#"(run: Shell("true"), provides: ["mta"], priority: 1)"#)
+        .file(
+            "exim.ron",
+            &format!(r#"(run: Shell("{exim}"), provides: ["mta"])"#),
+        )
+        .file(
+            "postfix.ron",
+            r#"(run: Shell("true"), provides: ["mta"], priority: 1)"#,
+        )
         .file("send.ron", r#"(run: Shell("true"), requires: ["mta"])"#)
         .file("other.ron", r#"(run: Shell("true"))"#)
 }
@@ -129,7 +146,10 @@ fn a_virtual_token_is_satisfied_by_the_provider_that_succeeds() {
     let tree = Tree::new()
         .file("_dir.ron", r#"(virtual: ["mta"])"#)
         .file("a.ron", r#"(run: Shell("exit 2"), provides: ["mta"])"#)
-        .file("b.ron", r#"(run: Shell("true"), provides: ["mta"], when: (exists: ["nope"]))"#)
+        .file(
+            "b.ron",
+            r#"(run: Shell("true"), provides: ["mta"], when: (exists: ["nope"]))"#,
+        )
         .file("send.ron", r#"(run: Shell("true"), requires: ["mta"])"#);
     let r = tree.run(&[]);
     assert_eq!(r.outcome("send"), "skip");
@@ -152,8 +172,14 @@ fn a_selection_pulls_in_one_provider_of_a_virtual_token() {
     assert_eq!(r.of_type("task-finished").len(), 2);
     assert_eq!(r.outcome("postfix"), "pass");
     // One already selected wins over both.
-    let r = tree.run(&["--filter", "send", "--filter", "postfix", "--prefer", "exim"]);
-    let names: Vec<_> = r.of_type("task-finished").iter().map(|e| e["task"].as_str().unwrap().to_string()).collect();
+    let r = tree.run(&[
+        "--filter", "send", "--filter", "postfix", "--prefer", "exim",
+    ]);
+    let names: Vec<_> = r
+        .of_type("task-finished")
+        .iter()
+        .map(|e| e["task"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.contains(&"postfix".to_string()));
     // A --prefer that names no provider of a virtual token is bad usage.
@@ -166,7 +192,8 @@ fn a_selection_pulls_in_one_provider_of_a_virtual_token() {
         .file("a.ron", r#"(run: Shell("true"), provides: ["mta"])"#);
     let out = bad.cmd("check", &[]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("_dir.ron:2:3: token `x` is declared virtual, but no task provides it"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("_dir.ron:2:3: token `x` is declared virtual, but no task provides it"));
 }
 
 #[test]
@@ -174,15 +201,27 @@ fn list_and_graph_show_the_chosen_provider() {
     let tree = mail_tree("true");
     let out = tree.cmd("list", &["--format", "json"]);
     let all: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let chosen: Vec<_> = all.as_array().unwrap().iter().filter(|t| t["chosen_for"] != Value::Array(vec![])).map(|t| t["name"].as_str().unwrap()).collect();
+    let chosen: Vec<_> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["chosen_for"] != Value::Array(vec![]))
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     assert_eq!(chosen, ["exim"]);
     let out = tree.cmd("list", &["--prefer", "postfix"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("postfix  [provides: mta; priority: 1; chosen provider of: mta]"), "{text}");
+    assert!(
+        text.contains("postfix  [provides: mta; priority: 1; chosen provider of: mta]"),
+        "{text}"
+    );
     let out = tree.cmd("graph", &[]);
     let dot = String::from_utf8_lossy(&out.stdout);
     assert!(dot.contains(r#"label = "mta (chosen)""#), "{dot}");
-    assert!(dot.contains(r#"label = "mta (alternative)", style = dashed"#), "{dot}");
+    assert!(
+        dot.contains(r#"label = "mta (alternative)", style = dashed"#),
+        "{dot}"
+    );
 }
 
 #[test]
@@ -217,35 +256,67 @@ fn conditions_true_and_false_on_this_machine() {
         assert_eq!(r.outcome(t), "pass", "{t}");
     }
     let cause = |t: &str| r.finished(t)["cause"].as_str().unwrap().to_string();
-    assert_eq!(cause("elsewhere"), format!("condition: os is {os}, not {other}"));
-    assert_eq!(cause("after"), "required token `t` is not available: `elsewhere` was skipped");
+    assert_eq!(
+        cause("elsewhere"),
+        format!("condition: os is {os}, not {other}")
+    );
+    assert_eq!(
+        cause("after"),
+        "required token `t` is not available: `elsewhere` was skipped"
+    );
     assert_eq!(cause("missing"), "condition: data/absent does not exist");
-    assert_eq!(cause("env-wrong"), "condition: $PEXEN_T_COND is `yes`, not `no`");
-    assert_eq!(cause("cmd-false"), "condition: `sh -c exit 3` exited with code 3");
-    assert_eq!(cause("sub/inherits"), "condition: nothing-here does not exist");
+    assert_eq!(
+        cause("env-wrong"),
+        "condition: $PEXEN_T_COND is `yes`, not `no`"
+    );
+    assert_eq!(
+        cause("cmd-false"),
+        "condition: `sh -c exit 3` exited with code 3"
+    );
+    assert_eq!(
+        cause("sub/inherits"),
+        "condition: nothing-here does not exist"
+    );
     // Skipped tasks never started.
     assert!(!r.started().contains(&"elsewhere".to_string()));
 
     let out = tree.cmd("list", &[]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("cmd-false  [when: os={os} and command=sh -c exit 3]")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "cmd-false  [when: os={os} and command=sh -c exit 3]"
+        )),
+        "{text}"
+    );
 }
 
 #[test]
 fn bad_conditions_are_errors_with_positions_and_check_runs_no_command() {
     let tree = Tree::new()
-        .file("a.ron", "(\n  run: Shell(\"true\"),\n  when: (os: [\"linux\"], kernel: \"6\"),\n)")
+        .file(
+            "a.ron",
+            "(\n  run: Shell(\"true\"),\n  when: (os: [\"linux\"], kernel: \"6\"),\n)",
+        )
         .file("b.ron", "(run: Shell(\"true\"), when: (os: \"linux\"))")
         .file("c.ron", "(run: Shell(\"true\"), when: (os: [\"linx\"]))")
-        .file("d.ron", "(run: Shell(\"true\"), when: (command: [\"sh\", \"-c\", \"touch ran\"]))");
+        .file(
+            "d.ron",
+            "(run: Shell(\"true\"), when: (command: [\"sh\", \"-c\", \"touch ran\"]))",
+        );
     let out = tree.cmd("check", &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("3 problems"), "{err}");
     assert!(err.contains("a.ron:3:25: unknown field `kernel`, expected one of `os`, `arch`, `env`, `exists`, `command`"), "{err}");
     assert!(err.contains("b.ron:1:33: expected opening `[`"), "{err}");
-    assert!(err.contains("c.ron:1:28: invalid condition: unknown os `linx`, expected one of linux"), "{err}");
-    assert!(!tree.path().join("ran").exists(), "check evaluates no condition");
+    assert!(
+        err.contains("c.ron:1:28: invalid condition: unknown os `linx`, expected one of linux"),
+        "{err}"
+    );
+    assert!(
+        !tree.path().join("ran").exists(),
+        "check evaluates no condition"
+    );
 }
 
 #[test]
@@ -267,13 +338,34 @@ EOF"#,
         .script(".hidden/helper", "echo helped");
     let out = good.cmd("list", &["--format", "json"]);
     let all: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let names: Vec<_> = all.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert!(names.contains(&"suite/a") && names.contains(&"suite/deep/b"), "{names:?}");
-    assert_eq!(all[0]["tags"], serde_json::json!(["gen"]), "_dir.ron defaults apply");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<_> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"suite/a") && names.contains(&"suite/deep/b"),
+        "{names:?}"
+    );
+    assert_eq!(
+        all[0]["tags"],
+        serde_json::json!(["gen"]),
+        "_dir.ron defaults apply"
+    );
     let r = good.run(&[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.outcome("suite/a"), "pass", "runs in the generator's directory");
+    assert_eq!(
+        r.outcome("suite/a"),
+        "pass",
+        "runs in the generator's directory"
+    );
     assert_eq!(r.outcome("suite/deep/b"), "pass");
 
     // Failing, hanging and lying, all reported together with the tree's other errors.
@@ -293,15 +385,27 @@ EOF"#,
     assert!(err.contains("5 problems"), "{err}");
     assert!(err.contains("fails.gen: generator exited with code 3, expected exit code 0 and its tasks on stdout; its stderr:\n      cannot find the test binary"), "{err}");
     assert!(err.contains("hangs.gen: generator did not finish within 1s (killed), expected it to print its tasks and exit; its stderr:\n      waiting forever"), "{err}");
-    assert!(err.contains("lies.gen (output):2:26: unknown field `colour`"), "{err}");
-    assert!(err.contains("lies.gen: generator printed invalid tasks (above); its stderr:\n      looks fine"), "{err}");
-    assert!(err.contains("broken.ron:1:19: unknown field `priorty`"), "{err}");
+    assert!(
+        err.contains("lies.gen (output):2:26: unknown field `colour`"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "lies.gen: generator printed invalid tasks (above); its stderr:\n      looks fine"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("broken.ron:1:19: unknown field `priorty`"),
+        "{err}"
+    );
 }
 
 /// `BIN`'s own verdict per test, from libtest's output (`test NAME ... ok|FAILED|ignored`).
 fn libtest_verdicts(bin: &str, env: &[(&str, &str)]) -> HashMap<String, String> {
     let mut cmd = std::process::Command::new(bin);
-    cmd.current_dir(factory("libtest/.sample")).args(["--test-threads", "1"]);
+    cmd.current_dir(factory("libtest/.sample"))
+        .args(["--test-threads", "1"]);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -344,7 +448,12 @@ fn the_libtest_generator_runs_each_test_as_a_task_with_the_same_outcomes() {
     let ours: HashMap<String, String> = r
         .of_type("task-finished")
         .iter()
-        .map(|e| (e["task"].as_str().unwrap().to_string(), e["outcome"].as_str().unwrap().to_string()))
+        .map(|e| {
+            (
+                e["task"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     // The same binary run whole by libtest: the same tests, the same outcomes.
     let cmd = r.of_type("task-started");
@@ -354,7 +463,10 @@ fn the_libtest_generator_runs_each_test_as_a_task_with_the_same_outcomes() {
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| {
-            p.file_name().unwrap().to_string_lossy().starts_with("libtest_sample-")
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("libtest_sample-")
                 && p.extension().is_none()
         })
         .expect("the sample's test binary");
@@ -366,7 +478,10 @@ fn the_libtest_generator_runs_each_test_as_a_task_with_the_same_outcomes() {
     // JUnit: one testcase per test.
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert_eq!(xml.matches("<testcase ").count(), 7, "{xml}");
-    assert!(xml.contains(r#"name="tests::deliberately_fails_when_asked""#), "{xml}");
+    assert!(
+        xml.contains(r#"name="tests::deliberately_fails_when_asked""#),
+        "{xml}"
+    );
 }
 
 #[test]
@@ -384,7 +499,12 @@ fn the_python_generator_selects_tasks_by_what_it_finds() {
         String::from_utf8_lossy(&out.stderr)
     );
     let all: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let names: Vec<_> = all.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let names: Vec<_> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     assert!(names.contains(&"probe/os/uname"), "{names:?}");
     assert_eq!(
         names.contains(&"probe/linux/cpus"),

@@ -8,6 +8,9 @@
 //! {"type":"task-retry","task":"net/flaky","attempt":1,"outcome":"fail","message":"exit code 1","duration_s":0.5}
 //! ```
 //!
+//! SPEC 13 adds `{"type":"group-started","group":"vm"}` and `{"type":"group-finished","group":"vm"}`
+//! around each turn of an exclusivity group.
+//!
 //! `task-retry` says that attempt `attempt` ended with `outcome` and another attempt follows.
 //! `task-suspended` (`{"type":"task-suspended","task":"boot/reboot","attempt":1,"message":"exit
 //! code 75"}`) says that the task stopped the run to continue it later (SPEC section 12); its

@@ -119,6 +119,20 @@ fn mixed_pools(env: &Env) {
         .collect::<Vec<_>>();
     assert_eq!(pid_of(&events, "on-thread"), me);
     assert_ne!(pid_of(&events, "in-process"), me);
+    // A group's pool (SPEC 13): the group's closures in processes, the others on threads.
+    let events = env
+        .builder(2)
+        .default_pool(PoolKind::Threads)
+        .group(pexen::Group::new("isolated").pool(PoolKind::Processes))
+        .build()
+        .run(vec![
+            pid_reporter("on-thread"),
+            pid_reporter("in-process").group("isolated"),
+        ])
+        .unwrap()
+        .collect::<Vec<_>>();
+    assert_eq!(pid_of(&events, "on-thread"), me);
+    assert_ne!(pid_of(&events, "in-process"), me);
 }
 
 fn workers_reused(env: &Env) {
