@@ -66,7 +66,7 @@ fn group_of(task: &str) -> String {
 fn groups_take_turns_each_with_its_own_jobs() {
     // `sys` allows 3 at once while -j is 2: its first three tasks wait for each other (a
     // barrier of files, given up after 20 s), which only passes if three really run together.
-    let barrier = r#"touch b-${PEXEN_TASK##*/}; i=0; while [ $(ls b-* | wc -l) -lt 3 ] && [ $i -lt 2000 ]; do sleep 0.01; i=$((i+1)); done; [ $(ls b-* | wc -l) -ge 3 ]"#;
+    let barrier = r"touch b-${PEXEN_TASK##*/}; i=0; while [ $(ls b-* | wc -l) -lt 3 ] && [ $i -lt 2000 ]; do sleep 0.01; i=$((i+1)); done; [ $(ls b-* | wc -l) -ge 3 ]";
     let sys = r#"{"1": (run: Shell("BARRIER")), "2": (run: Shell("BARRIER")), "3": (run: Shell("BARRIER")),
                   "4": (run: Shell("true")), "late": (run: Shell("true"), requires: ["booted"])}"#
         .replace("BARRIER", barrier);

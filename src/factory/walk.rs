@@ -214,7 +214,10 @@ impl Walker<'_> {
         } else if is_ron {
             Kind::Ron
         } else if meta.is_some_and(|m| m.permissions().mode() & 0o111 != 0) {
-            if name.len() > ".gen".len() && name.ends_with(".gen") {
+            // Case matters, as for `.ron`: `X.GEN` is an ordinary executable task.
+            #[allow(clippy::case_sensitive_file_extension_comparisons)]
+            let generator = name.len() > ".gen".len() && name.ends_with(".gen");
+            if generator {
                 Kind::Generator
             } else {
                 Kind::Executable

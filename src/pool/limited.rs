@@ -84,7 +84,7 @@ fn exited(pid: libc::pid_t) -> bool {
         let r = libc::waitid(
             libc::P_PID,
             pid as libc::id_t,
-            &mut info,
+            &raw mut info,
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         );
         r == 0 && info.si_pid() != 0

@@ -67,7 +67,7 @@ impl Progress {
             Event::TaskRetrying { task, .. } => self.stop(task),
             // The running group in the bar's prefix; `Running` again between turns.
             Event::GroupStarted { group } if !group.is_empty() => {
-                self.bar.set_prefix(group.clone())
+                self.bar.set_prefix(group.clone());
             }
             Event::GroupStarted { .. } | Event::GroupFinished { .. } => {
                 self.bar.set_prefix("Running");

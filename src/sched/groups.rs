@@ -114,16 +114,13 @@ impl Groups {
         for t in tasks {
             let id = match t.meta.group.as_deref() {
                 None => 0,
-                Some(name) => match self.ids.get(name) {
-                    Some(&id) => id,
-                    None => {
-                        errors.push(GraphError::UnknownGroup {
-                            task: t.name.clone(),
-                            group: name.to_string(),
-                        });
-                        0
-                    }
-                },
+                Some(name) => self.ids.get(name).copied().unwrap_or_else(|| {
+                    errors.push(GraphError::UnknownGroup {
+                        task: t.name.clone(),
+                        group: name.to_string(),
+                    });
+                    0
+                }),
             };
             self.of.push(id);
         }
