@@ -523,3 +523,50 @@ fn the_python_generator_selects_tasks_by_what_it_finds() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.of_type("task-finished").len(), names.len());
 }
+
+#[test]
+fn the_wishlist_example_tree_runs() {
+    let state = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        RunResult::new(
+            pexen()
+                .arg("run")
+                .arg(factory("wishlist"))
+                .args(["--message-format", "json", "--state"])
+                .arg(state.path())
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    };
+    let r = run(&["-j", "2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let jobs = HashMap::from([("vm", 1), ("syscalls", 4), ("", 2)]);
+    let turns = group_turns(
+        &r,
+        |t| match t.split_once('/') {
+            Some((g @ ("vm" | "syscalls"), _)) => g.to_string(),
+            _ => String::new(),
+        },
+        &jobs,
+    );
+    // `syscalls/posix/after-boot` waits for `vm/boot/debian`: syscalls gets a second turn.
+    assert_eq!(
+        turns.iter().filter(|g| *g == "syscalls").count(),
+        2,
+        "{turns:?}"
+    );
+    assert_eq!(r.outcome("mail/send"), "pass");
+    let exim = r.finished("mail/exim");
+    if !std::path::Path::new("/usr/sbin/exim4").exists() {
+        assert_eq!(exim["cause"], "condition: /usr/sbin/exim4 does not exist");
+    }
+    // A selection of the mail sender pulls in postfix only (priority -1).
+    let r = run(&["--filter", "mail/send"]);
+    let names: Vec<_> = r
+        .of_type("task-finished")
+        .iter()
+        .map(|e| e["task"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["mail/postfix", "mail/send"]);
+}
