@@ -159,12 +159,19 @@ impl RunState {
         resumed: HashMap<crate::task::TaskName, Resumed>,
         plan: Plan,
     ) -> Result<(Self, Vec<String>), GraphErrors> {
-        let mut groups = Groups::new(&plan.groups, plan.jobs.max(1));
+        let Plan {
+            groups: declared,
+            jobs,
+            virtuals: virtual_tokens,
+            unmet,
+            first,
+        } = plan;
+        let mut groups = Groups::new(&declared, jobs.max(1));
         let mut errors = Vec::new();
         if let Some(g) = &mut groups {
             g.assign(&tasks, &mut errors);
         } else {
-            errors.extend(crate::sched::groups::check_groups(&tasks, &plan.groups));
+            errors.extend(crate::sched::groups::check_groups(&tasks, &declared));
         }
         let (graph, warnings) = match Graph::build(&tasks, &capacity) {
             Ok(built) if errors.is_empty() => built,
@@ -175,7 +182,7 @@ impl RunState {
             }
         };
         let mut virtuals = rustc_hash::FxHashMap::default();
-        for token in &plan.virtuals {
+        for token in &virtual_tokens {
             match graph.token_id(token) {
                 Some(id) if !graph.providers(id).is_empty() => {
                     virtuals.insert(id, VirtualToken::default());
@@ -211,7 +218,7 @@ impl RunState {
             suspended: Vec::new(),
             groups,
             virtuals,
-            unmet: plan.unmet.iter().cloned().collect(),
+            unmet: unmet.into_iter().collect(),
             events: VecDeque::new(),
         };
         state.tasks = tasks;
@@ -222,7 +229,7 @@ impl RunState {
                 state.resumed.insert(idx, r);
             }
         }
-        for name in &plan.first {
+        for name in &first {
             if let Some(idx) = state.graph.index_of(&state.tasks, name) {
                 state.tasks[idx as usize].meta.priority = i32::MIN;
             }
