@@ -17,7 +17,7 @@ use crate::task::{PoolKind, Task};
 /// closure tasks.
 ///
 /// ```
-/// use pexen::{Group, PoolKind, Scheduler, Task};
+/// use pexen::{Event, Group, PoolKind, Scheduler, Task};
 ///
 /// let scheduler = Scheduler::builder()
 ///     .jobs(4)
@@ -28,7 +28,15 @@ use crate::task::{PoolKind, Task};
 ///     Task::closure("boot", |_| Ok(())).group("vm"),
 ///     Task::closure("open", |_| Ok(())).group("syscalls"),
 /// ];
-/// assert_eq!(scheduler.run(tasks).unwrap().count(), 8);
+/// let turns: Vec<String> = scheduler
+///     .run(tasks)
+///     .unwrap()
+///     .filter_map(|e| match e {
+///         Event::GroupStarted { group } => Some(group),
+///         _ => None,
+///     })
+///     .collect();
+/// assert_eq!(turns, ["vm", "syscalls"]);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
