@@ -63,8 +63,8 @@ pub(crate) fn run(cmd: &mut Command, limit: Duration, capture: bool) -> std::io:
         libc::kill(-pid, libc::SIGKILL);
     }
     let status = child.wait()?;
-    let stdout = stdout.map(join).unwrap_or_default();
-    let stderr = stderr.map(join).unwrap_or_default();
+    let stdout = stdout.map(Reader::finish).unwrap_or_default();
+    let stderr = stderr.map(Reader::finish).unwrap_or_default();
     Ok(if timed_out {
         Ended::TimedOut { stderr }
     } else {
@@ -91,18 +91,30 @@ fn exited(pid: libc::pid_t) -> bool {
     }
 }
 
-fn reader<R: Read + Send + 'static>(mut from: R, cap: u64) -> std::thread::JoinHandle<Vec<u8>> {
+/// Reads `from` to its end on a thread, keeping `cap` bytes, draining the rest (so that the
+/// writer never blocks on a full pipe).
+fn reader<R: Read + Send + 'static>(mut from: R, cap: u64) -> Reader {
+    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut buf = Vec::new();
         let _ = (&mut from).take(cap).read_to_end(&mut buf);
-        // Past the cap: drain, so that the writer is not blocked on a full pipe.
         let _ = std::io::copy(&mut from, &mut std::io::sink());
-        buf
-    })
+        let _ = tx.send(buf);
+    });
+    Reader(rx)
 }
 
-fn join(h: std::thread::JoinHandle<Vec<u8>>) -> Vec<u8> {
-    h.join().unwrap_or_default()
+struct Reader(std::sync::mpsc::Receiver<Vec<u8>>);
+
+/// How long the output may stay open after the process group was killed: only a process that
+/// left the group (`setsid`) can still hold it, and it does not get to hang the caller.
+const DRAIN: Duration = Duration::from_secs(2);
+
+impl Reader {
+    /// What was read, once the output closed (or nothing, if it is still open after `DRAIN`).
+    fn finish(self) -> Vec<u8> {
+        self.0.recv_timeout(DRAIN).unwrap_or_default()
+    }
 }
 
 /// `exited with code 3` / `was killed by signal 9`.
