@@ -5,6 +5,8 @@
 //! The same five shapes also run on the process pool at 10^4 tasks (`process-SHAPE` lines):
 //! workers are this binary re-executed, hence the `serve_if_worker` call first in `main`.
 //!
+//! `groups4` is the independent shape split into four exclusivity groups (SPEC 13).
+//!
 //! Prints `SHAPE tasks=N ns_per_task=X bytes_per_task=Y`. Run: `cargo bench --bench throughput`
 //! (`-- --quick` for 10^5 only).
 
@@ -12,7 +14,7 @@ use std::hint::black_box;
 use std::process::Command;
 use std::time::Instant;
 
-use pexen::{Event, Outcome, PoolKind, Scheduler, Task};
+use pexen::{Event, Group, Outcome, PoolKind, Scheduler, Task};
 
 const SHAPES: [&str; 5] = ["independent", "chain", "fan-out", "random-dag4", "one-lock"];
 const JOBS: usize = 2;
@@ -43,7 +45,7 @@ fn main() {
             SHAPES
                 .iter()
                 .copied()
-                .chain(["rayon-baseline"])
+                .chain(["groups4", "rayon-baseline"])
                 .map(move |s| (s, n))
         })
         .chain(process_shapes.iter().map(|s| (s.as_str(), PROCESS_TASKS)));
@@ -115,6 +117,8 @@ fn tasks(shape: &str, n: usize) -> Vec<Task> {
                 }
             }
             "one-lock" => noop(i).claims(["L"]),
+            // Independent tasks in four exclusivity groups, interleaved: one turn per group.
+            "groups4" => noop(i).group(format!("g{}", i % 4)),
             other => panic!("unknown shape {other}"),
         })
         .collect()
@@ -144,9 +148,13 @@ fn child(shape: &str, n: usize) {
         };
         let tasks = tasks(shape, n);
         let start = Instant::now();
-        let mut run = Scheduler::builder()
-            .jobs(JOBS)
-            .default_pool(pool)
+        let mut builder = Scheduler::builder().jobs(JOBS).default_pool(pool);
+        if shape == "groups4" {
+            for g in 0..4 {
+                builder = builder.group(Group::new(format!("g{g}")));
+            }
+        }
+        let mut run = builder
             .build()
             .run(tasks)
             .expect("valid graph");
