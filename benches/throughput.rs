@@ -154,10 +154,7 @@ fn child(shape: &str, n: usize) {
                 builder = builder.group(Group::new(format!("g{g}")));
             }
         }
-        let mut run = builder
-            .build()
-            .run(tasks)
-            .expect("valid graph");
+        let mut run = builder.build().run(tasks).expect("valid graph");
         let validated = start.elapsed();
         let mut outcome = None;
         for e in run.by_ref() {
