@@ -20,6 +20,13 @@ pub type Shared = BTreeMap<String, serde_json::Value>;
 pub trait ResultSink: Send + Sync {
     fn result(&self, status: Outcome, message: String);
 
+    /// The attempt became job `job` of an outside scheduler (Slurm): queued as a
+    /// `TaskSubmitted` event, which the journal records. Pools that run attempts themselves
+    /// never call it.
+    fn submitted(&self, job: &str) {
+        let _ = job;
+    }
+
     /// Adds tasks to the run (see [`Context::add_tasks`]). Pools that cannot do so refuse.
     fn add_tasks(&self, tasks: Vec<Task>) -> Result<(), TaskError> {
         let _ = tasks;

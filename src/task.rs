@@ -217,6 +217,9 @@ pub struct CommandSpec {
     pub cwd: Option<PathBuf>,
     /// An executable from the task tree that the command runs, hashed into the fingerprint.
     pub program: Option<PathBuf>,
+    /// Extra `sbatch` arguments when the run goes to Slurm (`--partition=gpu`); ignored
+    /// elsewhere. Not part of the fingerprint: where a task runs does not change what it does.
+    pub slurm_args: Vec<String>,
 }
 
 impl CommandSpec {
@@ -226,6 +229,7 @@ impl CommandSpec {
             env: BTreeMap::new(),
             cwd: None,
             program: None,
+            slurm_args: Vec::new(),
         }
     }
 

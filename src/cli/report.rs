@@ -24,7 +24,7 @@ pub(super) fn report(args: &ReportArgs) -> Result<i32, CliError> {
         match e {
             JournalEntry::TaskFinished(r) => records.push((**r).clone()),
             JournalEntry::RunFinished(summary) => duration = Some(summary.duration_s),
-            JournalEntry::RunStarted { .. } => {}
+            JournalEntry::RunStarted { .. } | JournalEntry::TaskSubmitted { .. } => {}
         }
     }
     // A run cut short (kill -9) has no summary: its length is the sum of what was recorded.

@@ -33,6 +33,7 @@ pub(crate) struct Layer {
     pub(crate) group: Option<String>,
     /// Conditions of every level (all must hold), each with its file's directory.
     pub(crate) when: Vec<Condition>,
+    pub(crate) slurm_args: Vec<String>,
 }
 
 impl Layer {
@@ -93,6 +94,7 @@ impl Layer {
             cwd: common.cwd.map(|c| dir.join(c)),
             group: common.group,
             when,
+            slurm_args: common.slurm_args,
         })
     }
 
@@ -133,6 +135,7 @@ impl Layer {
             cwd: child.cwd.or_else(|| self.cwd.clone()),
             group: child.group.or_else(|| self.group.clone()),
             when: append(&self.when, child.when),
+            slurm_args: append(&self.slurm_args, child.slurm_args),
         }
     }
 
@@ -174,6 +177,7 @@ impl Layer {
             env: self.env,
             cwd: Some(cwd),
             program,
+            slurm_args: self.slurm_args,
         };
         Task {
             name,

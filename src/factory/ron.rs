@@ -59,6 +59,7 @@ macro_rules! definition {
             pub(crate) group: Option<String>,
             #[serde(default)]
             pub(crate) when: Option<WhenDef>,
+            pub(crate) slurm_args: Vec<String>,
         }
 
         impl $name {
@@ -80,6 +81,7 @@ macro_rules! definition {
                     cwd: self.cwd.take(),
                     group: self.group.take(),
                     when: self.when.take(),
+                    slurm_args: std::mem::take(&mut self.slurm_args),
                 }
             }
         }
@@ -143,6 +145,7 @@ impl TaskDef {
             cwd: c.cwd,
             group: c.group,
             when: c.when,
+            slurm_args: c.slurm_args,
         }
     }
 }
@@ -165,6 +168,7 @@ pub(crate) struct Common {
     pub(crate) cwd: Option<String>,
     pub(crate) group: Option<String>,
     pub(crate) when: Option<WhenDef>,
+    pub(crate) slurm_args: Vec<String>,
 }
 
 /// The text of one definition file and the path errors name.

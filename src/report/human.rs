@@ -71,7 +71,9 @@ impl HumanReporter {
                 let who = task.as_ref().map(|t| format!("{t}: ")).unwrap_or_default();
                 let _ = writeln!(std::io::stderr(), "warning: {who}{message}");
             }
-            Event::TaskStarted { .. } | Event::GroupFinished { .. } => {}
+            Event::TaskStarted { .. }
+            | Event::GroupFinished { .. }
+            | Event::TaskSubmitted { .. } => {}
             Event::GroupStarted { group } => {
                 let shown = if group.is_empty() {
                     "(ungrouped)"

@@ -1,16 +1,18 @@
 //! `--message-format json`: one JSON object per line for each event (SPEC section 5).
 //!
-//! The five lines of the SPEC are reproduced field for field and in the same key order. Two more
+//! The five lines of the SPEC are reproduced field for field and in the same key order. Three more
 //! kinds carry the remaining events:
 //!
 //! ```json
 //! {"type":"warning","task":null,"message":"token `x` is provided but never required"}
 //! {"type":"task-retry","task":"net/flaky","attempt":1,"outcome":"fail","message":"exit code 1","duration_s":0.5}
+//! {"type":"task-submitted","task":"net/big","attempt":1,"job":"4242"}
 //! ```
 //!
 //! SPEC 13 adds `{"type":"group-started","group":"vm"}` and `{"type":"group-finished","group":"vm"}`
 //! around each turn of an exclusivity group.
 //!
+//! `task-submitted` says that the attempt became the Slurm job `job` (`pexen run --slurm`).
 //! `task-retry` says that attempt `attempt` ended with `outcome` and another attempt follows.
 //! `task-suspended` (`{"type":"task-suspended","task":"boot/reboot","attempt":1,"message":"exit
 //! code 75"}`) says that the task stopped the run to continue it later (SPEC section 12); its
@@ -39,6 +41,11 @@ enum Line<'a> {
     TaskStarted {
         task: &'a TaskName,
         attempt: u32,
+    },
+    TaskSubmitted {
+        task: &'a TaskName,
+        attempt: u32,
+        job: &'a str,
     },
     TaskResult {
         task: &'a TaskName,
@@ -99,6 +106,11 @@ pub fn event_json(e: &Event) -> Option<String> {
         Event::TaskStarted { task, attempt } => Line::TaskStarted {
             task,
             attempt: *attempt,
+        },
+        Event::TaskSubmitted { task, attempt, job } => Line::TaskSubmitted {
+            task,
+            attempt: *attempt,
+            job,
         },
         Event::TaskResult {
             task,

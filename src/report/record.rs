@@ -144,6 +144,11 @@ impl Collector {
         self.fingerprints.extend(fingerprints);
     }
 
+    /// The fingerprint given for `task` by [`Collector::set_fingerprints`].
+    pub fn fingerprint(&self, task: &TaskName) -> Option<&Fingerprint> {
+        self.fingerprints.get(task)
+    }
+
     /// Consumes one event; returns the new record when the event finished a task, so that the
     /// caller can journal it before reporting it.
     pub fn observe(&mut self, event: &Event) -> Option<&TaskRecord> {
@@ -225,7 +230,8 @@ impl Collector {
             Event::RunStarted { .. }
             | Event::Warning { .. }
             | Event::GroupStarted { .. }
-            | Event::GroupFinished { .. } => None,
+            | Event::GroupFinished { .. }
+            | Event::TaskSubmitted { .. } => None,
         }
     }
 

@@ -266,6 +266,18 @@ impl ResultSink for CoreSink<'_> {
         self.shared.notify(&mut core, true);
     }
 
+    fn submitted(&self, job: &str) {
+        let mut core = self.shared.lock();
+        let task = core.state.task(self.idx).name.clone();
+        core.state.events.push_back(Event::TaskSubmitted {
+            task,
+            attempt: self.attempt,
+            job: job.to_owned(),
+        });
+        // Observed (journaled) before the caller goes on to wait for the job.
+        self.shared.notify(&mut core, false);
+    }
+
     fn add_tasks(&self, tasks: Vec<Task>) -> Result<(), crate::context::TaskError> {
         let mut core = self.shared.lock();
         let result = core.add_tasks(tasks);

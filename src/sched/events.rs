@@ -146,6 +146,13 @@ pub enum Event {
         task: TaskName,
         attempt: u32,
     },
+    /// An attempt was handed to an outside scheduler (a Slurm job) under the id `job`: the
+    /// journal records it so that `--resume` can re-attach to the job after pexen was killed.
+    TaskSubmitted {
+        task: TaskName,
+        attempt: u32,
+        job: String,
+    },
     /// One extra result streamed while the task runs (or restored on resume).
     TaskResult {
         task: TaskName,
@@ -194,6 +201,7 @@ impl Event {
     pub fn task(&self) -> Option<&TaskName> {
         match self {
             Event::TaskStarted { task, .. }
+            | Event::TaskSubmitted { task, .. }
             | Event::TaskResult { task, .. }
             | Event::TaskRetrying { task, .. }
             | Event::TaskSuspended { task, .. } => Some(task),

@@ -22,14 +22,23 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::report::record::{RunSummary, TaskRecord};
+use crate::state::fingerprint::Fingerprint;
+use crate::task::TaskName;
 
 #[path = "journal_read.rs"]
 mod read;
 
 /// The first eight bytes of every journal.
 pub const MAGIC: &[u8; 8] = b"PEXENJNL";
-/// The format version this build writes and reads. Bump it when [`JournalEntry`] changes shape.
-pub const VERSION: u32 = 1;
+/// The format version this build writes. Bump it when [`JournalEntry`] changes shape.
+///
+/// Version 2 added `task-submitted` records (Slurm job ids); a version 1 journal is a version 2
+/// journal without them, so both load. Continuing a version 1 journal marks it version 2 before
+/// anything is appended, so an older pexen refuses it with a clear message instead of failing on
+/// a record it cannot read.
+pub const VERSION: u32 = 2;
+/// The oldest format version this build reads.
+pub const OLDEST_READABLE: u32 = 1;
 /// The journal's file name inside the state directory.
 pub const FILE_NAME: &str = "journal";
 /// Records appended between two `fsync`s at most.
@@ -108,6 +117,17 @@ pub enum JournalEntry {
     },
     TaskFinished(Box<TaskRecord>),
     RunFinished(RunSummary),
+    /// An attempt became an outside scheduler's job (Slurm): written when it is submitted, so
+    /// that `--resume` after pexen was killed re-attaches to it instead of running it again.
+    /// A later `task-finished` of the same task settles it.
+    TaskSubmitted {
+        task: TaskName,
+        attempt: u32,
+        job: String,
+        /// The task's fingerprint at submission: a job of a since-changed task is not re-attached.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<Fingerprint>,
+    },
 }
 
 /// What [`Journal::load`] found.
@@ -120,6 +140,8 @@ pub struct LoadedJournal {
     pub warnings: Vec<String>,
     /// Bytes of the file up to the end of the last valid record (0 when there was no file).
     pub valid_len: u64,
+    /// The format version in the file's header (0 when there was no file).
+    pub version: u32,
 }
 
 impl LoadedJournal {
@@ -130,6 +152,55 @@ impl LoadedJournal {
             _ => None,
         })
     }
+
+    /// Jobs submitted for tasks that have no `task-finished` record after the submission: those
+    /// that were queued or running when the recording run stopped. One per task (the last),
+    /// in file order.
+    pub fn unfinished_jobs(&self) -> Vec<SubmittedJob> {
+        let mut open: Vec<SubmittedJob> = Vec::new();
+        let mut at: std::collections::HashMap<&TaskName, usize> = std::collections::HashMap::new();
+        for e in &self.entries {
+            match e {
+                JournalEntry::TaskSubmitted {
+                    task,
+                    attempt,
+                    job,
+                    fingerprint,
+                } => {
+                    let submitted = SubmittedJob {
+                        task: task.clone(),
+                        attempt: *attempt,
+                        job: job.clone(),
+                        fingerprint: fingerprint.clone(),
+                    };
+                    match at.get(task) {
+                        Some(&i) => open[i] = submitted,
+                        None => {
+                            at.insert(task, open.len());
+                            open.push(submitted);
+                        }
+                    }
+                }
+                JournalEntry::TaskFinished(r) => {
+                    if let Some(i) = at.remove(&r.name) {
+                        open[i].job.clear();
+                    }
+                }
+                _ => {}
+            }
+        }
+        open.retain(|j| !j.job.is_empty());
+        open
+    }
+}
+
+/// A job recorded by a `task-submitted` record (see [`LoadedJournal::unfinished_jobs`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubmittedJob {
+    pub task: TaskName,
+    pub attempt: u32,
+    pub job: String,
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// An open journal, appending.
@@ -188,13 +259,22 @@ impl Journal {
             return Ok((Self::create(dir)?, loaded));
         }
         let journal = Self::open(loaded.path.clone())?;
-        journal
-            .file
-            .set_len(loaded.valid_len)
-            .map_err(|source| JournalError::Write {
-                path: loaded.path.clone(),
-                source,
-            })?;
+        let write_err = |source| JournalError::Write {
+            path: loaded.path.clone(),
+            source,
+        };
+        journal.file.set_len(loaded.valid_len).map_err(write_err)?;
+        if loaded.version < VERSION {
+            // Records of this version may follow: say so in the header first.
+            use std::os::unix::fs::FileExt;
+            let header = OpenOptions::new()
+                .write(true)
+                .open(&loaded.path)
+                .map_err(write_err)?;
+            header
+                .write_all_at(&VERSION.to_le_bytes(), MAGIC.len() as u64)
+                .map_err(write_err)?;
+        }
         Ok((journal, loaded))
     }
 
@@ -240,6 +320,22 @@ impl Journal {
             TaskFinished(&'a TaskRecord),
         }
         self.write_frame(|buf| serde_json::to_writer(buf, &Borrowed::TaskFinished(record)))
+    }
+
+    /// Records that `task`'s attempt became the outside scheduler's job `job`.
+    pub fn submitted(
+        &mut self,
+        task: &TaskName,
+        attempt: u32,
+        job: &str,
+        fingerprint: Option<&Fingerprint>,
+    ) -> Result<(), JournalError> {
+        self.append_entry(&JournalEntry::TaskSubmitted {
+            task: task.clone(),
+            attempt,
+            job: job.to_owned(),
+            fingerprint: fingerprint.cloned(),
+        })
     }
 
     /// Records how the run ended, and syncs.

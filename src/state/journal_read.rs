@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use super::{
-    JournalEntry, JournalError, LoadedJournal, FRAME_LEN, HEADER_LEN, MAGIC, MAX_RECORD, VERSION,
+    JournalEntry, JournalError, LoadedJournal, FRAME_LEN, HEADER_LEN, MAGIC, MAX_RECORD,
+    OLDEST_READABLE, VERSION,
 };
 
 /// A frame at `at`: its payload and end offset, when its length fits and its checksum matches.
@@ -46,7 +47,7 @@ pub(super) fn parse(path: PathBuf, bytes: &[u8]) -> Result<LoadedJournal, Journa
         return Err(JournalError::NotAJournal { path });
     }
     let found = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
-    if found != VERSION {
+    if !(OLDEST_READABLE..=VERSION).contains(&found) {
         return Err(JournalError::Version {
             path,
             found,
@@ -90,6 +91,7 @@ pub(super) fn parse(path: PathBuf, bytes: &[u8]) -> Result<LoadedJournal, Journa
         entries,
         warnings,
         valid_len: at as u64,
+        version: found,
     })
 }
 

@@ -59,7 +59,7 @@ use crate::sched::events::Event;
 use crate::sched::{Observer, Resumed, SchedulerBuilder};
 use crate::state::checkpoint::Checkpoints;
 use crate::state::fingerprint::fingerprints;
-use crate::state::journal::{Journal, JournalError};
+use crate::state::journal::{Journal, JournalError, SubmittedJob};
 use crate::state::resume::{decide, Decision, Explanation, Reason, Verdict};
 use crate::task::{Task, TaskName};
 
@@ -78,6 +78,12 @@ pub struct RunJournal {
     checkpoints: Checkpoints,
     decisions: Vec<Explanation>,
     warnings: Vec<String>,
+    /// With `resume`: outside jobs (Slurm) of the earlier run that may still be queued or
+    /// running, or have finished unseen, for tasks that run again with an unchanged fingerprint.
+    reattach: Vec<SubmittedJob>,
+    /// With `resume`: such jobs of tasks that changed, were removed, or are taken from the
+    /// journal: nobody will collect them.
+    stale: Vec<SubmittedJob>,
 }
 
 /// The journal and the collector, fed by the observer.
@@ -107,8 +113,18 @@ impl RunJournal {
         let mut resumed = HashMap::new();
         let mut run_first = Vec::new();
         let mut held = Held(None);
+        let mut reattach = Vec::new();
+        let mut stale = Vec::new();
         let mut journal = if resume {
             let (journal, loaded) = Journal::open_append(dir)?;
+            let current: HashMap<&TaskName, _> =
+                tasks.iter().map(|t| &t.name).zip(fps.iter()).collect();
+            for job in loaded.unfinished_jobs() {
+                match current.get(&job.task) {
+                    Some(fp) if job.fingerprint.as_ref() == Some(*fp) => reattach.push(job),
+                    _ => stale.push(job),
+                }
+            }
             warnings.extend(loaded.warnings.iter().cloned());
             held = Held::list(&checkpoints);
             for (task, decision) in tasks.iter().zip(decide(tasks, &fps, &loaded)) {
@@ -139,6 +155,12 @@ impl RunJournal {
                     checkpoint,
                 });
             }
+            // A task taken from the journal needs no job: a later record settled it.
+            let (keep, resumed_jobs): (Vec<_>, Vec<_>) = reattach
+                .into_iter()
+                .partition(|j: &SubmittedJob| !resumed.contains_key(&j.task));
+            reattach = keep;
+            stale.extend(resumed_jobs);
             journal
         } else {
             let journal = Journal::create(dir)?;
@@ -163,7 +185,21 @@ impl RunJournal {
             checkpoints,
             decisions,
             warnings,
+            reattach,
+            stale,
         })
+    }
+
+    /// With `resume`: the outside jobs (Slurm) of an earlier run to re-attach to, one per task
+    /// that runs again unchanged: its attempt is collected from the job, not run again.
+    pub fn jobs_to_reattach(&self) -> &[SubmittedJob] {
+        &self.reattach
+    }
+
+    /// With `resume`: outside jobs of an earlier run that nobody will collect (their task
+    /// changed or is gone): the caller should cancel them.
+    pub fn stale_jobs(&self) -> &[SubmittedJob] {
+        &self.stale
     }
 
     /// Notices from loading the journal (a torn last record that was dropped).
@@ -268,7 +304,14 @@ impl Recorder {
     /// removed off this lock, see `state::checkpoint`; a crash in between leaves a stale
     /// checkpoint of a task `--resume` does not rerun and removes, never a lost one); any other
     /// record says whether the task holds one.
+    /// A submitted job (Slurm) is recorded with the task's fingerprint.
     fn record(&mut self, event: &Event) -> Result<(), JournalError> {
+        if let Event::TaskSubmitted { task, attempt, job } = event {
+            let fingerprint = self.collector.fingerprint(task).copied();
+            return self
+                .journal
+                .submitted(task, *attempt, job, fingerprint.as_ref());
+        }
         let finished = self.collector.observe(event).is_some();
         if let Some(record) = finished.then(|| self.collector.last_mut()).flatten() {
             let done = !record.resumed && record.cause.is_none() && record.outcome.is_success();
