@@ -88,6 +88,12 @@ pub struct RunArgs {
     /// Output: a human display, or one JSON object per line on stdout.
     #[arg(long, value_enum, default_value = "human")]
     pub message_format: MessageFormat,
+    /// Run each command attempt as a Slurm job (sbatch); -j bounds the jobs queued and running.
+    #[arg(long)]
+    pub slurm: bool,
+    /// With --slurm: an extra sbatch argument for every job (repeatable: `--slurm-arg=--partition=gpu`).
+    #[arg(long = "slurm-arg", value_name = "ARG", allow_hyphen_values = true, requires = "slurm")]
+    pub slurm_args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

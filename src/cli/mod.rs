@@ -7,6 +7,7 @@ mod list;
 mod report;
 mod run;
 mod select;
+mod slurm;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     State(#[from] JournalError),
+    #[error("--slurm: {0}")]
+    Slurm(#[from] crate::pool::slurm::SlurmError),
     #[error("no recorded run in {}: run `pexen run --state {}` first", .0.display(), .0.display())]
     NoRecordedRun(PathBuf),
     #[error("cannot write {path}: {source}")]
@@ -44,7 +47,10 @@ pub enum CliError {
 impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Definitions(_) | CliError::Graph(_) | CliError::Usage(_) => {
+            CliError::Definitions(_)
+            | CliError::Graph(_)
+            | CliError::Usage(_)
+            | CliError::Slurm(_) => {
                 exit_code::BAD_INPUT
             }
             CliError::State(_) | CliError::NoRecordedRun(_) => exit_code::BAD_STATE,

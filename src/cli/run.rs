@@ -76,6 +76,7 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     if let Some(j) = args.jobs {
         builder = builder.jobs(j as usize);
     }
+    builder = super::slurm::configure(builder, args, &journal)?;
     let run = builder.build().run(tasks)?;
     let interrupted = Arc::new(AtomicBool::new(false));
     let signals = SignalWatch::start(run.handle(), interrupted.clone());

@@ -7,8 +7,10 @@
 pub mod command;
 pub(crate) mod limited;
 pub mod process;
+pub mod slurm;
 pub(crate) mod thread;
 
+use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -17,10 +19,11 @@ use std::time::{Duration, Instant};
 use crate::context::{Cancellation, Context, ResultSink, Shared};
 use crate::sched::events::Attempt;
 use crate::state::checkpoint::Checkpoints;
-use crate::task::{Outcome, PoolKind, TaskFn, TaskName, Work};
+use crate::task::{CommandSpec, Outcome, PoolKind, TaskFn, TaskName, Work};
 
 use self::command::{CommandConfig, CommandJob, CommandRunner};
 use self::process::{ProcessConfig, ProcessPool};
+use self::slurm::{SlurmConfig, SlurmJob, SlurmRunner};
 
 /// One attempt of one task, sent to a worker thread.
 pub(crate) struct Job {
@@ -33,6 +36,8 @@ pub(crate) struct Job {
     pub pool: Option<PoolKind>,
     /// The merged exports of its providers (`None`: nothing).
     pub shared: Option<Arc<Shared>>,
+    /// The task's `slots` (resources of a Slurm job).
+    pub slots: BTreeMap<String, u32>,
 }
 
 /// Shared state of a task whose providers exported nothing.
@@ -54,6 +59,8 @@ pub(crate) struct Executor {
     processes: ProcessPool,
     /// Where each task's checkpoint directory is, when the run keeps state.
     checkpoints: Option<Checkpoints>,
+    /// With `--slurm`: command attempts become Slurm jobs (closures still run here).
+    slurm: Option<Result<SlurmRunner, String>>,
 }
 
 impl Executor {
@@ -64,6 +71,7 @@ impl Executor {
             commands: OnceLock::new(),
             processes: ProcessPool::new(process_config),
             checkpoints: None,
+            slurm: None,
         }
     }
 
@@ -88,6 +96,15 @@ impl Executor {
         })
     }
 
+    /// Runs command attempts as Slurm jobs (see [`slurm`]).
+    pub(crate) fn with_slurm(mut self, config: Option<SlurmConfig>) -> Self {
+        self.slurm = config.map(|c| {
+            SlurmRunner::new(c, self.command_config.grace, self.command_config.output_cap)
+                .map_err(|e| format!("cannot prepare to run Slurm jobs: {e}"))
+        });
+        self
+    }
+
     pub(crate) fn run(&self, job: &Job, sink: &dyn ResultSink) -> Attempt {
         // A job still queued when the run was cancelled must not start anything.
         if self.cancelled.is_cancelled() {
@@ -103,6 +120,7 @@ impl Executor {
                 PoolKind::Threads => self.run_closure(f.as_ref(), job, checkpoint, sink),
                 PoolKind::Processes => self.processes.run(job, checkpoint, sink),
             },
+            Work::Command(spec) if self.slurm.is_some() => self.run_slurm(spec, job, sink),
             Work::Command(spec) => match self.commands() {
                 Ok(runner) => {
                     // The runner refuses to start anything once cancelled; one created after
@@ -122,6 +140,22 @@ impl Executor {
                 }
                 Err(e) => Attempt::new(Outcome::Error).message(e.clone()),
             },
+        }
+    }
+
+    fn run_slurm(&self, spec: &CommandSpec, job: &Job, sink: &dyn ResultSink) -> Attempt {
+        match &self.slurm {
+            Some(Ok(slurm)) => slurm.run(&SlurmJob {
+                task: &job.name,
+                attempt: job.attempt,
+                spec,
+                shared: job.shared(),
+                slots: &job.slots,
+                timeout: job.timeout,
+                sink,
+            }),
+            Some(Err(e)) => Attempt::new(Outcome::Error).message(e.clone()),
+            None => Attempt::new(Outcome::Error).message("Slurm is not configured for this run"),
         }
     }
 
@@ -181,6 +215,9 @@ impl Executor {
         if let Some(Ok(runner)) = self.commands.get() {
             runner.terminate_all();
         }
+        if let Some(Ok(slurm)) = &self.slurm {
+            slurm.cancel_all();
+        }
     }
 
     /// Second interrupt: kill every running command now.
@@ -189,6 +226,9 @@ impl Executor {
         self.processes.kill();
         if let Some(Ok(runner)) = self.commands.get() {
             runner.kill_all();
+        }
+        if let Some(Ok(slurm)) = &self.slurm {
+            slurm.kill_all();
         }
     }
 }
@@ -201,6 +241,9 @@ impl Executor {
         self.processes.shutdown();
         if let Some(Ok(runner)) = self.commands.get() {
             runner.sweep();
+        }
+        if let Some(Ok(slurm)) = &self.slurm {
+            slurm.finish();
         }
     }
 }

@@ -115,6 +115,7 @@ impl Core {
             timeout: task.meta.timeout,
             pool: task.meta.pool.or_else(|| self.state.group_pool(start.idx)),
             shared: start.shared,
+            slots: task.meta.slots.clone(),
         }
     }
 
@@ -392,7 +393,9 @@ impl Run {
             }),
             events_ready: Condvar::new(),
             exec: Arc::new(
-                Executor::new(config.command, config.process).with_checkpoints(config.checkpoints),
+                Executor::new(config.command, config.process)
+                    .with_checkpoints(config.checkpoints)
+                    .with_slurm(config.slurm),
             ),
         });
         shared.lock().dispatch(false);

@@ -20,6 +20,7 @@ pub use run_state::Resumed;
 use crate::error::GraphErrors;
 use crate::pool::command::CommandConfig;
 use crate::pool::process::ProcessConfig;
+use crate::pool::slurm::SlurmConfig;
 use crate::sched::events::Event;
 use crate::state::checkpoint::Checkpoints;
 use crate::task::{PoolKind, Task, TaskName};
@@ -89,6 +90,7 @@ pub struct SchedulerBuilder {
     checkpoints: Option<Checkpoints>,
     groups: BTreeMap<String, Group>,
     virtuals: Vec<String>,
+    slurm: Option<SlurmConfig>,
 }
 
 impl Default for SchedulerBuilder {
@@ -106,6 +108,7 @@ impl Default for SchedulerBuilder {
             checkpoints: None,
             groups: BTreeMap::new(),
             virtuals: Vec::new(),
+            slurm: None,
         }
     }
 }
@@ -262,6 +265,14 @@ impl SchedulerBuilder {
     #[must_use]
     pub fn virtual_tokens<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tokens: I) -> Self {
         self.virtuals.extend(tokens.into_iter().map(Into::into));
+        self
+    }
+
+    /// Runs command attempts as Slurm jobs, one `sbatch` job per attempt (SPEC section 10);
+    /// closures still run in this process. `jobs` then bounds the jobs queued plus running.
+    #[must_use]
+    pub fn slurm(mut self, config: SlurmConfig) -> Self {
+        self.slurm = Some(config);
         self
     }
 

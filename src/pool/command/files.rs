@@ -56,7 +56,7 @@ pub(super) fn capture_file(dir: &Path, fallback_name: &str) -> io::Result<File> 
 
 /// What a captured stream held, as lossy UTF-8; past `cap` bytes only the first and last
 /// `cap / 2` are kept, around a marker saying how much was left out.
-pub(super) fn read_capped(file: &File, cap: usize) -> io::Result<String> {
+pub(crate) fn read_capped(file: &File, cap: usize) -> io::Result<String> {
     let len = file.metadata()?.len();
     let read = |offset: u64, n: usize| -> io::Result<Vec<u8>> {
         let mut buf = vec![0; n];
@@ -102,7 +102,7 @@ const MAX_LINE: usize = 64 * 1024;
 ///
 /// The file is not created up front (one `open` less per spawn): until the task creates it,
 /// a poll is one failed `open`.
-pub(super) struct ResultsReader {
+pub(crate) struct ResultsReader {
     path: PathBuf,
     file: Option<File>,
     offset: u64,
@@ -110,7 +110,7 @@ pub(super) struct ResultsReader {
 }
 
 impl ResultsReader {
-    pub(super) fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf) -> Self {
         Self {
             path,
             file: None,
@@ -120,12 +120,12 @@ impl ResultsReader {
     }
 
     /// Streams the lines completed since the last poll.
-    pub(super) fn poll(&mut self, sink: &dyn ResultSink) {
+    pub(crate) fn poll(&mut self, sink: &dyn ResultSink) {
         self.read(sink, false);
     }
 
     /// Streams what is left, a last line without its newline included, and removes the file.
-    pub(super) fn finish(mut self, sink: &dyn ResultSink) {
+    pub(crate) fn finish(mut self, sink: &dyn ResultSink) {
         self.read(sink, true);
         if self.file.is_some() {
             let _ = fs::remove_file(&self.path);
@@ -226,7 +226,7 @@ pub enum ExportError {
 
 /// Reads and removes a `PEXEN_EXPORT` file: `KEY=VALUE` lines and, as `$GITHUB_ENV`,
 /// `KEY<<DELIMITER` blocks for multi-line values. No file means no exports.
-pub(super) fn read_exports(path: &Path) -> Result<Shared, ExportError> {
+pub(crate) fn read_exports(path: &Path) -> Result<Shared, ExportError> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Shared::new()),

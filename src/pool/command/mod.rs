@@ -18,7 +18,7 @@
 //! - **Orphans.** The process becomes a child subreaper; orphans of tasks are found and killed by
 //!   the sweep in `procs` (see there for how they are told apart from other children).
 
-mod files;
+pub(crate) mod files;
 pub(crate) mod procs;
 #[cfg(test)]
 mod tests;
