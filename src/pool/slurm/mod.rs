@@ -518,7 +518,13 @@ impl SlurmRunner {
         }
         let mut attempt = Attempt::new(outcome);
         attempt.message = message;
-        attempt.exit_code = exit.map(|e| e.code);
+        let start_error = exit.is_some_and(|e| e.start_error.is_some());
+        // A command that could not start has no exit code, as locally; `env`'s message is
+        // the attempt's message, not task output.
+        attempt.exit_code = exit.filter(|_| !start_error).map(|e| e.code);
+        if start_error {
+            return attempt;
+        }
         match read_exports(&self.file(id, "export")) {
             Ok(exports) => attempt.exports = exports,
             Err(e) => {

@@ -141,7 +141,7 @@ pub(crate) fn verdict(
 /// command killed by signal N as 128 + N.
 fn exit_verdict(record: &ExitRecord) -> Verdict {
     if let Some(why) = &record.start_error {
-        return Verdict::Done(Outcome::Error, Some(format!("cannot start: {why}")));
+        return Verdict::Done(Outcome::Error, Some(start_error(why)));
     }
     match record.code {
         0 => Verdict::Done(Outcome::Pass, None),
@@ -152,6 +152,22 @@ fn exit_verdict(record: &ExitRecord) -> Verdict {
         ),
         code => Verdict::Done(Outcome::Fail, Some(format!("exit code {code}"))),
     }
+}
+
+/// `env: ‘./x’: No such file or directory` -> `cannot start ./x: No such file or directory`, as
+/// a local start error reads.
+fn start_error(line: &str) -> String {
+    let rest = line.strip_prefix("env: ").unwrap_or(line);
+    for (open, close) in [('‘', '’'), ('\'', '\'')] {
+        if let Some(quoted) = rest.strip_prefix(open) {
+            if let Some((program, reason)) = quoted.split_once(close) {
+                if let Some(reason) = reason.strip_prefix(": ") {
+                    return format!("cannot start {program}: {reason}");
+                }
+            }
+        }
+    }
+    format!("cannot start: {rest}")
 }
 
 #[cfg(test)]
@@ -245,11 +261,11 @@ mod tests {
         ));
         let start = ExitRecord {
             code: 127,
-            start_error: Some("env: './nope': No such file or directory".into()),
+            start_error: Some("env: ‘./nope’: No such file or directory".into()),
         };
         assert!(matches!(
             verdict("7", &ended("COMPLETED"), Some(&start), CancelledBy::Nobody),
-            Verdict::Done(Outcome::Error, Some(m)) if m.starts_with("cannot start: env:")
+            Verdict::Done(Outcome::Error, Some(m)) if m == "cannot start ./nope: No such file or directory"
         ));
     }
 

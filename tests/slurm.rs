@@ -1,0 +1,352 @@
+//! `pexen run --slurm` against a real Slurm (SPEC section 10, issue #13): job per attempt.
+//!
+//! These tests need `munged`, `slurmctld` and `slurmd` running with a node this machine can
+//! reach: `.ci/slurm.sh` installs and starts them (one node on loopback). The task trees live in
+//! temporary directories of this machine, which the one local node shares.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Command;
+use std::sync::mpsc;
+
+use common::{RunResult, Tree};
+use serde_json::Value;
+
+const NEEDS: &str = "needs Slurm: run .ci/slurm.sh first";
+
+/// Fails with what to run when Slurm is not there.
+fn require_slurm() {
+    let ok = Command::new("sinfo")
+        .args(["--noheader", "--format=%T"])
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
+    assert!(ok, "{NEEDS} (sinfo did not answer)");
+}
+
+/// Job ids of the `task-submitted` events.
+fn submitted(r: &RunResult) -> BTreeMap<String, Vec<String>> {
+    let mut jobs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in r.of_type("task-submitted") {
+        jobs.entry(e["task"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(e["job"].as_str().unwrap().to_owned());
+    }
+    jobs
+}
+
+/// Jobs among `ids` that Slurm still has queued, running or finishing.
+fn active(ids: &[String]) -> Vec<String> {
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let out = Command::new("squeue")
+        .args([
+            "--noheader",
+            "--states=PENDING,RUNNING,COMPLETING,CONFIGURING,SUSPENDED",
+            "--format=%i",
+            "--jobs",
+        ])
+        .arg(ids.join(","))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+fn outcomes(r: &RunResult) -> BTreeMap<String, (String, Value)> {
+    r.of_type("task-finished")
+        .iter()
+        .map(|e| {
+            (
+                e["task"].as_str().unwrap().to_owned(),
+                (e["outcome"].as_str().unwrap().to_owned(), e["exit_code"].clone()),
+            )
+        })
+        .collect()
+}
+
+fn results(r: &RunResult) -> Vec<(String, String, String)> {
+    let mut v: Vec<_> = r
+        .of_type("task-result")
+        .iter()
+        .map(|e| {
+            (
+                e["task"].as_str().unwrap().to_owned(),
+                e["status"].as_str().unwrap().to_owned(),
+                e["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A tree with tokens, exports, results, a lock and slots that map to Slurm resources.
+fn dag_tree() -> Tree {
+    Tree::new()
+        .file(
+            "_dir.ron",
+            r#"(capacity: {"cpus": 2, "mem_mb": 1024},
+                slurm_args: ["--export=ALL,PEXEN_TEST_FROM_DIR=yes"])"#,
+        )
+        .file(
+            "build/lib.ron",
+            r#"(run: Shell("echo building; echo LIB=libfoo >> \"$PEXEN_EXPORT\"; echo pass compiled >> \"$PEXEN_RESULTS\""),
+                provides: ["lib"], claims: ["disk"], slots: {"cpus": 1, "mem_mb": 64})"#,
+        )
+        .file(
+            "test/uses_lib.ron",
+            r#"(run: Shell("test \"$LIB\" = libfoo && echo \"warn dir arg ${PEXEN_TEST_FROM_DIR:-none}\" >> \"$PEXEN_RESULTS\""),
+                requires: ["lib"], claims: ["disk"])"#,
+        )
+        .file(
+            "test/fails.ron",
+            r#"(run: Shell("echo on stderr >&2; exit 3"), requires: ["lib"])"#,
+        )
+        .file(
+            "test/skipped.ron",
+            r#"(run: Shell("exit 77"))"#,
+        )
+        .file(
+            "test/after_fail.ron",
+            r#"(run: Shell("true"), requires: ["failing"])"#,
+        )
+        .file(
+            "test/failing_provider.ron",
+            r#"(run: Cmd(["./does-not-exist"]), provides: ["failing"])"#,
+        )
+}
+
+#[test]
+#[ignore = "needs Slurm: run .ci/slurm.sh first"]
+fn a_tree_runs_on_slurm_with_the_same_outcomes_exports_and_junit_as_locally() {
+    require_slurm();
+    let t = dag_tree();
+    let junit_local = t.path().join("local.xml");
+    let junit_slurm = t.path().join("slurm.xml");
+    let local = t.run(&["-j", "2", "--junit", junit_local.to_str().unwrap()]);
+    let slurm = t.run(&["-j", "4", "--slurm", "--junit", junit_slurm.to_str().unwrap()]);
+    assert_eq!(slurm.code, 1, "{}", slurm.stderr);
+    assert_eq!(local.code, slurm.code);
+
+    let (lo, so) = (outcomes(&local), outcomes(&slurm));
+    assert_eq!(so["build/lib"], ("pass".into(), Value::from(0)));
+    assert_eq!(so["test/fails"], ("fail".into(), Value::from(3)));
+    assert_eq!(so["test/skipped"].0, "skip");
+    assert_eq!(so["test/failing_provider"].0, "error");
+    assert_eq!(so["test/after_fail"].0, "skip");
+    // Same outcomes as locally; the exports reached the dependent (it passed).
+    let lo_outcomes: BTreeMap<_, _> = lo.iter().map(|(k, v)| (k, &v.0)).collect();
+    let so_outcomes: BTreeMap<_, _> = so.iter().map(|(k, v)| (k, &v.0)).collect();
+    assert_eq!(lo_outcomes, so_outcomes);
+    // The streamed results, except that `_dir.ron`'s slurm_args reached the job only on Slurm.
+    let mut expected = results(&local);
+    for r in &mut expected {
+        if r.2 == "dir arg none" {
+            r.2 = "dir arg yes".into();
+        }
+    }
+    assert_eq!(results(&slurm), expected);
+
+    // Every started attempt became a job, and none is left in the queue.
+    let jobs = submitted(&slurm);
+    let started: Vec<String> = slurm.started();
+    assert_eq!(jobs.len(), started.len(), "{:?} vs {started:?}", jobs);
+    let ids: Vec<String> = jobs.values().flatten().cloned().collect();
+    assert!(active(&ids).is_empty());
+
+    // The JUnit reports agree, testcase by testcase (times aside), output included.
+    let strip_times = |p: &Path| {
+        let xml = std::fs::read_to_string(p).unwrap();
+        let mut out = String::new();
+        for part in xml.split("time=\"") {
+            if out.is_empty() {
+                out.push_str(part);
+            } else {
+                out.push_str(part.split_once('"').map_or(part, |(_, rest)| rest));
+            }
+        }
+        out.replace("dir arg none", "dir arg yes")
+            .replace("timestamp", "")
+    };
+    let (jl, js) = (strip_times(&junit_local), strip_times(&junit_slurm));
+    assert!(js.contains("on stderr"), "{js}");
+    assert_eq!(
+        jl.lines().filter(|l| !l.contains("hostname") && !l.contains("timestamp")).collect::<Vec<_>>(),
+        js.lines().filter(|l| !l.contains("hostname") && !l.contains("timestamp")).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+#[ignore = "needs Slurm: run .ci/slurm.sh first"]
+fn run_wide_slurm_args_reach_every_job() {
+    require_slurm();
+    let t = Tree::new().file(
+        "name.ron",
+        r#"(run: Shell("echo \"pass $SLURM_JOB_NAME\" >> \"$PEXEN_RESULTS\""))"#,
+    );
+    let r = t.run(&["--slurm", "--slurm-arg=--job-name=from-the-command-line"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        results(&r),
+        [("name".into(), "pass".into(), "from-the-command-line".into())]
+    );
+}
+
+#[test]
+#[ignore = "needs Slurm: run .ci/slurm.sh first"]
+fn a_task_over_its_timeout_is_timeout_and_its_job_is_cancelled() {
+    require_slurm();
+    let t = Tree::new().file(
+        "slow.ron",
+        r#"(run: Shell("sleep 120"), timeout: "1s")"#,
+    );
+    let r = t.run(&["--slurm", "--grace", "1s"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.outcome("slow"), "timeout");
+    let ids: Vec<String> = submitted(&r).into_values().flatten().collect();
+    assert_eq!(ids.len(), 1);
+    assert!(active(&ids).is_empty(), "job {ids:?} still in the queue");
+}
+
+/// Starts `pexen` and returns the child and a channel of its JSON events as they come.
+fn spawn_events(t: &Tree, args: &[&str]) -> (std::process::Child, mpsc::Receiver<Value>) {
+    let mut child = t.spawn(args);
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Takes events until `n` jobs were submitted; their ids, and every event seen.
+fn wait_submitted(rx: &mpsc::Receiver<Value>, n: usize) -> (Vec<String>, Vec<Value>) {
+    let mut ids = Vec::new();
+    let mut seen = Vec::new();
+    while ids.len() < n {
+        let e = rx.recv().expect("pexen ended before submitting enough jobs");
+        if e["type"] == "task-submitted" {
+            ids.push(e["job"].as_str().unwrap().to_owned());
+        }
+        seen.push(e);
+    }
+    (ids, seen)
+}
+
+#[test]
+#[ignore = "needs Slurm: run .ci/slurm.sh first"]
+fn a_job_cancelled_from_outside_is_an_error_naming_it() {
+    require_slurm();
+    let t = Tree::new().file(
+        "victim.ron",
+        r#"(run: Shell("echo started > started; sleep 120"))"#,
+    );
+    let junit = t.path().join("report.xml");
+    let (child, rx) = spawn_events(&t, &["--slurm", "--junit", junit.to_str().unwrap()]);
+    let (ids, _) = wait_submitted(&rx, 1);
+    // Cancel it once it runs (a pending job's cancellation is the same verdict, but a running
+    // one is the interesting case).
+    while !t.path().join("started").exists() {
+        std::thread::yield_now();
+    }
+    let st = Command::new("scancel").arg(&ids[0]).status().unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let r = RunResult::new(std::process::Output {
+        stdout: rx.iter().map(|v| format!("{v}\n")).collect::<String>().into_bytes(),
+        ..out
+    });
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.outcome("victim"), "error");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains(&format!("Slurm job {} was cancelled outside pexen", ids[0])),
+        "{xml}"
+    );
+}
+
+#[test]
+#[ignore = "needs Slurm: run .ci/slurm.sh first"]
+fn ctrl_c_cancels_every_job_of_the_run() {
+    require_slurm();
+    // Four jobs of two CPUs each on a two-CPU node: one runs, three wait in the queue.
+    let mut t = Tree::new().file("_dir.ron", r#"(capacity: {"cpus": 8})"#);
+    for i in 0..4 {
+        t = t.file(
+            &format!("sleep{i}.ron"),
+            r#"(run: Shell("sleep 120"), slots: {"cpus": 2})"#,
+        );
+    }
+    let (mut child, rx) = spawn_events(&t, &["--slurm", "-j", "4"]);
+    let (ids, _) = wait_submitted(&rx, 4);
+    assert!(!active(&ids).is_empty());
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let left = active(&ids);
+    assert!(left.is_empty(), "jobs left in the queue: {left:?}");
+    let finished: Vec<Value> = rx.iter().filter(|e| e["type"] == "task-finished").collect();
+    assert_eq!(finished.len(), 4);
+}
+
+#[test]
+#[ignore = "needs Slurm: run .ci/slurm.sh first"]
+fn resume_after_kill_9_reattaches_to_jobs_and_runs_nothing_twice() {
+    require_slurm();
+    let mut t = Tree::new();
+    let log = t.path().join("executions.log");
+    let n = 6;
+    for i in 0..n {
+        // Each execution appends its name: the count of lines per name is the number of runs.
+        t = t.file(
+            &format!("t{i}.ron"),
+            &format!(
+                r#"(run: Shell("echo t{i} >> '{}'; sleep 2; echo V{i}=x >> \"$PEXEN_EXPORT\""))"#,
+                log.display()
+            ),
+        );
+    }
+    let (mut child, rx) = spawn_events(&t, &["--slurm", "-j", "4"]);
+    let (first_ids, _) = wait_submitted(&rx, 4);
+    child.kill().unwrap(); // SIGKILL: the jobs stay in Slurm
+    child.wait().unwrap();
+    assert!(!active(&first_ids).is_empty(), "the jobs outlive pexen");
+    // Let some of them finish while pexen is down.
+    while std::fs::read_to_string(&log).unwrap_or_default().lines().count() < 3 {
+        std::thread::yield_now();
+    }
+
+    let r = t.run(&["--slurm", "-j", "4", "--resume"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for i in 0..n {
+        assert_eq!(r.outcome(&format!("t{i}")), "pass");
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for line in text.lines() {
+        *counts.entry(line).or_default() += 1;
+    }
+    assert_eq!(counts.len(), n, "{text}");
+    assert!(counts.values().all(|&c| c == 1), "ran twice: {counts:?}");
+    // The resumed run followed the jobs it had (same ids), and submitted only the rest.
+    let again: Vec<String> = submitted(&r).into_values().flatten().collect();
+    for id in &first_ids {
+        assert!(again.contains(id), "job {id} not re-attached: {again:?}");
+    }
+    assert_eq!(again.len(), n);
+}
