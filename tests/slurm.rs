@@ -65,7 +65,10 @@ fn outcomes(r: &RunResult) -> BTreeMap<String, (String, Value)> {
         .map(|e| {
             (
                 e["task"].as_str().unwrap().to_owned(),
-                (e["outcome"].as_str().unwrap().to_owned(), e["exit_code"].clone()),
+                (
+                    e["outcome"].as_str().unwrap().to_owned(),
+                    e["exit_code"].clone(),
+                ),
             )
         })
         .collect()
@@ -131,7 +134,13 @@ fn a_tree_runs_on_slurm_with_the_same_outcomes_exports_and_junit_as_locally() {
     let junit_local = t.path().join("local.xml");
     let junit_slurm = t.path().join("slurm.xml");
     let local = t.run(&["-j", "2", "--junit", junit_local.to_str().unwrap()]);
-    let slurm = t.run(&["-j", "4", "--slurm", "--junit", junit_slurm.to_str().unwrap()]);
+    let slurm = t.run(&[
+        "-j",
+        "4",
+        "--slurm",
+        "--junit",
+        junit_slurm.to_str().unwrap(),
+    ]);
     assert_eq!(slurm.code, 1, "{}", slurm.stderr);
     assert_eq!(local.code, slurm.code);
 
@@ -157,7 +166,7 @@ fn a_tree_runs_on_slurm_with_the_same_outcomes_exports_and_junit_as_locally() {
     // Every started attempt became a job, and none is left in the queue.
     let jobs = submitted(&slurm);
     let started: Vec<String> = slurm.started();
-    assert_eq!(jobs.len(), started.len(), "{:?} vs {started:?}", jobs);
+    assert_eq!(jobs.len(), started.len(), "{jobs:?} vs {started:?}");
     let ids: Vec<String> = jobs.values().flatten().cloned().collect();
     assert!(active(&ids).is_empty());
 
@@ -178,8 +187,12 @@ fn a_tree_runs_on_slurm_with_the_same_outcomes_exports_and_junit_as_locally() {
     let (jl, js) = (strip_times(&junit_local), strip_times(&junit_slurm));
     assert!(js.contains("on stderr"), "{js}");
     assert_eq!(
-        jl.lines().filter(|l| !l.contains("hostname") && !l.contains("timestamp")).collect::<Vec<_>>(),
-        js.lines().filter(|l| !l.contains("hostname") && !l.contains("timestamp")).collect::<Vec<_>>()
+        jl.lines()
+            .filter(|l| !l.contains("hostname") && !l.contains("timestamp"))
+            .collect::<Vec<_>>(),
+        js.lines()
+            .filter(|l| !l.contains("hostname") && !l.contains("timestamp"))
+            .collect::<Vec<_>>()
     );
 }
 
@@ -203,10 +216,7 @@ fn run_wide_slurm_args_reach_every_job() {
 #[ignore = "needs Slurm: run .ci/slurm.sh first"]
 fn a_task_over_its_timeout_is_timeout_and_its_job_is_cancelled() {
     require_slurm();
-    let t = Tree::new().file(
-        "slow.ron",
-        r#"(run: Shell("sleep 120"), timeout: "1s")"#,
-    );
+    let t = Tree::new().file("slow.ron", r#"(run: Shell("sleep 120"), timeout: "1s")"#);
     let r = t.run(&["--slurm", "--grace", "1s"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert_eq!(r.outcome("slow"), "timeout");
@@ -238,7 +248,9 @@ fn wait_submitted(rx: &mpsc::Receiver<Value>, n: usize) -> (Vec<String>, Vec<Val
     let mut ids = Vec::new();
     let mut seen = Vec::new();
     while ids.len() < n {
-        let e = rx.recv().expect("pexen ended before submitting enough jobs");
+        let e = rx
+            .recv()
+            .expect("pexen ended before submitting enough jobs");
         if e["type"] == "task-submitted" {
             ids.push(e["job"].as_str().unwrap().to_owned());
         }
@@ -267,7 +279,10 @@ fn a_job_cancelled_from_outside_is_an_error_naming_it() {
     assert!(st.success());
     let out = child.wait_with_output().unwrap();
     let r = RunResult::new(std::process::Output {
-        stdout: rx.iter().map(|v| format!("{v}\n")).collect::<String>().into_bytes(),
+        stdout: rx.iter().fold(Vec::new(), |mut out, v| {
+            out.extend_from_slice(format!("{v}\n").as_bytes());
+            out
+        }),
         ..out
     });
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -327,7 +342,12 @@ fn resume_after_kill_9_reattaches_to_jobs_and_runs_nothing_twice() {
     child.wait().unwrap();
     assert!(!active(&first_ids).is_empty(), "the jobs outlive pexen");
     // Let some of them finish while pexen is down.
-    while std::fs::read_to_string(&log).unwrap_or_default().lines().count() < 3 {
+    while std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 3
+    {
         std::thread::yield_now();
     }
 

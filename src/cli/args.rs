@@ -92,7 +92,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub slurm: bool,
     /// With --slurm: an extra sbatch argument for every job (repeatable: `--slurm-arg=--partition=gpu`).
-    #[arg(long = "slurm-arg", value_name = "ARG", allow_hyphen_values = true, requires = "slurm")]
+    #[arg(
+        long = "slurm-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        requires = "slurm"
+    )]
     pub slurm_args: Vec<String>,
 }
 

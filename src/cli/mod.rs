@@ -50,9 +50,7 @@ impl CliError {
             CliError::Definitions(_)
             | CliError::Graph(_)
             | CliError::Usage(_)
-            | CliError::Slurm(_) => {
-                exit_code::BAD_INPUT
-            }
+            | CliError::Slurm(_) => exit_code::BAD_INPUT,
             CliError::State(_) | CliError::NoRecordedRun(_) => exit_code::BAD_STATE,
             CliError::Write { .. } => exit_code::TASK_FAILED,
         }

@@ -171,14 +171,13 @@ impl LoadedJournal {
                         task: task.clone(),
                         attempt: *attempt,
                         job: job.clone(),
-                        fingerprint: fingerprint.clone(),
+                        fingerprint: *fingerprint,
                     };
-                    match at.get(task) {
-                        Some(&i) => open[i] = submitted,
-                        None => {
-                            at.insert(task, open.len());
-                            open.push(submitted);
-                        }
+                    if let Some(&i) = at.get(task) {
+                        open[i] = submitted;
+                    } else {
+                        at.insert(task, open.len());
+                        open.push(submitted);
                     }
                 }
                 JournalEntry::TaskFinished(r) => {
@@ -334,7 +333,7 @@ impl Journal {
             task: task.clone(),
             attempt,
             job: job.to_owned(),
-            fingerprint: fingerprint.cloned(),
+            fingerprint: fingerprint.copied(),
         })
     }
 

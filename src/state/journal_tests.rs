@@ -174,18 +174,18 @@ fn garbage_and_foreign_versions_are_refused() {
     ));
 
     let mut other = MAGIC.to_vec();
-    other.extend_from_slice(&2u32.to_le_bytes());
+    other.extend_from_slice(&(VERSION + 1).to_le_bytes());
     fs::write(&path, &other).unwrap();
     let err = Journal::load(dir.path()).unwrap_err();
     assert!(matches!(
         err,
-        JournalError::Version {
-            found: 2,
-            expected: 1,
-            ..
-        }
+        JournalError::Version { found, expected: VERSION, .. } if found == VERSION + 1
     ));
-    assert!(err.to_string().contains("format version 2"), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("format version {}", VERSION + 1)),
+        "{err}"
+    );
     // Refused on resume too: never a silent fresh start.
     assert!(Journal::open_append(dir.path()).is_err());
     assert_eq!(fs::read(&path).unwrap(), other);
@@ -222,8 +222,8 @@ fn an_unwritable_directory_is_a_typed_error() {
 
 /// A journal written by pexen before checkpoints and suspend (format version 1, records without
 /// `suspended`/`checkpoint`), byte for byte: it still loads, and appending to it keeps it
-/// readable. The new fields are optional, so the format stays version 1 in both directions
-/// (an older pexen ignores them).
+/// readable. The new fields are optional (an older pexen ignores them); appending marks the file
+/// version 2 (for `task-submitted` records, see the version tests below), records untouched.
 #[test]
 fn a_journal_from_before_checkpoints_still_loads_and_takes_new_records() {
     let payloads = [
@@ -256,7 +256,8 @@ fn a_journal_from_before_checkpoints_still_loads_and_takes_new_records() {
     j.append(&TaskRecord::new("d", Outcome::Pass)).unwrap();
     drop(j);
     let text = fs::read(dir.path().join(FILE_NAME)).unwrap();
-    assert_eq!(&text[..bytes.len()], &bytes[..], "old records untouched");
+    assert_eq!(&text[12..bytes.len()], &bytes[12..], "old records untouched");
+    assert_eq!(&text[8..12], &VERSION.to_le_bytes());
     let tail = String::from_utf8_lossy(&text[bytes.len()..]).into_owned();
     assert!(
         tail.contains(r#""suspended":true,"checkpoint":true"#),
@@ -273,4 +274,77 @@ fn a_journal_from_before_checkpoints_still_loads_and_takes_new_records() {
     let recs: Vec<&TaskRecord> = loaded.records().collect();
     assert_eq!(recs.len(), 4);
     assert_eq!(*recs[2], suspended);
+}
+
+/// A version 1 journal, byte for byte as pexen 0.1 wrote it (before `task-submitted` records).
+fn version_1_journal(dir: &std::path::Path) -> Vec<u8> {
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    for payload in [
+        r#"{"run-started":{"time":1718000000,"pexen_version":"0.1.0","tasks":2}}"#,
+        r#"{"task-finished":{"name":"a","outcome":"pass","attempt":1,"exit_code":0,"duration_s":0.5}}"#,
+    ] {
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(payload.as_bytes()).to_le_bytes());
+        bytes.extend_from_slice(payload.as_bytes());
+    }
+    fs::write(dir.join(FILE_NAME), &bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn a_version_1_journal_still_loads_and_is_upgraded_before_appending() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = version_1_journal(dir.path());
+    let loaded = Journal::load(dir.path()).unwrap();
+    assert_eq!(loaded.version, 1);
+    assert_eq!(loaded.records().count(), 1);
+    assert!(loaded.unfinished_jobs().is_empty());
+    // Loading alone changes nothing.
+    assert_eq!(fs::read(dir.path().join(FILE_NAME)).unwrap(), bytes);
+
+    let (mut j, _) = Journal::open_append(dir.path()).unwrap();
+    j.submitted(&TaskName::new("b"), 1, "42", None).unwrap();
+    drop(j);
+    let after = fs::read(dir.path().join(FILE_NAME)).unwrap();
+    assert_eq!(&after[8..12], &VERSION.to_le_bytes());
+    assert_eq!(&after[12..bytes.len()], &bytes[12..]);
+    let loaded = Journal::load(dir.path()).unwrap();
+    assert_eq!(loaded.version, VERSION);
+    assert_eq!(loaded.records().count(), 1);
+    assert_eq!(loaded.unfinished_jobs().len(), 1);
+}
+
+#[test]
+fn unfinished_jobs_are_those_without_a_later_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::create(dir.path()).unwrap();
+    let fp = Fingerprint::default();
+    j.submitted(&TaskName::new("done"), 1, "1", Some(&fp))
+        .unwrap();
+    j.append(&TaskRecord::new("done", Outcome::Pass)).unwrap();
+    j.submitted(&TaskName::new("requeued"), 1, "2", Some(&fp))
+        .unwrap();
+    j.submitted(&TaskName::new("running"), 1, "3", None)
+        .unwrap();
+    j.submitted(&TaskName::new("requeued"), 1, "4", Some(&fp))
+        .unwrap();
+    // Finished once, then submitted again by a later (killed) run.
+    j.submitted(&TaskName::new("done"), 1, "5", Some(&fp))
+        .unwrap();
+    drop(j);
+    let jobs: Vec<(String, String)> = Journal::load(dir.path())
+        .unwrap()
+        .unfinished_jobs()
+        .into_iter()
+        .map(|j| (j.task.to_string(), j.job))
+        .collect();
+    assert_eq!(
+        jobs,
+        [
+            ("requeued".to_owned(), "4".to_owned()),
+            ("running".to_owned(), "3".to_owned()),
+            ("done".to_owned(), "5".to_owned()),
+        ]
+    );
 }

@@ -164,10 +164,7 @@ pub fn check_shared(paths: &[&Path], sinfo: &str) -> Result<(), SlurmError> {
         .collect();
     nodes.sort();
     nodes.dedup();
-    let others: Vec<&String> = nodes
-        .iter()
-        .filter(|n| !is_this_host(n, &me))
-        .collect();
+    let others: Vec<&String> = nodes.iter().filter(|n| !is_this_host(n, &me)).collect();
     if others.is_empty() {
         return Ok(());
     }
@@ -199,7 +196,7 @@ fn local_fs(path: &Path) -> Option<&'static str> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+    if unsafe { libc::statfs(c.as_ptr(), &raw mut st) } != 0 {
         return None;
     }
     #[allow(clippy::unnecessary_cast)] // f_type's width differs between libc targets
@@ -330,7 +327,12 @@ impl SlurmRunner {
                 self.remove_files(&id);
                 continue;
             }
-            let v = verdict(&id, &followed.seen, followed.exit.as_ref(), followed.cancelled);
+            let v = verdict(
+                &id,
+                &followed.seen,
+                followed.exit.as_ref(),
+                followed.cancelled,
+            );
             match v {
                 Verdict::Requeue(why) if lost.len() < MAX_REQUEUES => {
                     self.remove_files(&id);

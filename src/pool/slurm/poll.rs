@@ -197,7 +197,11 @@ fn squeue(program: &str, ids: &[String]) -> Result<HashMap<String, String>, Stri
         if stderr.contains("Invalid job id") {
             return Ok(HashMap::new());
         }
-        return Err(format!("{program} failed ({}): {}", out.status, stderr.trim()));
+        return Err(format!(
+            "{program} failed ({}): {}",
+            out.status,
+            stderr.trim()
+        ));
     }
     Ok(parse_squeue(&String::from_utf8_lossy(&out.stdout)))
 }

@@ -142,10 +142,16 @@ mod tests {
 
     #[test]
     fn slots_map_to_slurm_resources() {
-        let slots: BTreeMap<String, u32> = [("cpus", 4), ("mem_gb", 2), ("mem_mb", 512), ("gpu", 1), ("db", 1)]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
+        let slots: BTreeMap<String, u32> = [
+            ("cpus", 4),
+            ("mem_gb", 2),
+            ("mem_mb", 512),
+            ("gpu", 1),
+            ("db", 1),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
         assert_eq!(
             resource_args(&slots),
             ["--cpus-per-task=4", "--mem=2560M", "--gres=gpu:1"]
@@ -211,9 +217,14 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
-        let read = |suffix: &str| std::fs::read_to_string(dir.path().join(format!("42.{suffix}"))).unwrap();
+        let read = |suffix: &str| {
+            std::fs::read_to_string(dir.path().join(format!("42.{suffix}"))).unwrap()
+        };
         assert_eq!(read("exit"), "3\n");
-        assert_eq!(read("stdout"), format!("t 2 it's v s\n{}\n", work.display()));
+        assert_eq!(
+            read("stdout"),
+            format!("t 2 it's v s\n{}\n", work.display())
+        );
         assert_eq!(read("stderr"), "err\n");
         assert_eq!(read("results"), "pass ok\n");
         assert!(!dir.path().join("42.exit.tmp").exists());
@@ -236,8 +247,14 @@ mod tests {
             .env("SLURM_JOB_ID", "9")
             .status()
             .unwrap();
-        assert_eq!(std::fs::read_to_string(dir.path().join("9.exit")).unwrap(), "127\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("9.exit")).unwrap(),
+            "127\n"
+        );
         let err = std::fs::read_to_string(dir.path().join("9.stderr")).unwrap();
-        assert!(err.starts_with("env: cannot enter the working directory"), "{err}");
+        assert!(
+            err.starts_with("env: cannot enter the working directory"),
+            "{err}"
+        );
     }
 }

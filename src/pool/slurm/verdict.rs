@@ -126,7 +126,9 @@ pub(crate) fn verdict(
                 Outcome::Error,
                 Some(match state {
                     Some(s) => format!("Slurm job {job} ended {s} without writing its exit status"),
-                    None => format!("Slurm job {job} left the queue without writing its exit status"),
+                    None => {
+                        format!("Slurm job {job} left the queue without writing its exit status")
+                    }
                 }),
             ),
         },
@@ -187,7 +189,14 @@ mod tests {
 
     #[test]
     fn the_exit_record_decides_a_completed_job() {
-        let v = |code| verdict("7", &ended("COMPLETED"), Some(&exit(code)), CancelledBy::Nobody);
+        let v = |code| {
+            verdict(
+                "7",
+                &ended("COMPLETED"),
+                Some(&exit(code)),
+                CancelledBy::Nobody,
+            )
+        };
         assert_eq!(v(0), Verdict::Done(Outcome::Pass, None));
         assert_eq!(
             v(3),
@@ -214,10 +223,7 @@ mod tests {
         assert!(matches!(v("TIMEOUT"), Verdict::Done(Outcome::Timeout, _)));
         assert_eq!(
             v("OUT_OF_MEMORY"),
-            Verdict::Done(
-                Outcome::Error,
-                Some("out of memory (Slurm job 7)".into())
-            )
+            Verdict::Done(Outcome::Error, Some("out of memory (Slurm job 7)".into()))
         );
         for s in ["NODE_FAIL", "BOOT_FAIL", "PREEMPTED"] {
             assert_eq!(v(s), Verdict::Requeue(format!("Slurm job 7 ended {s}")));
@@ -242,7 +248,10 @@ mod tests {
     #[test]
     fn pexen_s_own_cancellations_name_the_reason() {
         let v = |by| verdict("7", &ended("CANCELLED"), None, by);
-        assert_eq!(v(CancelledBy::Timeout), Verdict::Done(Outcome::Timeout, None));
+        assert_eq!(
+            v(CancelledBy::Timeout),
+            Verdict::Done(Outcome::Timeout, None)
+        );
         assert_eq!(
             v(CancelledBy::Interrupt),
             Verdict::Done(Outcome::Error, Some("interrupted".into()))
