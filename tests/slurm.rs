@@ -10,20 +10,26 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex, MutexGuard, PoisonError};
 
 use common::{RunResult, Tree};
 use serde_json::Value;
 
 const NEEDS: &str = "needs Slurm: run .ci/slurm.sh first";
 
-/// Fails with what to run when Slurm is not there.
-fn require_slurm() {
+/// One test at a time on the one node: a test that fails the node must not disturb another's
+/// jobs, and each test's job counts stay its own.
+static NODE: Mutex<()> = Mutex::new(());
+
+/// Fails with what to run when Slurm is not there; holds the node for the test.
+fn require_slurm() -> MutexGuard<'static, ()> {
+    let guard = NODE.lock().unwrap_or_else(PoisonError::into_inner);
     let ok = Command::new("sinfo")
         .args(["--noheader", "--format=%T"])
         .output()
         .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
     assert!(ok, "{NEEDS} (sinfo did not answer)");
+    guard
 }
 
 /// Job ids of the `task-submitted` events.
@@ -129,7 +135,7 @@ fn dag_tree() -> Tree {
 #[test]
 #[ignore = "needs Slurm: run .ci/slurm.sh first"]
 fn a_tree_runs_on_slurm_with_the_same_outcomes_exports_and_junit_as_locally() {
-    require_slurm();
+    let _node = require_slurm();
     let t = dag_tree();
     let junit_local = t.path().join("local.xml");
     let junit_slurm = t.path().join("slurm.xml");
@@ -199,7 +205,7 @@ fn a_tree_runs_on_slurm_with_the_same_outcomes_exports_and_junit_as_locally() {
 #[test]
 #[ignore = "needs Slurm: run .ci/slurm.sh first"]
 fn run_wide_slurm_args_reach_every_job() {
-    require_slurm();
+    let _node = require_slurm();
     let t = Tree::new().file(
         "name.ron",
         r#"(run: Shell("echo \"pass $SLURM_JOB_NAME\" >> \"$PEXEN_RESULTS\""))"#,
@@ -215,7 +221,7 @@ fn run_wide_slurm_args_reach_every_job() {
 #[test]
 #[ignore = "needs Slurm: run .ci/slurm.sh first"]
 fn a_task_over_its_timeout_is_timeout_and_its_job_is_cancelled() {
-    require_slurm();
+    let _node = require_slurm();
     let t = Tree::new().file("slow.ron", r#"(run: Shell("sleep 120"), timeout: "1s")"#);
     let r = t.run(&["--slurm", "--grace", "1s"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -262,7 +268,7 @@ fn wait_submitted(rx: &mpsc::Receiver<Value>, n: usize) -> (Vec<String>, Vec<Val
 #[test]
 #[ignore = "needs Slurm: run .ci/slurm.sh first"]
 fn a_job_cancelled_from_outside_is_an_error_naming_it() {
-    require_slurm();
+    let _node = require_slurm();
     let t = Tree::new().file(
         "victim.ron",
         r#"(run: Shell("echo started > started; sleep 120"))"#,
@@ -297,7 +303,7 @@ fn a_job_cancelled_from_outside_is_an_error_naming_it() {
 #[test]
 #[ignore = "needs Slurm: run .ci/slurm.sh first"]
 fn ctrl_c_cancels_every_job_of_the_run() {
-    require_slurm();
+    let _node = require_slurm();
     // Four jobs of two CPUs each on a two-CPU node: one runs, three wait in the queue.
     let mut t = Tree::new().file("_dir.ron", r#"(capacity: {"cpus": 8})"#);
     for i in 0..4 {
@@ -322,7 +328,7 @@ fn ctrl_c_cancels_every_job_of_the_run() {
 #[test]
 #[ignore = "needs Slurm: run .ci/slurm.sh first"]
 fn resume_after_kill_9_reattaches_to_jobs_and_runs_nothing_twice() {
-    require_slurm();
+    let _node = require_slurm();
     let mut t = Tree::new();
     let log = t.path().join("executions.log");
     let n = 6;
@@ -369,4 +375,76 @@ fn resume_after_kill_9_reattaches_to_jobs_and_runs_nothing_twice() {
         assert!(again.contains(id), "job {id} not re-attached: {again:?}");
     }
     assert_eq!(again.len(), n);
+}
+
+#[test]
+#[ignore = "needs Slurm: run .ci/slurm.sh first"]
+fn a_job_lost_to_a_node_failure_is_submitted_again_without_counting_an_attempt() {
+    let _node = require_slurm();
+    let t = Tree::new();
+    let first = t.path().join("first");
+    let runs = t.path().join("runs");
+    let t = t.file(
+        "n.ron",
+        &format!(
+            r#"(run: Shell("echo $SLURM_JOB_ID >> '{runs}'; if [ -e '{first}' ]; then exit 0; fi; touch '{first}'; sleep 120"))"#,
+            runs = runs.display(),
+            first = first.display()
+        ),
+    );
+    let node = String::from_utf8(
+        Command::new("sinfo")
+            .args(["--noheader", "--Node", "--format=%N"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .lines()
+    .next()
+    .expect("a node")
+    .trim()
+    .to_owned();
+    let (child, rx) = spawn_events(&t, &["--slurm"]);
+    while !first.exists() {
+        std::thread::yield_now();
+    }
+    // The node fails under the running job (NODE_FAIL), then comes back.
+    let scontrol = |state: &str| {
+        Command::new("scontrol")
+            .args([
+                "update",
+                &format!("nodename={node}"),
+                &format!("state={state}"),
+            ])
+            .args((state == "down").then_some("reason=pexen-test"))
+            .status()
+            .unwrap()
+    };
+    assert!(scontrol("down").success());
+    let (ids, _) = wait_submitted(&rx, 2);
+    // Slurm may already have returned the node to service itself (ReturnToService=2).
+    let _ = scontrol("resume");
+    let out = child.wait_with_output().unwrap();
+    let events: Vec<Value> = rx.iter().collect();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let finished = events
+        .iter()
+        .find(|e| e["type"] == "task-finished")
+        .expect("task-finished");
+    assert_eq!(finished["outcome"], "pass");
+    assert_eq!(finished["attempt"], 1);
+    assert_ne!(ids[0], ids[1]);
+    assert_eq!(
+        std::fs::read_to_string(&runs)
+            .unwrap()
+            .lines()
+            .collect::<Vec<_>>(),
+        [ids[0].as_str(), ids[1].as_str()]
+    );
 }
