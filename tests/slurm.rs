@@ -448,3 +448,25 @@ fn a_job_lost_to_a_node_failure_is_submitted_again_without_counting_an_attempt()
         [ids[0].as_str(), ids[1].as_str()]
     );
 }
+
+#[test]
+fn slurm_arg_without_slurm_is_a_usage_error() {
+    let t = Tree::new().file("a.ron", r#"(run: Cmd(["true"]))"#);
+    let r = t.run(&["--slurm-arg=--partition=x"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--slurm"), "{}", r.stderr);
+}
+
+#[test]
+fn slurm_args_are_a_task_field() {
+    let t = Tree::new()
+        .file("_dir.ron", r#"(slurm_args: ["--partition=a"])"#)
+        .file("a.ron", r#"(run: Cmd(["true"]), slurm_arg: ["x"])"#);
+    let r = t.cmd("check", &[]);
+    assert_eq!(r.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("a.ron:1:") && err.contains("slurm_args"),
+        "{err}"
+    );
+}

@@ -616,3 +616,59 @@ struct Followed {
     exit: Option<ExitRecord>,
     cancelled: CancelledBy,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stand-in `sinfo` that lists `nodes`.
+    fn fake_sinfo(dir: &Path, nodes: &str) -> String {
+        let path = dir.join("sinfo");
+        fs::write(&path, format!("#!/bin/sh\nprintf '{nodes}'\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn a_local_filesystem_is_refused_when_other_machines_run_the_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(fs_name) = local_fs(dir.path()) else {
+            // Temp dirs on a network filesystem: nothing to refuse here.
+            return;
+        };
+        let sinfo = fake_sinfo(dir.path(), "node1\\nnode2\\nnode1\\n");
+        let err = check_shared(&[dir.path()], &sinfo).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, SlurmError::NotShared { .. }), "{text}");
+        assert!(
+            text.contains(fs_name) && text.contains("node1, node2"),
+            "{text}"
+        );
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+
+        // This machine as the only node: a local filesystem is shared with it.
+        let sinfo = fake_sinfo(dir.path(), &format!("{}\\n", hostname()));
+        check_shared(&[dir.path()], &sinfo).unwrap();
+    }
+
+    #[test]
+    fn a_missing_sinfo_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        if local_fs(dir.path()).is_none() {
+            return;
+        }
+        let err = check_shared(&[dir.path()], "/nonexistent/sinfo").unwrap_err();
+        assert!(
+            err.to_string().starts_with("cannot run /nonexistent/sinfo"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn host_names_match_short_and_long() {
+        assert!(is_this_host("vm", "vm.example.org"));
+        assert!(is_this_host("vm.example.org", "vm.example.org"));
+        assert!(!is_this_host("vm2", "vm.example.org"));
+    }
+}
