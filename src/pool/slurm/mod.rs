@@ -311,6 +311,10 @@ impl SlurmRunner {
             .remove(job.task);
         let mut lost: Vec<String> = Vec::new();
         loop {
+            // A lost job is not resubmitted once the run is cancelled.
+            if self.cancel.load(Ordering::SeqCst) != RUNNING {
+                return Attempt::new(Outcome::Error).message(INTERRUPTED);
+            }
             let reattached = reattach.is_some();
             let id = match reattach.take() {
                 Some(id) => id,
@@ -358,12 +362,15 @@ impl SlurmRunner {
 
     /// Writes the batch script and submits it; the job id.
     fn submit(&self, job: &SlurmJob<'_>) -> Result<String, SlurmError> {
+        // A command without a `cwd` runs where pexen runs, as locally.
+        let here = std::env::current_dir().ok();
         let script = batch_script(&ScriptJob {
             task: job.task,
             attempt: job.attempt,
             spec: job.spec,
             shared: job.shared,
             jobs_dir: &self.jobs_dir,
+            cwd: job.spec.cwd.as_deref().or(here.as_deref()),
         });
         let n = self.next_script.fetch_add(1, Ordering::Relaxed);
         let path = self
@@ -598,9 +605,17 @@ impl SlurmRunner {
         self.poller.kick();
     }
 
-    /// The run is over: stops the poller.
+    /// The run is over: stops the poller, and cancels the jobs of an earlier run that were to
+    /// be re-attached but whose tasks did not run (a fail-fast or cancelled run): nobody will
+    /// collect them.
     pub(crate) fn finish(&self) {
         self.poller.stop();
+        let left: Vec<String> = std::mem::take(
+            &mut *self.reattach.lock().unwrap_or_else(PoisonError::into_inner),
+        )
+        .into_values()
+        .collect();
+        let _ = cancel_jobs(&self.config.scancel, &left);
     }
 }
 

@@ -73,6 +73,8 @@ pub(crate) struct ScriptJob<'a> {
     pub spec: &'a CommandSpec,
     pub shared: &'a Shared,
     pub jobs_dir: &'a Path,
+    /// Where the command runs: the task's `cwd`, else pexen's working directory.
+    pub cwd: Option<&'a Path>,
 }
 
 /// The batch script: `cd` to the task's directory, run the command through `env` (so every
@@ -92,7 +94,7 @@ pub(crate) fn batch_script(job: &ScriptJob<'_>) -> String {
         "j={}/\"$SLURM_JOB_ID\"",
         quote(&job.jobs_dir.to_string_lossy())
     );
-    if let Some(cwd) = &job.spec.cwd {
+    if let Some(cwd) = job.cwd {
         let cwd = quote(&cwd.to_string_lossy());
         let _ = writeln!(
             s,
@@ -210,6 +212,7 @@ mod tests {
             spec: &spec,
             shared: &shared,
             jobs_dir: dir.path(),
+            cwd: spec.cwd.as_deref(),
         });
         let status = Command::new("/bin/sh")
             .args(["-c", &script])
@@ -241,6 +244,7 @@ mod tests {
             spec: &spec,
             shared: &Shared::new(),
             jobs_dir: dir.path(),
+            cwd: spec.cwd.as_deref(),
         });
         Command::new("/bin/sh")
             .args(["-c", &script])
