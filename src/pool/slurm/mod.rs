@@ -4,14 +4,14 @@
 //! # Design
 //!
 //! - **Behind the executor seam.** A worker thread that would spawn a command calls
-//!   [`SlurmRunner::run`] instead and waits there for the job, so `-j` bounds the jobs queued
+//!   `SlurmRunner::run` instead and waits there for the job, so `-j` bounds the jobs queued
 //!   plus running, and locks, slots, priorities and retries work unchanged.
-//! - **Files, not accounting.** The batch script ([`script`]) writes the task's results,
+//! - **Files, not accounting.** The batch script (`script.rs`) writes the task's results,
 //!   exports, stdout, stderr and exit status to `STATE/slurm/jobs/ID.*` (the state directory is
 //!   on a filesystem shared with the nodes). Results lines are streamed by tailing `ID.results`;
-//!   the exit status comes from `ID.exit`; Slurm's own state complements it ([`verdict`]).
+//!   the exit status comes from `ID.exit`; Slurm's own state complements it (`verdict.rs`).
 //! - **One poller.** One thread calls `squeue` once per interval for every job of the run
-//!   ([`poll`]).
+//!   (`poll.rs`).
 //! - **pexen's watchdog.** `--time` is set from `timeout` (whole minutes, grace included), but
 //!   pexen cancels a job itself when the task's `timeout` passes: Slurm's limit is coarse and late.
 //! - **Lost jobs.** `NODE_FAIL`, `BOOT_FAIL` and `PREEMPTED` submit the attempt again (not an
@@ -610,11 +610,10 @@ impl SlurmRunner {
     /// collect them.
     pub(crate) fn finish(&self) {
         self.poller.stop();
-        let left: Vec<String> = std::mem::take(
-            &mut *self.reattach.lock().unwrap_or_else(PoisonError::into_inner),
-        )
-        .into_values()
-        .collect();
+        let left: Vec<String> =
+            std::mem::take(&mut *self.reattach.lock().unwrap_or_else(PoisonError::into_inner))
+                .into_values()
+                .collect();
         let _ = cancel_jobs(&self.config.scancel, &left);
     }
 }
