@@ -108,7 +108,7 @@ SlurmctldTimeout=30
 SlurmdTimeout=30
 GresTypes=gpu
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
-PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOF
 mv "$CONF.new" "$CONF"
 # An empty gres.conf: the node has no GPUs, but --gres=gpu:0 must parse.

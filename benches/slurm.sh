@@ -50,7 +50,11 @@ run_pexen() {
     rm -rf "$WORK/state"
     local t0 t1
     t0=$(now)
-    "$PEXEN" run "$WORK/tree" --slurm -j "$N" --state "$WORK/state" --message-format json >/dev/null
+    if ! "$PEXEN" run "$WORK/tree" --slurm -j "$N" --state "$WORK/state" --message-format json >"$WORK/events.json"; then
+        echo "slurm.sh: pexen's run failed:" >&2
+        grep -v '"pass"' "$WORK/events.json" | grep task-finished | head -5 >&2
+        exit 2
+    fi
     t1=$(now)
     echo "$t1 - $t0" | bc
 }
