@@ -304,16 +304,17 @@ fn a_job_cancelled_from_outside_is_an_error_naming_it() {
 #[ignore = "needs Slurm: run .ci/slurm.sh first"]
 fn ctrl_c_cancels_every_job_of_the_run() {
     let _node = require_slurm();
-    // Four jobs of two CPUs each on a two-CPU node: one runs, three wait in the queue.
-    let mut t = Tree::new().file("_dir.ron", r#"(capacity: {"cpus": 8})"#);
-    for i in 0..4 {
+    // Twelve jobs of two CPUs each: the node of .ci/slurm.sh (two cores, each shared by up to
+    // four jobs) runs four of them at once, the others wait in the queue.
+    let mut t = Tree::new().file("_dir.ron", r#"(capacity: {"cpus": 24})"#);
+    for i in 0..12 {
         t = t.file(
             &format!("sleep{i}.ron"),
             r#"(run: Shell("sleep 120"), slots: {"cpus": 2})"#,
         );
     }
-    let (mut child, rx) = spawn_events(&t, &["--slurm", "-j", "4"]);
-    let (ids, _) = wait_submitted(&rx, 4);
+    let (mut child, rx) = spawn_events(&t, &["--slurm", "-j", "12"]);
+    let (ids, _) = wait_submitted(&rx, 12);
     assert!(!active(&ids).is_empty());
     // SAFETY: signalling the child we started.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -322,16 +323,20 @@ fn ctrl_c_cancels_every_job_of_the_run() {
     let left = active(&ids);
     assert!(left.is_empty(), "jobs left in the queue: {left:?}");
     let finished: Vec<Value> = rx.iter().filter(|e| e["type"] == "task-finished").collect();
-    assert_eq!(finished.len(), 4);
+    assert_eq!(finished.len(), 12);
 }
 
 #[test]
 #[ignore = "needs Slurm: run .ci/slurm.sh first"]
 fn resume_after_kill_9_reattaches_to_jobs_and_runs_nothing_twice() {
     let _node = require_slurm();
-    let mut t = Tree::new();
+    // Jobs of two CPUs: four run at once on the test node, the rest wait in the queue.
+    let mut t = Tree::new().file(
+        "_dir.ron",
+        r#"(capacity: {"cpus": 20}, slots: {"cpus": 2})"#,
+    );
     let log = t.path().join("executions.log");
-    let n = 6;
+    let n = 10;
     for i in 0..n {
         // Each execution appends its name: the count of lines per name is the number of runs.
         t = t.file(
@@ -342,8 +347,8 @@ fn resume_after_kill_9_reattaches_to_jobs_and_runs_nothing_twice() {
             ),
         );
     }
-    let (mut child, rx) = spawn_events(&t, &["--slurm", "-j", "4"]);
-    let (first_ids, _) = wait_submitted(&rx, 4);
+    let (mut child, rx) = spawn_events(&t, &["--slurm", "-j", "8"]);
+    let (first_ids, _) = wait_submitted(&rx, 8);
     child.kill().unwrap(); // SIGKILL: the jobs stay in Slurm
     child.wait().unwrap();
     assert!(!active(&first_ids).is_empty(), "the jobs outlive pexen");
@@ -357,7 +362,7 @@ fn resume_after_kill_9_reattaches_to_jobs_and_runs_nothing_twice() {
         std::thread::yield_now();
     }
 
-    let r = t.run(&["--slurm", "-j", "4", "--resume"]);
+    let r = t.run(&["--slurm", "-j", "8", "--resume"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     for i in 0..n {
         assert_eq!(r.outcome(&format!("t{i}")), "pass");

@@ -45,8 +45,11 @@ use poll::Poller;
 use script::{batch_script, sbatch_args, ScriptJob, SUFFIXES};
 use verdict::{verdict, CancelledBy, ExitRecord, Seen, Verdict};
 
-/// How often a waiting attempt tails its results file and checks its deadline.
+/// How often an attempt whose job runs tails its results file and looks for its exit record.
 const TICK: Duration = Duration::from_millis(25);
+/// The same for a job still queued (or not polled yet): it cannot have results before it runs,
+/// and a run of hundreds of queued jobs must not cost the machine thousands of wake-ups a second.
+const QUEUED_TICK: Duration = Duration::from_millis(250);
 /// How many times an attempt is submitted again after its job was lost (node failure,
 /// preemption) before it ends as `error`.
 const MAX_REQUEUES: usize = 2;
@@ -482,7 +485,17 @@ impl SlurmRunner {
                     break seen;
                 }
             }
-            self.poller.wait(TICK);
+            let mut nap = match &seen {
+                Seen::NotYet => QUEUED_TICK,
+                Seen::Active(state) if state == "PENDING" => QUEUED_TICK,
+                _ => TICK,
+            };
+            if cancelled == CancelledBy::Nobody {
+                if let Some(d) = deadline {
+                    nap = nap.min(d.saturating_duration_since(now));
+                }
+            }
+            self.poller.wait(nap.max(Duration::from_millis(1)));
         };
         self.poller.unregister(id);
         results.finish(job.sink);

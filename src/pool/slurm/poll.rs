@@ -29,6 +29,9 @@ struct State {
 
 struct Inner {
     state: Mutex<State>,
+    /// Wakes the polling thread (a job registered, a kick, stop).
+    wake: Condvar,
+    /// Wakes waiting attempts: a poll published.
     changed: Condvar,
     interval: Duration,
     squeue: String,
@@ -52,6 +55,7 @@ impl Poller {
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
+                wake: Condvar::new(),
                 changed: Condvar::new(),
                 interval: interval.max(MIN_GAP),
                 squeue,
@@ -63,6 +67,8 @@ impl Poller {
     /// Follows `job` from now on; its state is [`Seen::NotYet`] until the next poll.
     pub(crate) fn register(&self, job: &str) {
         self.inner.lock().jobs.insert(job.to_owned(), Seen::NotYet);
+        // A poller idle for lack of jobs polls now.
+        self.inner.wake.notify_one();
         let mut thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner);
         if thread.is_none() {
             let inner = self.inner.clone();
@@ -101,7 +107,7 @@ impl Poller {
     /// Asks for a poll as soon as [`MIN_GAP`] allows.
     pub(crate) fn kick(&self) {
         self.inner.lock().kick = true;
-        self.inner.changed.notify_all();
+        self.inner.wake.notify_one();
     }
 
     /// Waits at most `timeout` for the next poll to publish.
@@ -117,6 +123,7 @@ impl Poller {
     /// Stops the thread and joins it.
     pub(crate) fn stop(&self) {
         self.inner.lock().stop = true;
+        self.inner.wake.notify_one();
         self.inner.changed.notify_all();
         let thread = self
             .thread
@@ -150,7 +157,7 @@ fn poll_loop(inner: &Inner) {
                     due - now
                 };
                 s = inner
-                    .changed
+                    .wake
                     .wait_timeout(s, nap)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
