@@ -475,3 +475,74 @@ fn slurm_args_are_a_task_field() {
         "{err}"
     );
 }
+
+#[test]
+#[ignore = "needs Slurm: run .ci/slurm.sh first"]
+fn one_squeue_call_follows_every_job_of_the_run() {
+    let _node = require_slurm();
+    let t = Tree::new();
+    // A `squeue` first in PATH that logs when it was called and for which jobs, then runs the
+    // real one (outside the tree: an executable there would be a task).
+    let outside = tempfile::tempdir().unwrap();
+    let bin = outside.path().to_path_buf();
+    let log = outside.path().join("squeue.log");
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v squeue"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let wrapper = bin.join("squeue");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a; do last=\"$a\"; done\necho \"$(date +%s.%N) $last\" >> '{}'\nexec {} \"$@\"\n",
+            log.display(),
+            real.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut t = t;
+    for i in 0..8 {
+        t = t.file(&format!("t{i}.ron"), r#"(run: Shell("sleep 1"))"#);
+    }
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = common::pexen()
+        .arg("run")
+        .arg(t.path())
+        .args(["--slurm", "-j", "8", "--message-format", "json", "--state"])
+        .arg(t.path().join(".pexen"))
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let r = RunResult::new(out);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let calls: Vec<(f64, usize)> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (time, jobs) = l.split_once(' ').unwrap();
+            (time.parse().unwrap(), jobs.split(',').count())
+        })
+        .collect();
+    assert!(!calls.is_empty());
+    // One call asks about many jobs at once ...
+    assert!(
+        calls.iter().any(|&(_, jobs)| jobs >= 4),
+        "no call followed several jobs: {calls:?}"
+    );
+    // ... and calls come from one poller, never closer together than its minimum gap (100 ms,
+    // less a little for the wrapper's own start-up jitter).
+    for pair in calls.windows(2) {
+        assert!(pair[1].0 - pair[0].0 >= 0.08, "calls too close: {calls:?}");
+    }
+    let ids: Vec<String> = submitted(&r).into_values().flatten().collect();
+    assert_eq!(ids.len(), 8);
+}
