@@ -160,6 +160,10 @@ impl LoadedJournal {
         let mut open: Vec<SubmittedJob> = Vec::new();
         let mut at: std::collections::HashMap<&TaskName, usize> = std::collections::HashMap::new();
         for e in &self.entries {
+            // Most journals have no submissions at all: finished records need no lookup then.
+            if at.is_empty() && !matches!(e, JournalEntry::TaskSubmitted { .. }) {
+                continue;
+            }
             match e {
                 JournalEntry::TaskSubmitted {
                     task,

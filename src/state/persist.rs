@@ -117,9 +117,14 @@ impl RunJournal {
         let mut stale = Vec::new();
         let mut journal = if resume {
             let (journal, loaded) = Journal::open_append(dir)?;
-            let current: HashMap<&TaskName, _> =
-                tasks.iter().map(|t| &t.name).zip(fps.iter()).collect();
-            for job in loaded.unfinished_jobs() {
+            let unfinished = loaded.unfinished_jobs();
+            // Only runs that used Slurm have any: no map of every task otherwise.
+            let current: HashMap<&TaskName, _> = if unfinished.is_empty() {
+                HashMap::new()
+            } else {
+                tasks.iter().map(|t| &t.name).zip(fps.iter()).collect()
+            };
+            for job in unfinished {
                 match current.get(&job.task) {
                     Some(fp) if job.fingerprint.as_ref() == Some(*fp) => reattach.push(job),
                     _ => stale.push(job),
