@@ -423,6 +423,7 @@ fn a_job_lost_to_a_node_failure_is_submitted_again_without_counting_an_attempt()
                 &format!("state={state}"),
             ])
             .args((state == "down").then_some("reason=pexen-test"))
+            .stderr(std::process::Stdio::null())
             .status()
             .unwrap()
     };
@@ -545,4 +546,24 @@ fn one_squeue_call_follows_every_job_of_the_run() {
     }
     let ids: Vec<String> = submitted(&r).into_values().flatten().collect();
     assert_eq!(ids.len(), 8);
+}
+
+#[test]
+#[ignore = "needs Slurm: run .ci/slurm.sh first"]
+fn a_job_suspends_the_run_and_resumes_from_its_checkpoint() {
+    let _node = require_slurm();
+    // First run: save progress, exit 75 (suspend). Resumed: finds it and passes.
+    let t = Tree::new().file(
+        "reboot.ron",
+        r#"(run: Shell("if [ -e \"$PEXEN_CHECKPOINT/saved\" ]; then echo \"pass found $(cat \"$PEXEN_CHECKPOINT/saved\")\" >> \"$PEXEN_RESULTS\"; exit 0; fi; echo step-1 > \"$PEXEN_CHECKPOINT/saved\"; exit 75"))"#,
+    );
+    let r = t.run(&["--slurm"]);
+    assert_eq!(r.code, 4, "{}\n{}", r.stdout, r.stderr);
+    let r = t.run(&["--slurm", "--resume"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.outcome("reboot"), "pass");
+    assert_eq!(
+        results(&r),
+        [("reboot".into(), "pass".into(), "found step-1".into())]
+    );
 }

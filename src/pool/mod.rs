@@ -120,7 +120,9 @@ impl Executor {
                 PoolKind::Threads => self.run_closure(f.as_ref(), job, checkpoint, sink),
                 PoolKind::Processes => self.processes.run(job, checkpoint, sink),
             },
-            Work::Command(spec) if self.slurm.is_some() => self.run_slurm(spec, job, sink),
+            Work::Command(spec) if self.slurm.is_some() => {
+                self.run_slurm(spec, job, checkpoint.as_deref(), sink)
+            }
             Work::Command(spec) => match self.commands() {
                 Ok(runner) => {
                     // The runner refuses to start anything once cancelled; one created after
@@ -143,7 +145,13 @@ impl Executor {
         }
     }
 
-    fn run_slurm(&self, spec: &CommandSpec, job: &Job, sink: &dyn ResultSink) -> Attempt {
+    fn run_slurm(
+        &self,
+        spec: &CommandSpec,
+        job: &Job,
+        checkpoint: Option<&std::path::Path>,
+        sink: &dyn ResultSink,
+    ) -> Attempt {
         match &self.slurm {
             Some(Ok(slurm)) => slurm.run(&SlurmJob {
                 task: &job.name,
@@ -152,6 +160,7 @@ impl Executor {
                 shared: job.shared(),
                 slots: &job.slots,
                 timeout: job.timeout,
+                checkpoint,
                 sink,
             }),
             Some(Err(e)) => Attempt::new(Outcome::Error).message(e.clone()),

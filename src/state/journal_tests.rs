@@ -256,7 +256,11 @@ fn a_journal_from_before_checkpoints_still_loads_and_takes_new_records() {
     j.append(&TaskRecord::new("d", Outcome::Pass)).unwrap();
     drop(j);
     let text = fs::read(dir.path().join(FILE_NAME)).unwrap();
-    assert_eq!(&text[12..bytes.len()], &bytes[12..], "old records untouched");
+    assert_eq!(
+        &text[12..bytes.len()],
+        &bytes[12..],
+        "old records untouched"
+    );
     assert_eq!(&text[8..12], &VERSION.to_le_bytes());
     let tail = String::from_utf8_lossy(&text[bytes.len()..]).into_owned();
     assert!(

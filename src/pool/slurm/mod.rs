@@ -247,6 +247,8 @@ pub(crate) struct SlurmJob<'a> {
     pub shared: &'a Shared,
     pub slots: &'a BTreeMap<String, u32>,
     pub timeout: Option<Duration>,
+    /// The task's checkpoint directory (SPEC section 12), on the shared state directory.
+    pub checkpoint: Option<&'a Path>,
     pub sink: &'a dyn ResultSink,
 }
 
@@ -359,6 +361,14 @@ impl SlurmRunner {
                     self.remove_files(&id);
                     return attempt;
                 }
+                Verdict::Suspend => {
+                    let message = format!("exit code {}", crate::pool::command::SUSPEND_EXIT);
+                    let exit = followed.exit.as_ref();
+                    let mut attempt = self.collect(&id, Outcome::Skip, Some(message), exit, job);
+                    attempt.suspend = true;
+                    self.remove_files(&id);
+                    return attempt;
+                }
             }
         }
     }
@@ -367,6 +377,10 @@ impl SlurmRunner {
     fn submit(&self, job: &SlurmJob<'_>) -> Result<String, SlurmError> {
         // A command without a `cwd` runs where pexen runs, as locally.
         let here = std::env::current_dir().ok();
+        // Absolute: the script changes directory first.
+        let checkpoint = job
+            .checkpoint
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
         let script = batch_script(&ScriptJob {
             task: job.task,
             attempt: job.attempt,
@@ -374,6 +388,7 @@ impl SlurmRunner {
             shared: job.shared,
             jobs_dir: &self.jobs_dir,
             cwd: job.spec.cwd.as_deref().or(here.as_deref()),
+            checkpoint: checkpoint.as_deref(),
         });
         let n = self.next_script.fetch_add(1, Ordering::Relaxed);
         let path = self

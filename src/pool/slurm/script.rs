@@ -75,6 +75,8 @@ pub(crate) struct ScriptJob<'a> {
     pub jobs_dir: &'a Path,
     /// Where the command runs: the task's `cwd`, else pexen's working directory.
     pub cwd: Option<&'a Path>,
+    /// `PEXEN_CHECKPOINT`, when the run keeps checkpoints.
+    pub checkpoint: Option<&'a Path>,
 }
 
 /// The batch script: `cd` to the task's directory, run the command through `env` (so every
@@ -107,6 +109,9 @@ pub(crate) fn batch_script(job: &ScriptJob<'_>) -> String {
     };
     assign("PEXEN_TASK", job.task.as_str());
     assign("PEXEN_ATTEMPT", &job.attempt.to_string());
+    if let Some(dir) = job.checkpoint {
+        assign("PEXEN_CHECKPOINT", &dir.to_string_lossy());
+    }
     for (key, value) in job.shared {
         match value {
             serde_json::Value::String(v) => assign(key, v),
@@ -213,6 +218,7 @@ mod tests {
             shared: &shared,
             jobs_dir: dir.path(),
             cwd: spec.cwd.as_deref(),
+            checkpoint: None,
         });
         let status = Command::new("/bin/sh")
             .args(["-c", &script])
@@ -245,6 +251,7 @@ mod tests {
             shared: &Shared::new(),
             jobs_dir: dir.path(),
             cwd: spec.cwd.as_deref(),
+            checkpoint: None,
         });
         Command::new("/bin/sh")
             .args(["-c", &script])

@@ -70,6 +70,8 @@ pub(crate) enum Verdict {
     /// The job was lost through no fault of the task (node failure, preemption): submit it
     /// again, without counting an attempt.
     Requeue(String),
+    /// The task exited 75: it suspends the run (SPEC section 12).
+    Suspend,
 }
 
 /// The exit record a job wrote, when it wrote one.
@@ -148,6 +150,7 @@ fn exit_verdict(record: &ExitRecord) -> Verdict {
     match record.code {
         0 => Verdict::Done(Outcome::Pass, None),
         77 => Verdict::Done(Outcome::Skip, Some("exit code 77".into())),
+        crate::pool::command::SUSPEND_EXIT => Verdict::Suspend,
         code @ 129..=159 => Verdict::Done(
             Outcome::Error,
             Some(format!("killed by signal {}", signal_name(code - 128))),
@@ -206,6 +209,7 @@ mod tests {
             v(77),
             Verdict::Done(Outcome::Skip, Some("exit code 77".into()))
         );
+        assert_eq!(v(75), Verdict::Suspend);
         assert_eq!(
             v(137),
             Verdict::Done(Outcome::Error, Some("killed by signal SIGKILL".into()))
