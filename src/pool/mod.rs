@@ -121,7 +121,7 @@ impl Executor {
                 PoolKind::Processes => self.processes.run(job, checkpoint, sink),
             },
             Work::Command(spec) if self.slurm.is_some() => {
-                self.run_slurm(spec, job, checkpoint.as_deref(), sink)
+                self.run_slurm(spec, job, checkpoint, sink)
             }
             Work::Command(spec) => match self.commands() {
                 Ok(runner) => {
