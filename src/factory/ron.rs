@@ -59,6 +59,7 @@ macro_rules! definition {
             pub(crate) group: Option<String>,
             #[serde(default)]
             pub(crate) when: Option<WhenDef>,
+            #[serde(default)]
             pub(crate) slurm_args: Vec<String>,
         }
 

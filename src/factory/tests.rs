@@ -346,3 +346,34 @@ fn the_example_trees_load() {
     let errs = errors(&root.join("broken"));
     assert_eq!(errs.len(), 6, "{}", FactoryErrors(errs));
 }
+
+#[test]
+fn slurm_args_are_inherited_and_appended() {
+    let dir = tree(&[
+        ("_dir.ron", r#"(slurm_args: ["--partition=a"])"#),
+        ("sub/_dir.ron", r#"(slurm_args: ["--account=b"])"#),
+        (
+            "sub/own.ron",
+            r#"(run: Cmd(["true"]), slurm_args: ["--qos=c"])"#,
+        ),
+        ("sub/plain.ron", r#"(run: Cmd(["true"]))"#),
+        (
+            "sub/many.tasks.ron",
+            r#"{"x": (run: Shell("true"), priority: Some(1))}"#,
+        ),
+        ("top.ron", r#"(run: Cmd(["true"]))"#),
+        ("run.sh", "#!/bin/sh\n"),
+    ]);
+    executable(&dir.path().join("run.sh"));
+    let t = load(dir.path()).unwrap();
+    let args = |name: &str| {
+        let task = t.tasks.iter().find(|t| t.name.as_str() == name).unwrap();
+        command(task).slurm_args.clone()
+    };
+    assert_eq!(args("sub/own"), ["--partition=a", "--account=b", "--qos=c"]);
+    assert_eq!(args("sub/plain"), ["--partition=a", "--account=b"]);
+    // Through `ron` (not the fast path), without the field.
+    assert_eq!(args("sub/many/x"), ["--partition=a", "--account=b"]);
+    assert_eq!(args("top"), ["--partition=a"]);
+    assert_eq!(args("run.sh"), ["--partition=a"]);
+}
