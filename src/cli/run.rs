@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::args::{MessageFormat, RunArgs};
+use super::args::{Color, MessageFormat, RunArgs};
 use super::{load, select, CliError};
 use crate::error::exit_code;
+use crate::report::display::{ColorChoice, Display};
 use crate::report::human::HumanReporter;
-use crate::report::json::event_json;
+use crate::report::json::{event_json_with, JsonOptions};
 use crate::report::junit::write_junit;
 use crate::sched::events::Event;
 use crate::sched::{RunHandle, Scheduler};
@@ -33,13 +34,14 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     for w in &tree.warnings {
         eprintln!("warning: {w}");
     }
-    let mut tasks = select::select(
+    let selection = select::select(
         tree.tasks,
         &args.filters,
         &args.tags,
         &tree.virtuals,
         &args.prefer,
     )?;
+    let mut tasks = selection.tasks;
     for t in &mut tasks {
         if let Some(r) = args.retries {
             t.meta.retries = r;
@@ -51,18 +53,47 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     let mut capacity = tree.capacity;
     capacity.extend(args.capacity.iter().cloned());
     // Validate before touching the state directory: bad definitions are exit 2 whatever it holds.
-    crate::graph::Graph::build(&tasks, &capacity)?;
+    crate::graph::Graph::build(&tasks, &capacity).map_err(|e| super::problems::TreeProblems {
+        definitions: Vec::new(),
+        graph: super::problems::locate(e, &tree.sources),
+    })?;
 
+    let tty = std::io::stderr().is_terminal();
+    let color = match args.color {
+        Color::Auto => ColorChoice::Auto,
+        Color::Always => ColorChoice::Always,
+        Color::Never => ColorChoice::Never,
+    }
+    .enabled(tty, std::env::var_os("NO_COLOR").as_deref());
+    let display = Display::plain(color);
+    for w in super::preflight::warnings(&tasks) {
+        display.warning(&w);
+    }
     let mut journal = RunJournal::open(&args.state, &tasks, args.resume)?;
     for w in journal.warnings() {
-        eprintln!("warning: {w}");
+        display.warning(w);
     }
     if args.explain {
-        let mut err = std::io::stderr().lock();
         for line in journal.explanations() {
-            let _ = writeln!(err, "{line}");
+            display.line(&line);
         }
     }
+
+    let json = args.message_format == MessageFormat::Json;
+    let mut human = (!json).then(|| {
+        let mut b = HumanReporter::builder()
+            .live(tty)
+            .color(color)
+            .slow_period(Some(args.slow_timeout))
+            .max_attempts(tasks.iter().map(|t| (t.name.clone(), t.meta.retries + 1)))
+            .resumed(journal.resumed_count())
+            .resume_hint(resume_hint(args));
+        if let Some((selected, providers)) = selection.counts {
+            b = b.selection(selected, providers);
+        }
+        b.build()
+    });
+    let display = human.as_ref().map_or(display, HumanReporter::display);
 
     let mut builder = Scheduler::builder()
         .capacities(capacity)
@@ -79,12 +110,11 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     builder = super::slurm::configure(builder, args, &journal)?;
     let run = builder.build().run(tasks)?;
     let interrupted = Arc::new(AtomicBool::new(false));
-    let signals = SignalWatch::start(run.handle(), interrupted.clone());
+    let signals = SignalWatch::start(run.handle(), interrupted.clone(), display.clone());
 
-    let json = args.message_format == MessageFormat::Json;
-    let mut human = (!json).then(|| {
-        HumanReporter::new(std::io::stderr().is_terminal()).resume_hint(resume_hint(args))
-    });
+    let json_options = JsonOptions {
+        output: args.json_output,
+    };
     let mut stdout = std::io::stdout().lock();
     let mut outcome = Outcome::Pass;
     let mut duration = Duration::ZERO;
@@ -98,7 +128,7 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
         // Already journaled by the observer: what is reported has been recorded.
         if !stopping {
             if let Some(e) = journal.error() {
-                eprintln!("error: {e}; stopping the run");
+                display.error(&format!("{e}; stopping the run"));
                 stopping = true;
                 handle.cancel();
             }
@@ -114,7 +144,7 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
         }
         if let Some(h) = &mut human {
             h.event(&event);
-        } else if let Some(line) = event_json(&event) {
+        } else if let Some(line) = event_json_with(&event, json_options) {
             let _ = writeln!(stdout, "{line}");
             let _ = stdout.flush();
         }
@@ -165,7 +195,7 @@ fn resume_hint(args: &RunArgs) -> String {
     if args.dir != std::path::Path::new(".") {
         words.push(shell_word(&args.dir.to_string_lossy()));
     }
-    if args.state != std::path::Path::new(".pexen") {
+    if args.state != args.dir.join(".pexen") {
         words.push("--state".into());
         words.push(shell_word(&args.state.to_string_lossy()));
     }
@@ -193,7 +223,7 @@ struct SignalWatch {
 }
 
 impl SignalWatch {
-    fn start(run: RunHandle, interrupted: Arc<AtomicBool>) -> Option<Self> {
+    fn start(run: RunHandle, interrupted: Arc<AtomicBool>, display: Display) -> Option<Self> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).ok()?;
         let handle = signals.handle();
@@ -202,11 +232,11 @@ impl SignalWatch {
             .spawn(move || {
                 for _ in signals.forever() {
                     if interrupted.swap(true, Ordering::SeqCst) {
-                        eprintln!("interrupted again: killing running tasks");
+                        display.line("interrupted again: killing running tasks");
                         run.kill();
                     } else {
-                        eprintln!(
-                            "interrupted: stopping running tasks (interrupt again to kill them)"
+                        display.line(
+                            "interrupted: stopping running tasks (interrupt again to kill them)",
                         );
                         run.cancel();
                     }

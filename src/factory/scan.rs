@@ -116,6 +116,45 @@ fn is_ident(c: u8) -> bool {
 }
 
 /// Finds field `name` of the struct starting in `range`: the offsets of its name and its value.
+/// The name of the field of the struct in `range` whose name or value contains byte `at`
+/// (the value may be malformed: that is what an error there is about).
+pub(crate) fn field_at(b: &[u8], range: Range<usize>, at: usize) -> Option<&str> {
+    let b = &b[..range.end];
+    let mut i = skip_trivia(b, range.start);
+    while i < b.len() && is_ident(b[i]) {
+        i += 1;
+    }
+    i = skip_trivia(b, i);
+    if b.get(i) != Some(&b'(') || at <= i {
+        return None;
+    }
+    i += 1;
+    loop {
+        let name_at = skip_trivia(b, i);
+        let mut j = name_at;
+        while j < b.len() && is_ident(b[j]) {
+            j += 1;
+        }
+        let field = std::str::from_utf8(&b[name_at..j]).ok()?;
+        j = skip_trivia(b, j);
+        if field.is_empty() || b.get(j) != Some(&b':') || at < name_at {
+            return None;
+        }
+        let value_at = skip_trivia(b, j + 1);
+        let Some(end) = skip_value(b, value_at) else {
+            return Some(field);
+        };
+        if at < end {
+            return Some(field);
+        }
+        i = skip_trivia(b, end);
+        if b.get(i) != Some(&b',') {
+            return None;
+        }
+        i += 1;
+    }
+}
+
 pub(crate) fn find_field(b: &[u8], range: Range<usize>, name: &str) -> Option<(usize, usize)> {
     let b = &b[..range.end];
     let mut i = skip_trivia(b, range.start);

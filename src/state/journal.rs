@@ -69,7 +69,12 @@ pub enum JournalError {
         #[source]
         source: io::Error,
     },
-    #[error("{} is not a pexen journal (bad magic bytes)", path.display())]
+    #[error(
+        "{} is not a pexen journal (bad magic bytes); run without --resume to start afresh, \
+         or remove {}",
+        path.display(),
+        path.parent().unwrap_or(path).display()
+    )]
     NotAJournal { path: PathBuf },
     #[error(
         "journal {} has format version {found}, but this pexen reads version {expected}; \
@@ -81,7 +86,12 @@ pub enum JournalError {
         found: u32,
         expected: u32,
     },
-    #[error("journal {} is damaged at byte {offset}: {what}", path.display())]
+    #[error(
+        "journal {} is damaged at byte {offset}: {what}; run without --resume to start afresh, \
+         or remove {}",
+        path.display(),
+        path.parent().unwrap_or(path).display()
+    )]
     Corrupt {
         path: PathBuf,
         offset: u64,

@@ -69,10 +69,10 @@ pub(super) fn parse(path: PathBuf, bytes: &[u8]) -> Result<LoadedJournal, Journa
                 });
             }
             warnings.push(format!(
-                "journal {}: dropped a torn last record at byte {at} ({} bytes); \
-                 the task it recorded runs again",
+                "journal {}: dropped a torn last record at byte {at} ({} bytes); {}",
                 path.display(),
-                bytes.len() - at
+                bytes.len() - at,
+                torn_what(bytes.get(at + FRAME_LEN..).unwrap_or_default())
             ));
             break;
         };
@@ -93,6 +93,25 @@ pub(super) fn parse(path: PathBuf, bytes: &[u8]) -> Result<LoadedJournal, Journa
         valid_len: at as u64,
         version: found,
     })
+}
+
+/// What a torn record was, from the start of its payload that did reach the file.
+fn torn_what(payload: &[u8]) -> String {
+    let text = String::from_utf8_lossy(payload);
+    if text.starts_with("{\"run-finished\"") {
+        return "it was the end of the last run, and no task runs again because of it".into();
+    }
+    if text.starts_with("{\"run-started\"") {
+        return "it was the start of a run that recorded nothing".into();
+    }
+    let task = text
+        .strip_prefix("{\"task-finished\":{\"name\":\"")
+        .and_then(|rest| rest.split_once('"'))
+        .map(|(name, _)| name);
+    match task {
+        Some(name) => format!("task `{name}`, which it recorded, runs again"),
+        None => "the task it recorded runs again".into(),
+    }
 }
 
 type DecodeError = (usize, serde_json::Error);

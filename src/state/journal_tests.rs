@@ -350,5 +350,41 @@ fn unfinished_jobs_are_those_without_a_later_record() {
             ("running".to_owned(), "3".to_owned()),
             ("done".to_owned(), "5".to_owned()),
         ]
+#[test]
+fn a_torn_record_is_named_for_what_it_was() {
+    let (dir, offsets) = sample(2);
+    let path = dir.path().join(FILE_NAME);
+    let full = fs::read(&path).unwrap();
+    // A task record torn after its name: that task runs again.
+    let last = offsets[1] as usize;
+    fs::write(&path, &full[..full.len() - 3]).unwrap();
+    let loaded = Journal::load(dir.path()).unwrap();
+    assert!(
+        loaded.warnings[0].ends_with("task `dir/task-1`, which it recorded, runs again"),
+        "{}",
+        loaded.warnings[0]
+    );
+    // Torn inside its frame header: nothing says which task.
+    fs::write(&path, &full[..last + 3]).unwrap();
+    let loaded = Journal::load(dir.path()).unwrap();
+    assert!(loaded.warnings[0].ends_with("the task it recorded runs again"));
+    // The end of a run, torn: no task is announced.
+    fs::write(&path, &full).unwrap();
+    let mut j = Journal::open_append(dir.path()).unwrap().0;
+    j.run_finished(RunSummary {
+        outcome: Outcome::Pass,
+        counts: Counts::default(),
+        duration_s: 1.0,
+        interrupted: false,
+    })
+    .unwrap();
+    drop(j);
+    let full = fs::read(&path).unwrap();
+    fs::write(&path, &full[..full.len() - 2]).unwrap();
+    let loaded = Journal::load(dir.path()).unwrap();
+    assert!(
+        loaded.warnings[0].contains("the end of the last run, and no task runs again"),
+        "{}",
+        loaded.warnings[0]
     );
 }

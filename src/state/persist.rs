@@ -244,9 +244,18 @@ impl RunJournal {
         &self.decisions
     }
 
+    /// How many tasks `--resume` takes from the journal instead of running them (until the
+    /// journal is given to a scheduler).
+    pub fn resumed_count(&self) -> usize {
+        self.resumed.len()
+    }
+
     /// The first error writing the journal during the run, if any: the caller should cancel.
     pub fn error(&self) -> Option<String> {
-        self.lock().error.as_ref().map(ToString::to_string)
+        self.lock()
+            .error
+            .as_ref()
+            .map(|e| crate::error::error_chain(e))
     }
 
     /// Ends journaling: the records of the run (for reports), or the error that stopped it.

@@ -480,8 +480,37 @@ fn start_error(program: &str, cwd: Option<&Path>, error: &io::Error) -> String {
                 cwd.display()
             )
         }
-        _ => format!("cannot start {program}: {reason}"),
+        _ => match bad_interpreter(program, cwd, error) {
+            Some(why) => format!("cannot start {program}: {why}"),
+            None => format!("cannot start {program}: {reason}"),
+        },
     }
+}
+
+/// `ENOENT` for a program that exists means that its `#!` interpreter does not (the kernel
+/// says "No such file or directory" either way): name the interpreter, and Windows line
+/// endings when they are the reason (`#!/bin/sh\r`).
+fn bad_interpreter(program: &str, cwd: Option<&Path>, error: &io::Error) -> Option<String> {
+    use std::io::Read;
+    if error.kind() != io::ErrorKind::NotFound || !program.contains('/') {
+        return None;
+    }
+    let path = match cwd {
+        Some(cwd) => cwd.join(program),
+        None => PathBuf::from(program),
+    };
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(&path).ok()?.read(&mut head).ok()?;
+    let first = head[..n].split(|&b| b == b'\n').next()?;
+    let line = String::from_utf8_lossy(first.strip_prefix(b"#!")?);
+    let interpreter = line.trim_start().split([' ', '\t']).next()?;
+    if let Some(bare) = interpreter.strip_suffix('\r') {
+        return Some(format!(
+            "bad interpreter `{bare}\\r`: the script has Windows line endings (CRLF)"
+        ));
+    }
+    (!Path::new(interpreter).exists())
+        .then(|| format!("bad interpreter `{interpreter}`: no such file"))
 }
 
 /// A fresh private directory `pexen-PID-N` under the system temp dir.
