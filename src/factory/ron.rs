@@ -297,7 +297,10 @@ impl Source<'_> {
                     token_at(self.text, at)
                 )
             }
-            _ => format!("in `{field}`: {raw}"),
+            Some(_) => format!("in `{field}`: {raw}"),
+            // Fields with a structure of their own (`when`) keep the parser's words: the error
+            // is about a part of them.
+            None => raw,
         }
     }
 
