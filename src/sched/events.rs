@@ -141,10 +141,7 @@ pub enum Event {
         message: String,
     },
     /// An attempt of a task starts (`attempt` counts from 1).
-    TaskStarted {
-        task: TaskName,
-        attempt: u32,
-    },
+    TaskStarted { task: TaskName, attempt: u32 },
     /// An attempt was handed to an outside scheduler (a Slurm job) under the id `job`: the
     /// journal records it so that `--resume` can re-attach to the job after pexen was killed.
     TaskSubmitted {

@@ -350,6 +350,9 @@ fn unfinished_jobs_are_those_without_a_later_record() {
             ("running".to_owned(), "3".to_owned()),
             ("done".to_owned(), "5".to_owned()),
         ]
+    );
+}
+
 #[test]
 fn a_torn_record_is_named_for_what_it_was() {
     let (dir, offsets) = sample(2);
