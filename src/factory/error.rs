@@ -68,6 +68,10 @@ pub enum FactoryError {
         #[source]
         source: humantime::DurationError,
     },
+    #[error("{location}: timeout `{value}` is too long, expected at most 100 years")]
+    TimeoutTooLong { location: Location, value: String },
+    #[error("{location}: invalid UTF-8 (byte 0x{byte:02x}), expected UTF-8 text")]
+    NotUtf8 { location: Location, byte: u8 },
     #[error("{location}: empty `run`, expected a program (`Cmd([\"./t\"])`) or a script (`Shell(\"make\")`)")]
     EmptyRun { location: Location },
     #[error("{location}: invalid task name `{name}`: {reason}")]
@@ -148,6 +152,8 @@ impl FactoryError {
             | FactoryError::MissingField { location, .. }
             | FactoryError::DuplicateField { location, .. }
             | FactoryError::BadDuration { location, .. }
+            | FactoryError::TimeoutTooLong { location, .. }
+            | FactoryError::NotUtf8 { location, .. }
             | FactoryError::EmptyRun { location }
             | FactoryError::BadName { location, .. }
             | FactoryError::DuplicateKey { location, .. }
