@@ -76,8 +76,6 @@ pub struct RunJournal {
     recorder: Arc<Mutex<Recorder>>,
     /// This run's record of running tasks, for the command runner; removed when the run ends.
     live: Arc<LiveRecord>,
-    /// Dropped last (fields drop in order): the directory stays ours until everything is done.
-    _lock: StateLock,
     resumed: HashMap<TaskName, Resumed>,
     /// Tasks that suspended the last run: they run first.
     run_first: Vec<TaskName>,
@@ -90,6 +88,8 @@ pub struct RunJournal {
     /// With `resume`: such jobs of tasks that changed, were removed, or are taken from the
     /// journal: nobody will collect them.
     stale: Vec<SubmittedJob>,
+    /// Dropped last (fields drop in order): the directory stays ours until everything is done.
+    _lock: StateLock,
 }
 
 /// The journal and the collector, fed by the observer.

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 /// Receives the process groups a [`super::CommandRunner`] starts and ends.
 ///
-/// Called on the worker threads, once per attempt each: keep it to one cheap write.
+/// Called on the worker threads, once per attempt still running at its first tick (25 ms): keep
+/// it to one cheap write.
 pub trait Tracker: Send + Sync {
     /// The runner's private temp dir. Every task process inherits `PEXEN_RESULTS=DIR/…` in its
     /// environment, which identifies descendants that left their group.
