@@ -113,6 +113,14 @@ mod tests {
             "{text}"
         );
         drop(first);
-        StateLock::acquire(&state).unwrap();
+        // A child that another test thread forked meanwhile holds a copy of the descriptor
+        // until it execs (then close-on-exec drops it): free once that has happened.
+        loop {
+            match StateLock::acquire(&state) {
+                Ok(_) => break,
+                Err(JournalError::Locked { .. }) => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 }
