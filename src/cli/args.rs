@@ -193,8 +193,12 @@ pub(crate) fn state_dir(state: &std::path::Path, tree: &std::path::Path) -> Path
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration like `30s` or `5m`: {e}"))
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like `30s` or `5m`: {e}"))?;
+    if d > crate::task::MAX_TIMEOUT {
+        return Err(format!("`{s}` is too long: at most 100 years"));
+    }
+    Ok(d)
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {

@@ -22,17 +22,11 @@ use crate::task::Outcome;
 pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     // A report that cannot be written should stop the run before it starts, not after.
     if let Some(junit) = &args.junit {
-        let dir = junit.parent().filter(|d| !d.as_os_str().is_empty());
-        if dir.is_some_and(|d| !d.is_dir()) {
-            return Err(CliError::Usage(format!(
-                "--junit {}: the directory does not exist",
-                junit.display()
-            )));
-        }
+        check_writable(junit)?;
     }
     let tree = load(&args.dir)?;
     for w in &tree.warnings {
-        eprintln!("warning: {w}");
+        say(format_args!("warning: {w}"));
     }
     let selection = select::select(
         tree.tasks,
@@ -215,8 +209,43 @@ fn shell_word(word: &str) -> String {
     shlex::try_quote(word).map_or_else(|_| word.to_string(), std::borrow::Cow::into_owned)
 }
 
-/// SIGINT/SIGTERM handling: the first stops the run cleanly (running commands get SIGTERM,
-/// a grace period, then SIGKILL), the second kills them at once.
+/// `--junit FILE` must name a file that can be created next to where it goes: checked by
+/// creating (and removing) a file there, so a run is not spent on a report that cannot be
+/// written. Exit 2: the command line asked for something impossible.
+fn check_writable(junit: &std::path::Path) -> Result<(), CliError> {
+    let usage = |why: String| CliError::Usage(format!("--junit {}: {why}", junit.display()));
+    if junit.is_dir() {
+        return Err(usage("is a directory; expected a file name".into()));
+    }
+    let dir = junit
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !dir.is_dir() {
+        return Err(usage("the directory does not exist".into()));
+    }
+    let probe = dir.join(format!(".pexen-junit-probe.{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(usage(format!("cannot write in {}: {e}", dir.display()))),
+    }
+}
+
+/// Writes a line to stderr, ignoring failure: stderr may be closed (`2>&1 | head` whose reader
+/// exited, a dropped ssh link), and that must not stop pexen (`eprintln!` would panic, and a
+/// panic on the signal thread would leave SIGINT caught by nobody).
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Signal handling, in one place. SIGINT, SIGTERM, SIGHUP (terminal or ssh session closed) and
+/// SIGQUIT: the first stops the run cleanly (running commands get SIGTERM, a grace period, then
+/// SIGKILL), the second kills them at once; either way the run reports and journals every
+/// task, as nextest treats them. SIGTSTP (Ctrl-Z): running task groups are stopped and their
+/// timeouts paused, then pexen stops itself; SIGCONT continues them.
 struct SignalWatch {
     handle: signal_hook::iterator::Handle,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -224,21 +253,36 @@ struct SignalWatch {
 
 impl SignalWatch {
     fn start(run: RunHandle, interrupted: Arc<AtomicBool>, display: Display) -> Option<Self> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).ok()?;
+        use signal_hook::consts::{SIGCONT, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTSTP};
+        let mut signals = signal_hook::iterator::Signals::new([
+            SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, SIGCONT,
+        ])
+        .ok()?;
         let handle = signals.handle();
         let thread = std::thread::Builder::new()
             .name("pexen-signals".into())
             .spawn(move || {
-                for _ in signals.forever() {
-                    if interrupted.swap(true, Ordering::SeqCst) {
-                        display.line("interrupted again: killing running tasks");
-                        run.kill();
-                    } else {
-                        display.line(
-                            "interrupted: stopping running tasks (interrupt again to kill them)",
-                        );
-                        run.cancel();
+                for signal in signals.forever() {
+                    let name = crate::pool::command::procs::signal_name(signal);
+                    match signal {
+                        SIGTSTP => {
+                            run.pause();
+                            // Then stop as the default action would (SIGSTOP to ourselves).
+                            let _ = signal_hook::low_level::emulate_default_handler(SIGTSTP);
+                        }
+                        SIGCONT => run.resume(),
+                        // Act first, then say: a terminal nobody reads (Ctrl-S, a full pty)
+                        // can block the write.
+                        _ if interrupted.swap(true, Ordering::SeqCst) => {
+                            run.kill();
+                            display.line(&format!("interrupted again ({name}): killing running tasks"));
+                        }
+                        _ => {
+                            run.cancel();
+                            display.line(&format!(
+                                "interrupted: {name}, stopping running tasks (interrupt again to kill them)"
+                            ));
+                        }
                     }
                 }
             })

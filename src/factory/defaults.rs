@@ -74,6 +74,12 @@ impl Layer {
                         value,
                     })
                 }
+                Ok(d) if d > crate::task::MAX_TIMEOUT => {
+                    return Err(FactoryError::TimeoutTooLong {
+                        location: src.field_location(range, "timeout", true),
+                        value,
+                    })
+                }
                 Ok(d) => Some(d),
                 Err(source) => {
                     return Err(FactoryError::BadDuration {

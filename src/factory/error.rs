@@ -75,6 +75,10 @@ pub enum FactoryError {
          duration such as \"30s\" (leave `timeout` out for none)"
     )]
     ZeroTimeout { location: Location, value: String },
+    #[error("{location}: timeout `{value}` is too long, expected at most 100 years")]
+    TimeoutTooLong { location: Location, value: String },
+    #[error("{location}: invalid UTF-8 (byte 0x{byte:02x}), expected UTF-8 text")]
+    NotUtf8 { location: Location, byte: u8 },
     #[error("{location}: empty `run`, expected a program (`Cmd([\"./t\"])`) or a script (`Shell(\"make\")`)")]
     EmptyRun { location: Location },
     #[error("{location}: invalid task name `{name}`: {reason}")]
@@ -156,6 +160,8 @@ impl FactoryError {
             | FactoryError::DuplicateField { location, .. }
             | FactoryError::BadDuration { location, .. }
             | FactoryError::ZeroTimeout { location, .. }
+            | FactoryError::TimeoutTooLong { location, .. }
+            | FactoryError::NotUtf8 { location, .. }
             | FactoryError::EmptyRun { location }
             | FactoryError::BadName { location, .. }
             | FactoryError::DuplicateKey { location, .. }

@@ -15,6 +15,8 @@
 mod defaults;
 mod error;
 mod fast;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod generator;
 mod ron;
 mod scan;
@@ -195,14 +197,9 @@ fn load_file(
         };
         return vec![Ok((task, at))];
     }
-    let text = match read_text(&path) {
+    let text = match read_text(&path, &shown) {
         Ok(text) => text,
-        Err(source) => {
-            return vec![Err(FactoryError::Io {
-                path: shown,
-                source,
-            })]
-        }
+        Err(e) => return vec![Err(e)],
     };
     let src = Source {
         file: &shown,
@@ -223,13 +220,32 @@ fn load_file(
 /// Reads a definition file. `fs::read_to_string` first asks for the file's size (one more system
 /// call per file, a tenth of the cost of a 10^5-file tree); definitions are small, so read into a
 /// buffer that usually fits them instead.
-fn read_text(path: &Path) -> std::io::Result<String> {
+///
+/// Text that is not UTF-8 is an error at the line and column of its first bad byte.
+pub(crate) fn read_text(path: &Path, shown: &Path) -> Result<String, FactoryError> {
     use std::io::Read;
-    let mut text = String::with_capacity(4096);
-    fs::File::open(path)?
-        .take(u64::MAX)
-        .read_to_string(&mut text)?;
-    Ok(text)
+    let io = |source| FactoryError::Io {
+        path: shown.to_owned(),
+        source,
+    };
+    let mut bytes = Vec::with_capacity(4096);
+    fs::File::open(path)
+        .and_then(|f| f.take(u64::MAX).read_to_end(&mut bytes))
+        .map_err(io)?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.into_bytes();
+        // The prefix before `at` is valid UTF-8, so the usual location applies to it.
+        let valid = std::str::from_utf8(&bytes[..at]).unwrap_or_default();
+        let src = ron::Source {
+            file: shown,
+            text: valid,
+        };
+        FactoryError::NotUtf8 {
+            location: src.location(at),
+            byte: bytes[at],
+        }
+    })
 }
 
 /// Loads a `.tasks.ron` map, its entries in parallel.

@@ -181,7 +181,13 @@ pub(crate) struct Source<'a> {
 impl Source<'_> {
     /// The 1-based line and character column of a byte offset.
     pub(crate) fn location(&self, offset: usize) -> Location {
-        let before = &self.text[..offset.min(self.text.len())];
+        // An offset inside a multibyte character (`ron` reports some errors at the byte after a
+        // backslash or a `/`) is the character's.
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &self.text[..offset];
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         Location {
             file: self.file.to_path_buf(),

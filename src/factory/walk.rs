@@ -137,7 +137,7 @@ impl Walker<'_> {
             return;
         }
         let mut has_gitignore = false;
-        let mut entries: Vec<(OsString, fs::FileType)> = match fs::read_dir(dir) {
+        let entries: Vec<(OsString, fs::FileType)> = match fs::read_dir(dir) {
             Ok(rd) => {
                 let mut entries = Vec::new();
                 for entry in rd {
@@ -153,13 +153,26 @@ impl Walker<'_> {
             }
             Err(source) => return self.io(shown, source),
         };
-        entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        // Byte-wise, a directory's name followed by `/`, as whole paths sort: `a.ron` < `a/`
+        // (`.` < `/`), so a task comes before the tasks named below it.
+        let is_dir = |(name, t): &(OsString, fs::FileType)| {
+            t.is_dir() || (t.is_symlink() && fs::metadata(dir.join(name)).is_ok_and(|m| m.is_dir()))
+        };
+        let mut keyed: Vec<(bool, (OsString, fs::FileType))> =
+            entries.into_iter().map(|e| (is_dir(&e), e)).collect();
+        keyed.sort_unstable_by(|(a_dir, a), (b_dir, b)| {
+            let a = a.0.as_bytes().iter().chain(a_dir.then_some(&b'/'));
+            let b = b.0.as_bytes().iter().chain(b_dir.then_some(&b'/'));
+            a.cmp(b)
+        });
         let pushed = has_gitignore && self.push_gitignore(dir);
         if !self.gitignores.is_empty() {
-            let before = entries.len();
-            entries.retain(|(name, t)| !self.is_ignored(&dir.join(name), t.is_dir()));
-            self.out.ignored += before - entries.len();
+            let before = keyed.len();
+            keyed.retain(|(is_dir, (name, _))| !self.is_ignored(&dir.join(name), *is_dir));
+            self.out.ignored += before - keyed.len();
         }
+        let mut entries: Vec<(OsString, fs::FileType)> =
+            keyed.into_iter().map(|(_, e)| e).collect();
 
         let defaults = match entries.iter().position(|e| e.0 == DIR_FILE) {
             Some(i) => {
@@ -290,10 +303,10 @@ impl Walker<'_> {
 
     /// Reads a `_dir.ron`; `None` (with the problem recorded) when it is broken.
     fn defaults(&mut self, path: &Path, shown: &Path, dir: &Path, at_root: bool) -> Option<Layer> {
-        let text = match fs::read_to_string(path) {
+        let text = match super::read_text(path, shown) {
             Ok(text) => text,
-            Err(source) => {
-                self.io(shown.to_path_buf(), source);
+            Err(e) => {
+                self.error(e);
                 return None;
             }
         };

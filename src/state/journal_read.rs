@@ -13,7 +13,9 @@ fn frame(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
     let head = bytes.get(at..at + FRAME_LEN)?;
     let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(head[4..].try_into().ok()?);
-    if len > MAX_RECORD {
+    // A real record is never empty; a zero length (with the zero checksum of nothing) is what a
+    // zero-filled tail reads as.
+    if len == 0 || len > MAX_RECORD {
         return None;
     }
     let end = at + FRAME_LEN + len;
@@ -68,8 +70,15 @@ pub(super) fn parse(path: PathBuf, bytes: &[u8]) -> Result<LoadedJournal, Journa
                     what: "bad length or checksum, with valid records after it".into(),
                 });
             }
+            let what = if bytes[at..].iter().all(|&b| b == 0) {
+                // What a power loss can leave after a delayed allocation: the file's length
+                // was updated, its last blocks never written.
+                "a zero-filled tail"
+            } else {
+                "a torn last record"
+            };
             warnings.push(format!(
-                "journal {}: dropped a torn last record at byte {at} ({} bytes); {}",
+                "journal {}: dropped {what} at byte {at} ({} bytes); {}",
                 path.display(),
                 bytes.len() - at,
                 torn_what(bytes.get(at + FRAME_LEN..).unwrap_or_default())

@@ -111,6 +111,40 @@ fn bad_checksum_in_the_last_record_is_torn() {
 }
 
 #[test]
+fn a_zero_filled_tail_is_torn_not_damage() {
+    // A power loss after a delayed allocation: the length grew, the blocks read as zeros. Over
+    // the last record, or appended after it, of any length (4 KiB: a whole block).
+    let (dir, offsets) = sample(2);
+    let path = dir.path().join(FILE_NAME);
+    let full = fs::read(&path).unwrap();
+    for (keep, zeros) in [
+        (offsets[1] as usize, full.len() - offsets[1] as usize),
+        (full.len(), 4096),
+        (full.len(), 3),
+    ] {
+        let mut bytes = full[..keep].to_vec();
+        bytes.resize(keep + zeros, 0);
+        fs::write(&path, &bytes).unwrap();
+        let loaded = Journal::load(dir.path()).unwrap();
+        assert_eq!(loaded.valid_len, keep as u64);
+        assert!(
+            loaded.warnings[0].contains("zero-filled tail"),
+            "{:?}",
+            loaded.warnings
+        );
+    }
+    // Zeros with a valid record after them are damage.
+    let mut bytes = full[..offsets[1] as usize].to_vec();
+    bytes.extend_from_slice(&[0; 64]);
+    bytes.extend_from_slice(&full[offsets[1] as usize..]);
+    fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        Journal::load(dir.path()),
+        Err(JournalError::Corrupt { .. })
+    ));
+}
+
+#[test]
 fn resume_cuts_the_torn_tail_before_appending() {
     let (dir, offsets) = sample(2);
     let path = dir.path().join(FILE_NAME);
