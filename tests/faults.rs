@@ -478,7 +478,9 @@ fn soak_kill_9_at_twenty_moments_of_a_run_with_exports_then_resume() {
     loop {
         let mut args = vec!["-j", "4"];
         args.extend_from_slice(resume);
-        let mut child = spawn(&t, tmp.path(), &args, Stdio::null());
+        let err_path = tmp.path().join(format!("stderr-{kills}"));
+        let err_file = std::fs::File::create(&err_path).unwrap();
+        let mut child = spawn(&t, tmp.path(), &args, Stdio::from(err_file));
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
         // Kill at a random moment: after a random number of events of this run.
         let kill_after = if kills < 20 {
@@ -518,7 +520,8 @@ fn soak_kill_9_at_twenty_moments_of_a_run_with_exports_then_resume() {
         let status = child.wait().unwrap();
         finished_before.extend(finished);
         if !killed {
-            assert_eq!(status.code(), Some(0));
+            let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+            assert_eq!(status.code(), Some(0), "after {kills} kills: {stderr}");
             break;
         }
         kills += 1;

@@ -12,6 +12,7 @@ use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::state::journal::JournalError;
 
@@ -44,16 +45,28 @@ impl StateLock {
             .mode(0o644)
             .open(&path)
             .map_err(lock_error)?;
-        // SAFETY: flock takes a descriptor we own and an integer; it touches no memory.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        // A run killed with `kill -9` may leave the lock shared for a moment with a child it
+        // was spawning: the child holds a copy of the descriptor until its exec closes it.
+        // When the recorded holder is gone, wait that moment out (bounded) instead of
+        // refusing a run that nobody else holds the directory for.
+        let deadline = Instant::now() + ORPHANED_LOCK_WAIT;
+        loop {
+            // SAFETY: flock takes a descriptor we own and an integer; it touches no memory.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                break;
+            }
             let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(lock_error(e));
+            }
+            let gone = recorded_pid(&mut file).is_some_and(|pid| !alive(pid));
+            if !gone || Instant::now() >= deadline {
                 return Err(JournalError::Locked {
                     dir: dir.to_owned(),
                     holder: holder(&mut file),
                 });
             }
-            return Err(lock_error(e));
+            std::thread::sleep(Duration::from_millis(10));
         }
         // Who holds it, for the message of a run refused meanwhile. Best effort: the lock is
         // what counts, and a reader that sees an empty file says so.
@@ -73,11 +86,26 @@ impl StateLock {
     }
 }
 
+/// How long a lock whose recorded holder is gone may stay held by that holder's children
+/// between their fork and their exec.
+const ORPHANED_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// The pid the holder wrote into the lock file, if any.
+fn recorded_pid(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Whether process `pid` exists (a zombie counts: its parent has not reaped it yet).
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// `pid 1234 (pexen run tree --state s)`, from the lock file and `/proc`.
 fn holder(file: &mut File) -> String {
-    let mut text = String::new();
-    let _ = file.read_to_string(&mut text);
-    let Ok(pid) = text.trim().parse::<u32>() else {
+    let Some(pid) = recorded_pid(file) else {
         return "another process (it has not written its pid yet)".to_owned();
     };
     let command = fs::read(format!("/proc/{pid}/cmdline"))
