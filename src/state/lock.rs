@@ -47,8 +47,9 @@ impl StateLock {
             .map_err(lock_error)?;
         // A run killed with `kill -9` may leave the lock shared for a moment with a child it
         // was spawning: the child holds a copy of the descriptor until its exec closes it.
-        // When the recorded holder is gone, wait that moment out (bounded) instead of
-        // refusing a run that nobody else holds the directory for.
+        // The same holds in this process (an embedder, a test binary) for a lock it released
+        // while another thread was spawning. When the recorded holder is gone or is this
+        // process, wait that moment out (bounded) instead of refusing at once.
         let deadline = Instant::now() + ORPHANED_LOCK_WAIT;
         loop {
             // SAFETY: flock takes a descriptor we own and an integer; it touches no memory.
@@ -59,8 +60,9 @@ impl StateLock {
             if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
                 return Err(lock_error(e));
             }
-            let gone = recorded_pid(&mut file).is_some_and(|pid| !alive(pid));
-            if !gone || Instant::now() >= deadline {
+            let transient =
+                recorded_pid(&mut file).is_some_and(|pid| pid == std::process::id() || !alive(pid));
+            if !transient || Instant::now() >= deadline {
                 return Err(JournalError::Locked {
                     dir: dir.to_owned(),
                     holder: holder(&mut file),
