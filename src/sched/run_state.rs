@@ -760,13 +760,7 @@ impl RunState {
                 }
                 self.wake_dependents(tok as u32);
             } else if t.broken.is_none() {
-                let how = if ran {
-                    format!("ended {outcome}")
-                } else if self.suspended.contains(&idx) {
-                    "was suspended".to_string()
-                } else {
-                    "was skipped".to_string()
-                };
+                let how = how_ended(ran, self.suspended.contains(&idx), outcome);
                 let cause = format!(
                     "required token `{}` is not available: `{}` {how}",
                     self.graph.token_name(tok as u32),
@@ -822,13 +816,7 @@ impl RunState {
             self.wake_dependents(tok);
             return;
         }
-        let how = if ran {
-            format!("ended {outcome}")
-        } else if self.suspended.contains(&idx) {
-            "was suspended".to_string()
-        } else {
-            "was skipped".to_string()
-        };
+        let how = how_ended(ran, self.suspended.contains(&idx), outcome);
         let v = self.virtuals.get_mut(&tok).expect("a virtual token");
         v.misses
             .push(format!("`{}` {how}", self.tasks[idx as usize].name));
@@ -916,3 +904,14 @@ impl RunState {
 #[cfg(test)]
 #[path = "run_state_tests.rs"]
 mod tests;
+
+/// How a provider ended, for the cause of a dependent it leaves unsatisfied.
+fn how_ended(ran: bool, suspended: bool, outcome: Outcome) -> String {
+    if ran {
+        format!("ended {outcome}")
+    } else if suspended {
+        "was suspended".to_string()
+    } else {
+        "was skipped".to_string()
+    }
+}
