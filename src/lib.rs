@@ -30,6 +30,7 @@
 pub mod cli;
 pub mod condition;
 pub mod context;
+pub mod engine;
 pub mod error;
 pub mod factory;
 pub mod graph;

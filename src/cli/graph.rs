@@ -32,7 +32,7 @@ pub(super) fn graph(dir: &Path) -> Result<i32, CliError> {
         .map(|t| dag.add_node(t.name.as_str()))
         .collect();
     // A virtual token's chosen provider gets a solid edge; the alternatives a dashed one.
-    let chosen = super::select::default_choices(&tree.tasks, &tree.virtuals, &[]);
+    let chosen = crate::engine::select::default_choices(&tree.tasks, &tree.virtuals, &[]);
     for (i, req) in g.requires.iter().enumerate() {
         for &tok in req {
             let name = g.token_name(tok);

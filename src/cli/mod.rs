@@ -6,7 +6,6 @@ mod graph;
 mod list;
 mod report;
 mod run;
-mod select;
 mod slurm;
 
 use std::io::Write;
@@ -15,6 +14,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use thiserror::Error;
 
+use crate::engine::EngineError;
 use crate::error::{exit_code, GraphErrors};
 use crate::factory::{FactoryErrors, TaskTree};
 use crate::state::journal::JournalError;
@@ -42,6 +42,18 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<EngineError> for CliError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Definitions(e) => CliError::Definitions(e),
+            EngineError::Graph(e) => CliError::Graph(e),
+            EngineError::Usage(m) => CliError::Usage(m),
+            EngineError::State(e) => CliError::State(e),
+            EngineError::Write { path, source } => CliError::Write { path, source },
+        }
+    }
 }
 
 impl CliError {
@@ -98,13 +110,7 @@ pub fn main() -> i32 {
 
 /// Loads a tree, printing nothing.
 fn load(dir: &std::path::Path) -> Result<TaskTree, CliError> {
-    if !dir.is_dir() {
-        return Err(CliError::Usage(format!(
-            "{} is not a directory of tasks",
-            dir.display()
-        )));
-    }
-    Ok(crate::factory::load(dir)?)
+    Ok(crate::engine::load(dir)?)
 }
 
 /// `pexen check`: definitions and graph, every problem at once.

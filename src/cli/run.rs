@@ -1,83 +1,51 @@
-//! `pexen run`: load, select, decide what to resume, run, and feed every event to the journal,
-//! the display (human or JSON) and the JUnit collector, in that order: a result is journaled
-//! before it is reported.
+//! `pexen run`: the library's run of a tree ([`crate::engine`]: load, select, decide what to
+//! resume, run, journal, JUnit), shown on the terminal (human or JSON) and stopped by signals.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::args::{MessageFormat, RunArgs};
-use super::{load, select, CliError};
+use super::CliError;
+use crate::engine::RunRequest;
 use crate::error::exit_code;
 use crate::report::human::HumanReporter;
 use crate::report::json::event_json;
-use crate::report::junit::write_junit;
-use crate::sched::events::Event;
-use crate::sched::{RunHandle, Scheduler};
-use crate::state::RunJournal;
-use crate::task::Outcome;
+use crate::sched::RunHandle;
+
+/// The library call that `pexen serve` makes too, with the command line's settings.
+fn request(args: &RunArgs) -> RunRequest {
+    RunRequest {
+        dir: args.dir.clone(),
+        state: args.state.clone(),
+        filters: args.filters.clone(),
+        tags: args.tags.clone(),
+        prefer: args.prefer.clone(),
+        jobs: args.jobs.map(|j| j as usize),
+        resume: args.resume,
+        fail_fast: args.fail_fast,
+        retries: args.retries,
+        timeout: args.timeout,
+        grace: args.grace,
+        capacity: args.capacity.clone(),
+        junit: args.junit.clone(),
+    }
+}
 
 pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
-    // A report that cannot be written should stop the run before it starts, not after.
-    if let Some(junit) = &args.junit {
-        let dir = junit.parent().filter(|d| !d.as_os_str().is_empty());
-        if dir.is_some_and(|d| !d.is_dir()) {
-            return Err(CliError::Usage(format!(
-                "--junit {}: the directory does not exist",
-                junit.display()
-            )));
-        }
-    }
-    let tree = load(&args.dir)?;
-    for w in &tree.warnings {
-        eprintln!("warning: {w}");
-    }
-    let mut tasks = select::select(
-        tree.tasks,
-        &args.filters,
-        &args.tags,
-        &tree.virtuals,
-        &args.prefer,
-    )?;
-    for t in &mut tasks {
-        if let Some(r) = args.retries {
-            t.meta.retries = r;
-        }
-        if t.meta.timeout.is_none() {
-            t.meta.timeout = args.timeout;
-        }
-    }
-    let mut capacity = tree.capacity;
-    capacity.extend(args.capacity.iter().cloned());
-    // Validate before touching the state directory: bad definitions are exit 2 whatever it holds.
-    crate::graph::Graph::build(&tasks, &capacity)?;
-
-    let mut journal = RunJournal::open(&args.state, &tasks, args.resume)?;
-    for w in journal.warnings() {
+    let prepared = request(args).prepare()?;
+    for w in prepared.warnings() {
         eprintln!("warning: {w}");
     }
     if args.explain {
         let mut err = std::io::stderr().lock();
-        for line in journal.explanations() {
+        for line in prepared.explanations() {
             let _ = writeln!(err, "{line}");
         }
     }
 
-    let mut builder = Scheduler::builder()
-        .capacities(capacity)
-        .fail_fast(args.fail_fast)
-        .grace(args.grace)
-        .virtual_tokens(tree.virtuals)
-        .journal(&mut journal);
-    for group in tree.groups.into_values() {
-        builder = builder.group(group);
-    }
-    if let Some(j) = args.jobs {
-        builder = builder.jobs(j as usize);
-    }
-    builder = super::slurm::configure(builder, args, &journal)?;
-    let run = builder.build().run(tasks)?;
+    let prepared = prepared.configure(|b, journal| super::slurm::configure(b, args, journal))?;
+    let mut run = prepared.start()?;
     let interrupted = Arc::new(AtomicBool::new(false));
     let signals = SignalWatch::start(run.handle(), interrupted.clone());
 
@@ -86,32 +54,8 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
         HumanReporter::new(std::io::stderr().is_terminal()).resume_hint(resume_hint(args))
     });
     let mut stdout = std::io::stdout().lock();
-    let mut outcome = Outcome::Pass;
-    let mut duration = Duration::ZERO;
-    let mut stopping = false;
-    let mut suspended_by = Vec::new();
-    let handle = run.handle();
-    for event in run {
-        if let Event::TaskSuspended { task, .. } = &event {
-            suspended_by.push(task.clone());
-        }
+    for event in &mut run {
         // Already journaled by the observer: what is reported has been recorded.
-        if !stopping {
-            if let Some(e) = journal.error() {
-                eprintln!("error: {e}; stopping the run");
-                stopping = true;
-                handle.cancel();
-            }
-        }
-        if let Event::RunFinished {
-            outcome: o,
-            duration: d,
-            ..
-        } = &event
-        {
-            outcome = *o;
-            duration = *d;
-        }
         if let Some(h) = &mut human {
             h.event(&event);
         } else if let Some(line) = event_json(&event) {
@@ -121,6 +65,7 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     }
     drop(signals);
     let interrupted = interrupted.load(Ordering::SeqCst);
+    let suspended_by = run.suspended_by().to_vec();
     if json && !suspended_by.is_empty() && !interrupted {
         // What to run next, for scripts: the run is not over (exit code 4).
         #[derive(serde::Serialize)]
@@ -139,19 +84,12 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
         }
         let _ = stdout.flush();
     }
-    let records = journal.finish()?;
-
-    if let Some(path) = &args.junit {
-        write_junit(path, &records, duration.as_secs_f64()).map_err(|source| CliError::Write {
-            path: path.clone(),
-            source,
-        })?;
-    }
+    let report = run.finish()?;
     Ok(if interrupted {
         exit_code::INTERRUPTED
     } else if !suspended_by.is_empty() {
         exit_code::SUSPENDED
-    } else if outcome.is_success() {
+    } else if report.outcome.is_success() {
         exit_code::OK
     } else {
         exit_code::TASK_FAILED

@@ -7,25 +7,27 @@ use std::collections::{HashMap, HashSet};
 
 use glob::{MatchOptions, Pattern};
 
-use super::CliError;
+use super::EngineError;
 use crate::task::Task;
 
 /// Keeps the tasks that match (any filter, when there are filters; any tag, when there are
 /// tags) and every task that provides a token they need, in definition order.
-pub(super) fn select(
+pub fn select(
     tasks: Vec<Task>,
     filters: &[String],
     tags: &[String],
     virtuals: &[String],
     prefer: &[String],
-) -> Result<Vec<Task>, CliError> {
+) -> Result<Vec<Task>, EngineError> {
     check_prefer(&tasks, virtuals, prefer)?;
     if filters.is_empty() && tags.is_empty() {
         return Ok(tasks);
     }
     let patterns = filters
         .iter()
-        .map(|f| Pattern::new(f).map_err(|e| CliError::Usage(format!("bad --filter `{f}`: {e}"))))
+        .map(|f| {
+            Pattern::new(f).map_err(|e| EngineError::Usage(format!("bad --filter `{f}`: {e}")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     // `*` stays within one path component, as in a shell; `**` crosses them.
     let opts = MatchOptions {
@@ -69,7 +71,7 @@ pub(super) fn select(
         }
     }
     if keep.is_empty() {
-        return Err(CliError::Usage(
+        return Err(EngineError::Usage(
             "the selection (--filter/--tag) matches no task".to_string(),
         ));
     }
@@ -84,7 +86,7 @@ pub(super) fn select(
 /// The provider of a virtual token that a selection pulls in, among `providers` (not empty, in
 /// definition order): one already selected, else one named by `--prefer`, else the best by
 /// priority then definition order.
-pub(super) fn choose(
+pub fn choose(
     tasks: &[Task],
     providers: &[usize],
     prefer: &[String],
@@ -111,7 +113,7 @@ pub(super) fn choose(
 
 /// For `pexen list` and `pexen graph`: per virtual token, the provider a selection would pull
 /// in when none is selected.
-pub(super) fn default_choices(
+pub fn default_choices(
     tasks: &[Task],
     virtuals: &[String],
     prefer: &[String],
@@ -129,17 +131,17 @@ pub(super) fn default_choices(
 }
 
 /// Each `--prefer` names a task that provides a virtual token.
-pub(super) fn check_prefer(
+pub fn check_prefer(
     tasks: &[Task],
     virtuals: &[String],
     prefer: &[String],
-) -> Result<(), CliError> {
+) -> Result<(), EngineError> {
     for name in prefer {
         let Some(t) = tasks.iter().find(|t| t.name.as_str() == name) else {
-            return Err(CliError::Usage(format!("--prefer {name}: no such task")));
+            return Err(EngineError::Usage(format!("--prefer {name}: no such task")));
         };
         if !t.meta.provides.iter().any(|p| virtuals.contains(p)) {
-            return Err(CliError::Usage(format!(
+            return Err(EngineError::Usage(format!(
                 "--prefer {name}: the task provides no virtual token (the root `_dir.ron` declares {})",
                 if virtuals.is_empty() {
                     "none".to_string()
