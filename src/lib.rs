@@ -37,6 +37,8 @@ pub mod graph;
 pub mod pool;
 pub mod report;
 pub mod sched;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod state;
 pub mod task;
 

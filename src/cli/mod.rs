@@ -6,6 +6,8 @@ mod graph;
 mod list;
 mod report;
 mod run;
+#[cfg(feature = "serve")]
+mod serve;
 mod slurm;
 
 use std::io::Write;
@@ -42,6 +44,9 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    #[cfg(feature = "serve")]
+    #[error("{0}")]
+    Serve(#[from] crate::serve::ServeError),
 }
 
 impl From<EngineError> for CliError {
@@ -65,6 +70,8 @@ impl CliError {
             | CliError::Slurm(_) => exit_code::BAD_INPUT,
             CliError::State(_) | CliError::NoRecordedRun(_) => exit_code::BAD_STATE,
             CliError::Write { .. } => exit_code::TASK_FAILED,
+            #[cfg(feature = "serve")]
+            CliError::Serve(_) => exit_code::BAD_INPUT,
         }
     }
 }
@@ -93,6 +100,8 @@ where
         Command::Check(a) => check(&a.dir),
         Command::Graph(a) => graph::graph(&a.dir),
         Command::Report(a) => report::report(&a),
+        #[cfg(feature = "serve")]
+        Command::Serve(a) => serve::serve(a),
     };
     match result {
         Ok(code) => code,
