@@ -124,10 +124,13 @@ async fn tasks(State(app): State<App>) -> ApiResult<Json<Value>> {
 async fn graph(State(app): State<App>) -> ApiResult<Response> {
     let dir = app.dir.clone();
     blocking(move || {
-        let tree = crate::engine::load(&dir)?;
+        let tree = crate::engine::load(&dir).map_err(ApiError::from)?;
         let (graph, _) =
             crate::graph::Graph::build(&tree.tasks, &tree.capacity).map_err(EngineError::from)?;
-        Ok(Json(layout(&tree.tasks, &graph)).into_response())
+        let mut doc = serde_json::to_value(layout(&tree.tasks, &graph))
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        doc["dir"] = json!(dir);
+        Ok(Json(doc).into_response())
     })
     .await?
 }
@@ -180,7 +183,7 @@ async fn start_run(
 
 async fn list_runs(State(app): State<App>) -> Json<Value> {
     Json(Value::Array(
-        app.runs.all().iter().map(|r| r.summary()).collect(),
+        app.runs.all().iter().map(|r| r.summary(false)).collect(),
     ))
 }
 
@@ -191,14 +194,14 @@ fn find(app: &App, id: &str) -> ApiResult<Arc<super::runs::RunEntry>> {
 }
 
 async fn run_summary(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    Ok(Json(find(&app, &id)?.summary()))
+    Ok(Json(find(&app, &id)?.summary(true)))
 }
 
 /// `POST /api/v1/runs/ID/cancel`: as Ctrl-C. `202` when the run was going, `409` when over.
 async fn cancel(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Response> {
     let run = find(&app, &id)?;
     if run.cancel() {
-        Ok((StatusCode::ACCEPTED, Json(run.summary())).into_response())
+        Ok((StatusCode::ACCEPTED, Json(run.summary(false))).into_response())
     } else {
         Err(ApiError::new(
             StatusCode::CONFLICT,

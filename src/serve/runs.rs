@@ -66,7 +66,8 @@ pub(super) struct RunEntry {
     body: RunBody,
     started: SystemTime,
     clock: Instant,
-    tasks: usize,
+    /// The selected tasks, in definition order.
+    selection: Vec<TaskName>,
     handle: RunHandle,
     log: Mutex<Log>,
     /// The number of events so far, for the event streams waiting for more.
@@ -136,8 +137,8 @@ impl RunEntry {
         self.notify.send_replace(n);
     }
 
-    /// The summary of `GET /api/v1/runs/ID`.
-    pub(super) fn summary(&self) -> Value {
+    /// The summary of `GET /api/v1/runs/ID`: with `selection`, the names of the selected tasks.
+    pub(super) fn summary(&self, selection: bool) -> Value {
         let log = self.log();
         let status = if log.error.is_some() {
             "failed"
@@ -155,13 +156,14 @@ impl RunEntry {
             "id": self.id,
             "status": status,
             "outcome": log.outcome,
-            "tasks": self.tasks,
+            "tasks": self.selection.len(),
             "counts": log.counts,
             "events": log.lines.len(),
             "started": humantime::format_rfc3339_millis(self.started).to_string(),
             "duration_s": (duration * 1000.0).round() / 1000.0,
             "request": self.body,
             "error": log.error,
+            "selection": selection.then_some(&self.selection),
         })
     }
 
@@ -365,7 +367,7 @@ fn drive(id: &str, request: &RunRequest, body: RunBody, tx: &std::sync::mpsc::Sy
         body,
         started: SystemTime::now(),
         clock: Instant::now(),
-        tasks: names.len(),
+        selection: names.clone(),
         handle: run.handle(),
         log: Mutex::new(Log {
             lines: Vec::new(),
