@@ -314,6 +314,7 @@ function drawStatus() {
   if (run) text = run.done ? `run ${run.id}: ${run.outcome || "ended"}` : `run ${run.id}: running`;
   $("run-status").textContent = text;
   $("run-status").dataset.done = run && run.done ? "true" : "false";
+  $("run-status").dataset.run = run ? run.id : "";
   const going = !!run && !run.done;
   $("cancel").disabled = !going;
   for (const id of ["run-all", "run-failed", "run-selection"]) $(id).disabled = going;
