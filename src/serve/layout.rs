@@ -1,6 +1,6 @@
 //! The DAG laid out in layers for the page (`GET /api/v1/graph`): a task's layer is the length of
 //! the longest chain of providers above it, so every arrow points down; within a layer tasks are
-//! ordered by the mean row of their providers (one barycentre sweep), which keeps most arrows
+//! ordered by the mean column of their providers (one barycentre sweep), which keeps most arrows
 //! short and uncrossed. The page only draws what is computed here.
 
 use serde::Serialize;
@@ -8,12 +8,14 @@ use serde::Serialize;
 use crate::graph::Graph;
 use crate::task::Task;
 
-/// One task's place: `layer` from the top, `row` within the layer.
+/// One task's place: `layer` from the top, `row` its rank within the layer, `col` the column to
+/// draw it in (at least `row`, and under its providers where there is room).
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub(super) struct Node<'a> {
     pub(super) name: &'a str,
     pub(super) layer: u32,
     pub(super) row: u32,
+    pub(super) col: u32,
     pub(super) tags: &'a [String],
 }
 
@@ -62,6 +64,7 @@ pub(super) fn layout<'a>(tasks: &'a [Task], graph: &Graph) -> Layout<'a> {
         by_layer[layer[i] as usize].push(i as u32);
     }
     let mut row = vec![0u32; n];
+    let mut col = vec![0u32; n];
     for members in &mut by_layer {
         // Mean row of the providers (all in layers above, already placed); roots keep
         // definition order. The sort is stable, so ties keep definition order too.
@@ -70,13 +73,27 @@ pub(super) fn layout<'a>(tasks: &'a [Task], graph: &Graph) -> Layout<'a> {
             if ps.is_empty() {
                 f64::from(i)
             } else {
-                ps.iter().map(|&p| f64::from(row[p as usize])).sum::<f64>() / ps.len() as f64
+                ps.iter().map(|&p| f64::from(col[p as usize])).sum::<f64>() / ps.len() as f64
             }
         };
         let mut keyed: Vec<(f64, u32)> = members.iter().map(|&i| (key(i), i)).collect();
         keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Columns: left to right in row order, each as close to under its providers as the
+        // boxes already placed on its left allow.
+        let mut next_free = 0u32;
         for (r, (_, i)) in keyed.iter().enumerate() {
-            row[*i as usize] = r as u32;
+            let i = *i as usize;
+            row[i] = r as u32;
+            let ps = &providers[i];
+            let wanted = if ps.is_empty() {
+                0
+            } else {
+                let mean =
+                    ps.iter().map(|&p| f64::from(col[p as usize])).sum::<f64>() / ps.len() as f64;
+                mean.round() as u32
+            };
+            col[i] = wanted.max(next_free);
+            next_free = col[i] + 1;
         }
         *members = keyed.into_iter().map(|(_, i)| i).collect();
     }
@@ -87,6 +104,7 @@ pub(super) fn layout<'a>(tasks: &'a [Task], graph: &Graph) -> Layout<'a> {
             name: t.name.as_str(),
             layer: layer[i],
             row: row[i],
+            col: col[i],
             tags: &t.meta.tags,
         })
         .collect();
@@ -138,5 +156,9 @@ mod tests {
             .collect();
         top.sort_unstable();
         assert_eq!(top, [0, 1]);
+        // `b` sits under `a`, and no two boxes of a layer share a column.
+        let col = |name: &str| l.nodes.iter().find(|n| n.name == name).unwrap().col;
+        assert_eq!(col("b"), col("a"));
+        assert_ne!(col("a"), col("lone"));
     }
 }

@@ -248,7 +248,13 @@ fn the_page_and_its_headers() {
         assert_eq!(r.header("x-frame-options"), Some("DENY"));
         let body = r.into_string().unwrap();
         // Served from the binary: nothing fetched from elsewhere.
-        for outside in ["src=\"http", "href=\"http", "url(http", "fetch(\"http", "//cdn"] {
+        for outside in [
+            "src=\"http",
+            "href=\"http",
+            "url(http",
+            "fetch(\"http",
+            "//cdn",
+        ] {
             assert!(!body.contains(outside), "{path} loads {outside}");
         }
     }
@@ -256,7 +262,10 @@ fn the_page_and_its_headers() {
     assert_eq!(status, 200);
     assert_eq!(graph["nodes"].as_array().unwrap().len(), 5);
     for e in graph["edges"].as_array().unwrap() {
-        let (p, d) = (e[0].as_u64().unwrap() as usize, e[1].as_u64().unwrap() as usize);
+        let (p, d) = (
+            e[0].as_u64().unwrap() as usize,
+            e[1].as_u64().unwrap() as usize,
+        );
         assert!(graph["nodes"][p]["layer"].as_u64() < graph["nodes"][d]["layer"].as_u64());
     }
     assert_eq!(graph["layers"], 3);
@@ -295,4 +304,69 @@ fn a_token_file_gives_the_token() {
     let s = Served::start(t.path(), &["--token-file", token.to_str().unwrap()]);
     assert_eq!(s.token, "a-token-from-a-file-0123456789");
     assert_eq!(s.get("/tasks").0, 200);
+}
+
+#[test]
+fn https_with_a_certificate() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    use tokio_rustls::rustls;
+
+    let t = tree();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_pem, key_pem) = (t.path().join(".cert.pem"), t.path().join(".key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.key_pair.serialize_pem()).unwrap();
+    let s = Served::start(
+        t.path(),
+        &[
+            "--tls-cert",
+            cert_pem.to_str().unwrap(),
+            "--tls-key",
+            key_pem.to_str().unwrap(),
+        ],
+    );
+    assert!(s.base.starts_with("https://127.0.0.1:"), "{}", s.base);
+
+    // A client that trusts that certificate only.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let request = |auth: &str| {
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(Arc::new(config.clone()), name).unwrap();
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        write!(
+            tls,
+            "GET /api/v1/tasks HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = tls.read_to_string(&mut answer);
+        answer
+    };
+    let answer = request(&format!("Authorization: Bearer {}\r\n", s.token));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"build/a\""), "{answer}");
+    assert!(request("").starts_with("HTTP/1.1 401"));
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let mut plain = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
 }

@@ -53,7 +53,10 @@ fn requests_without_the_right_token_are_refused() {
     // A wrong one, of the same length and of another.
     let wrong = format!("Bearer {}", "0".repeat(s.token.len()));
     assert_eq!(post_raw(&s, Some(&wrong), "application/json", b"{}").0, 401);
-    assert_eq!(post_raw(&s, Some("Bearer x"), "application/json", b"{}").0, 401);
+    assert_eq!(
+        post_raw(&s, Some("Bearer x"), "application/json", b"{}").0,
+        401
+    );
     assert_eq!(
         post_raw(&s, Some(&s.token.clone()), "application/json", b"{}").0,
         401,
@@ -65,10 +68,20 @@ fn requests_without_the_right_token_are_refused() {
         Some("{}"),
     );
     assert_eq!(status, 401);
-    let (status, _) = call(ureq::get(&format!("{}/api/v1/tasks?access_token={}", s.base, s.token)), None);
+    let (status, _) = call(
+        ureq::get(&format!("{}/api/v1/tasks?access_token={}", s.base, s.token)),
+        None,
+    );
     assert_eq!(status, 401);
     // Every API path, known or not.
-    for path in ["/tasks", "/graph", "/runs", "/runs/1", "/runs/1/events", "/nope"] {
+    for path in [
+        "/tasks",
+        "/graph",
+        "/runs",
+        "/runs/1",
+        "/runs/1/events",
+        "/nope",
+    ] {
         let (status, _) = call(ureq::get(&format!("{}/api/v1{path}", s.base)), None);
         assert_eq!(status, 401, "{path}");
     }
@@ -80,7 +93,8 @@ fn bad_bodies_are_refused_with_a_message() {
     let (_t, mark, s) = target();
     let auth = s.bearer();
     // A pickle.
-    let pickle = b"\x80\x04\x95\x1f\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93\x94.";
+    let pickle =
+        b"\x80\x04\x95\x1f\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93\x94.";
     let (status, body) = post_raw(&s, Some(&auth), "application/python-pickle", pickle);
     assert_eq!(status, 415, "{body}");
     assert!(body.contains("error"), "{body}");
@@ -94,9 +108,17 @@ fn bad_bodies_are_refused_with_a_message() {
     let (status, body) = post_raw(&s, Some(&auth), "application/json", b"{\"filter\": [");
     assert_eq!(status, 400, "{body}");
     // An unknown field, and a field of the wrong type.
-    let (status, body) = post_raw(&s, Some(&auth), "application/json", br#"{"command":"rm -rf /"}"#);
+    let (status, body) = post_raw(
+        &s,
+        Some(&auth),
+        "application/json",
+        br#"{"command":"rm -rf /"}"#,
+    );
     assert!(status == 400 || status == 422, "{status} {body}");
-    assert!(body.contains("command"), "the message names the field: {body}");
+    assert!(
+        body.contains("command"),
+        "the message names the field: {body}"
+    );
     let (status, _) = post_raw(&s, Some(&auth), "application/json", br#"{"jobs":"many"}"#);
     assert!(status == 400 || status == 422);
     let (status, body) = post_raw(&s, Some(&auth), "application/json", br#"{"jobs":0}"#);
@@ -115,7 +137,10 @@ fn task_names_are_only_matched_against_the_tree() {
     for filter in ["nope", "../../etc/passwd", "/etc/passwd", "../**"] {
         let (status, body) = s.post("/runs", &format!(r#"{{"filter":["{filter}"]}}"#));
         assert_eq!(status, 422, "{filter}: {body}");
-        assert!(body["error"].as_str().unwrap().contains("matches no task"), "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("matches no task"),
+            "{body}"
+        );
     }
     let (status, _) = s.post("/runs", r#"{"tags":["no-such-tag"]}"#);
     assert_eq!(status, 422);
@@ -135,7 +160,8 @@ fn task_names_are_only_matched_against_the_tree() {
     assert_eq!(s.get(&format!("/runs/{id}/tasks/a")).0, 200);
     assert_eq!(s.get(&format!("/runs/{id}/tasks/etc/passwd")).0, 404);
     assert_eq!(
-        s.get(&format!("/runs/{id}/tasks/%2e%2e/%2e%2e/etc/passwd")).0,
+        s.get(&format!("/runs/{id}/tasks/%2e%2e/%2e%2e/etc/passwd"))
+            .0,
         404
     );
 }
@@ -166,7 +192,10 @@ fn a_foreign_host_is_refused() {
         );
         assert_eq!(status, 403);
     }
-    for host in [format!("localhost:{}", s.port), format!("127.0.0.1:{}", s.port)] {
+    for host in [
+        format!("localhost:{}", s.port),
+        format!("127.0.0.1:{}", s.port),
+    ] {
         let (status, _) = call(ureq::get(&format!("{}/", s.base)).set("Host", &host), None);
         assert_eq!(status, 200, "{host}");
     }

@@ -119,7 +119,10 @@ fn the_page_shows_and_drives_a_run() {
                 gate.display()
             ),
         )
-        .file("after.ron", r#"(run: Shell("echo after"), requires: ["held"])"#);
+        .file(
+            "after.ron",
+            r#"(run: Shell("echo after"), requires: ["held"])"#,
+        );
     let shots: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
         .unwrap()
@@ -139,19 +142,33 @@ fn the_page_shows_and_drives_a_run() {
         // The DAG: a box per task, and the arrow from `hold` to `after`.
         let boxes = c.find_all(Locator::Css("g.task")).await.unwrap();
         assert_eq!(boxes.len(), 4);
-        assert_eq!(c.find_all(Locator::Css("path.edge")).await.unwrap().len(), 1);
+        assert_eq!(
+            c.find_all(Locator::Css("path.edge")).await.unwrap().len(),
+            1
+        );
         let counts = c.find_all(Locator::Css("#counts .count")).await.unwrap();
         assert_eq!(counts.len(), 8);
         screenshot(&c, &shots, "1-loaded").await;
 
         // A run from the page: boxes go from waiting to running to pass/fail as events come.
-        c.find(Locator::Id("run-all")).await.unwrap().click().await.unwrap();
+        c.find(Locator::Id("run-all"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
         wait_for(&c, &task_css("hold", "running")).await;
         wait_for(&c, &task_css("ok.sh", "pass")).await;
         wait_for(&c, &task_css("bad", "fail")).await;
         // `after` needs `hold`: it waits.
-        c.find(Locator::Css(&task_css("after", "waiting"))).await.unwrap();
-        wait_for(&c, r#"#counts .count[data-state="running"][data-count="1"]"#).await;
+        c.find(Locator::Css(&task_css("after", "waiting")))
+            .await
+            .unwrap();
+        wait_for(
+            &c,
+            r#"#counts .count[data-state="running"][data-count="1"]"#,
+        )
+        .await;
         wait_for(&c, "#first-failure:not([hidden])").await;
         screenshot(&c, &shots, "2-running").await;
         std::fs::write(&gate, "").unwrap();
@@ -169,13 +186,22 @@ fn the_page_shows_and_drives_a_run() {
             .unwrap();
         let stdout = wait_for(&c, "#panel:not([hidden]) #panel-stdout:not(:empty)").await;
         assert_eq!(stdout.text().await.unwrap(), "bad <b>html</b> output");
-        assert!(c.find_all(Locator::Css("#panel b")).await.unwrap().is_empty());
+        assert!(c
+            .find_all(Locator::Css("#panel b"))
+            .await
+            .unwrap()
+            .is_empty());
         let stderr = c.find(Locator::Id("panel-stderr")).await.unwrap();
         assert_eq!(stderr.text().await.unwrap(), "oops");
         screenshot(&c, &shots, "4-failed-output").await;
 
         // Rerun failed: only `bad` runs; the rest is taken from the journal or not selected.
-        c.find(Locator::Id("run-failed")).await.unwrap().click().await.unwrap();
+        c.find(Locator::Id("run-failed"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
         wait_for(&c, r#"#run-status[data-run="2"][data-done="true"]"#).await;
         wait_for(&c, &task_css("bad", "fail")).await;
         screenshot(&c, &shots, "5-rerun-failed").await;
