@@ -9,6 +9,7 @@
 //!
 //! Run with `cargo bench --bench serve` (a release build of the binary).
 
+use std::fmt::Write;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -125,11 +126,11 @@ fn big_tree() -> tempfile::TempDir {
         } else {
             String::new()
         };
-        ron.push_str(&format!(
+        let _ = writeln!(
+            ron,
             r#"  "t{i:05}": (run: Cmd(["true"]), {requires}provides: ["t{i}"], tags: ["g{}"]),"#,
             i % 7
-        ));
-        ron.push('\n');
+        );
     }
     ron.push_str("}\n");
     std::fs::write(dir.path().join("big.tasks.ron"), ron).unwrap();

@@ -8,14 +8,20 @@ use serde::Serialize;
 use crate::graph::Graph;
 use crate::task::Task;
 
-/// One task's place: `layer` from the top, `row` its rank within the layer, `col` the column to
-/// draw it in (at least `row`, and under its providers where there is room).
+/// The fewest columns of the grid of tasks without arrows.
+const GRID_MIN_WIDTH: u32 = 6;
+
+/// One task's place: `layer` (the longest chain of providers above it), `row` its rank within
+/// the layer, and where to draw it: `line` from the top and `col` from the left (under its
+/// providers where there is room). Tasks without providers or dependents are drawn in a grid
+/// below the others, with their own `row` numbering.
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub(super) struct Node<'a> {
     pub(super) name: &'a str,
     pub(super) layer: u32,
     pub(super) row: u32,
     pub(super) col: u32,
+    pub(super) line: u32,
     pub(super) tags: &'a [String],
 }
 
@@ -59,9 +65,16 @@ pub(super) fn layout<'a>(tasks: &'a [Task], graph: &Graph) -> Layout<'a> {
         }
     }
     let layers = layer.iter().max().map_or(0, |m| m + 1);
+    // Tasks with no arrow at all (most of a test suite) are drawn apart, in a grid below the
+    // rest, rather than as one endless first layer.
+    let isolated: Vec<bool> = (0..n)
+        .map(|i| providers[i].is_empty() && dependents[i].is_empty())
+        .collect();
     let mut by_layer: Vec<Vec<u32>> = vec![Vec::new(); layers as usize];
     for i in 0..n {
-        by_layer[layer[i] as usize].push(i as u32);
+        if !isolated[i] {
+            by_layer[layer[i] as usize].push(i as u32);
+        }
     }
     let mut row = vec![0u32; n];
     let mut col = vec![0u32; n];
@@ -97,6 +110,21 @@ pub(super) fn layout<'a>(tasks: &'a [Task], graph: &Graph) -> Layout<'a> {
         }
         *members = keyed.into_iter().map(|(_, i)| i).collect();
     }
+    let connected_lines = by_layer.iter().rposition(|m| !m.is_empty()).map_or(0, |l| l + 2);
+    let width = by_layer
+        .iter()
+        .flat_map(|m| m.last().map(|&i| col[i as usize] + 1))
+        .max()
+        .unwrap_or(0)
+        .max(GRID_MIN_WIDTH);
+    let mut line: Vec<u32> = layer.clone();
+    let mut k = 0u32;
+    for i in (0..n).filter(|&i| isolated[i]) {
+        row[i] = k;
+        col[i] = k % width;
+        line[i] = connected_lines as u32 + k / width;
+        k += 1;
+    }
     let nodes = tasks
         .iter()
         .enumerate()
@@ -105,6 +133,7 @@ pub(super) fn layout<'a>(tasks: &'a [Task], graph: &Graph) -> Layout<'a> {
             layer: layer[i],
             row: row[i],
             col: col[i],
+            line: line[i],
             tags: &t.meta.tags,
         })
         .collect();
@@ -147,18 +176,13 @@ mod tests {
             assert!(l.nodes[*p as usize].layer < l.nodes[*d as usize].layer);
         }
         assert_eq!(l.edges.len(), 3);
-        // Rows within a layer are a permutation of 0..len.
-        let mut top: Vec<u32> = l
-            .nodes
-            .iter()
-            .filter(|n| n.layer == 0)
-            .map(|n| n.row)
-            .collect();
-        top.sort_unstable();
-        assert_eq!(top, [0, 1]);
-        // `b` sits under `a`, and no two boxes of a layer share a column.
-        let col = |name: &str| l.nodes.iter().find(|n| n.name == name).unwrap().col;
-        assert_eq!(col("b"), col("a"));
-        assert_ne!(col("a"), col("lone"));
+        // `b` sits under `a`; `lone` (no arrow) is drawn below the rest.
+        let node = |name: &str| l.nodes.iter().find(|n| n.name == name).unwrap();
+        assert_eq!(node("b").col, node("a").col);
+        assert_eq!(
+            (node("a").line, node("b").line, node("c").line),
+            (0, 1, 2)
+        );
+        assert!(node("lone").line > node("c").line);
     }
 }

@@ -251,17 +251,15 @@ async fn accept_loop(
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
-                // Out of file descriptors or a connection reset before it was accepted: the
-                // listener is still good; give descriptors a moment to come back.
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
             () = &mut shutdown => return Ok(()),
+        };
+        // An error here is out of file descriptors or a connection reset before it was accepted:
+        // the listener is still good; give descriptors a moment to come back.
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
         };
         // Over the cap: closed at once, rather than left in the kernel's queue.
         let Ok(permit) = permits.clone().try_acquire_owned() else {

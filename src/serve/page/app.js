@@ -52,7 +52,7 @@ async function loadTree() {
   const layout = await (await api("/graph")).json();
   ui.dir = layout.dir || ".";
   ui.tasks = layout.nodes.map((n, index) => ({
-    name: n.name, layer: n.layer, row: n.row, col: n.col, tags: n.tags, index,
+    name: n.name, layer: n.layer, line: n.line, col: n.col, tags: n.tags, index,
     state: "none", box: null, tr: null, up: [], down: [], duration: null,
   }));
   ui.byName = new Map(ui.tasks.map((t) => [t.name, t]));
@@ -81,7 +81,7 @@ function drawGraph() {
   svg.replaceChildren();
   if (ui.tasks.length > GRAPH_MAX) return;
   let width = 0, height = 0;
-  const pos = (t) => ({ x: PAD + t.col * (BOX_W + GAP_X), y: PAD + t.layer * (BOX_H + GAP_Y) });
+  const pos = (t) => ({ x: PAD + t.col * (BOX_W + GAP_X), y: PAD + t.line * (BOX_H + GAP_Y) });
   const defs = svgEl("defs", {});
   const marker = svgEl("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "10", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto" });
   marker.appendChild(svgEl("path", { d: "M0,0 L10,5 L0,10 z", fill: "#889" }));
