@@ -7,7 +7,8 @@
 //!    it), from navigation to the page ready (tree laid out, table drawn), and from navigation to
 //!    a finished run of the 10^4 tasks replayed and drawn (target < 2 s).
 //!
-//! Run with `cargo bench --bench serve` (a release build of the binary).
+//! Run with `cargo bench --bench serve` (a release build of the binary), or with
+//! `PEXEN_BIN=path/to/pexen` to measure a binary built elsewhere.
 
 use std::fmt::Write;
 use std::io::{BufRead, BufReader};
@@ -23,7 +24,9 @@ struct Served {
 
 impl Served {
     fn start(tree: &std::path::Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pexen"))
+        // PEXEN_BIN: measure another build of the binary (say, a release build made elsewhere).
+        let bin = std::env::var("PEXEN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pexen").into());
+        let mut child = Command::new(bin)
             .arg("serve")
             .arg(tree)
             .args(["--listen", "127.0.0.1:0", "-j", "2", "--state"])

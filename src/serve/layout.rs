@@ -110,7 +110,10 @@ pub(super) fn layout<'a>(tasks: &'a [Task], graph: &Graph) -> Layout<'a> {
         }
         *members = keyed.into_iter().map(|(_, i)| i).collect();
     }
-    let connected_lines = by_layer.iter().rposition(|m| !m.is_empty()).map_or(0, |l| l + 2);
+    let connected_lines = by_layer
+        .iter()
+        .rposition(|m| !m.is_empty())
+        .map_or(0, |l| l + 2);
     let width = by_layer
         .iter()
         .flat_map(|m| m.last().map(|&i| col[i as usize] + 1))
@@ -179,10 +182,7 @@ mod tests {
         // `b` sits under `a`; `lone` (no arrow) is drawn below the rest.
         let node = |name: &str| l.nodes.iter().find(|n| n.name == name).unwrap();
         assert_eq!(node("b").col, node("a").col);
-        assert_eq!(
-            (node("a").line, node("b").line, node("c").line),
-            (0, 1, 2)
-        );
+        assert_eq!((node("a").line, node("b").line, node("c").line), (0, 1, 2));
         assert!(node("lone").line > node("c").line);
     }
 }

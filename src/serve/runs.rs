@@ -163,6 +163,7 @@ impl RunEntry {
             "duration_s": (duration * 1000.0).round() / 1000.0,
             "request": self.body,
             "error": log.error,
+            "suspended_by": log.report.as_ref().map(|r| &r.suspended_by),
             "selection": selection.then_some(&self.selection),
         })
     }
