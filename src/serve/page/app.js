@@ -345,10 +345,11 @@ async function follow(id) {
         if (gen !== ui.streamGen) { reader.cancel(); return; }
         if (done) break;
         buffer += decoder.decode(value, { stream: true });
-        let end;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const block = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
+        // One pass over the chunk, one copy of the rest: a replay delivers megabytes at once.
+        let start = 0, end;
+        while ((end = buffer.indexOf("\n\n", start)) >= 0) {
+          const block = buffer.slice(start, end);
+          start = end + 2;
           let eid = null, data = "";
           for (const line of block.split("\n")) {
             if (line.startsWith("id:")) eid = Number(line.slice(3).trim());
@@ -358,6 +359,7 @@ async function follow(id) {
           if (eid != null) ui.lastEventId = eid;
           apply(JSON.parse(data));
         }
+        buffer = buffer.slice(start);
       }
       if (ui.run && ui.run.done) return;
     } catch (e) {
