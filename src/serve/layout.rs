@@ -116,17 +116,16 @@ pub(super) fn layout<'a>(tasks: &'a [Task], graph: &Graph) -> Layout<'a> {
         .map_or(0, |l| l + 2);
     let width = by_layer
         .iter()
-        .flat_map(|m| m.last().map(|&i| col[i as usize] + 1))
+        .filter_map(|m| m.last().map(|&i| col[i as usize] + 1))
         .max()
         .unwrap_or(0)
         .max(GRID_MIN_WIDTH);
     let mut line: Vec<u32> = layer.clone();
-    let mut k = 0u32;
-    for i in (0..n).filter(|&i| isolated[i]) {
+    for (k, i) in (0..n).filter(|&i| isolated[i]).enumerate() {
+        let k = k as u32;
         row[i] = k;
         col[i] = k % width;
         line[i] = connected_lines as u32 + k / width;
-        k += 1;
     }
     let nodes = tasks
         .iter()
