@@ -255,12 +255,9 @@ impl PreparedRun {
     }
 
     /// Starts the run. Iterate over the result to drive it.
-    pub fn start(mut self) -> Result<TreeRun, EngineError> {
-        let run = self
-            .scheduler
-            .journal(&mut self.journal)
-            .build()
-            .run(self.tasks)?;
+    pub fn start(self) -> Result<TreeRun, EngineError> {
+        // The scheduler already carries the journal (attached in `prepare`).
+        let run = self.scheduler.build().run(self.tasks)?;
         Ok(TreeRun {
             handle: run.handle(),
             run,
