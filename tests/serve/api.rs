@@ -182,10 +182,12 @@ fn live_replay_then_conflict_then_cancel() {
         .unwrap();
     let mut head = Vec::new();
     let mut reader = std::io::BufReader::new(response.into_reader());
-    while !head
-        .iter()
-        .any(|(_, e): &(u64, Value)| e["type"] == "task-started" && e["task"] == "wait")
-    {
+    // Until `wait` runs and `first.sh` has finished (so that the cancel cannot catch it).
+    let seen = |head: &[(u64, Value)], ty: &str, task: &str| {
+        head.iter()
+            .any(|(_, e)| e["type"] == ty && e["task"] == task)
+    };
+    while !(seen(&head, "task-started", "wait") && seen(&head, "task-finished", "first.sh")) {
         head.extend(crate::read_sse(&mut reader, 1));
     }
     drop(reader);
