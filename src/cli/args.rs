@@ -20,9 +20,9 @@ pub enum Command {
     /// List the tasks with their metadata.
     List(ListArgs),
     /// Validate the tree only: definitions and graph.
-    Check(TreeArg),
-    /// Print the DAG in Graphviz DOT.
-    Graph(TreeArg),
+    Check(CheckArgs),
+    /// Print the DAG in Graphviz DOT (all, or a selection and what it requires).
+    Graph(GraphArgs),
     /// Rebuild a report of the recorded run from the journal.
     Report(ReportArgs),
     /// Serve the tree over HTTP: describe it, start, watch and cancel runs, and a live page.
@@ -31,11 +31,40 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct TreeArg {
+pub struct CheckArgs {
     /// The task tree.
     #[arg(default_value = ".")]
     pub dir: PathBuf,
+    /// Capacity of a counted resource for `slots` (repeatable; overrides the tree).
+    #[arg(long = "capacity", value_name = "NAME=N", value_parser = parse_capacity)]
+    pub capacity: Vec<(String, u32)>,
 }
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    #[command(flatten)]
+    pub check: CheckArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+/// `--filter` and `--tag`, for `list` and `graph` to preview what `run` would select.
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    #[arg(long = "filter", value_name = "PATTERN", help = FILTER_HELP, long_help = FILTER_LONG_HELP)]
+    pub filters: Vec<String>,
+    #[arg(long = "tag", value_name = "T", help = TAG_HELP)]
+    pub tags: Vec<String>,
+}
+
+const FILTER_HELP: &str = "Select tasks by name: a substring, or a glob (repeatable; see --help)";
+const FILTER_LONG_HELP: &str = "Select tasks whose name contains PATTERN; a PATTERN with \
+    `*`, `?` or `[` is a glob that must match whole /-separated components of the name \
+    (`port-*` selects `net/port-a`, `tcp/c*` selects `net/tcp/connect`; `*` stays within a \
+    component, `**` crosses them).\n\nRepeated --filter: a task matching any is selected. \
+    Repeated --tag: a task carrying any is selected. --filter and --tag together: a task must \
+    match both. The providers of what selected tasks require run too.";
+const TAG_HELP: &str = "Select tasks carrying tag T (repeatable; see --help)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MessageFormat {
@@ -51,11 +80,9 @@ pub struct RunArgs {
     /// Attempts run at once (default: the number of CPUs).
     #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: Option<u32>,
-    /// Select tasks whose name matches GLOB (repeatable; `*` does not cross `/`, `**` does).
-    #[arg(long = "filter", value_name = "GLOB")]
+    #[arg(long = "filter", value_name = "PATTERN", help = FILTER_HELP, long_help = FILTER_LONG_HELP)]
     pub filters: Vec<String>,
-    /// Select tasks carrying tag T (repeatable).
-    #[arg(long = "tag", value_name = "T")]
+    #[arg(long = "tag", value_name = "T", help = TAG_HELP)]
     pub tags: Vec<String>,
     /// For a virtual token that the selection requires, pull in TASK as its provider (repeatable).
     #[arg(long = "prefer", value_name = "TASK")]
@@ -63,8 +90,8 @@ pub struct RunArgs {
     /// Write a JUnit XML report to FILE (atomically, also when interrupted).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Where the journal of runs is kept.
-    #[arg(long, value_name = "DIR", default_value = ".pexen")]
+    /// Where the journal of runs is kept (`DIR/.pexen`: inside the tree)
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE)]
     pub state: PathBuf,
     /// Do not rerun tasks that passed with an unchanged fingerprint in the journal; keep
     /// checkpoints (a run without it starts from empty ones) and run suspended tasks first.
@@ -80,7 +107,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
     /// Timeout for tasks that do not declare one (`30s`, `5m`).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
     /// Time between SIGTERM and SIGKILL when a task times out or the run is interrupted.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
@@ -88,7 +115,7 @@ pub struct RunArgs {
     /// Capacity of a counted resource for `slots` (repeatable; overrides the tree).
     #[arg(long = "capacity", value_name = "NAME=N", value_parser = parse_capacity)]
     pub capacity: Vec<(String, u32)>,
-    /// Output: a human display, or one JSON object per line on stdout.
+    /// Output: a human display on stderr, or one JSON object per line on stdout.
     #[arg(long, value_enum, default_value = "human")]
     pub message_format: MessageFormat,
     /// Run each command attempt as a Slurm job (sbatch); -j bounds the jobs queued and running.
@@ -102,6 +129,24 @@ pub struct RunArgs {
         requires = "slurm"
     )]
     pub slurm_args: Vec<String>,
+    /// With `--message-format json`: add the captured output of failed attempts to
+    /// `task-finished` and `task-retry` lines.
+    #[arg(long)]
+    pub json_output: bool,
+    /// Coloring of the human display: auto (a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
+    pub color: Color,
+    /// Print `SLOW [> DUR] name` each time a task has run for another DUR (`0s`: never).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "60s")]
+    pub slow_timeout: Duration,
+}
+
+/// `--color`, as cargo has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -120,6 +165,8 @@ pub struct ListArgs {
     /// Show TASK as the chosen provider of the virtual tokens it provides (as `run --prefer`).
     #[arg(long = "prefer", value_name = "TASK")]
     pub prefer: Vec<String>,
+    #[command(flatten)]
+    pub select: SelectArgs,
 }
 
 #[derive(Debug, Args)]
@@ -127,9 +174,25 @@ pub struct ReportArgs {
     /// Write the JUnit XML report of the last recorded run to FILE.
     #[arg(long, value_name = "FILE")]
     pub junit: PathBuf,
-    /// Where the journal is kept.
-    #[arg(long, value_name = "DIR", default_value = ".pexen")]
+    /// Where the journal is kept (`DIR/.pexen`: inside the tree)
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE)]
     pub state: PathBuf,
+    /// The task tree whose recorded run to report.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+}
+
+/// `--state`'s default, which stands for `.pexen` in the tree given as `DIR`.
+const DEFAULT_STATE: &str = "DIR/.pexen";
+
+/// The state directory: by default `.pexen` inside the tree, so that two trees run from one
+/// directory keep two journals.
+pub(crate) fn state_dir(state: &std::path::Path, tree: &std::path::Path) -> PathBuf {
+    if state == std::path::Path::new(DEFAULT_STATE) {
+        tree.join(".pexen")
+    } else {
+        state.to_path_buf()
+    }
 }
 
 #[cfg(feature = "serve")]
@@ -150,8 +213,8 @@ pub struct ServeArgs {
     /// The private key of --tls-cert (PEM).
     #[arg(long, value_name = "K", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Where runs are journaled.
-    #[arg(long, value_name = "DIR", default_value = ".pexen")]
+    /// Where runs are journaled (`DIR/.pexen`: inside the tree, as for `run`)
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE)]
     pub state: PathBuf,
     /// Attempts run at once, for runs that do not say (default: the number of CPUs).
     #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -162,8 +225,21 @@ pub struct ServeArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration like `30s` or `5m`: {e}"))
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like `30s` or `5m`: {e}"))?;
+    if d > crate::task::MAX_TIMEOUT {
+        return Err(format!("`{s}` is too long: at most 100 years"));
+    }
+    Ok(d)
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!(
+            "`{s}` would end every attempt at once; give a positive duration like `30s`"
+        )),
+        d => Ok(d),
+    }
 }
 
 fn parse_capacity(s: &str) -> Result<(String, u32), String> {

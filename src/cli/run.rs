@@ -5,12 +5,13 @@ use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::args::{MessageFormat, RunArgs};
+use super::args::{Color, MessageFormat, RunArgs};
 use super::CliError;
 use crate::engine::RunRequest;
 use crate::error::exit_code;
+use crate::report::display::{ColorChoice, Display};
 use crate::report::human::HumanReporter;
-use crate::report::json::event_json;
+use crate::report::json::{event_json_with, JsonOptions};
 use crate::sched::RunHandle;
 
 /// The library call that `pexen serve` makes too, with the command line's settings.
@@ -34,31 +35,67 @@ fn request(args: &RunArgs) -> RunRequest {
 
 pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     let prepared = request(args).prepare()?;
-    for w in prepared.warnings() {
-        eprintln!("warning: {w}");
+
+    let tty = std::io::stderr().is_terminal();
+    let color = match args.color {
+        Color::Auto => ColorChoice::Auto,
+        Color::Always => ColorChoice::Always,
+        Color::Never => ColorChoice::Never,
+    }
+    .enabled(tty, std::env::var_os("NO_COLOR").as_deref());
+    let display = Display::plain(color);
+    // The tree's warnings, then the preflight's, then the journal's.
+    let (tree_warnings, journal_warnings) = prepared.warnings().split_at(prepared.tree_warnings());
+    for w in tree_warnings {
+        say(format_args!("warning: {w}"));
+    }
+    for w in super::preflight::warnings(prepared.tasks()) {
+        display.warning(&w);
+    }
+    for w in journal_warnings {
+        display.warning(w);
     }
     if args.explain {
-        let mut err = std::io::stderr().lock();
         for line in prepared.explanations() {
-            let _ = writeln!(err, "{line}");
+            display.line(&line);
         }
     }
+
+    let json = args.message_format == MessageFormat::Json;
+    let mut human = (!json).then(|| {
+        let mut b = HumanReporter::builder()
+            .live(tty)
+            .color(color)
+            .slow_period(Some(args.slow_timeout))
+            .max_attempts(
+                prepared
+                    .tasks()
+                    .iter()
+                    .map(|t| (t.name.clone(), t.meta.retries + 1)),
+            )
+            .resumed(prepared.resumed_count())
+            .resume_hint(resume_hint(args));
+        if let Some((selected, providers)) = prepared.selection_counts() {
+            b = b.selection(selected, providers);
+        }
+        b.build()
+    });
+    let display = human.as_ref().map_or(display, HumanReporter::display);
 
     let prepared = prepared.configure(|b, journal| super::slurm::configure(b, args, journal))?;
     let mut run = prepared.start()?;
     let interrupted = Arc::new(AtomicBool::new(false));
-    let signals = SignalWatch::start(run.handle(), interrupted.clone());
+    let signals = SignalWatch::start(run.handle(), interrupted.clone(), display.clone());
 
-    let json = args.message_format == MessageFormat::Json;
-    let mut human = (!json).then(|| {
-        HumanReporter::new(std::io::stderr().is_terminal()).resume_hint(resume_hint(args))
-    });
+    let json_options = JsonOptions {
+        output: args.json_output,
+    };
     let mut stdout = std::io::stdout().lock();
     for event in &mut run {
         // Already journaled by the observer: what is reported has been recorded.
         if let Some(h) = &mut human {
             h.event(&event);
-        } else if let Some(line) = event_json(&event) {
+        } else if let Some(line) = event_json_with(&event, json_options) {
             let _ = writeln!(stdout, "{line}");
             let _ = stdout.flush();
         }
@@ -103,7 +140,7 @@ fn resume_hint(args: &RunArgs) -> String {
     if args.dir != std::path::Path::new(".") {
         words.push(shell_word(&args.dir.to_string_lossy()));
     }
-    if args.state != std::path::Path::new(".pexen") {
+    if args.state != args.dir.join(".pexen") {
         words.push("--state".into());
         words.push(shell_word(&args.state.to_string_lossy()));
     }
@@ -123,30 +160,55 @@ fn shell_word(word: &str) -> String {
     shlex::try_quote(word).map_or_else(|_| word.to_string(), std::borrow::Cow::into_owned)
 }
 
-/// SIGINT/SIGTERM handling: the first stops the run cleanly (running commands get SIGTERM,
-/// a grace period, then SIGKILL), the second kills them at once.
+/// Writes a line to stderr, ignoring failure: stderr may be closed (`2>&1 | head` whose reader
+/// exited, a dropped ssh link), and that must not stop pexen (`eprintln!` would panic, and a
+/// panic on the signal thread would leave SIGINT caught by nobody).
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Signal handling, in one place. SIGINT, SIGTERM, SIGHUP (terminal or ssh session closed) and
+/// SIGQUIT: the first stops the run cleanly (running commands get SIGTERM, a grace period, then
+/// SIGKILL), the second kills them at once; either way the run reports and journals every
+/// task, as nextest treats them. SIGTSTP (Ctrl-Z): running task groups are stopped and their
+/// timeouts paused, then pexen stops itself; SIGCONT continues them.
 struct SignalWatch {
     handle: signal_hook::iterator::Handle,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl SignalWatch {
-    fn start(run: RunHandle, interrupted: Arc<AtomicBool>) -> Option<Self> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).ok()?;
+    fn start(run: RunHandle, interrupted: Arc<AtomicBool>, display: Display) -> Option<Self> {
+        use signal_hook::consts::{SIGCONT, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTSTP};
+        let mut signals = signal_hook::iterator::Signals::new([
+            SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, SIGCONT,
+        ])
+        .ok()?;
         let handle = signals.handle();
         let thread = std::thread::Builder::new()
             .name("pexen-signals".into())
             .spawn(move || {
-                for _ in signals.forever() {
-                    if interrupted.swap(true, Ordering::SeqCst) {
-                        eprintln!("interrupted again: killing running tasks");
-                        run.kill();
-                    } else {
-                        eprintln!(
-                            "interrupted: stopping running tasks (interrupt again to kill them)"
-                        );
-                        run.cancel();
+                for signal in signals.forever() {
+                    let name = crate::pool::command::procs::signal_name(signal);
+                    match signal {
+                        SIGTSTP => {
+                            run.pause();
+                            // Then stop as the default action would (SIGSTOP to ourselves).
+                            let _ = signal_hook::low_level::emulate_default_handler(SIGTSTP);
+                        }
+                        SIGCONT => run.resume(),
+                        // Act first, then say: a terminal nobody reads (Ctrl-S, a full pty)
+                        // can block the write.
+                        _ if interrupted.swap(true, Ordering::SeqCst) => {
+                            run.kill();
+                            display.line(&format!("interrupted again ({name}): killing running tasks"));
+                        }
+                        _ => {
+                            run.cancel();
+                            display.line(&format!(
+                                "interrupted: {name}, stopping running tasks (interrupt again to kill them)"
+                            ));
+                        }
                     }
                 }
             })

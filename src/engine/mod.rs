@@ -24,6 +24,7 @@
 //! # Ok::<(), pexen::engine::EngineError>(())
 //! ```
 
+pub mod problems;
 pub mod select;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +53,12 @@ pub enum EngineError {
     /// bad glob, a report directory that does not exist).
     #[error("{0}")]
     Usage(String),
+    /// Definition and graph problems, located in the tree's files.
+    #[error(transparent)]
+    Tree(#[from] problems::TreeProblems),
+    /// Nothing to run: a tree without a task, a selection that matches none (exit 5).
+    #[error("{0}")]
+    NothingToRun(String),
     #[error("{0}")]
     State(#[from] JournalError),
     #[error("cannot write {path}: {source}")]
@@ -91,11 +98,12 @@ pub struct RunRequest {
 }
 
 impl RunRequest {
-    /// A run of every task of `dir`, journaled in `.pexen`, with the CLI's defaults.
+    /// A run of every task of `dir`, journaled in `dir/.pexen`, with the CLI's defaults.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
         Self {
-            dir: dir.into(),
-            state: PathBuf::from(".pexen"),
+            state: dir.join(".pexen"),
+            dir,
             filters: Vec::new(),
             tags: Vec::new(),
             prefer: Vec::new(),
@@ -113,24 +121,21 @@ impl RunRequest {
     /// Loads, selects and validates the tasks and opens the journal. Nothing runs yet; a report
     /// that could not be written stops the run here, before it starts, not after.
     pub fn prepare(&self) -> Result<PreparedRun, EngineError> {
+        // A report that cannot be written should stop the run before it starts, not after.
         if let Some(junit) = &self.junit {
-            let dir = junit.parent().filter(|d| !d.as_os_str().is_empty());
-            if dir.is_some_and(|d| !d.is_dir()) {
-                return Err(EngineError::Usage(format!(
-                    "--junit {}: the directory does not exist",
-                    junit.display()
-                )));
-            }
+            check_writable(junit)?;
         }
         let tree = load(&self.dir)?;
         let mut warnings = tree.warnings.clone();
-        let mut tasks = select::select(
+        let tree_warnings = warnings.len();
+        let selection = select::select(
             tree.tasks,
             &self.filters,
             &self.tags,
             &tree.virtuals,
             &self.prefer,
         )?;
+        let mut tasks = selection.tasks;
         for t in &mut tasks {
             if let Some(r) = self.retries {
                 t.meta.retries = r;
@@ -143,7 +148,10 @@ impl RunRequest {
         capacity.extend(self.capacity.iter().cloned());
         // Validate before touching the state directory: bad definitions are bad input whatever
         // the state directory holds.
-        crate::graph::Graph::build(&tasks, &capacity)?;
+        crate::graph::Graph::build(&tasks, &capacity).map_err(|e| problems::TreeProblems {
+            definitions: Vec::new(),
+            graph: problems::locate(e, &tree.sources),
+        })?;
         let mut journal = RunJournal::open(&self.state, &tasks, self.resume)?;
         warnings.extend(journal.warnings().iter().cloned());
         let names = tasks.iter().map(|t| t.name.clone()).collect();
@@ -162,6 +170,8 @@ impl RunRequest {
         Ok(PreparedRun {
             tasks,
             names,
+            selection: selection.counts,
+            tree_warnings,
             journal,
             warnings,
             scheduler: b,
@@ -196,7 +206,8 @@ pub fn describe(
     ))
 }
 
-/// Loads the tree in `dir`.
+/// Loads the tree in `dir`: every definition problem at once, located; a tree without a task
+/// is nothing to run (exit 5).
 pub fn load(dir: &Path) -> Result<crate::factory::TaskTree, EngineError> {
     if !dir.is_dir() {
         return Err(EngineError::Usage(format!(
@@ -204,7 +215,59 @@ pub fn load(dir: &Path) -> Result<crate::factory::TaskTree, EngineError> {
             dir.display()
         )));
     }
-    Ok(crate::factory::load(dir)?)
+    let (tree, definitions) = crate::factory::load_partial(dir);
+    if !definitions.is_empty() {
+        // The graph of the tasks that did load may have problems too: report them now rather
+        // than after the definitions are fixed.
+        let graph = match crate::graph::Graph::build(&tree.tasks, &tree.capacity) {
+            Ok(_) => Vec::new(),
+            Err(e) => problems::locate(e, &tree.sources),
+        };
+        return Err(problems::TreeProblems { definitions, graph }.into());
+    }
+    if tree.tasks.is_empty() {
+        return Err(EngineError::NothingToRun(format!(
+            "no task in {}{}: a task is a `NAME.ron` file or an executable file \
+             (doc/task-format.md)",
+            dir.display(),
+            ignored_note(tree.ignored)
+        )));
+    }
+    Ok(tree)
+}
+
+/// ` (3 entries excluded by .gitignore)`, or nothing.
+pub fn ignored_note(ignored: usize) -> String {
+    match ignored {
+        0 => String::new(),
+        1 => " (1 entry excluded by .gitignore)".to_string(),
+        n => format!(" ({n} entries excluded by .gitignore)"),
+    }
+}
+
+/// `--junit FILE` must name a file that can be created next to where it goes: checked by
+/// creating (and removing) a file there, so a run is not spent on a report that cannot be
+/// written.
+fn check_writable(junit: &Path) -> Result<(), EngineError> {
+    let usage = |why: String| EngineError::Usage(format!("--junit {}: {why}", junit.display()));
+    if junit.is_dir() {
+        return Err(usage("is a directory; expected a file name".into()));
+    }
+    let dir = junit
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(usage("the directory does not exist".into()));
+    }
+    let probe = dir.join(format!(".pexen-junit-probe.{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(usage(format!("cannot write in {}: {e}", dir.display()))),
+    }
 }
 
 /// A validated selection with its journal open, ready to start.
@@ -216,12 +279,36 @@ pub struct PreparedRun {
     warnings: Vec<String>,
     scheduler: crate::sched::SchedulerBuilder,
     junit: Option<PathBuf>,
+    /// With a selection: how many tasks matched it and how many providers it pulled in.
+    selection: Option<(usize, usize)>,
+    /// How many of `warnings` come from the tree (the rest from the journal).
+    tree_warnings: usize,
 }
 
 impl PreparedRun {
     /// The selected tasks, in definition order.
     pub fn task_names(&self) -> &[TaskName] {
         &self.names
+    }
+
+    /// How many of [`warnings`](Self::warnings) come from loading the tree; the journal's follow.
+    pub fn tree_warnings(&self) -> usize {
+        self.tree_warnings
+    }
+
+    /// The selected tasks, with the run's overrides applied.
+    pub fn tasks(&self) -> &[Task] {
+        &self.tasks
+    }
+
+    /// With `--filter`/`--tag`: how many tasks matched and how many providers were pulled in.
+    pub fn selection_counts(&self) -> Option<(usize, usize)> {
+        self.selection
+    }
+
+    /// With `resume`: how many tasks are taken from the journal.
+    pub fn resumed_count(&self) -> usize {
+        self.journal.resumed_count()
     }
 
     /// Notices from loading the tree, then from loading the journal (a torn last record that

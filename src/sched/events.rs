@@ -132,20 +132,16 @@ pub struct Finished {
 /// One event of a run, in the order things happened.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    RunStarted {
-        tasks: usize,
-        jobs: usize,
-    },
+    /// The run starts: how many tasks it has and how many attempts run at once. Always first.
+    RunStarted { tasks: usize, jobs: usize },
     /// Something worth telling that changes no outcome (an unrequired token, a shared-state
     /// conflict, a torn journal record).
     Warning {
         task: Option<TaskName>,
         message: String,
     },
-    TaskStarted {
-        task: TaskName,
-        attempt: u32,
-    },
+    /// An attempt of a task starts (`attempt` counts from 1).
+    TaskStarted { task: TaskName, attempt: u32 },
     /// An attempt was handed to an outside scheduler (a Slurm job) under the id `job`: the
     /// journal records it so that `--resume` can re-attach to the job after pexen was killed.
     TaskSubmitted {
@@ -178,15 +174,14 @@ pub enum Event {
         /// How it asked (`exit code 75`, a closure's message).
         message: Option<String>,
     },
+    /// The final word on a task, exactly once per task (resumed and skipped ones included).
     TaskFinished(Finished),
     /// An exclusivity group's turn begins (SPEC 13): its tasks may start, no other group's.
-    GroupStarted {
-        group: String,
-    },
+    GroupStarted { group: String },
     /// The group's turn ends: none of its tasks runs or is ready. A group may have several turns.
-    GroupFinished {
-        group: String,
-    },
+    GroupFinished { group: String },
+    /// The run is over: the worst outcome, the counts, and whether it was cancelled. Always
+    /// last.
     RunFinished {
         outcome: Outcome,
         counts: Counts,
