@@ -155,6 +155,8 @@ impl RunRequest {
         let mut journal = RunJournal::open(&self.state, &tasks, self.resume)?;
         warnings.extend(journal.warnings().iter().cloned());
         let names = tasks.iter().map(|t| t.name.clone()).collect();
+        // Before the scheduler takes the resume set.
+        let resumed = journal.resumed_count();
         let mut b = Scheduler::builder()
             .capacities(capacity)
             .fail_fast(self.fail_fast)
@@ -172,6 +174,7 @@ impl RunRequest {
             names,
             selection: selection.counts,
             tree_warnings,
+            resumed,
             journal,
             warnings,
             scheduler: b,
@@ -283,6 +286,8 @@ pub struct PreparedRun {
     selection: Option<(usize, usize)>,
     /// How many of `warnings` come from the tree (the rest from the journal).
     tree_warnings: usize,
+    /// With `resume`: how many tasks are taken from the journal.
+    resumed: usize,
 }
 
 impl PreparedRun {
@@ -308,7 +313,7 @@ impl PreparedRun {
 
     /// With `resume`: how many tasks are taken from the journal.
     pub fn resumed_count(&self) -> usize {
-        self.journal.resumed_count()
+        self.resumed
     }
 
     /// Notices from loading the tree, then from loading the journal (a torn last record that
