@@ -38,7 +38,7 @@ pub(super) fn list(args: &ListArgs) -> Result<i32, CliError> {
         ListFormat::Json => {
             let mut all = crate::engine::describe(&tree, &args.prefer)?;
             if let serde_json::Value::Array(tasks) = &mut all {
-                let mut shown_tasks = tree.tasks.iter().map(|t| shown(t));
+                let mut shown_tasks = tree.tasks.iter().map(&shown);
                 tasks.retain(|_| shown_tasks.next().unwrap_or(true));
             }
             let _ = writeln!(out, "{all}");

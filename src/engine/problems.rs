@@ -77,7 +77,10 @@ fn task_of(e: &GraphError) -> Option<&TaskName> {
 }
 
 /// Graph problems with the locations of their tasks.
-pub fn locate(errors: GraphErrors, sources: &HashMap<TaskName, Vec<Location>>) -> Vec<Located> {
+pub(crate) fn locate(
+    errors: GraphErrors,
+    sources: &HashMap<TaskName, Vec<Location>>,
+) -> Vec<Located> {
     errors
         .0
         .into_iter()
