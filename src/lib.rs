@@ -30,12 +30,15 @@
 pub mod cli;
 pub mod condition;
 pub mod context;
+pub mod engine;
 pub mod error;
 pub mod factory;
 pub mod graph;
 pub mod pool;
 pub mod report;
 pub mod sched;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod state;
 pub mod task;
 

@@ -25,6 +25,9 @@ pub enum Command {
     Graph(GraphArgs),
     /// Rebuild a report of the recorded run from the journal.
     Report(ReportArgs),
+    /// Serve the tree over HTTP: describe it, start, watch and cancel runs, and a live page.
+    #[cfg(feature = "serve")]
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +193,35 @@ pub(crate) fn state_dir(state: &std::path::Path, tree: &std::path::Path) -> Path
     } else {
         state.to_path_buf()
     }
+}
+
+#[cfg(feature = "serve")]
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The task tree.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Address to listen on; beyond loopback it needs --tls-cert and --tls-key. Port 0 picks one.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
+    pub listen: std::net::SocketAddr,
+    /// Read the access token from FILE (default: a random one, printed in the URL).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM).
+    #[arg(long, value_name = "C", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "K", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Where runs are journaled (`DIR/.pexen`: inside the tree, as for `run`)
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE)]
+    pub state: PathBuf,
+    /// Attempts run at once, for runs that do not say (default: the number of CPUs).
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+    /// Time between SIGTERM and SIGKILL when a run is cancelled.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
+    pub grace: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

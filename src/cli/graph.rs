@@ -7,7 +7,8 @@ use petgraph::dot::{Config, Dot};
 use petgraph::graph::DiGraph;
 
 use super::args::GraphArgs;
-use super::{capacities, load, problems, select, CliError};
+use super::{capacities, load, problems, CliError};
+use crate::engine::select;
 use crate::error::exit_code;
 use crate::graph::Graph;
 
@@ -36,7 +37,7 @@ pub(super) fn graph(args: &GraphArgs) -> Result<i32, CliError> {
         .map(|t| dag.add_node(t.name.as_str()))
         .collect();
     // A virtual token's chosen provider gets a solid edge; the alternatives a dashed one.
-    let chosen = super::select::default_choices(&tasks, &tree.virtuals, &[]);
+    let chosen = select::default_choices(&tasks, &tree.virtuals, &[]);
     for (i, req) in g.requires.iter().enumerate() {
         for &tok in req {
             let name = g.token_name(tok);

@@ -3,12 +3,11 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
-use serde_json::json;
-
 use super::args::{ListArgs, ListFormat};
-use super::{ignored_note, load, select, CliError};
+use super::{load, CliError};
+use crate::engine::{ignored_note, select};
 use crate::error::exit_code;
-use crate::task::{Run, Task, Work};
+use crate::task::Task;
 
 pub(super) fn list(args: &ListArgs) -> Result<i32, CliError> {
     let tree = load(&args.dir)?;
@@ -37,14 +36,12 @@ pub(super) fn list(args: &ListArgs) -> Result<i32, CliError> {
     let mut out = std::io::stdout().lock();
     match args.format {
         ListFormat::Json => {
-            let all: Vec<serde_json::Value> = tree
-                .tasks
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| shown(t))
-                .map(|(i, t)| task_json(t, chosen.get(&i).map_or(&[][..], Vec::as_slice)))
-                .collect();
-            let _ = writeln!(out, "{}", serde_json::Value::Array(all));
+            let mut all = crate::engine::describe(&tree, &args.prefer)?;
+            if let serde_json::Value::Array(tasks) = &mut all {
+                let mut shown_tasks = tree.tasks.iter().map(&shown);
+                tasks.retain(|_| shown_tasks.next().unwrap_or(true));
+            }
+            let _ = writeln!(out, "{all}");
         }
         ListFormat::Human => {
             for (i, t) in tree.tasks.iter().enumerate().filter(|(_, t)| shown(t)) {
@@ -54,51 +51,6 @@ pub(super) fn list(args: &ListArgs) -> Result<i32, CliError> {
         }
     }
     Ok(exit_code::OK)
-}
-
-fn run_json(t: &Task) -> serde_json::Value {
-    match &t.work {
-        Work::Command(c) => match &c.run {
-            Run::Cmd(argv) => json!({"cmd": argv}),
-            Run::Shell(s) => json!({"shell": s}),
-        },
-        Work::Closure(_) => json!("closure"),
-    }
-}
-
-/// `chosen`: the virtual tokens this task is the chosen provider of.
-fn task_json(t: &Task, chosen: &[String]) -> serde_json::Value {
-    let m = &t.meta;
-    let (env, cwd) = match &t.work {
-        Work::Command(c) => (json!(c.env), json!(c.cwd)),
-        Work::Closure(_) => (json!({}), serde_json::Value::Null),
-    };
-    json!({
-        "name": t.name.as_str(),
-        "run": run_json(t),
-        "requires": m.requires,
-        "provides": m.provides,
-        "claims": m.claims,
-        "uses": m.uses,
-        "slots": m.slots,
-        "priority": m.priority,
-        "timeout_s": m.timeout.map(|d| d.as_secs_f64()),
-        "retries": m.retries,
-        "on_failure": format!("{:?}", m.on_failure),
-        "tags": m.tags,
-        "inputs": m.inputs,
-        "env": env,
-        "cwd": cwd,
-        "group": m.group,
-        "when": m.when.iter().map(|c| json!({
-            "os": c.os,
-            "arch": c.arch,
-            "env": c.env,
-            "exists": c.exists,
-            "command": c.command,
-        })).collect::<Vec<_>>(),
-        "chosen_for": chosen,
-    })
 }
 
 fn human_line(t: &Task, chosen: &[String]) -> String {

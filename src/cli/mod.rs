@@ -5,10 +5,10 @@ pub mod args;
 mod graph;
 mod list;
 mod preflight;
-mod problems;
 mod report;
 mod run;
-mod select;
+#[cfg(feature = "serve")]
+mod serve;
 mod slurm;
 
 use std::io::Write;
@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use thiserror::Error;
 
+use crate::engine::{ignored_note, problems, EngineError};
 use crate::error::{exit_code, GraphErrors};
 use crate::factory::{FactoryErrors, TaskTree};
 use crate::state::journal::JournalError;
@@ -48,6 +49,23 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    #[cfg(feature = "serve")]
+    #[error("{0}")]
+    Serve(#[from] crate::serve::ServeError),
+}
+
+impl From<EngineError> for CliError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Definitions(e) => CliError::Definitions(e),
+            EngineError::Graph(e) => CliError::Graph(e),
+            EngineError::Usage(m) => CliError::Usage(m),
+            EngineError::State(e) => CliError::State(e),
+            EngineError::Write { path, source } => CliError::Write { path, source },
+            EngineError::Tree(e) => CliError::Tree(e),
+            EngineError::NothingToRun(m) => CliError::NothingToRun(m),
+        }
+    }
 }
 
 impl CliError {
@@ -61,6 +79,8 @@ impl CliError {
             CliError::State(_) | CliError::NoRecordedRun(_) => exit_code::BAD_STATE,
             CliError::NothingToRun(_) => exit_code::NOTHING_TO_RUN,
             CliError::Write { .. } => exit_code::TASK_FAILED,
+            #[cfg(feature = "serve")]
+            CliError::Serve(_) => exit_code::BAD_INPUT,
         }
     }
 }
@@ -95,6 +115,11 @@ where
         Command::List(a) => list::list(&a),
         Command::Check(a) => check(&a),
         Command::Graph(a) => graph::graph(&a),
+        #[cfg(feature = "serve")]
+        Command::Serve(mut a) => {
+            a.state = args::state_dir(&a.state, &a.dir);
+            serve::serve(a)
+        }
     };
     match result {
         Ok(code) => code,
@@ -117,40 +142,7 @@ pub fn main() -> i32 {
 
 /// Loads a tree, printing nothing. A tree without a task is exit 5 (SPEC 5).
 fn load(dir: &std::path::Path) -> Result<TaskTree, CliError> {
-    if !dir.is_dir() {
-        return Err(CliError::Usage(format!(
-            "{} is not a directory of tasks",
-            dir.display()
-        )));
-    }
-    let (tree, definitions) = crate::factory::load_partial(dir);
-    if !definitions.is_empty() {
-        // The graph of the tasks that did load may have problems too: report them now rather
-        // than after the definitions are fixed.
-        let graph = match crate::graph::Graph::build(&tree.tasks, &tree.capacity) {
-            Ok(_) => Vec::new(),
-            Err(e) => problems::locate(e, &tree.sources),
-        };
-        return Err(problems::TreeProblems { definitions, graph }.into());
-    }
-    if tree.tasks.is_empty() {
-        return Err(CliError::NothingToRun(format!(
-            "no task in {}{}: a task is a `NAME.ron` file or an executable file \
-             (doc/task-format.md)",
-            dir.display(),
-            ignored_note(tree.ignored)
-        )));
-    }
-    Ok(tree)
-}
-
-/// ` (3 entries excluded by .gitignore)`, or nothing.
-fn ignored_note(ignored: usize) -> String {
-    match ignored {
-        0 => String::new(),
-        1 => " (1 entry excluded by .gitignore)".to_string(),
-        n => format!(" ({n} entries excluded by .gitignore)"),
-    }
+    Ok(crate::engine::load(dir)?)
 }
 
 /// Graph problems of `tree`'s tasks, with where the tasks are defined.

@@ -1,56 +1,40 @@
-//! `pexen run`: load, select, decide what to resume, run, and feed every event to the journal,
-//! the display (human or JSON) and the JUnit collector, in that order: a result is journaled
-//! before it is reported.
+//! `pexen run`: the library's run of a tree ([`crate::engine`]: load, select, decide what to
+//! resume, run, journal, JUnit), shown on the terminal (human or JSON) and stopped by signals.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::args::{Color, MessageFormat, RunArgs};
-use super::{load, select, CliError};
+use super::CliError;
+use crate::engine::RunRequest;
 use crate::error::exit_code;
 use crate::report::display::{ColorChoice, Display};
 use crate::report::human::HumanReporter;
 use crate::report::json::{event_json_with, JsonOptions};
-use crate::report::junit::write_junit;
-use crate::sched::events::Event;
-use crate::sched::{RunHandle, Scheduler};
-use crate::state::RunJournal;
-use crate::task::Outcome;
+use crate::sched::RunHandle;
+
+/// The library call that `pexen serve` makes too, with the command line's settings.
+fn request(args: &RunArgs) -> RunRequest {
+    RunRequest {
+        dir: args.dir.clone(),
+        state: args.state.clone(),
+        filters: args.filters.clone(),
+        tags: args.tags.clone(),
+        prefer: args.prefer.clone(),
+        jobs: args.jobs.map(|j| j as usize),
+        resume: args.resume,
+        fail_fast: args.fail_fast,
+        retries: args.retries,
+        timeout: args.timeout,
+        grace: args.grace,
+        capacity: args.capacity.clone(),
+        junit: args.junit.clone(),
+    }
+}
 
 pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
-    // A report that cannot be written should stop the run before it starts, not after.
-    if let Some(junit) = &args.junit {
-        check_writable(junit)?;
-    }
-    let tree = load(&args.dir)?;
-    for w in &tree.warnings {
-        say(format_args!("warning: {w}"));
-    }
-    let selection = select::select(
-        tree.tasks,
-        &args.filters,
-        &args.tags,
-        &tree.virtuals,
-        &args.prefer,
-    )?;
-    let mut tasks = selection.tasks;
-    for t in &mut tasks {
-        if let Some(r) = args.retries {
-            t.meta.retries = r;
-        }
-        if t.meta.timeout.is_none() {
-            t.meta.timeout = args.timeout;
-        }
-    }
-    let mut capacity = tree.capacity;
-    capacity.extend(args.capacity.iter().cloned());
-    // Validate before touching the state directory: bad definitions are exit 2 whatever it holds.
-    crate::graph::Graph::build(&tasks, &capacity).map_err(|e| super::problems::TreeProblems {
-        definitions: Vec::new(),
-        graph: super::problems::locate(e, &tree.sources),
-    })?;
+    let prepared = request(args).prepare()?;
 
     let tty = std::io::stderr().is_terminal();
     let color = match args.color {
@@ -60,15 +44,19 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     }
     .enabled(tty, std::env::var_os("NO_COLOR").as_deref());
     let display = Display::plain(color);
-    for w in super::preflight::warnings(&tasks) {
+    // The tree's warnings, then the preflight's, then the journal's.
+    let (tree_warnings, journal_warnings) = prepared.warnings().split_at(prepared.tree_warnings());
+    for w in tree_warnings {
+        say(format_args!("warning: {w}"));
+    }
+    for w in super::preflight::warnings(prepared.tasks()) {
         display.warning(&w);
     }
-    let mut journal = RunJournal::open(&args.state, &tasks, args.resume)?;
-    for w in journal.warnings() {
+    for w in journal_warnings {
         display.warning(w);
     }
     if args.explain {
-        for line in journal.explanations() {
+        for line in prepared.explanations() {
             display.line(&line);
         }
     }
@@ -79,30 +67,23 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
             .live(tty)
             .color(color)
             .slow_period(Some(args.slow_timeout))
-            .max_attempts(tasks.iter().map(|t| (t.name.clone(), t.meta.retries + 1)))
-            .resumed(journal.resumed_count())
+            .max_attempts(
+                prepared
+                    .tasks()
+                    .iter()
+                    .map(|t| (t.name.clone(), t.meta.retries + 1)),
+            )
+            .resumed(prepared.resumed_count())
             .resume_hint(resume_hint(args));
-        if let Some((selected, providers)) = selection.counts {
+        if let Some((selected, providers)) = prepared.selection_counts() {
             b = b.selection(selected, providers);
         }
         b.build()
     });
     let display = human.as_ref().map_or(display, HumanReporter::display);
 
-    let mut builder = Scheduler::builder()
-        .capacities(capacity)
-        .fail_fast(args.fail_fast)
-        .grace(args.grace)
-        .virtual_tokens(tree.virtuals)
-        .journal(&mut journal);
-    for group in tree.groups.into_values() {
-        builder = builder.group(group);
-    }
-    if let Some(j) = args.jobs {
-        builder = builder.jobs(j as usize);
-    }
-    builder = super::slurm::configure(builder, args, &journal)?;
-    let run = builder.build().run(tasks)?;
+    let prepared = prepared.configure(|b, journal| super::slurm::configure(b, args, journal))?;
+    let mut run = prepared.start()?;
     let interrupted = Arc::new(AtomicBool::new(false));
     let signals = SignalWatch::start(run.handle(), interrupted.clone(), display.clone());
 
@@ -110,32 +91,8 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
         output: args.json_output,
     };
     let mut stdout = std::io::stdout().lock();
-    let mut outcome = Outcome::Pass;
-    let mut duration = Duration::ZERO;
-    let mut stopping = false;
-    let mut suspended_by = Vec::new();
-    let handle = run.handle();
-    for event in run {
-        if let Event::TaskSuspended { task, .. } = &event {
-            suspended_by.push(task.clone());
-        }
+    for event in &mut run {
         // Already journaled by the observer: what is reported has been recorded.
-        if !stopping {
-            if let Some(e) = journal.error() {
-                display.error(&format!("{e}; stopping the run"));
-                stopping = true;
-                handle.cancel();
-            }
-        }
-        if let Event::RunFinished {
-            outcome: o,
-            duration: d,
-            ..
-        } = &event
-        {
-            outcome = *o;
-            duration = *d;
-        }
         if let Some(h) = &mut human {
             h.event(&event);
         } else if let Some(line) = event_json_with(&event, json_options) {
@@ -145,6 +102,7 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     }
     drop(signals);
     let interrupted = interrupted.load(Ordering::SeqCst);
+    let suspended_by = run.suspended_by().to_vec();
     if json && !suspended_by.is_empty() && !interrupted {
         // What to run next, for scripts: the run is not over (exit code 4).
         #[derive(serde::Serialize)]
@@ -163,19 +121,12 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
         }
         let _ = stdout.flush();
     }
-    let records = journal.finish()?;
-
-    if let Some(path) = &args.junit {
-        write_junit(path, &records, duration.as_secs_f64()).map_err(|source| CliError::Write {
-            path: path.clone(),
-            source,
-        })?;
-    }
+    let report = run.finish()?;
     Ok(if interrupted {
         exit_code::INTERRUPTED
     } else if !suspended_by.is_empty() {
         exit_code::SUSPENDED
-    } else if outcome.is_success() {
+    } else if report.outcome.is_success() {
         exit_code::OK
     } else {
         exit_code::TASK_FAILED
@@ -207,31 +158,6 @@ fn resume_hint(args: &RunArgs) -> String {
 fn shell_word(word: &str) -> String {
     // Only a NUL byte cannot be quoted, and no argument can hold one.
     shlex::try_quote(word).map_or_else(|_| word.to_string(), std::borrow::Cow::into_owned)
-}
-
-/// `--junit FILE` must name a file that can be created next to where it goes: checked by
-/// creating (and removing) a file there, so a run is not spent on a report that cannot be
-/// written. Exit 2: the command line asked for something impossible.
-fn check_writable(junit: &std::path::Path) -> Result<(), CliError> {
-    let usage = |why: String| CliError::Usage(format!("--junit {}: {why}", junit.display()));
-    if junit.is_dir() {
-        return Err(usage("is a directory; expected a file name".into()));
-    }
-    let dir = junit
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    if !dir.is_dir() {
-        return Err(usage("the directory does not exist".into()));
-    }
-    let probe = dir.join(format!(".pexen-junit-probe.{}", std::process::id()));
-    match std::fs::File::create(&probe) {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) => Err(usage(format!("cannot write in {}: {e}", dir.display()))),
-    }
 }
 
 /// Writes a line to stderr, ignoring failure: stderr may be closed (`2>&1 | head` whose reader

@@ -1,4 +1,5 @@
-//! `--message-format json`: one JSON object per line for each event (SPEC section 5).
+//! `--message-format json`: one JSON object per line for each event (SPEC section 5); and the
+//! task list of `pexen list --format json`.
 //!
 //! The five lines of the SPEC are reproduced field for field and in the same key order. Three more
 //! kinds carry the remaining events:
@@ -28,9 +29,10 @@
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::json;
 
 use crate::sched::events::{Counts, Event, Output};
-use crate::task::{Outcome, TaskName};
+use crate::task::{Outcome, Run, Task, TaskName, Work};
 
 /// Field order here is the key order on the line (serde writes struct fields in order).
 #[derive(Serialize)]
@@ -215,6 +217,53 @@ pub fn event_json_with(e: &Event, options: JsonOptions) -> Option<String> {
     };
     // Serializing these plain structs cannot fail; `ok()` keeps the signature panic-free.
     serde_json::to_string(&line).ok()
+}
+
+fn run_json(t: &Task) -> serde_json::Value {
+    match &t.work {
+        Work::Command(c) => match &c.run {
+            Run::Cmd(argv) => json!({"cmd": argv}),
+            Run::Shell(s) => json!({"shell": s}),
+        },
+        Work::Closure(_) => json!("closure"),
+    }
+}
+
+/// `chosen`: the virtual tokens this task is the chosen provider of.
+/// One task of `pexen list --format json` (and of `GET /api/v1/tasks`); `chosen`: the
+/// virtual tokens it is the default provider of.
+pub fn task_json(t: &Task, chosen: &[String]) -> serde_json::Value {
+    let m = &t.meta;
+    let (env, cwd) = match &t.work {
+        Work::Command(c) => (json!(c.env), json!(c.cwd)),
+        Work::Closure(_) => (json!({}), serde_json::Value::Null),
+    };
+    json!({
+        "name": t.name.as_str(),
+        "run": run_json(t),
+        "requires": m.requires,
+        "provides": m.provides,
+        "claims": m.claims,
+        "uses": m.uses,
+        "slots": m.slots,
+        "priority": m.priority,
+        "timeout_s": m.timeout.map(|d| d.as_secs_f64()),
+        "retries": m.retries,
+        "on_failure": format!("{:?}", m.on_failure),
+        "tags": m.tags,
+        "inputs": m.inputs,
+        "env": env,
+        "cwd": cwd,
+        "group": m.group,
+        "when": m.when.iter().map(|c| json!({
+            "os": c.os,
+            "arch": c.arch,
+            "env": c.env,
+            "exists": c.exists,
+            "command": c.command,
+        })).collect::<Vec<_>>(),
+        "chosen_for": chosen,
+    })
 }
 
 #[cfg(test)]

@@ -77,7 +77,7 @@ fn task_of(e: &GraphError) -> Option<&TaskName> {
 }
 
 /// Graph problems with the locations of their tasks.
-pub(super) fn locate(
+pub(crate) fn locate(
     errors: GraphErrors,
     sources: &HashMap<TaskName, Vec<Location>>,
 ) -> Vec<Located> {

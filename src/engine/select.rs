@@ -7,25 +7,25 @@ use std::collections::{HashMap, HashSet};
 
 use glob::{MatchOptions, Pattern};
 
-use super::CliError;
+use super::EngineError;
 use crate::task::Task;
 
 /// The tasks to run, and for a selection how many matched it and how many were pulled in as
 /// providers of what they require.
-pub(super) struct Selection {
-    pub(super) tasks: Vec<Task>,
-    pub(super) counts: Option<(usize, usize)>,
+pub struct Selection {
+    pub tasks: Vec<Task>,
+    pub counts: Option<(usize, usize)>,
 }
 
 /// Keeps the tasks that match (any filter, when there are filters; any tag, when there are
 /// tags) and every task that provides a token they need, in definition order.
-pub(super) fn select(
+pub fn select(
     tasks: Vec<Task>,
     filters: &[String],
     tags: &[String],
     virtuals: &[String],
     prefer: &[String],
-) -> Result<Selection, CliError> {
+) -> Result<Selection, EngineError> {
     check_prefer(&tasks, virtuals, prefer)?;
     if filters.is_empty() && tags.is_empty() {
         return Ok(Selection {
@@ -70,7 +70,7 @@ pub(super) fn select(
     if keep.is_empty() {
         let mut what: Vec<String> = filters.iter().map(|f| format!("--filter {f}")).collect();
         what.extend(tags.iter().map(|t| format!("--tag {t}")));
-        return Err(CliError::NothingToRun(format!(
+        return Err(EngineError::NothingToRun(format!(
             "the selection ({}) matches none of the {} tasks; `pexen list` shows their names",
             what.join(" "),
             tasks.len()
@@ -94,20 +94,20 @@ pub(super) fn select(
 /// (pytest's `-k`, nextest's default filter). A glob matches when it matches the whole name or
 /// any run of whole `/`-separated components in it: `port-*` selects `net/port-a`, `tcp/c*`
 /// selects `net/tcp/connect`. `*` stays within one component, `**` crosses them.
-pub(super) struct Filter {
+pub struct Filter {
     substrings: Vec<String>,
     globs: Vec<Pattern>,
 }
 
 impl Filter {
-    pub(super) fn new(filters: &[String]) -> Result<Self, CliError> {
+    pub fn new(filters: &[String]) -> Result<Self, EngineError> {
         let mut substrings = Vec::new();
         let mut globs = Vec::new();
         for f in filters {
             if f.contains(['*', '?', '[']) {
                 globs.push(
                     Pattern::new(f)
-                        .map_err(|e| CliError::Usage(format!("bad --filter `{f}`: {e}")))?,
+                        .map_err(|e| EngineError::Usage(format!("bad --filter `{f}`: {e}")))?,
                 );
             } else {
                 substrings.push(f.clone());
@@ -116,7 +116,7 @@ impl Filter {
         Ok(Self { substrings, globs })
     }
 
-    pub(super) fn matches(&self, name: &str) -> bool {
+    pub fn matches(&self, name: &str) -> bool {
         if self.substrings.is_empty() && self.globs.is_empty() {
             return true;
         }
@@ -152,7 +152,7 @@ impl Filter {
 /// The provider of a virtual token that a selection pulls in, among `providers` (not empty, in
 /// definition order): one already selected, else one named by `--prefer`, else the best by
 /// priority then definition order.
-pub(super) fn choose(
+pub fn choose(
     tasks: &[Task],
     providers: &[usize],
     prefer: &[String],
@@ -179,7 +179,7 @@ pub(super) fn choose(
 
 /// For `pexen list` and `pexen graph`: per virtual token, the provider a selection would pull
 /// in when none is selected.
-pub(super) fn default_choices(
+pub fn default_choices(
     tasks: &[Task],
     virtuals: &[String],
     prefer: &[String],
@@ -197,17 +197,17 @@ pub(super) fn default_choices(
 }
 
 /// Each `--prefer` names a task that provides a virtual token.
-pub(super) fn check_prefer(
+pub fn check_prefer(
     tasks: &[Task],
     virtuals: &[String],
     prefer: &[String],
-) -> Result<(), CliError> {
+) -> Result<(), EngineError> {
     for name in prefer {
         let Some(t) = tasks.iter().find(|t| t.name.as_str() == name) else {
-            return Err(CliError::Usage(format!("--prefer {name}: no such task")));
+            return Err(EngineError::Usage(format!("--prefer {name}: no such task")));
         };
         if !t.meta.provides.iter().any(|p| virtuals.contains(p)) {
-            return Err(CliError::Usage(format!(
+            return Err(EngineError::Usage(format!(
                 "--prefer {name}: the task provides no virtual token (the root `_dir.ron` declares {})",
                 if virtuals.is_empty() {
                     "none".to_string()
