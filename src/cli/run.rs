@@ -29,6 +29,7 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
             )));
         }
     }
+    let hosts = hosts_config(args)?;
     let tree = load(&args.dir)?;
     for w in &tree.warnings {
         eprintln!("warning: {w}");
@@ -77,6 +78,12 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
         builder = builder.jobs(j as usize);
     }
     builder = super::slurm::configure(builder, args, &journal)?;
+    if let Some(hosts) = hosts {
+        builder = builder.hosts(crate::host::HostsConfig {
+            tree: Some(tree.root.clone()),
+            ..hosts
+        });
+    }
     let run = builder.build().run(tasks)?;
     let interrupted = Arc::new(AtomicBool::new(false));
     let signals = SignalWatch::start(run.handle(), interrupted.clone());
@@ -183,6 +190,59 @@ fn resume_hint(args: &RunArgs) -> String {
 fn shell_word(word: &str) -> String {
     // Only a NUL byte cannot be quoted, and no argument can hold one.
     shlex::try_quote(word).map_or_else(|_| word.to_string(), std::borrow::Cow::into_owned)
+}
+
+/// The hosts of `--host`, `--hosts` and `--no-local`, if any.
+fn hosts_config(args: &RunArgs) -> Result<Option<crate::host::HostsConfig>, CliError> {
+    use crate::host::{check_unique_names, load_hosts_file, HostSpec};
+    let usage = |e: crate::host::SpecError| CliError::Usage(e.to_string());
+    let mut hosts = Vec::new();
+    if let Some(file) = &args.hosts_file {
+        hosts.extend(load_hosts_file(file).map_err(usage)?);
+    }
+    for spec in &args.hosts {
+        hosts.push(HostSpec::parse(spec).map_err(usage)?);
+    }
+    if hosts.is_empty() {
+        if args.no_local {
+            return Err(CliError::Usage(
+                "--no-local needs hosts to run on: give --host or --hosts".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    // `local` in a hosts file is this machine: it is there already unless --no-local.
+    hosts.retain(|h| h.kind != crate::host::HostKind::Local);
+    if !args.no_local {
+        hosts.insert(0, HostSpec::local(1));
+    }
+    check_unique_names(&hosts).map_err(usage)?;
+    hosts.retain(|h| h.kind != crate::host::HostKind::Local);
+    let tls = match (&args.tls_cert, &args.tls_key, &args.ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(crate::host::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        }),
+        _ => None,
+    };
+    if tls.is_none() {
+        if let Some(h) = hosts
+            .iter()
+            .find(|h| matches!(h.kind, crate::host::HostKind::Tls { .. }))
+        {
+            return Err(CliError::Usage(format!(
+                "host {} is a tls:// host: give this run's identity with --tls-cert, --tls-key and --ca",
+                h.name
+            )));
+        }
+    }
+    Ok(Some(crate::host::HostsConfig {
+        hosts,
+        no_local: args.no_local,
+        tree: None,
+        tls,
+    }))
 }
 
 /// SIGINT/SIGTERM handling: the first stops the run cleanly (running commands get SIGTERM,

@@ -73,7 +73,8 @@ impl HumanReporter {
             }
             Event::TaskStarted { .. }
             | Event::GroupFinished { .. }
-            | Event::TaskSubmitted { .. } => {}
+            | Event::TaskSubmitted { .. }
+            | Event::HostConnected { .. } => {}
             Event::GroupStarted { group } => {
                 let shown = if group.is_empty() {
                     "(ungrouped)"
@@ -81,6 +82,9 @@ impl HumanReporter {
                     group
                 };
                 self.line(&format!("{:>8} {shown}", "GROUP"));
+            }
+            Event::HostLost { host, reason } => {
+                let _ = writeln!(std::io::stderr(), "warning: host {host}: {reason}");
             }
             Event::TaskResult {
                 task,

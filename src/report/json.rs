@@ -41,6 +41,8 @@ enum Line<'a> {
     TaskStarted {
         task: &'a TaskName,
         attempt: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<&'a str>,
     },
     TaskSubmitted {
         task: &'a TaskName,
@@ -72,6 +74,17 @@ enum Line<'a> {
         duration_s: f64,
         resumed: bool,
         cause: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<&'a str>,
+    },
+    HostConnected {
+        host: &'a str,
+        uploaded: bool,
+        files_sent: usize,
+    },
+    HostLost {
+        host: &'a str,
+        reason: &'a str,
     },
     GroupStarted {
         group: &'a str,
@@ -103,15 +116,30 @@ pub fn event_json(e: &Event) -> Option<String> {
             task: task.as_ref(),
             message,
         },
-        Event::TaskStarted { task, attempt } => Line::TaskStarted {
+        Event::TaskStarted {
+            task,
+            attempt,
+            host,
+        } => Line::TaskStarted {
             task,
             attempt: *attempt,
+            host: host.as_deref(),
         },
         Event::TaskSubmitted { task, attempt, job } => Line::TaskSubmitted {
             task,
             attempt: *attempt,
             job,
         },
+        Event::HostConnected {
+            host,
+            uploaded,
+            files_sent,
+        } => Line::HostConnected {
+            host,
+            uploaded: *uploaded,
+            files_sent: *files_sent,
+        },
+        Event::HostLost { host, reason } => Line::HostLost { host, reason },
         Event::TaskResult {
             task,
             status,
@@ -153,6 +181,7 @@ pub fn event_json(e: &Event) -> Option<String> {
             duration_s: seconds(f.duration),
             resumed: f.resumed,
             cause: f.cause.as_deref(),
+            host: f.host.as_deref(),
         },
         Event::GroupStarted { group } => Line::GroupStarted { group },
         Event::GroupFinished { group } => Line::GroupFinished { group },
@@ -191,7 +220,8 @@ mod tests {
         assert_eq!(
             json(&Event::TaskStarted {
                 task: task.clone(),
-                attempt: 1
+                attempt: 1,
+                host: None,
             }),
             r#"{"type":"task-started","task":"net/tcp/connect","attempt":1}"#
         );
@@ -215,6 +245,7 @@ mod tests {
             message: None,
             exports: None,
             output: None,
+            host: None,
         };
         assert_eq!(
             json(&Event::TaskFinished(finished)),

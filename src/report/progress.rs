@@ -49,7 +49,11 @@ impl Progress {
     pub(crate) fn event(&mut self, e: &Event) {
         match e {
             Event::RunStarted { tasks, .. } => self.bar.set_length(*tasks as u64),
-            Event::TaskStarted { task, attempt } if self.running.len() < MAX_SHOWN => {
+            Event::TaskStarted {
+                task,
+                attempt,
+                host,
+            } if self.running.len() < MAX_SHOWN => {
                 let line = self.multi.add(ProgressBar::new_spinner());
                 line.set_style(
                     ProgressStyle::with_template("    {spinner} {elapsed:>4} {msg}")
@@ -60,7 +64,11 @@ impl Progress {
                 } else {
                     String::new()
                 };
-                line.set_message(format!("{task}{suffix}"));
+                let on = host
+                    .as_ref()
+                    .map(|h| format!(" on {h}"))
+                    .unwrap_or_default();
+                line.set_message(format!("{task}{suffix}{on}"));
                 line.enable_steady_tick(Duration::from_millis(100));
                 self.running.insert(task.clone(), line);
             }
