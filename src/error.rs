@@ -20,6 +20,9 @@ pub mod exit_code {
     pub const BAD_STATE: i32 = 3;
     /// A task suspended the run (exit status 75, SPEC section 12): continue it with `--resume`.
     pub const SUSPENDED: i32 = 4;
+    /// Nothing to run: the tree or the selection is empty (pytest's code for "no tests
+    /// collected").
+    pub const NOTHING_TO_RUN: i32 = 5;
     /// Interrupted (Ctrl-C).
     pub const INTERRUPTED: i32 = 130;
 }

@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::condition::Condition;
 use crate::context::{Context, TaskError};
 
+/// The longest timeout a definition or `--timeout` may give: a hundred years. Longer ones are
+/// refused when the tree is checked, not found unrepresentable when the run starts.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// A task's name: a `/`-separated path, unique in a run. Cheap to clone (shared string).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -174,7 +178,7 @@ pub struct Meta {
     pub slots: BTreeMap<String, u32>,
     /// Lowest starts first among runnable tasks.
     pub priority: i32,
-    /// Watchdog limit for one attempt.
+    /// Watchdog limit for one attempt (at most [`MAX_TIMEOUT`] in definitions and on the CLI).
     pub timeout: Option<Duration>,
     /// Extra attempts after `fail`, `error` or `timeout`.
     pub retries: u32,

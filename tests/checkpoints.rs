@@ -181,7 +181,8 @@ fn a_suite_that_reboots_in_the_middle_runs_every_task_once_and_the_rebooting_one
         resume.starts_with("pexen run ") && resume.ends_with(" --resume"),
         "{resume}"
     );
-    assert!(resume.contains("--state"), "{resume}");
+    // The tests' state, TREE/.pexen, is the default one (in the tree): no `--state` needed.
+    assert!(!resume.contains("--state"), "{resume}");
 
     // After the "boot": a fresh pexen continues, the suspended task first, whatever priorities.
     let r = t.run(&["-j", "1", "--resume", "--explain"]);
@@ -232,7 +233,8 @@ fn the_human_display_says_the_run_was_suspended_and_what_to_run_next() {
     let t = Tree::new().script("boot.sh", "exit 75");
     let out = t.cmd("run", &["--state", &t.path().join("st").to_string_lossy()]);
     assert_eq!(out.status.code(), Some(4));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The human report is on stderr (doc/display.md).
+    let stdout = String::from_utf8_lossy(&out.stderr);
     assert!(stdout.contains("SUSPEND"), "{stdout}");
     assert!(
         stdout.contains("The run was suspended by `boot.sh`"),

@@ -82,7 +82,7 @@ fn signal_death_is_an_error_naming_the_signal() {
     let r = t.run(&[]);
     assert_eq!(r.outcome("seg"), "error");
     let out = t.cmd("run", &["--state", t.path().join(".p").to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("SIGSEGV"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SIGSEGV"));
 }
 
 #[test]
@@ -168,7 +168,7 @@ fn selection_pulls_in_required_providers() {
     let r = t.run(&["--filter", "net/*"]);
     assert_eq!(r.of_type("task-finished").len(), 3);
     let out = t.cmd("run", &["--filter", "nothing*"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(5));
 }
 
 #[test]
@@ -420,7 +420,9 @@ fn human_output_has_a_line_per_task_the_failed_output_and_a_summary() {
         );
     let out = t.cmd("run", &["--state", t.path().join(".p").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+    // The whole human report is on stderr (stdout is for --message-format json).
+    assert!(out.stdout.is_empty());
+    let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("PASS") && text.contains(" ok"), "{text}");
     assert!(
         text.contains("FAIL") && text.contains("bad (exit code 4)"),

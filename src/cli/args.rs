@@ -20,9 +20,9 @@ pub enum Command {
     /// List the tasks with their metadata.
     List(ListArgs),
     /// Validate the tree only: definitions and graph.
-    Check(TreeArg),
-    /// Print the DAG in Graphviz DOT.
-    Graph(TreeArg),
+    Check(CheckArgs),
+    /// Print the DAG in Graphviz DOT (all, or a selection and what it requires).
+    Graph(GraphArgs),
     /// Rebuild a report of the recorded run from the journal.
     Report(ReportArgs),
     /// Serve a scheduler as a worker (started by pexen itself over ssh).
@@ -63,11 +63,40 @@ pub struct WorkerArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct TreeArg {
+pub struct CheckArgs {
     /// The task tree.
     #[arg(default_value = ".")]
     pub dir: PathBuf,
+    /// Capacity of a counted resource for `slots` (repeatable; overrides the tree).
+    #[arg(long = "capacity", value_name = "NAME=N", value_parser = parse_capacity)]
+    pub capacity: Vec<(String, u32)>,
 }
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    #[command(flatten)]
+    pub check: CheckArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+/// `--filter` and `--tag`, for `list` and `graph` to preview what `run` would select.
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    #[arg(long = "filter", value_name = "PATTERN", help = FILTER_HELP, long_help = FILTER_LONG_HELP)]
+    pub filters: Vec<String>,
+    #[arg(long = "tag", value_name = "T", help = TAG_HELP)]
+    pub tags: Vec<String>,
+}
+
+const FILTER_HELP: &str = "Select tasks by name: a substring, or a glob (repeatable; see --help)";
+const FILTER_LONG_HELP: &str = "Select tasks whose name contains PATTERN; a PATTERN with \
+    `*`, `?` or `[` is a glob that must match whole /-separated components of the name \
+    (`port-*` selects `net/port-a`, `tcp/c*` selects `net/tcp/connect`; `*` stays within a \
+    component, `**` crosses them).\n\nRepeated --filter: a task matching any is selected. \
+    Repeated --tag: a task carrying any is selected. --filter and --tag together: a task must \
+    match both. The providers of what selected tasks require run too.";
+const TAG_HELP: &str = "Select tasks carrying tag T (repeatable; see --help)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MessageFormat {
@@ -83,11 +112,9 @@ pub struct RunArgs {
     /// Attempts run at once (default: the number of CPUs).
     #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: Option<u32>,
-    /// Select tasks whose name matches GLOB (repeatable; `*` does not cross `/`, `**` does).
-    #[arg(long = "filter", value_name = "GLOB")]
+    #[arg(long = "filter", value_name = "PATTERN", help = FILTER_HELP, long_help = FILTER_LONG_HELP)]
     pub filters: Vec<String>,
-    /// Select tasks carrying tag T (repeatable).
-    #[arg(long = "tag", value_name = "T")]
+    #[arg(long = "tag", value_name = "T", help = TAG_HELP)]
     pub tags: Vec<String>,
     /// For a virtual token that the selection requires, pull in TASK as its provider (repeatable).
     #[arg(long = "prefer", value_name = "TASK")]
@@ -95,8 +122,8 @@ pub struct RunArgs {
     /// Write a JUnit XML report to FILE (atomically, also when interrupted).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Where the journal of runs is kept.
-    #[arg(long, value_name = "DIR", default_value = ".pexen")]
+    /// Where the journal of runs is kept (`DIR/.pexen`: inside the tree)
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE)]
     pub state: PathBuf,
     /// Do not rerun tasks that passed with an unchanged fingerprint in the journal; keep
     /// checkpoints (a run without it starts from empty ones) and run suspended tasks first.
@@ -112,7 +139,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
     /// Timeout for tasks that do not declare one (`30s`, `5m`).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
     /// Time between SIGTERM and SIGKILL when a task times out or the run is interrupted.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
@@ -120,7 +147,7 @@ pub struct RunArgs {
     /// Capacity of a counted resource for `slots` (repeatable; overrides the tree).
     #[arg(long = "capacity", value_name = "NAME=N", value_parser = parse_capacity)]
     pub capacity: Vec<(String, u32)>,
-    /// Output: a human display, or one JSON object per line on stdout.
+    /// Output: a human display on stderr, or one JSON object per line on stdout.
     #[arg(long, value_enum, default_value = "human")]
     pub message_format: MessageFormat,
     /// Run each command attempt as a Slurm job (sbatch); -j bounds the jobs queued and running.
@@ -153,6 +180,24 @@ pub struct RunArgs {
     /// The CA that signed the `tls://` daemons' certificates (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub ca: Option<PathBuf>,
+    /// With `--message-format json`: add the captured output of failed attempts to
+    /// `task-finished` and `task-retry` lines.
+    #[arg(long)]
+    pub json_output: bool,
+    /// Coloring of the human display: auto (a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
+    pub color: Color,
+    /// Print `SLOW [> DUR] name` each time a task has run for another DUR (`0s`: never).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "60s")]
+    pub slow_timeout: Duration,
+}
+
+/// `--color`, as cargo has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -171,6 +216,8 @@ pub struct ListArgs {
     /// Show TASK as the chosen provider of the virtual tokens it provides (as `run --prefer`).
     #[arg(long = "prefer", value_name = "TASK")]
     pub prefer: Vec<String>,
+    #[command(flatten)]
+    pub select: SelectArgs,
 }
 
 #[derive(Debug, Args)]
@@ -178,14 +225,43 @@ pub struct ReportArgs {
     /// Write the JUnit XML report of the last recorded run to FILE.
     #[arg(long, value_name = "FILE")]
     pub junit: PathBuf,
-    /// Where the journal is kept.
-    #[arg(long, value_name = "DIR", default_value = ".pexen")]
+    /// Where the journal is kept (`DIR/.pexen`: inside the tree)
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE)]
     pub state: PathBuf,
+    /// The task tree whose recorded run to report.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+}
+
+/// `--state`'s default, which stands for `.pexen` in the tree given as `DIR`.
+const DEFAULT_STATE: &str = "DIR/.pexen";
+
+/// The state directory: by default `.pexen` inside the tree, so that two trees run from one
+/// directory keep two journals.
+pub(crate) fn state_dir(state: &std::path::Path, tree: &std::path::Path) -> PathBuf {
+    if state == std::path::Path::new(DEFAULT_STATE) {
+        tree.join(".pexen")
+    } else {
+        state.to_path_buf()
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration like `30s` or `5m`: {e}"))
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like `30s` or `5m`: {e}"))?;
+    if d > crate::task::MAX_TIMEOUT {
+        return Err(format!("`{s}` is too long: at most 100 years"));
+    }
+    Ok(d)
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!(
+            "`{s}` would end every attempt at once; give a positive duration like `30s`"
+        )),
+        d => Ok(d),
+    }
 }
 
 fn parse_capacity(s: &str) -> Result<(String, u32), String> {

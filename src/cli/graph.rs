@@ -2,12 +2,12 @@
 //! a task that requires its token, labelled with the token.
 
 use std::io::Write;
-use std::path::Path;
 
 use petgraph::dot::{Config, Dot};
 use petgraph::graph::DiGraph;
 
-use super::{load, CliError};
+use super::args::GraphArgs;
+use super::{capacities, load, problems, select, CliError};
 use crate::error::exit_code;
 use crate::graph::Graph;
 
@@ -21,18 +21,22 @@ enum Style {
     Alternative,
 }
 
-pub(super) fn graph(dir: &Path) -> Result<i32, CliError> {
-    let tree = load(dir)?;
-    let (g, _) = Graph::build(&tree.tasks, &tree.capacity)?;
-    let mut dag: DiGraph<&str, (&str, Style)> =
-        DiGraph::with_capacity(tree.tasks.len(), tree.tasks.len());
-    let nodes: Vec<_> = tree
-        .tasks
+pub(super) fn graph(args: &GraphArgs) -> Result<i32, CliError> {
+    let tree = load(&args.check.dir)?;
+    let capacity = capacities(&tree.capacity, &args.check.capacity);
+    let (f, t) = (&args.select.filters, &args.select.tags);
+    let tasks = select::select(tree.tasks, f, t, &tree.virtuals, &[])?.tasks;
+    let (g, _) = Graph::build(&tasks, &capacity).map_err(|e| problems::TreeProblems {
+        definitions: Vec::new(),
+        graph: problems::locate(e, &tree.sources),
+    })?;
+    let mut dag: DiGraph<&str, (&str, Style)> = DiGraph::with_capacity(tasks.len(), tasks.len());
+    let nodes: Vec<_> = tasks
         .iter()
         .map(|t| dag.add_node(t.name.as_str()))
         .collect();
     // A virtual token's chosen provider gets a solid edge; the alternatives a dashed one.
-    let chosen = super::select::default_choices(&tree.tasks, &tree.virtuals, &[]);
+    let chosen = super::select::default_choices(&tasks, &tree.virtuals, &[]);
     for (i, req) in g.requires.iter().enumerate() {
         for &tok in req {
             let name = g.token_name(tok);

@@ -1,12 +1,12 @@
 //! `pexen list`: the tasks of a tree with their metadata, for people or as JSON.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use serde_json::json;
 
 use super::args::{ListArgs, ListFormat};
-use super::{load, select, CliError};
+use super::{ignored_note, load, select, CliError};
 use crate::error::exit_code;
 use crate::task::{Run, Task, Work};
 
@@ -20,6 +20,20 @@ pub(super) fn list(args: &ListArgs) -> Result<i32, CliError> {
     for tokens in chosen.values_mut() {
         tokens.sort();
     }
+    if tree.ignored > 0 {
+        let note = ignored_note(tree.ignored);
+        let note = note.trim_start_matches(" (").trim_end_matches(')');
+        let _ = writeln!(std::io::stderr(), "note: {note}");
+    }
+    // A preview of what `run` with the same --filter/--tag would run.
+    let (f, t) = (&args.select.filters, &args.select.tags);
+    let kept: Option<HashSet<crate::task::TaskName>> = if f.is_empty() && t.is_empty() {
+        None
+    } else {
+        let selected = select::select(tree.tasks.clone(), f, t, &tree.virtuals, &args.prefer)?;
+        Some(selected.tasks.into_iter().map(|t| t.name).collect())
+    };
+    let shown = |t: &Task| kept.as_ref().is_none_or(|k| k.contains(&t.name));
     let mut out = std::io::stdout().lock();
     match args.format {
         ListFormat::Json => {
@@ -27,12 +41,13 @@ pub(super) fn list(args: &ListArgs) -> Result<i32, CliError> {
                 .tasks
                 .iter()
                 .enumerate()
+                .filter(|(_, t)| shown(t))
                 .map(|(i, t)| task_json(t, chosen.get(&i).map_or(&[][..], Vec::as_slice)))
                 .collect();
             let _ = writeln!(out, "{}", serde_json::Value::Array(all));
         }
         ListFormat::Human => {
-            for (i, t) in tree.tasks.iter().enumerate() {
+            for (i, t) in tree.tasks.iter().enumerate().filter(|(_, t)| shown(t)) {
                 let chosen = chosen.get(&i).map_or(&[][..], Vec::as_slice);
                 let _ = writeln!(out, "{}", human_line(t, chosen));
             }

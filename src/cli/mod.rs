@@ -4,6 +4,8 @@
 pub mod args;
 mod graph;
 mod list;
+mod preflight;
+mod problems;
 mod report;
 mod run;
 mod select;
@@ -24,19 +26,23 @@ use self::args::{Cli, Command};
 /// Why a command could not do its job. Each maps to a documented exit code.
 #[derive(Debug, Error)]
 pub enum CliError {
-    #[error("{0}")]
+    #[error(transparent)]
     Definitions(#[from] FactoryErrors),
-    #[error("{0}")]
+    #[error(transparent)]
     Graph(#[from] GraphErrors),
+    #[error(transparent)]
+    Tree(#[from] problems::TreeProblems),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
+    NothingToRun(String),
+    #[error(transparent)]
     State(#[from] JournalError),
     #[error("--slurm: {0}")]
     Slurm(#[from] crate::pool::slurm::SlurmError),
     #[error("no recorded run in {}: run `pexen run --state {}` first", .0.display(), .0.display())]
     NoRecordedRun(PathBuf),
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
         path: PathBuf,
         #[source]
@@ -49,9 +55,11 @@ impl CliError {
         match self {
             CliError::Definitions(_)
             | CliError::Graph(_)
+            | CliError::Tree(_)
             | CliError::Usage(_)
             | CliError::Slurm(_) => exit_code::BAD_INPUT,
             CliError::State(_) | CliError::NoRecordedRun(_) => exit_code::BAD_STATE,
+            CliError::NothingToRun(_) => exit_code::NOTHING_TO_RUN,
             CliError::Write { .. } => exit_code::TASK_FAILED,
         }
     }
@@ -76,17 +84,28 @@ where
         }
     };
     let result = match cli.command {
-        Command::Run(a) => run::run(&a),
+        Command::Run(mut a) => {
+            a.state = args::state_dir(&a.state, &a.dir);
+            run::run(&a)
+        }
+        Command::Report(mut a) => {
+            a.state = args::state_dir(&a.state, &a.dir);
+            report::report(&a)
+        }
         Command::List(a) => list::list(&a),
-        Command::Check(a) => check(&a.dir),
-        Command::Graph(a) => graph::graph(&a.dir),
-        Command::Report(a) => report::report(&a),
+        Command::Check(a) => check(&a),
+        Command::Graph(a) => graph::graph(&a),
         Command::Worker(a) => worker(&a),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "error: {e}");
+            // With its causes: `cannot create state directory x: File exists (os error 17)`.
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: {}",
+                crate::error::error_chain(&e)
+            );
             e.exit_code()
         }
     }
@@ -148,7 +167,7 @@ pub fn main() -> i32 {
     main_with_args(std::env::args_os())
 }
 
-/// Loads a tree, printing nothing.
+/// Loads a tree, printing nothing. A tree without a task is exit 5 (SPEC 5).
 fn load(dir: &std::path::Path) -> Result<TaskTree, CliError> {
     if !dir.is_dir() {
         return Err(CliError::Usage(format!(
@@ -156,28 +175,80 @@ fn load(dir: &std::path::Path) -> Result<TaskTree, CliError> {
             dir.display()
         )));
     }
-    Ok(crate::factory::load(dir)?)
+    let (tree, definitions) = crate::factory::load_partial(dir);
+    if !definitions.is_empty() {
+        // The graph of the tasks that did load may have problems too: report them now rather
+        // than after the definitions are fixed.
+        let graph = match crate::graph::Graph::build(&tree.tasks, &tree.capacity) {
+            Ok(_) => Vec::new(),
+            Err(e) => problems::locate(e, &tree.sources),
+        };
+        return Err(problems::TreeProblems { definitions, graph }.into());
+    }
+    if tree.tasks.is_empty() {
+        return Err(CliError::NothingToRun(format!(
+            "no task in {}{}: a task is a `NAME.ron` file or an executable file \
+             (doc/task-format.md)",
+            dir.display(),
+            ignored_note(tree.ignored)
+        )));
+    }
+    Ok(tree)
+}
+
+/// ` (3 entries excluded by .gitignore)`, or nothing.
+fn ignored_note(ignored: usize) -> String {
+    match ignored {
+        0 => String::new(),
+        1 => " (1 entry excluded by .gitignore)".to_string(),
+        n => format!(" ({n} entries excluded by .gitignore)"),
+    }
+}
+
+/// Graph problems of `tree`'s tasks, with where the tasks are defined.
+fn located(e: GraphErrors, tree: &TaskTree) -> CliError {
+    problems::TreeProblems {
+        definitions: Vec::new(),
+        graph: problems::locate(e, &tree.sources),
+    }
+    .into()
+}
+
+/// The tree's capacities, overridden by `--capacity`.
+fn capacities(
+    tree: &std::collections::BTreeMap<String, u32>,
+    extra: &[(String, u32)],
+) -> std::collections::BTreeMap<String, u32> {
+    let mut capacity = tree.clone();
+    capacity.extend(extra.iter().cloned());
+    capacity
 }
 
 /// `pexen check`: definitions and graph, every problem at once.
-fn check(dir: &std::path::Path) -> Result<i32, CliError> {
+fn check(args: &args::CheckArgs) -> Result<i32, CliError> {
+    let dir = &args.dir;
     let mut tree = load(dir)?;
-    let (graph, warnings) = crate::graph::Graph::build(&tree.tasks, &tree.capacity)?;
+    let capacity = capacities(&tree.capacity, &args.capacity);
+    let (graph, warnings) =
+        crate::graph::Graph::build(&tree.tasks, &capacity).map_err(|e| located(e, &tree))?;
     let tree_warnings = std::mem::take(&mut tree.warnings);
     // Freeing 10^5 tasks and their graph is about a tenth of `check` (benches/factory.rs): do it
     // on a thread of its own, which the process does not wait for when it exits.
+    let preflight = preflight::warnings(&tree.tasks);
     let count = tree.tasks.len();
+    let ignored = tree.ignored;
     drop_in_background((graph, tree));
     let mut err = std::io::stderr().lock();
-    for w in tree_warnings.iter().chain(&warnings) {
+    for w in tree_warnings.iter().chain(&warnings).chain(&preflight) {
         let _ = writeln!(err, "warning: {w}");
     }
     let _ = writeln!(
         std::io::stdout(),
-        "ok: {} task{} in {}",
+        "ok: {} task{} in {}{}",
         count,
         if count == 1 { "" } else { "s" },
-        dir.display()
+        dir.display(),
+        ignored_note(ignored)
     );
     Ok(exit_code::OK)
 }

@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::args::{MessageFormat, RunArgs};
+use super::args::{Color, MessageFormat, RunArgs};
 use super::{load, select, CliError};
 use crate::error::exit_code;
+use crate::report::display::{ColorChoice, Display};
 use crate::report::human::HumanReporter;
-use crate::report::json::event_json;
+use crate::report::json::{event_json_with, JsonOptions};
 use crate::report::junit::write_junit;
 use crate::sched::events::Event;
 use crate::sched::{RunHandle, Scheduler};
@@ -21,26 +22,21 @@ use crate::task::Outcome;
 pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     // A report that cannot be written should stop the run before it starts, not after.
     if let Some(junit) = &args.junit {
-        let dir = junit.parent().filter(|d| !d.as_os_str().is_empty());
-        if dir.is_some_and(|d| !d.is_dir()) {
-            return Err(CliError::Usage(format!(
-                "--junit {}: the directory does not exist",
-                junit.display()
-            )));
-        }
+        check_writable(junit)?;
     }
     let hosts = hosts_config(args)?;
     let tree = load(&args.dir)?;
     for w in &tree.warnings {
-        eprintln!("warning: {w}");
+        say(format_args!("warning: {w}"));
     }
-    let mut tasks = select::select(
+    let selection = select::select(
         tree.tasks,
         &args.filters,
         &args.tags,
         &tree.virtuals,
         &args.prefer,
     )?;
+    let mut tasks = selection.tasks;
     for t in &mut tasks {
         if let Some(r) = args.retries {
             t.meta.retries = r;
@@ -52,18 +48,47 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     let mut capacity = tree.capacity;
     capacity.extend(args.capacity.iter().cloned());
     // Validate before touching the state directory: bad definitions are exit 2 whatever it holds.
-    crate::graph::Graph::build(&tasks, &capacity)?;
+    crate::graph::Graph::build(&tasks, &capacity).map_err(|e| super::problems::TreeProblems {
+        definitions: Vec::new(),
+        graph: super::problems::locate(e, &tree.sources),
+    })?;
 
+    let tty = std::io::stderr().is_terminal();
+    let color = match args.color {
+        Color::Auto => ColorChoice::Auto,
+        Color::Always => ColorChoice::Always,
+        Color::Never => ColorChoice::Never,
+    }
+    .enabled(tty, std::env::var_os("NO_COLOR").as_deref());
+    let display = Display::plain(color);
+    for w in super::preflight::warnings(&tasks) {
+        display.warning(&w);
+    }
     let mut journal = RunJournal::open(&args.state, &tasks, args.resume)?;
     for w in journal.warnings() {
-        eprintln!("warning: {w}");
+        display.warning(w);
     }
     if args.explain {
-        let mut err = std::io::stderr().lock();
         for line in journal.explanations() {
-            let _ = writeln!(err, "{line}");
+            display.line(&line);
         }
     }
+
+    let json = args.message_format == MessageFormat::Json;
+    let mut human = (!json).then(|| {
+        let mut b = HumanReporter::builder()
+            .live(tty)
+            .color(color)
+            .slow_period(Some(args.slow_timeout))
+            .max_attempts(tasks.iter().map(|t| (t.name.clone(), t.meta.retries + 1)))
+            .resumed(journal.resumed_count())
+            .resume_hint(resume_hint(args));
+        if let Some((selected, providers)) = selection.counts {
+            b = b.selection(selected, providers);
+        }
+        b.build()
+    });
+    let display = human.as_ref().map_or(display, HumanReporter::display);
 
     let mut builder = Scheduler::builder()
         .capacities(capacity)
@@ -86,12 +111,11 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     }
     let run = builder.build().run(tasks)?;
     let interrupted = Arc::new(AtomicBool::new(false));
-    let signals = SignalWatch::start(run.handle(), interrupted.clone());
+    let signals = SignalWatch::start(run.handle(), interrupted.clone(), display.clone());
 
-    let json = args.message_format == MessageFormat::Json;
-    let mut human = (!json).then(|| {
-        HumanReporter::new(std::io::stderr().is_terminal()).resume_hint(resume_hint(args))
-    });
+    let json_options = JsonOptions {
+        output: args.json_output,
+    };
     let mut stdout = std::io::stdout().lock();
     let mut outcome = Outcome::Pass;
     let mut duration = Duration::ZERO;
@@ -105,7 +129,7 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
         // Already journaled by the observer: what is reported has been recorded.
         if !stopping {
             if let Some(e) = journal.error() {
-                eprintln!("error: {e}; stopping the run");
+                display.error(&format!("{e}; stopping the run"));
                 stopping = true;
                 handle.cancel();
             }
@@ -121,7 +145,7 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
         }
         if let Some(h) = &mut human {
             h.event(&event);
-        } else if let Some(line) = event_json(&event) {
+        } else if let Some(line) = event_json_with(&event, json_options) {
             let _ = writeln!(stdout, "{line}");
             let _ = stdout.flush();
         }
@@ -172,7 +196,7 @@ fn resume_hint(args: &RunArgs) -> String {
     if args.dir != std::path::Path::new(".") {
         words.push(shell_word(&args.dir.to_string_lossy()));
     }
-    if args.state != std::path::Path::new(".pexen") {
+    if args.state != args.dir.join(".pexen") {
         words.push("--state".into());
         words.push(shell_word(&args.state.to_string_lossy()));
     }
@@ -245,30 +269,80 @@ fn hosts_config(args: &RunArgs) -> Result<Option<crate::host::HostsConfig>, CliE
     }))
 }
 
-/// SIGINT/SIGTERM handling: the first stops the run cleanly (running commands get SIGTERM,
-/// a grace period, then SIGKILL), the second kills them at once.
+/// `--junit FILE` must name a file that can be created next to where it goes: checked by
+/// creating (and removing) a file there, so a run is not spent on a report that cannot be
+/// written. Exit 2: the command line asked for something impossible.
+fn check_writable(junit: &std::path::Path) -> Result<(), CliError> {
+    let usage = |why: String| CliError::Usage(format!("--junit {}: {why}", junit.display()));
+    if junit.is_dir() {
+        return Err(usage("is a directory; expected a file name".into()));
+    }
+    let dir = junit
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !dir.is_dir() {
+        return Err(usage("the directory does not exist".into()));
+    }
+    let probe = dir.join(format!(".pexen-junit-probe.{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(usage(format!("cannot write in {}: {e}", dir.display()))),
+    }
+}
+
+/// Writes a line to stderr, ignoring failure: stderr may be closed (`2>&1 | head` whose reader
+/// exited, a dropped ssh link), and that must not stop pexen (`eprintln!` would panic, and a
+/// panic on the signal thread would leave SIGINT caught by nobody).
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Signal handling, in one place. SIGINT, SIGTERM, SIGHUP (terminal or ssh session closed) and
+/// SIGQUIT: the first stops the run cleanly (running commands get SIGTERM, a grace period, then
+/// SIGKILL), the second kills them at once; either way the run reports and journals every
+/// task, as nextest treats them. SIGTSTP (Ctrl-Z): running task groups are stopped and their
+/// timeouts paused, then pexen stops itself; SIGCONT continues them.
 struct SignalWatch {
     handle: signal_hook::iterator::Handle,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl SignalWatch {
-    fn start(run: RunHandle, interrupted: Arc<AtomicBool>) -> Option<Self> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).ok()?;
+    fn start(run: RunHandle, interrupted: Arc<AtomicBool>, display: Display) -> Option<Self> {
+        use signal_hook::consts::{SIGCONT, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTSTP};
+        let mut signals = signal_hook::iterator::Signals::new([
+            SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, SIGCONT,
+        ])
+        .ok()?;
         let handle = signals.handle();
         let thread = std::thread::Builder::new()
             .name("pexen-signals".into())
             .spawn(move || {
-                for _ in signals.forever() {
-                    if interrupted.swap(true, Ordering::SeqCst) {
-                        eprintln!("interrupted again: killing running tasks");
-                        run.kill();
-                    } else {
-                        eprintln!(
-                            "interrupted: stopping running tasks (interrupt again to kill them)"
-                        );
-                        run.cancel();
+                for signal in signals.forever() {
+                    let name = crate::pool::command::procs::signal_name(signal);
+                    match signal {
+                        SIGTSTP => {
+                            run.pause();
+                            // Then stop as the default action would (SIGSTOP to ourselves).
+                            let _ = signal_hook::low_level::emulate_default_handler(SIGTSTP);
+                        }
+                        SIGCONT => run.resume(),
+                        // Act first, then say: a terminal nobody reads (Ctrl-S, a full pty)
+                        // can block the write.
+                        _ if interrupted.swap(true, Ordering::SeqCst) => {
+                            run.kill();
+                            display.line(&format!("interrupted again ({name}): killing running tasks"));
+                        }
+                        _ => {
+                            run.cancel();
+                            display.line(&format!(
+                                "interrupted: {name}, stopping running tasks (interrupt again to kill them)"
+                            ));
+                        }
                     }
                 }
             })

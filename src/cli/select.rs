@@ -10,6 +10,13 @@ use glob::{MatchOptions, Pattern};
 use super::CliError;
 use crate::task::Task;
 
+/// The tasks to run, and for a selection how many matched it and how many were pulled in as
+/// providers of what they require.
+pub(super) struct Selection {
+    pub(super) tasks: Vec<Task>,
+    pub(super) counts: Option<(usize, usize)>,
+}
+
 /// Keeps the tasks that match (any filter, when there are filters; any tag, when there are
 /// tags) and every task that provides a token they need, in definition order.
 pub(super) fn select(
@@ -18,25 +25,17 @@ pub(super) fn select(
     tags: &[String],
     virtuals: &[String],
     prefer: &[String],
-) -> Result<Vec<Task>, CliError> {
+) -> Result<Selection, CliError> {
     check_prefer(&tasks, virtuals, prefer)?;
     if filters.is_empty() && tags.is_empty() {
-        return Ok(tasks);
+        return Ok(Selection {
+            tasks,
+            counts: None,
+        });
     }
-    let patterns = filters
-        .iter()
-        .map(|f| Pattern::new(f).map_err(|e| CliError::Usage(format!("bad --filter `{f}`: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    // `*` stays within one path component, as in a shell; `**` crosses them.
-    let opts = MatchOptions {
-        require_literal_separator: true,
-        ..MatchOptions::default()
-    };
+    let filter = Filter::new(filters)?;
     let matches = |t: &Task| {
-        (patterns.is_empty()
-            || patterns
-                .iter()
-                .any(|p| p.matches_with(t.name.as_str(), opts)))
+        filter.matches(t.name.as_str())
             && (tags.is_empty() || t.meta.tags.iter().any(|tag| tags.contains(tag)))
     };
     let mut providers: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -69,16 +68,85 @@ pub(super) fn select(
         }
     }
     if keep.is_empty() {
-        return Err(CliError::Usage(
-            "the selection (--filter/--tag) matches no task".to_string(),
-        ));
+        let mut what: Vec<String> = filters.iter().map(|f| format!("--filter {f}")).collect();
+        what.extend(tags.iter().map(|t| format!("--tag {t}")));
+        return Err(CliError::NothingToRun(format!(
+            "the selection ({}) matches none of the {} tasks; `pexen list` shows their names",
+            what.join(" "),
+            tasks.len()
+        )));
     }
-    Ok(tasks
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| keep.contains(i))
-        .map(|(_, t)| t)
-        .collect())
+    let providers = keep.len() - selected.len();
+    Ok(Selection {
+        tasks: tasks
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep.contains(i))
+            .map(|(_, t)| t)
+            .collect(),
+        counts: Some((selected.len(), providers)),
+    })
+}
+
+/// `--filter` values: any of them may match (none given: everything matches).
+///
+/// A value without glob characters (`*`, `?`, `[`) matches when it occurs anywhere in the name
+/// (pytest's `-k`, nextest's default filter). A glob matches when it matches the whole name or
+/// any run of whole `/`-separated components in it: `port-*` selects `net/port-a`, `tcp/c*`
+/// selects `net/tcp/connect`. `*` stays within one component, `**` crosses them.
+pub(super) struct Filter {
+    substrings: Vec<String>,
+    globs: Vec<Pattern>,
+}
+
+impl Filter {
+    pub(super) fn new(filters: &[String]) -> Result<Self, CliError> {
+        let mut substrings = Vec::new();
+        let mut globs = Vec::new();
+        for f in filters {
+            if f.contains(['*', '?', '[']) {
+                globs.push(
+                    Pattern::new(f)
+                        .map_err(|e| CliError::Usage(format!("bad --filter `{f}`: {e}")))?,
+                );
+            } else {
+                substrings.push(f.clone());
+            }
+        }
+        Ok(Self { substrings, globs })
+    }
+
+    pub(super) fn matches(&self, name: &str) -> bool {
+        if self.substrings.is_empty() && self.globs.is_empty() {
+            return true;
+        }
+        if self.substrings.iter().any(|s| name.contains(s.as_str())) {
+            return true;
+        }
+        if self.globs.is_empty() {
+            return false;
+        }
+        let opts = MatchOptions {
+            require_literal_separator: true,
+            ..MatchOptions::default()
+        };
+        // Component boundaries: the start, after each `/`, and the end.
+        let starts: Vec<usize> = std::iter::once(0)
+            .chain(name.match_indices('/').map(|(i, _)| i + 1))
+            .collect();
+        let ends: Vec<usize> = name
+            .match_indices('/')
+            .map(|(i, _)| i)
+            .chain(std::iter::once(name.len()))
+            .collect();
+        self.globs.iter().any(|g| {
+            starts.iter().any(|&a| {
+                ends.iter()
+                    .filter(|&&b| b > a)
+                    .any(|&b| g.matches_with(&name[a..b], opts))
+            })
+        })
+    }
 }
 
 /// The provider of a virtual token that a selection pulls in, among `providers` (not empty, in
@@ -150,4 +218,37 @@ pub(super) fn check_prefer(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(filters: &[&str]) -> Filter {
+        Filter::new(&filters.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn substrings_match_anywhere_and_globs_match_whole_components() {
+        assert!(f(&[]).matches("anything"));
+        assert!(f(&["port"]).matches("net/port-a"));
+        assert!(f(&["t/po"]).matches("net/port-a"));
+        assert!(!f(&["udp"]).matches("net/port-a"));
+        assert!(f(&["port-*"]).matches("net/port-a"));
+        assert!(f(&["port-*"]).matches("net/port-a/x"));
+        assert!(f(&["tcp/c*"]).matches("net/tcp/connect"));
+        assert!(f(&["net/*"]).matches("net/tcp"));
+        assert!(f(&["net/*"]).matches("x/net/tcp/y"));
+        assert!(!f(&["net/*"]).matches("network/tcp"));
+        assert!(f(&["net/**"]).matches("net/tcp/connect"));
+        assert!(
+            !f(&["ort-*"]).matches("net/port-a"),
+            "globs align on components"
+        );
+        assert!(!f(&["*.sh"]).matches("smoke/boot.py"));
+        assert!(
+            f(&["udp", "*.sh"]).matches("smoke/boot.sh"),
+            "any filter may match"
+        );
+    }
 }

@@ -70,6 +70,18 @@ impl Layer {
         let timeout = match common.timeout {
             None => None,
             Some(value) => match humantime::parse_duration(&value) {
+                Ok(d) if d.is_zero() => {
+                    return Err(FactoryError::ZeroTimeout {
+                        location: src.field_location(range, "timeout", true),
+                        value,
+                    })
+                }
+                Ok(d) if d > crate::task::MAX_TIMEOUT => {
+                    return Err(FactoryError::TimeoutTooLong {
+                        location: src.field_location(range, "timeout", true),
+                        value,
+                    })
+                }
                 Ok(d) => Some(d),
                 Err(source) => {
                     return Err(FactoryError::BadDuration {

@@ -32,7 +32,8 @@ pub enum FactoryError {
     #[error("{location}: {message}")]
     Syntax { location: Location, message: String },
     #[error(
-        "{location}: unknown field `{field}`, expected one of {}",
+        "{location}: unknown field `{field}`{}, expected one of {}",
+        did_you_mean(field, expected),
         one_of(expected)
     )]
     UnknownField {
@@ -41,7 +42,8 @@ pub enum FactoryError {
         expected: &'static [&'static str],
     },
     #[error(
-        "{location}: unknown variant `{found}`, expected one of {}",
+        "{location}: unknown variant `{found}`{}, expected one of {}",
+        did_you_mean(found, expected),
         one_of(expected)
     )]
     UnknownVariant {
@@ -68,6 +70,15 @@ pub enum FactoryError {
         #[source]
         source: humantime::DurationError,
     },
+    #[error(
+        "{location}: `timeout: \"{value}\"` would end every attempt at once, expected a positive \
+         duration such as \"30s\" (leave `timeout` out for none)"
+    )]
+    ZeroTimeout { location: Location, value: String },
+    #[error("{location}: timeout `{value}` is too long, expected at most 100 years")]
+    TimeoutTooLong { location: Location, value: String },
+    #[error("{location}: invalid UTF-8 (byte 0x{byte:02x}), expected UTF-8 text")]
+    NotUtf8 { location: Location, byte: u8 },
     #[error("{location}: empty `run`, expected a program (`Cmd([\"./t\"])`) or a script (`Shell(\"make\")`)")]
     EmptyRun { location: Location },
     #[error("{location}: invalid task name `{name}`: {reason}")]
@@ -148,6 +159,9 @@ impl FactoryError {
             | FactoryError::MissingField { location, .. }
             | FactoryError::DuplicateField { location, .. }
             | FactoryError::BadDuration { location, .. }
+            | FactoryError::ZeroTimeout { location, .. }
+            | FactoryError::TimeoutTooLong { location, .. }
+            | FactoryError::NotUtf8 { location, .. }
             | FactoryError::EmptyRun { location }
             | FactoryError::BadName { location, .. }
             | FactoryError::DuplicateKey { location, .. }
@@ -180,6 +194,18 @@ fn stderr_note(stderr: &str) -> String {
         out.push_str(line);
     }
     out
+}
+
+/// `: did you mean `priority`?` for a name close to one of `known` (clap's measure for flags:
+/// Jaro similarity above 0.7), or nothing.
+fn did_you_mean(found: &str, known: &[&str]) -> String {
+    known
+        .iter()
+        .map(|k| (strsim::jaro(found, k), k))
+        .filter(|(score, _)| *score > 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
 }
 
 fn one_of(names: &[&str]) -> String {

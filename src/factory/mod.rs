@@ -15,6 +15,8 @@
 mod defaults;
 mod error;
 mod fast;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod generator;
 mod ron;
 mod scan;
@@ -23,7 +25,7 @@ mod tests;
 mod walk;
 
 use std::collections::BTreeMap;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -53,22 +55,50 @@ pub struct TaskTree {
     pub virtuals: Vec<String>,
     /// Problems that stop nothing (a group declared but unused), with their file:line:col.
     pub warnings: Vec<String>,
+    /// Where each task is defined (several places for a name defined more than once), so that
+    /// graph problems can name a file, line and column.
+    pub sources: HashMap<TaskName, Vec<Location>>,
+    /// Entries of the tree skipped because a `.gitignore` in the tree excludes them.
+    pub ignored: usize,
 }
 
 /// Loads the task tree at `root`, or reports every definition problem in it.
 pub fn load(root: &Path) -> Result<TaskTree, FactoryErrors> {
+    let (tree, errors) = load_partial(root);
+    if errors.is_empty() {
+        Ok(tree)
+    } else {
+        Err(FactoryErrors(errors))
+    }
+}
+
+/// Loads what can be loaded of the tree at `root`: the tasks whose definitions are valid, and
+/// every problem found in the others (so that a checker can also validate the graph of the
+/// valid ones).
+pub fn load_partial(root: &Path) -> (TaskTree, Vec<FactoryError>) {
     let abs = match std::path::absolute(root) {
         Ok(abs) => normalize(&abs),
         Err(source) => {
-            return Err(FactoryErrors(vec![FactoryError::Io {
+            let tree = TaskTree {
+                root: root.to_path_buf(),
+                tasks: Vec::new(),
+                capacity: BTreeMap::new(),
+                groups: BTreeMap::new(),
+                virtuals: Vec::new(),
+                warnings: Vec::new(),
+                sources: HashMap::new(),
+                ignored: 0,
+            };
+            let io = FactoryError::Io {
                 path: root.to_path_buf(),
                 source,
-            }]))
+            };
+            return (tree, vec![io]);
         }
     };
     let mut walk = walk::walk(&abs, root);
     let groups = std::mem::take(&mut walk.groups);
-    let loaded: Vec<Vec<Result<Task, FactoryError>>> = walk
+    let loaded: Vec<Vec<Result<(Task, Location), FactoryError>>> = walk
         .items
         .into_par_iter()
         .map(|item| match item {
@@ -77,10 +107,14 @@ pub fn load(root: &Path) -> Result<TaskTree, FactoryErrors> {
         })
         .collect();
     let mut tasks = Vec::with_capacity(loaded.len());
+    let mut sources: HashMap<TaskName, Vec<Location>> = HashMap::with_capacity(loaded.len());
     let mut errors = Vec::new();
     for result in loaded.into_iter().flatten() {
         match result {
-            Ok(task) => tasks.push(task),
+            Ok((task, at)) => {
+                sources.entry(task.name.clone()).or_default().push(at);
+                tasks.push(task);
+            }
             Err(e) => errors.push(e),
         }
     }
@@ -104,18 +138,17 @@ pub fn load(root: &Path) -> Result<TaskTree, FactoryErrors> {
             }
         }
     }
-    if errors.is_empty() {
-        Ok(TaskTree {
-            root: abs,
-            tasks,
-            capacity: walk.capacity,
-            groups,
-            virtuals: walk.virtuals,
-            warnings,
-        })
-    } else {
-        Err(FactoryErrors(errors))
-    }
+    let tree = TaskTree {
+        root: abs,
+        tasks,
+        capacity: walk.capacity,
+        groups,
+        virtuals: walk.virtuals,
+        warnings,
+        sources,
+        ignored: walk.ignored,
+    };
+    (tree, errors)
 }
 
 /// Loads the task or tasks of one file.
@@ -124,7 +157,7 @@ fn load_file(
     root: &Path,
     shown_root: &Path,
     groups: &BTreeMap<String, Group>,
-) -> Vec<Result<Task, FactoryError>> {
+) -> Vec<Result<(Task, Location), FactoryError>> {
     let found = &mut found;
     let path = root.join(&found.rel);
     if let Some(handle) = found.generated.take() {
@@ -148,25 +181,26 @@ fn load_file(
         }
         return loaded;
     }
+    let shown = shown_root.join(&found.rel);
     if found.kind == Kind::Executable {
         let layer = Layer::clone(&found.defaults);
         let argv = vec![path.to_string_lossy().into_owned()];
-        return vec![Ok(layer.into_task(
+        let task = layer.into_task(
             TaskName::new(found.name()),
             Run::Cmd(argv),
             &found.dir,
             root,
-        ))];
+        );
+        let at = Location {
+            file: shown,
+            line: 1,
+            col: 1,
+        };
+        return vec![Ok((task, at))];
     }
-    let shown = shown_root.join(&found.rel);
-    let text = match read_text(&path) {
+    let text = match read_text(&path, &shown) {
         Ok(text) => text,
-        Err(source) => {
-            return vec![Err(FactoryError::Io {
-                path: shown,
-                source,
-            })]
-        }
+        Err(e) => return vec![Err(e)],
     };
     let src = Source {
         file: &shown,
@@ -175,9 +209,11 @@ fn load_file(
     if found.kind == Kind::Ron {
         let all = 0..text.len();
         let name = TaskName::new(found.name());
+        let at = src.location(ron::skip_trivia(text.as_bytes(), 0));
         return vec![src
             .parse_task(all.clone())
-            .and_then(|def| build(found, root, &src, all, name, def, groups))];
+            .and_then(|def| build(found, root, &src, all, name, def, groups))
+            .map(|t| (t, at))];
     }
     load_map(found, root, &src, groups)
 }
@@ -185,13 +221,32 @@ fn load_file(
 /// Reads a definition file. `fs::read_to_string` first asks for the file's size (one more system
 /// call per file, a tenth of the cost of a 10^5-file tree); definitions are small, so read into a
 /// buffer that usually fits them instead.
-fn read_text(path: &Path) -> std::io::Result<String> {
+///
+/// Text that is not UTF-8 is an error at the line and column of its first bad byte.
+pub(crate) fn read_text(path: &Path, shown: &Path) -> Result<String, FactoryError> {
     use std::io::Read;
-    let mut text = String::with_capacity(4096);
-    fs::File::open(path)?
-        .take(u64::MAX)
-        .read_to_string(&mut text)?;
-    Ok(text)
+    let io = |source| FactoryError::Io {
+        path: shown.to_owned(),
+        source,
+    };
+    let mut bytes = Vec::with_capacity(4096);
+    fs::File::open(path)
+        .and_then(|f| f.take(u64::MAX).read_to_end(&mut bytes))
+        .map_err(io)?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.into_bytes();
+        // The prefix before `at` is valid UTF-8, so the usual location applies to it.
+        let valid = std::str::from_utf8(&bytes[..at]).unwrap_or_default();
+        let src = ron::Source {
+            file: shown,
+            text: valid,
+        };
+        FactoryError::NotUtf8 {
+            location: src.location(at),
+            byte: bytes[at],
+        }
+    })
 }
 
 /// Loads a `.tasks.ron` map, its entries in parallel.
@@ -200,7 +255,7 @@ fn load_map(
     root: &Path,
     src: &Source<'_>,
     groups: &BTreeMap<String, Group>,
-) -> Vec<Result<Task, FactoryError>> {
+) -> Vec<Result<(Task, Location), FactoryError>> {
     let Some(entries) = split_map(src.text) else {
         // Not splittable: let `ron` parse it whole, which names the syntax error precisely.
         return match src.parse::<OrderedMap>(0..src.text.len()) {
@@ -218,11 +273,14 @@ fn load_map(
                         checked?;
                         let name = TaskName::new(format!("{}/{key}", found.name()));
                         build(found, root, src, start..src.text.len(), name, def, groups)
+                            .map(|t| (t, src.location(start)))
                     })
                     .collect()
             }
         };
     };
+    // Where each entry is, in one pass over the text (entries are in file order).
+    let at = src.locations(entries.iter().map(|e| e.key_at));
     // Duplicates need the whole map, so keys are checked in order before the parallel part.
     let mut seen = HashSet::with_capacity(entries.len());
     let checked: Vec<_> = entries
@@ -232,11 +290,12 @@ fn load_map(
     entries
         .par_iter()
         .zip(checked)
-        .map(|(entry, checked)| {
+        .zip(at)
+        .map(|((entry, checked), at)| {
             checked?;
             let def = src.parse_task(entry.value.clone())?;
             let name = TaskName::new(format!("{}/{}", found.name(), entry.key));
-            build(found, root, src, entry.value.clone(), name, def, groups)
+            build(found, root, src, entry.value.clone(), name, def, groups).map(|t| (t, at))
         })
         .collect()
 }

@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::error::{FactoryError, Location};
-use super::scan::find_field;
 pub(crate) use super::scan::skip_trivia;
+use super::scan::{field_at, find_field};
 use crate::task::{OnFailure, Run};
 
 /// Declares a definition struct: its own fields first, then the metadata fields that tasks and
@@ -191,13 +191,42 @@ pub(crate) struct Source<'a> {
 impl Source<'_> {
     /// The 1-based line and character column of a byte offset.
     pub(crate) fn location(&self, offset: usize) -> Location {
-        let before = &self.text[..offset.min(self.text.len())];
+        // An offset inside a multibyte character (`ron` reports some errors at the byte after a
+        // backslash or a `/`) is the character's.
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &self.text[..offset];
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         Location {
             file: self.file.to_path_buf(),
             line: before.bytes().filter(|&b| b == b'\n').count() + 1,
             col: before[line_start..].chars().count() + 1,
         }
+    }
+
+    /// The locations of increasing byte offsets, in one pass over the text.
+    pub(crate) fn locations(&self, offsets: impl Iterator<Item = usize>) -> Vec<Location> {
+        let (mut line, mut line_start, mut pos) = (1, 0, 0);
+        let bytes = self.text.as_bytes();
+        offsets
+            .map(|offset| {
+                let offset = offset.min(bytes.len());
+                while pos < offset {
+                    if bytes[pos] == b'\n' {
+                        line += 1;
+                        line_start = pos + 1;
+                    }
+                    pos += 1;
+                }
+                Location {
+                    file: self.file.to_path_buf(),
+                    line,
+                    col: self.text[line_start..offset].chars().count() + 1,
+                }
+            })
+            .collect()
     }
 
     /// Parses `self.text[range]` as one `T`, mapping `ron`'s error to a typed, positioned one.
@@ -245,8 +274,49 @@ impl Source<'_> {
             },
             code => FactoryError::Syntax {
                 location: self.location(at),
-                message: lower_first(&code.to_string()),
+                message: self.message(&code, range, at),
             },
+        }
+    }
+
+    /// `ron`'s message about the text at `at`, in the terms of a task file: the field it is
+    /// in and what that field takes, rather than the internal types it is parsed into.
+    fn message(&self, code: &RonError, range: Range<usize>, at: usize) -> String {
+        let raw = lower_first(&code.to_string())
+            .replace("struct `TaskDef`", "a task definition `(run: ..., ...)`")
+            .replace("struct `DirDef`", "`_dir.ron` defaults `(...)`");
+        let is_type_error = matches!(
+            code,
+            RonError::ExpectedArray
+                | RonError::ExpectedBoolean
+                | RonError::ExpectedChar
+                | RonError::ExpectedFloat
+                | RonError::ExpectedInteger
+                | RonError::ExpectedOption
+                | RonError::ExpectedMap
+                | RonError::ExpectedStructLike
+                | RonError::ExpectedNamedStructLike(_)
+                | RonError::ExpectedDifferentStructName { .. }
+                | RonError::ExpectedUnit
+                | RonError::ExpectedString
+                | RonError::ExpectedIdentifier
+                | RonError::IntegerOutOfBounds
+                | RonError::InvalidValueForType { .. }
+        );
+        let Some(field) = field_at(self.text.as_bytes(), range, at) else {
+            return raw;
+        };
+        match domain(field) {
+            Some(domain) if is_type_error => {
+                format!(
+                    "`{field}` takes {domain}, found `{}`",
+                    token_at(self.text, at)
+                )
+            }
+            Some(_) => format!("in `{field}`: {raw}"),
+            // Fields with a structure of their own (`when`) keep the parser's words: the error
+            // is about a part of them.
+            None => raw,
         }
     }
 
@@ -285,6 +355,36 @@ fn ident_start(text: &str, mut at: usize) -> usize {
         at -= 1;
     }
     at
+}
+
+/// What a field takes, in a task file's terms.
+fn domain(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "run" => "a program `Cmd([\"./prog\", \"arg\"])` or a script `Shell(\"make\")`",
+        "requires" | "provides" | "claims" | "uses" | "tags" | "inputs" => {
+            "a list of strings, such as `[\"a\", \"b\"]`"
+        }
+        "slots" | "capacity" => "a map of names to whole numbers, such as `{\"gpu\": 1}`",
+        "priority" => "a whole number (lower starts first), such as `-1` or `10`",
+        "timeout" => "a duration string, such as `\"30s\"` or `\"5m\"`",
+        "retries" => "a whole number of extra attempts, 0 or more",
+        "on_failure" => "`SkipDependents` or `RunDependents`",
+        "env" => "a map of strings, such as `{\"RUST_LOG\": \"info\"}`",
+        "cwd" => "a path string, such as `\"..\"`",
+        _ => return None,
+    })
+}
+
+/// The token that starts at `at` (up to a delimiter), shortened for a message.
+fn token_at(text: &str, at: usize) -> String {
+    let rest = &text[at.min(text.len())..];
+    let end = rest.find([',', '\n', ')', '}', ']']).unwrap_or(rest.len());
+    let token = rest[..end].trim_end();
+    if token.chars().count() > 40 {
+        format!("{}...", token.chars().take(40).collect::<String>())
+    } else {
+        token.to_string()
+    }
 }
 
 fn lower_first(s: &str) -> String {
@@ -349,9 +449,48 @@ mod tests {
             (3, 5, "priorty")
         );
         assert!(expected.contains(&"priority"));
-        assert!(err
-            .to_string()
-            .starts_with("t.ron:3:5: unknown field `priorty`, expected one of `run`"));
+        assert!(err.to_string().starts_with(
+            "t.ron:3:5: unknown field `priorty` (did you mean `priority`?), expected one of `run`"
+        ));
+    }
+
+    #[test]
+    fn type_errors_name_the_field_and_what_it_takes() {
+        let msg = |text: &str| {
+            source(text)
+                .parse::<TaskDef>(0..text.len())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            msg("(run: Shell(\"t\"),\n retries: -1)"),
+            "t.ron:2:11: `retries` takes a whole number of extra attempts, 0 or more, found `-1`"
+        );
+        assert!(
+            msg("(run: Shell(\"t\"), timeout: 5)").contains("`timeout` takes a duration string")
+        );
+        assert!(msg("(run: Shell(\"t\"), requires: \"db\")").contains(
+            "`requires` takes a list of strings, such as `[\"a\", \"b\"]`, found `\"db\"`"
+        ));
+        assert_eq!(
+            msg("[1]"),
+            "t.ron:1:1: expected opening `(` for a task definition `(run: ..., ...)`"
+        );
+        assert!(
+            msg("(run: Shel(\"t\"))").contains("unknown variant `Shel` (did you mean `Shell`?)")
+        );
+        // Far from every known name: no suggestion.
+        assert!(!msg("(run: Shell(\"t\"), zzz: 1)").contains("did you mean"));
+    }
+
+    #[test]
+    fn one_pass_locations_match_single_ones() {
+        let text = "{\n  \"a\": (),\n  \"é\": (), \"c\": ()\n}";
+        let src = source(text);
+        let offsets: Vec<usize> = text.match_indices('"').map(|(i, _)| i).step_by(2).collect();
+        let one_pass = src.locations(offsets.iter().copied());
+        let single: Vec<Location> = offsets.iter().map(|&o| src.location(o)).collect();
+        assert_eq!(one_pass, single);
     }
 
     #[test]

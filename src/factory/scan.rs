@@ -116,6 +116,45 @@ fn is_ident(c: u8) -> bool {
 }
 
 /// Finds field `name` of the struct starting in `range`: the offsets of its name and its value.
+/// The name of the field of the struct in `range` whose name or value contains byte `at`
+/// (the value may be malformed: that is what an error there is about).
+pub(crate) fn field_at(b: &[u8], range: Range<usize>, at: usize) -> Option<&str> {
+    let b = &b[..range.end];
+    let mut i = skip_trivia(b, range.start);
+    while i < b.len() && is_ident(b[i]) {
+        i += 1;
+    }
+    i = skip_trivia(b, i);
+    if b.get(i) != Some(&b'(') || at <= i {
+        return None;
+    }
+    i += 1;
+    loop {
+        let name_at = skip_trivia(b, i);
+        let mut j = name_at;
+        while j < b.len() && is_ident(b[j]) {
+            j += 1;
+        }
+        let field = std::str::from_utf8(&b[name_at..j]).ok()?;
+        j = skip_trivia(b, j);
+        if field.is_empty() || b.get(j) != Some(&b':') || at < name_at {
+            return None;
+        }
+        let value_at = skip_trivia(b, j + 1);
+        let Some(end) = skip_value(b, value_at) else {
+            return Some(field);
+        };
+        if at < end {
+            return Some(field);
+        }
+        i = skip_trivia(b, end);
+        if b.get(i) != Some(&b',') {
+            return None;
+        }
+        i += 1;
+    }
+}
+
 pub(crate) fn find_field(b: &[u8], range: Range<usize>, name: &str) -> Option<(usize, usize)> {
     let b = &b[..range.end];
     let mut i = skip_trivia(b, range.start);
@@ -175,12 +214,19 @@ pub(crate) fn split_map(text: &str) -> Option<Vec<Entry>> {
             return (skip_trivia(b, i + 1) == b.len()).then_some(entries);
         }
         let key_at = i;
-        let key_end = skip_literal(b, i).filter(|_| b[i] == b'"')?;
-        let raw = &text[key_at + 1..key_end - 1];
-        let key = if raw.contains('\\') {
-            ron::from_str::<String>(&text[key_at..key_end]).ok()?
+        let key_end = skip_literal(b, i).filter(|_| matches!(b[i], b'"' | b'r'))?;
+        let key = if b[i] == b'r' {
+            // `r"k"` or `r#"k"#`: no escapes, the text between the quotes as it is.
+            let hashes =
+                key_end - key_at - 1 - text[key_at + 1..key_end].trim_start_matches('#').len();
+            text[key_at + 2 + hashes..key_end - 1 - hashes].to_owned()
         } else {
-            raw.to_owned()
+            let raw = &text[key_at + 1..key_end - 1];
+            if raw.contains('\\') {
+                ron::from_str::<String>(&text[key_at..key_end]).ok()?
+            } else {
+                raw.to_owned()
+            }
         };
         i = skip_trivia(b, key_end);
         if b.get(i) != Some(&b':') {
@@ -232,5 +278,14 @@ mod tests {
         assert_eq!(entries.len(), 1);
         assert!(split_map("{\"a\": }").is_none());
         assert_eq!(split_map(" {} ").map(|e| e.len()), Some(0));
+    }
+
+    #[test]
+    fn raw_string_keys_split_too() {
+        let text = "{r\"a\": (run: Shell(\"x\")), r#\"b\"c\"#: (run: Shell(\"y\"))}";
+        let entries = split_map(text).unwrap();
+        let keys: Vec<_> = entries.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["a", "b\"c"]);
+        assert_eq!(entries[1].key_at, text.find("r#").unwrap());
     }
 }

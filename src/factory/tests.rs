@@ -216,7 +216,7 @@ fn unknown_field_names_file_line_and_column() {
     let errs = errors(dir.path());
     let msg = errs[0].to_string();
     let expected = format!(
-        "{}:3:5: unknown field `priorty`, expected one of `run`, `requires`",
+        "{}:3:5: unknown field `priorty` (did you mean `priority`?), expected one of `run`, `requires`",
         dir.path().join("x.ron").display()
     );
     assert!(msg.starts_with(&expected), "{msg}");

@@ -4,6 +4,10 @@
 //! the same tree always yields the same task order (the tie-break for priorities). `_dir.ron`
 //! files are read here, during the walk, because every task below needs its merged defaults;
 //! task files are only listed, to be read and parsed in parallel afterwards.
+//!
+//! What a `.gitignore` inside the tree excludes is skipped, as git, ripgrep and fd do (the
+//! `ignore` crate's matcher, a stack of one per directory that has the file): an executable
+//! under an ignored `target/` is a build product, not a task. The walk counts what it skipped.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -13,6 +17,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 use super::defaults::Layer;
 use super::error::{FactoryError, Location};
@@ -81,6 +87,8 @@ pub(crate) struct Walk {
     /// Virtual tokens declared by the root `_dir.ron`, and where.
     pub(crate) virtuals: Vec<String>,
     pub(crate) virtuals_at: Option<Location>,
+    /// Entries skipped because a `.gitignore` excludes them.
+    pub(crate) ignored: usize,
 }
 
 /// Walks the tree at `root` (absolute); errors name files under `shown_root`.
@@ -89,6 +97,7 @@ pub(crate) fn walk(root: &Path, shown_root: &Path) -> Walk {
         shown_root,
         out: Walk::default(),
         ancestors: Vec::new(),
+        gitignores: Vec::new(),
     };
     match fs::metadata(root) {
         Ok(meta) => walker.dir(root, "", &Arc::new(Layer::default()), &meta),
@@ -102,6 +111,8 @@ struct Walker<'a> {
     out: Walk,
     /// `(device, inode)` of the directories being walked, to catch a link back to one of them.
     ancestors: Vec<(u64, u64)>,
+    /// The `.gitignore` matchers of the directories being walked, outermost first.
+    gitignores: Vec<Gitignore>,
 }
 
 impl Walker<'_> {
@@ -125,12 +136,15 @@ impl Walker<'_> {
             self.error(FactoryError::SymlinkLoop { path: shown });
             return;
         }
-        let mut entries: Vec<(OsString, fs::FileType)> = match fs::read_dir(dir) {
+        let mut has_gitignore = false;
+        let entries: Vec<(OsString, fs::FileType)> = match fs::read_dir(dir) {
             Ok(rd) => {
                 let mut entries = Vec::new();
                 for entry in rd {
                     match entry.and_then(|e| Ok((e.file_name(), e.file_type()?))) {
-                        Ok(e) if e.0.as_bytes().starts_with(b".") => {}
+                        Ok(e) if e.0.as_bytes().starts_with(b".") => {
+                            has_gitignore |= e.0 == ".gitignore";
+                        }
                         Ok(e) => entries.push(e),
                         Err(source) => self.io(shown.clone(), source),
                     }
@@ -139,7 +153,26 @@ impl Walker<'_> {
             }
             Err(source) => return self.io(shown, source),
         };
-        entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        // Byte-wise, a directory's name followed by `/`, as whole paths sort: `a.ron` < `a/`
+        // (`.` < `/`), so a task comes before the tasks named below it.
+        let is_dir = |(name, t): &(OsString, fs::FileType)| {
+            t.is_dir() || (t.is_symlink() && fs::metadata(dir.join(name)).is_ok_and(|m| m.is_dir()))
+        };
+        let mut keyed: Vec<(bool, (OsString, fs::FileType))> =
+            entries.into_iter().map(|e| (is_dir(&e), e)).collect();
+        keyed.sort_unstable_by(|(a_dir, a), (b_dir, b)| {
+            let a = a.0.as_bytes().iter().chain(a_dir.then_some(&b'/'));
+            let b = b.0.as_bytes().iter().chain(b_dir.then_some(&b'/'));
+            a.cmp(b)
+        });
+        let pushed = has_gitignore && self.push_gitignore(dir);
+        if !self.gitignores.is_empty() {
+            let before = keyed.len();
+            keyed.retain(|(is_dir, (name, _))| !self.is_ignored(&dir.join(name), *is_dir));
+            self.out.ignored += before - keyed.len();
+        }
+        let mut entries: Vec<(OsString, fs::FileType)> =
+            keyed.into_iter().map(|(_, e)| e).collect();
 
         let defaults = match entries.iter().position(|e| e.0 == DIR_FILE) {
             Some(i) => {
@@ -173,6 +206,37 @@ impl Walker<'_> {
             self.entry(&path, name, child_rel, file_type, &dir_arc, &defaults);
         }
         self.ancestors.pop();
+        if pushed {
+            self.gitignores.pop();
+        }
+    }
+
+    /// Reads `dir/.gitignore` onto the stack; false when it cannot be used (then it is not).
+    fn push_gitignore(&mut self, dir: &Path) -> bool {
+        let mut builder = GitignoreBuilder::new(dir);
+        // A bad line makes `add` report it, but the other lines still apply, as with git.
+        let _ = builder.add(dir.join(".gitignore"));
+        match builder.build() {
+            Ok(gi) => {
+                self.gitignores.push(gi);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Whether the innermost `.gitignore` that says anything about `path` excludes it.
+    fn is_ignored(&self, path: &Path, is_dir: bool) -> bool {
+        for gi in self.gitignores.iter().rev() {
+            let m = gi.matched(path, is_dir);
+            if m.is_ignore() {
+                return true;
+            }
+            if m.is_whitelist() {
+                return false;
+            }
+        }
+        false
     }
 
     fn entry(
@@ -239,10 +303,10 @@ impl Walker<'_> {
 
     /// Reads a `_dir.ron`; `None` (with the problem recorded) when it is broken.
     fn defaults(&mut self, path: &Path, shown: &Path, dir: &Path, at_root: bool) -> Option<Layer> {
-        let text = match fs::read_to_string(path) {
+        let text = match super::read_text(path, shown) {
             Ok(text) => text,
-            Err(source) => {
-                self.io(shown.to_path_buf(), source);
+            Err(e) => {
+                self.error(e);
                 return None;
             }
         };

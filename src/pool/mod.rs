@@ -165,7 +165,10 @@ impl Executor {
                     if self.is_cancelled() {
                         runner.terminate_all();
                     }
-                    runner.run(CommandJob {
+                    // A bug in the runner must not kill the worker thread: the run would wait
+                    // for its attempt forever, deaf to Ctrl-C. The attempt's group is killed
+                    // when the unwinding drops it.
+                    let job = CommandJob {
                         task: &job.name,
                         attempt: job.attempt,
                         spec,
@@ -174,6 +177,12 @@ impl Executor {
                         checkpoint,
                         sink,
                         host,
+                    };
+                    catch_unwind(AssertUnwindSafe(|| runner.run(job))).unwrap_or_else(|panic| {
+                        Attempt::new(Outcome::Error).message(format!(
+                            "pexen failed running this command (a bug): {}",
+                            panic_message(&*panic)
+                        ))
                     })
                 }
                 Err(e) => Attempt::new(Outcome::Error).message(e.clone()),
@@ -265,6 +274,20 @@ impl Executor {
         }
         if let Some(Ok(slurm)) = &self.slurm {
             slurm.cancel_all();
+        }
+    }
+
+    /// Ctrl-Z: stop running commands and pause their timeouts.
+    pub(crate) fn pause(&self) {
+        if let Ok(runner) = self.commands() {
+            runner.pause_all();
+        }
+    }
+
+    /// Continue after [`Executor::pause`].
+    pub(crate) fn resume(&self) {
+        if let Some(Ok(runner)) = self.commands.get() {
+            runner.resume_all();
         }
     }
 

@@ -18,12 +18,18 @@
 //! code 75"}`) says that the task stopped the run to continue it later (SPEC section 12); its
 //! `task-finished` (a `skip` whose cause says so) follows.
 //! Durations are seconds, rounded to the millisecond.
+//!
+//! `task-finished` has one more key after the SPEC's: `message`, why the deciding attempt ended
+//! so (`exit code 3`, `killed by SIGSEGV`, `timed out after 500ms`, `cannot start ...`), as the
+//! human display and JUnit show it; `null` for a plain pass. With [`JsonOptions::output`]
+//! (`--json-output`), `task-finished` and `task-retry` also carry `output`, the captured
+//! `{"stdout":..,"stderr":..}` of a failed attempt (`null` otherwise).
 
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::sched::events::{Counts, Event};
+use crate::sched::events::{Counts, Event, Output};
 use crate::task::{Outcome, TaskName};
 
 /// Field order here is the key order on the line (serde writes struct fields in order).
@@ -60,6 +66,8 @@ enum Line<'a> {
         outcome: Outcome,
         message: Option<&'a str>,
         duration_s: f64,
+        #[serde(skip_serializing_if = "Omit::is_omitted")]
+        output: Omit<Option<&'a Output>>,
     },
     TaskSuspended {
         task: &'a TaskName,
@@ -74,6 +82,9 @@ enum Line<'a> {
         duration_s: f64,
         resumed: bool,
         cause: Option<&'a str>,
+        message: Option<&'a str>,
+        #[serde(skip_serializing_if = "Omit::is_omitted")]
+        output: Omit<Option<&'a Output>>,
         #[serde(skip_serializing_if = "Option::is_none")]
         host: Option<&'a str>,
     },
@@ -99,6 +110,33 @@ enum Line<'a> {
     },
 }
 
+/// A key written only on request.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Omit<T>(Option<T>);
+
+impl<T> Omit<T> {
+    fn is_omitted(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+/// What the JSON lines carry beyond the SPEC's keys.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JsonOptions {
+    /// Add `output` (captured stdout and stderr of failed attempts) to `task-finished` and
+    /// `task-retry`.
+    pub output: bool,
+}
+
+fn with_output(
+    options: JsonOptions,
+    output: Option<&Output>,
+    failed: bool,
+) -> Omit<Option<&Output>> {
+    Omit(options.output.then(|| output.filter(|_| failed)))
+}
+
 /// Seconds rounded to milliseconds, so `210ms` prints as `0.21` rather than `0.210000001`.
 fn seconds(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
@@ -107,6 +145,11 @@ fn seconds(d: Duration) -> f64 {
 /// The JSON line for an event, without the trailing newline. Every event has one today; the
 /// `Option` leaves room for events that stay internal.
 pub fn event_json(e: &Event) -> Option<String> {
+    event_json_with(e, JsonOptions::default())
+}
+
+/// [`event_json`] with options.
+pub fn event_json_with(e: &Event, options: JsonOptions) -> Option<String> {
     let line = match e {
         Event::RunStarted { tasks, jobs } => Line::RunStarted {
             tasks: *tasks,
@@ -156,13 +199,14 @@ pub fn event_json(e: &Event) -> Option<String> {
             outcome,
             message,
             duration,
-            ..
+            output,
         } => Line::TaskRetry {
             task,
             attempt: *attempt,
             outcome: *outcome,
             message: message.as_deref(),
             duration_s: seconds(*duration),
+            output: with_output(options, output.as_deref(), true),
         },
         Event::TaskSuspended {
             task,
@@ -182,6 +226,8 @@ pub fn event_json(e: &Event) -> Option<String> {
             resumed: f.resumed,
             cause: f.cause.as_deref(),
             host: f.host.as_deref(),
+            message: f.message.as_deref(),
+            output: with_output(options, f.output.as_deref(), !f.outcome.is_success()),
         },
         Event::GroupStarted { group } => Line::GroupStarted { group },
         Event::GroupFinished { group } => Line::GroupFinished { group },
@@ -249,7 +295,7 @@ mod tests {
         };
         assert_eq!(
             json(&Event::TaskFinished(finished)),
-            r#"{"type":"task-finished","task":"net/tcp/connect","outcome":"warn","attempt":1,"exit_code":0,"duration_s":0.21,"resumed":false,"cause":null}"#
+            r#"{"type":"task-finished","task":"net/tcp/connect","outcome":"warn","attempt":1,"exit_code":0,"duration_s":0.21,"resumed":false,"cause":null,"message":null}"#
         );
         let counts = Counts {
             pass: 9,
@@ -308,6 +354,38 @@ mod tests {
                 message: Some("exit code 75".into()),
             }),
             r#"{"type":"task-suspended","task":"boot/reboot","attempt":2,"message":"exit code 75"}"#
+        );
+    }
+
+    #[test]
+    fn task_finished_carries_the_message_and_on_request_the_output() {
+        let f = Finished {
+            task: "t".into(),
+            outcome: Outcome::Timeout,
+            attempt: 1,
+            exit_code: None,
+            duration: Duration::from_millis(500),
+            resumed: false,
+            cause: None,
+            message: Some("timed out after 500ms".into()),
+            exports: None,
+            output: Some(std::sync::Arc::new(Output {
+                stdout: "out\n".into(),
+                stderr: String::new(),
+            })),
+            host: None,
+        };
+        let e = Event::TaskFinished(f);
+        assert_eq!(
+            json(&e),
+            r#"{"type":"task-finished","task":"t","outcome":"timeout","attempt":1,"exit_code":null,"duration_s":0.5,"resumed":false,"cause":null,"message":"timed out after 500ms"}"#
+        );
+        let with = event_json_with(&e, JsonOptions { output: true }).unwrap();
+        assert!(
+            with.ends_with(
+                r#","message":"timed out after 500ms","output":{"stdout":"out\n","stderr":""}}"#
+            ),
+            "{with}"
         );
     }
 }

@@ -344,6 +344,18 @@ impl RunHandle {
         self.shared.notify(&mut core, true);
     }
 
+    /// Ctrl-Z: stops every running command's process group (SIGSTOP) and pauses their
+    /// timeouts, until [`RunHandle::resume`]. Tasks started meanwhile are stopped too.
+    pub fn pause(&self) {
+        self.shared.exec.pause();
+    }
+
+    /// Continues what [`RunHandle::pause`] stopped (SIGCONT); timeouts count on from where
+    /// they stopped.
+    pub fn resume(&self) {
+        self.shared.exec.resume();
+    }
+
     fn stop(&self) {
         let mut core = self.shared.lock();
         core.state.cancel();

@@ -79,16 +79,15 @@ pub struct Finished {
 /// One event of a run, in the order things happened.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    RunStarted {
-        tasks: usize,
-        jobs: usize,
-    },
+    /// The run starts: how many tasks it has and how many attempts run at once. Always first.
+    RunStarted { tasks: usize, jobs: usize },
     /// Something worth telling that changes no outcome (an unrequired token, a shared-state
     /// conflict, a torn journal record).
     Warning {
         task: Option<TaskName>,
         message: String,
     },
+    /// An attempt of a task starts (`attempt` counts from 1).
     TaskStarted {
         task: TaskName,
         attempt: u32,
@@ -127,15 +126,12 @@ pub enum Event {
         /// How it asked (`exit code 75`, a closure's message).
         message: Option<String>,
     },
+    /// The final word on a task, exactly once per task (resumed and skipped ones included).
     TaskFinished(Finished),
     /// An exclusivity group's turn begins (SPEC 13): its tasks may start, no other group's.
-    GroupStarted {
-        group: String,
-    },
+    GroupStarted { group: String },
     /// The group's turn ends: none of its tasks runs or is ready. A group may have several turns.
-    GroupFinished {
-        group: String,
-    },
+    GroupFinished { group: String },
     /// A host of the run is connected, its tree synced: it takes attempts from now on.
     HostConnected {
         host: Arc<str>,
@@ -146,10 +142,9 @@ pub enum Event {
     },
     /// A host was lost (connection dropped, worker killed) or could not be reached; its running
     /// attempts go back to the queue.
-    HostLost {
-        host: Arc<str>,
-        reason: String,
-    },
+    HostLost { host: Arc<str>, reason: String },
+    /// The run is over: the worst outcome, the counts, and whether it was cancelled. Always
+    /// last.
     RunFinished {
         outcome: Outcome,
         counts: Counts,

@@ -158,6 +158,14 @@ impl SchedulerBuilder {
         self
     }
 
+    /// Tells `tracker` about every command task's process group as it starts (see
+    /// [`crate::state::LiveRecord`], which [`Self::journal`] installs).
+    #[must_use]
+    pub fn command_tracker(mut self, tracker: crate::pool::command::TrackerHandle) -> Self {
+        self.command.tracker = Some(tracker);
+        self
+    }
+
     /// The pool of closure tasks that did not choose one with [`Task::pool`] (default:
     /// [`PoolKind::Threads`]). [`PoolKind::Processes`] needs the binary's `main` to call
     /// [`crate::worker::serve_if_worker`] first.

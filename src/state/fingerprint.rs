@@ -174,6 +174,15 @@ fn program(task: &Task, files: &mut FileHashes) -> Digest {
     Digest::of(&h)
 }
 
+/// Glob options for `inputs`: hidden files match only when named, as in a shell (so `**/*`
+/// never takes in the `.pexen` state directory kept in the tree).
+pub(crate) fn input_glob_options() -> glob::MatchOptions {
+    glob::MatchOptions {
+        require_literal_leading_dot: true,
+        ..glob::MatchOptions::default()
+    }
+}
+
 fn inputs(task: &Task, files: &mut FileHashes) -> Digest {
     let mut h = blake3::Hasher::new();
     h.update(b"pexen/inputs/v1\0");
@@ -187,10 +196,11 @@ fn inputs(task: &Task, files: &mut FileHashes) -> Digest {
     patterns.dedup();
     for pattern in patterns {
         let full = base.join(pattern);
-        let matches: Vec<PathBuf> = match glob::glob(&full.to_string_lossy()) {
-            Ok(paths) => paths.filter_map(Result::ok).collect(),
-            Err(_) => Vec::new(),
-        };
+        let matches: Vec<PathBuf> =
+            match glob::glob_with(&full.to_string_lossy(), input_glob_options()) {
+                Ok(paths) => paths.filter_map(Result::ok).collect(),
+                Err(_) => Vec::new(),
+            };
         if matches.is_empty() {
             // Neither an existing file nor a glob that matches one: "missing", so that creating
             // the file later reruns the task.

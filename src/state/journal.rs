@@ -69,7 +69,24 @@ pub enum JournalError {
         #[source]
         source: io::Error,
     },
-    #[error("{} is not a pexen journal (bad magic bytes)", path.display())]
+    #[error(
+        "state directory {} is in use by {holder}: wait for that run to end, or use another \
+         --state directory",
+        dir.display()
+    )]
+    Locked { dir: PathBuf, holder: String },
+    #[error("cannot lock {}", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{} is not a pexen journal (bad magic bytes); run without --resume to start afresh, \
+         or remove {}",
+        path.display(),
+        path.parent().unwrap_or(path).display()
+    )]
     NotAJournal { path: PathBuf },
     #[error(
         "journal {} has format version {found}, but this pexen reads version {expected}; \
@@ -81,7 +98,12 @@ pub enum JournalError {
         found: u32,
         expected: u32,
     },
-    #[error("journal {} is damaged at byte {offset}: {what}", path.display())]
+    #[error(
+        "journal {} is damaged at byte {offset}: {what}; run without --resume to start afresh, \
+         or remove {}",
+        path.display(),
+        path.parent().unwrap_or(path).display()
+    )]
     Corrupt {
         path: PathBuf,
         offset: u64,
@@ -114,6 +136,10 @@ pub enum JournalEntry {
         time: u64,
         pexen_version: String,
         tasks: usize,
+        /// The selected tasks, in definition order, so that a report of a run cut short can
+        /// name what never finished. Absent in journals written before it was added.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        names: Vec<String>,
     },
     TaskFinished(Box<TaskRecord>),
     RunFinished(RunSummary),
@@ -304,6 +330,15 @@ impl Journal {
 
     /// Records that a run started with `tasks` tasks.
     pub fn run_started(&mut self, tasks: usize) -> Result<(), JournalError> {
+        self.run_started_with(tasks, Vec::new())
+    }
+
+    /// Records that a run of the tasks `names` started.
+    pub fn run_started_names(&mut self, names: Vec<String>) -> Result<(), JournalError> {
+        self.run_started_with(names.len(), names)
+    }
+
+    fn run_started_with(&mut self, tasks: usize, names: Vec<String>) -> Result<(), JournalError> {
         let time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -311,6 +346,7 @@ impl Journal {
             time,
             pexen_version: env!("CARGO_PKG_VERSION").to_owned(),
             tasks,
+            names,
         })
     }
 
@@ -420,6 +456,9 @@ impl Drop for Journal {
     }
 }
 
+#[cfg(test)]
+#[path = "journal_fuzz_tests.rs"]
+mod fuzz_tests;
 #[cfg(test)]
 #[path = "journal_tests.rs"]
 mod tests;

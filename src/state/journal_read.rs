@@ -13,7 +13,9 @@ fn frame(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
     let head = bytes.get(at..at + FRAME_LEN)?;
     let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(head[4..].try_into().ok()?);
-    if len > MAX_RECORD {
+    // A real record is never empty; a zero length (with the zero checksum of nothing) is what a
+    // zero-filled tail reads as.
+    if len == 0 || len > MAX_RECORD {
         return None;
     }
     let end = at + FRAME_LEN + len;
@@ -68,11 +70,18 @@ pub(super) fn parse(path: PathBuf, bytes: &[u8]) -> Result<LoadedJournal, Journa
                     what: "bad length or checksum, with valid records after it".into(),
                 });
             }
+            let what = if bytes[at..].iter().all(|&b| b == 0) {
+                // What a power loss can leave after a delayed allocation: the file's length
+                // was updated, its last blocks never written.
+                "a zero-filled tail"
+            } else {
+                "a torn last record"
+            };
             warnings.push(format!(
-                "journal {}: dropped a torn last record at byte {at} ({} bytes); \
-                 the task it recorded runs again",
+                "journal {}: dropped {what} at byte {at} ({} bytes); {}",
                 path.display(),
-                bytes.len() - at
+                bytes.len() - at,
+                torn_what(bytes.get(at + FRAME_LEN..).unwrap_or_default())
             ));
             break;
         };
@@ -93,6 +102,25 @@ pub(super) fn parse(path: PathBuf, bytes: &[u8]) -> Result<LoadedJournal, Journa
         valid_len: at as u64,
         version: found,
     })
+}
+
+/// What a torn record was, from the start of its payload that did reach the file.
+fn torn_what(payload: &[u8]) -> String {
+    let text = String::from_utf8_lossy(payload);
+    if text.starts_with("{\"run-finished\"") {
+        return "it was the end of the last run, and no task runs again because of it".into();
+    }
+    if text.starts_with("{\"run-started\"") {
+        return "it was the start of a run that recorded nothing".into();
+    }
+    let task = text
+        .strip_prefix("{\"task-finished\":{\"name\":\"")
+        .and_then(|rest| rest.split_once('"'))
+        .map(|(name, _)| name);
+    match task {
+        Some(name) => format!("task `{name}`, which it recorded, runs again"),
+        None => "the task it recorded runs again".into(),
+    }
 }
 
 type DecodeError = (usize, serde_json::Error);

@@ -111,6 +111,40 @@ fn bad_checksum_in_the_last_record_is_torn() {
 }
 
 #[test]
+fn a_zero_filled_tail_is_torn_not_damage() {
+    // A power loss after a delayed allocation: the length grew, the blocks read as zeros. Over
+    // the last record, or appended after it, of any length (4 KiB: a whole block).
+    let (dir, offsets) = sample(2);
+    let path = dir.path().join(FILE_NAME);
+    let full = fs::read(&path).unwrap();
+    for (keep, zeros) in [
+        (offsets[1] as usize, full.len() - offsets[1] as usize),
+        (full.len(), 4096),
+        (full.len(), 3),
+    ] {
+        let mut bytes = full[..keep].to_vec();
+        bytes.resize(keep + zeros, 0);
+        fs::write(&path, &bytes).unwrap();
+        let loaded = Journal::load(dir.path()).unwrap();
+        assert_eq!(loaded.valid_len, keep as u64);
+        assert!(
+            loaded.warnings[0].contains("zero-filled tail"),
+            "{:?}",
+            loaded.warnings
+        );
+    }
+    // Zeros with a valid record after them are damage.
+    let mut bytes = full[..offsets[1] as usize].to_vec();
+    bytes.extend_from_slice(&[0; 64]);
+    bytes.extend_from_slice(&full[offsets[1] as usize..]);
+    fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        Journal::load(dir.path()),
+        Err(JournalError::Corrupt { .. })
+    ));
+}
+
+#[test]
 fn resume_cuts_the_torn_tail_before_appending() {
     let (dir, offsets) = sample(2);
     let path = dir.path().join(FILE_NAME);
@@ -350,5 +384,44 @@ fn unfinished_jobs_are_those_without_a_later_record() {
             ("running".to_owned(), "3".to_owned()),
             ("done".to_owned(), "5".to_owned()),
         ]
+    );
+}
+
+#[test]
+fn a_torn_record_is_named_for_what_it_was() {
+    let (dir, offsets) = sample(2);
+    let path = dir.path().join(FILE_NAME);
+    let full = fs::read(&path).unwrap();
+    // A task record torn after its name: that task runs again.
+    let last = offsets[1] as usize;
+    fs::write(&path, &full[..full.len() - 3]).unwrap();
+    let loaded = Journal::load(dir.path()).unwrap();
+    assert!(
+        loaded.warnings[0].ends_with("task `dir/task-1`, which it recorded, runs again"),
+        "{}",
+        loaded.warnings[0]
+    );
+    // Torn inside its frame header: nothing says which task.
+    fs::write(&path, &full[..last + 3]).unwrap();
+    let loaded = Journal::load(dir.path()).unwrap();
+    assert!(loaded.warnings[0].ends_with("the task it recorded runs again"));
+    // The end of a run, torn: no task is announced.
+    fs::write(&path, &full).unwrap();
+    let mut j = Journal::open_append(dir.path()).unwrap().0;
+    j.run_finished(RunSummary {
+        outcome: Outcome::Pass,
+        counts: Counts::default(),
+        duration_s: 1.0,
+        interrupted: false,
+    })
+    .unwrap();
+    drop(j);
+    let full = fs::read(&path).unwrap();
+    fs::write(&path, &full[..full.len() - 2]).unwrap();
+    let loaded = Journal::load(dir.path()).unwrap();
+    assert!(
+        loaded.warnings[0].contains("the end of the last run, and no task runs again"),
+        "{}",
+        loaded.warnings[0]
     );
 }

@@ -60,6 +60,8 @@ use crate::sched::{Observer, Resumed, SchedulerBuilder};
 use crate::state::checkpoint::Checkpoints;
 use crate::state::fingerprint::fingerprints;
 use crate::state::journal::{Journal, JournalError, SubmittedJob};
+use crate::state::live::LiveRecord;
+use crate::state::lock::StateLock;
 use crate::state::resume::{decide, Decision, Explanation, Reason, Verdict};
 use crate::task::{Task, TaskName};
 
@@ -72,6 +74,8 @@ use crate::task::{Task, TaskName};
 /// loses its own; any other end keeps it, and the journal record says whether it holds one.
 pub struct RunJournal {
     recorder: Arc<Mutex<Recorder>>,
+    /// This run's record of running tasks, for the command runner; removed when the run ends.
+    live: Arc<LiveRecord>,
     resumed: HashMap<TaskName, Resumed>,
     /// Tasks that suspended the last run: they run first.
     run_first: Vec<TaskName>,
@@ -84,6 +88,8 @@ pub struct RunJournal {
     /// With `resume`: such jobs of tasks that changed, were removed, or are taken from the
     /// journal: nobody will collect them.
     stale: Vec<SubmittedJob>,
+    /// Dropped last (fields drop in order): the directory stays ours until everything is done.
+    _lock: StateLock,
 }
 
 /// The journal and the collector, fed by the observer.
@@ -103,12 +109,18 @@ impl RunJournal {
     /// and so do the checkpoints; with it, the journal there is continued, every task whose last
     /// record passed with an unchanged fingerprint is taken from it instead of running, tasks
     /// that suspended the last run run first, and checkpoints are kept.
+    ///
+    /// First takes the directory's lock ([`StateLock`]: another run there is
+    /// [`JournalError::Locked`]) and ends what a killed earlier run left running
+    /// ([`LiveRecord`]), with a notice in [`Self::warnings`].
     pub fn open(dir: &Path, tasks: &[Task], resume: bool) -> Result<Self, JournalError> {
+        let lock = StateLock::acquire(dir)?;
+        let (live, notices) = LiveRecord::start(&lock)?;
         let fps = fingerprints(tasks);
         let checkpoints = Checkpoints::in_state_dir(dir);
         let checkpoint_error =
             |path: std::path::PathBuf| move |source| JournalError::Checkpoint { path, source };
-        let mut warnings = Vec::new();
+        let mut warnings = notices;
         let mut decisions = Vec::new();
         let mut resumed = HashMap::new();
         let mut run_first = Vec::new();
@@ -174,7 +186,7 @@ impl RunJournal {
                 .map_err(checkpoint_error(checkpoints.root().to_path_buf()))?;
             journal
         };
-        journal.run_started(tasks.len())?;
+        journal.run_started_names(tasks.iter().map(|t| t.name.as_str().to_owned()).collect())?;
         let mut collector = Collector::new();
         collector.set_fingerprints(tasks.iter().map(|t| t.name.clone()).zip(fps));
         Ok(Self {
@@ -185,6 +197,8 @@ impl RunJournal {
                 held,
                 error: None,
             })),
+            live: Arc::new(live),
+            _lock: lock,
             resumed,
             run_first,
             checkpoints,
@@ -244,9 +258,18 @@ impl RunJournal {
         &self.decisions
     }
 
+    /// How many tasks `--resume` takes from the journal instead of running them (until the
+    /// journal is given to a scheduler).
+    pub fn resumed_count(&self) -> usize {
+        self.resumed.len()
+    }
+
     /// The first error writing the journal during the run, if any: the caller should cancel.
     pub fn error(&self) -> Option<String> {
-        self.lock().error.as_ref().map(ToString::to_string)
+        self.lock()
+            .error
+            .as_ref()
+            .map(|e| crate::error::error_chain(e))
     }
 
     /// Ends journaling: the records of the run (for reports), or the error that stopped it.
@@ -286,10 +309,12 @@ impl SchedulerBuilder {
     #[must_use]
     pub fn journal(self, journal: &mut RunJournal) -> Self {
         let observer = journal.observer();
+        let tracker: Arc<dyn crate::pool::command::Tracker> = journal.live.clone();
         self.resume(std::mem::take(&mut journal.resumed))
             .run_first(std::mem::take(&mut journal.run_first))
             .checkpoints(journal.checkpoints.clone())
             .observer(observer)
+            .command_tracker(crate::pool::command::TrackerHandle(tracker))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -78,6 +78,42 @@ pub(crate) fn read_capped(file: &File, cap: usize) -> io::Result<String> {
         String::from_utf8_lossy(&head),
         String::from_utf8_lossy(&tail)
     ))
+}
+
+/// Frees the part of a capture file that [`read_capped`] will leave out, while the task still
+/// writes to it, so that a stream holds at most `cap` bytes plus what was written since the last
+/// call (one tick). `freed` is where the freed range ends, kept between calls.
+///
+/// The file keeps its length (the writer's offset goes on; the omitted count stays exact): the
+/// middle becomes a hole (`FALLOC_FL_PUNCH_HOLE`, which memfds, tmpfs, ext4, xfs and btrfs
+/// support; elsewhere the call fails and the stream is only capped when read). The tail to keep
+/// is the last `cap - cap / 2` bytes of the final length, which only grows past what was seen
+/// here, so a freed byte is never one that will be read.
+pub(super) fn free_middle(file: &File, cap: usize, freed: &mut u64) {
+    let Ok(meta) = file.metadata() else { return };
+    let len = meta.len();
+    let head = (cap / 2) as u64;
+    let tail = (cap - cap / 2) as u64;
+    if len <= cap as u64 {
+        return;
+    }
+    let from = (*freed).max(head);
+    let to = len - tail;
+    if to <= from {
+        return;
+    }
+    // SAFETY: fallocate takes a descriptor we own and three integers; it touches no memory.
+    let r = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            from as libc::off_t,
+            (to - from) as libc::off_t,
+        )
+    };
+    if r == 0 {
+        *freed = to;
+    }
 }
 
 /// Like `read_exact_at`, but a file that shrank meanwhile yields what is there.
@@ -322,6 +358,34 @@ mod tests {
         assert_eq!(parse_result("warn"), Some((Outcome::Warn, "")));
         assert_eq!(parse_result("timeout x"), None);
         assert_eq!(parse_result("PASS x"), None);
+    }
+
+    #[test]
+    fn freeing_the_middle_keeps_what_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = capture_file(dir.path(), "x").unwrap();
+        let page = vec![b'm'; 1 << 20];
+        file.write_all_at(b"HEAD", 0).unwrap();
+        let mut freed = 0;
+        for i in 0..8_u64 {
+            file.write_all_at(&page, 4 + i * (1 << 20)).unwrap();
+            free_middle(&file, 8192, &mut freed);
+        }
+        file.write_all_at(b"TAIL", 4 + 8 * (1 << 20)).unwrap();
+        let meta = file.metadata().unwrap();
+        // 8 MiB written, at most the last MiB plus the kept head and tail still allocated.
+        assert!(
+            std::os::unix::fs::MetadataExt::blocks(&meta) * 512 <= (1 << 20) + 3 * 8192,
+            "{} bytes allocated",
+            std::os::unix::fs::MetadataExt::blocks(&meta) * 512
+        );
+        let text = read_capped(&file, 8192).unwrap();
+        assert!(text.starts_with("HEADmmm"), "{}", &text[..10]);
+        assert!(text.ends_with("mmmTAIL"));
+        assert!(text.contains(&format!(
+            "[... {} bytes omitted ...]",
+            8 * (1 << 20) + 8 - 8192
+        )));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub(crate) mod files;
 pub(crate) mod procs;
 #[cfg(test)]
 mod tests;
+pub mod track;
 
 use std::collections::HashSet;
 use std::fs::{self, DirBuilder};
@@ -36,6 +37,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use files::ExportError;
+pub use track::{Tracker, TrackerHandle};
 
 use crate::context::{ResultSink, Shared};
 use crate::pool::attempt::{Attempt, Output};
@@ -58,12 +60,16 @@ pub const SUSPEND_EXIT: i32 = 75;
 pub struct CommandConfig {
     /// Time between SIGTERM and SIGKILL on timeout or cancellation.
     pub grace: Duration,
-    /// Bytes kept per captured stream: the first and the last half.
+    /// Bytes kept per captured stream: the first and the last half. Also what a stream holds
+    /// in memory while the task runs, plus what it writes in one tick (the middle is freed).
     pub output_cap: usize,
     /// A file to which the process group of each attempt is appended when it starts (`PGID`)
     /// and when it ends (`-PGID`), so that whoever started a remote worker can kill the groups
     /// still running if the worker itself is killed.
     pub group_file: Option<PathBuf>,
+    /// Told about every task process group, so that a run killed with SIGKILL can be cleaned
+    /// up by the next one (`state::live`).
+    pub tracker: Option<TrackerHandle>,
 }
 
 impl Default for CommandConfig {
@@ -72,6 +78,7 @@ impl Default for CommandConfig {
             grace: Duration::from_secs(5),
             output_cap: 1 << 20,
             group_file: None,
+            tracker: None,
         }
     }
 }
@@ -108,6 +115,23 @@ pub struct CommandRunner {
     /// RUNNING, TERMINATING or KILLING; only rises.
     cancel: AtomicU8,
     groups: Mutex<Groups>,
+    /// Ctrl-Z: task groups are stopped and their timers paused (see [`CommandRunner::pause_all`]).
+    pause: PauseClock,
+}
+
+/// Time spent stopped, so that timeouts count only the time tasks could run.
+#[derive(Default)]
+struct PauseClock {
+    stopped: std::sync::atomic::AtomicBool,
+    /// Nanoseconds spent stopped since the runner started, over every pause that ended.
+    total_ns: AtomicU64,
+    since: Mutex<Option<Instant>>,
+}
+
+impl PauseClock {
+    fn total(&self) -> Duration {
+        Duration::from_nanos(self.total_ns.load(Ordering::SeqCst))
+    }
 }
 
 #[derive(Default)]
@@ -125,12 +149,16 @@ impl CommandRunner {
     pub fn new(config: CommandConfig) -> io::Result<Self> {
         let dir = create_temp_dir()?;
         procs::become_subreaper();
+        if let Some(t) = &config.tracker {
+            t.0.runner_started(&dir);
+        }
         Ok(Self {
             config,
             dir,
             next_id: AtomicU64::new(0),
             cancel: AtomicU8::new(RUNNING),
             groups: Mutex::new(Groups::default()),
+            pause: PauseClock::default(),
         })
     }
 
@@ -208,6 +236,44 @@ impl CommandRunner {
         // Best effort: without the file, a killed worker's tasks are left to the kernel.
         if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(path) {
             let _ = std::io::Write::write_all(&mut f, line.as_bytes());
+        }
+    }
+
+    /// Ctrl-Z: SIGSTOP to every running group (and to tasks started until [`Self::resume_all`]);
+    /// their timeouts stop counting. Does not block.
+    pub fn pause_all(&self) {
+        let groups = self.lock();
+        {
+            let mut since = self
+                .pause
+                .since
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            since.get_or_insert_with(Instant::now);
+        }
+        // Under the groups lock, as in `cancel_with`: `register` sees the flag or is signalled.
+        self.pause.stopped.store(true, Ordering::SeqCst);
+        for &pgid in &groups.running {
+            procs::signal_group(pgid, libc::SIGSTOP);
+        }
+    }
+
+    /// The end of a pause: timeouts count again from where they stopped, groups get SIGCONT.
+    pub fn resume_all(&self) {
+        let groups = self.lock();
+        let since = self
+            .pause
+            .since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(since) = since {
+            let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.pause.total_ns.fetch_add(ns, Ordering::SeqCst);
+        }
+        self.pause.stopped.store(false, Ordering::SeqCst);
+        for &pgid in &groups.running {
+            procs::signal_group(pgid, libc::SIGCONT);
         }
     }
 
@@ -290,7 +356,8 @@ impl CommandRunner {
 
         let mut running = self.register(child);
         let mut results = files::ResultsReader::new(results_path);
-        let ended = self.wait(&mut running, job, start, &mut results);
+        let captures = [&stdout, &stderr];
+        let ended = self.wait(&mut running, job, start, &mut results, &captures);
         let status = running.reap(ended != Ended::Exited);
         results.finish(job.sink);
 
@@ -340,11 +407,27 @@ impl CommandRunner {
             KILLING => procs::signal_group(pgid, libc::SIGKILL),
             _ => {}
         }
+        if self.pause.stopped.load(Ordering::SeqCst) {
+            procs::signal_group(pgid, libc::SIGSTOP);
+        }
         drop(groups);
         Running {
             runner: self,
             pgid,
             child: Some(child),
+        }
+    }
+
+    /// Tells the tracker about a leader, at its first tick: reading `/proc/PID/stat` of a
+    /// process that is still in `exec` waits for the exec to finish (measured 0.7 ms at load
+    /// 40, 15 % of a spawn), and a task that ends within a tick needs no record. One killed
+    /// within its first tick is still found by its environment marker.
+    fn track(&self, pgid: i32) {
+        // The leader is an unreaped child of ours: its pid, and so its stat, are still its own.
+        if let Some(tracker) = &self.config.tracker {
+            if let Some(stat) = track::proc_stat(pgid) {
+                tracker.0.leader_started(pgid, stat.start_time);
+            }
         }
     }
 
@@ -356,19 +439,34 @@ impl CommandRunner {
         job: &CommandJob<'_>,
         start: Instant,
         results: &mut files::ResultsReader,
+        captures: &[&fs::File],
     ) -> Ended {
         let pgid = running.pgid;
         let pidfd = PidFd::open(pgid);
-        let deadline = job.timeout.map(|t| start + t);
+        // A timeout too long to represent is no timeout at all (it would never come).
+        let timeout_at = job.timeout.and_then(|t| start.checked_add(t));
+        let paused_before = self.pause.total();
+        let mut trimmed = [0_u64; 2];
+        let mut tracked = false;
         let mut ended = Ended::Exited;
         let mut kill_at: Option<Instant> = None;
         // Without a pidfd: sleep-poll, starting short so that quick tasks stay quick.
         let mut nap = Duration::from_micros(50);
+        // Time spent stopped (Ctrl-Z) does not count; while stopped, no deadline passes. Read
+        // afresh after each wait: pexen itself may have been stopped in the middle of one.
+        let deadline = || {
+            if self.pause.stopped.load(Ordering::SeqCst) {
+                None
+            } else {
+                let paused = self.pause.total().saturating_sub(paused_before);
+                timeout_at.and_then(|d| d.checked_add(paused))
+            }
+        };
         loop {
             let now = Instant::now();
             let mut wake = now + TICK;
             if ended == Ended::Exited {
-                if let Some(d) = deadline {
+                if let Some(d) = deadline() {
                     wake = wake.min(d);
                 }
             }
@@ -392,6 +490,13 @@ impl CommandRunner {
                 return ended;
             }
             results.poll(job.sink);
+            if !tracked {
+                tracked = true;
+                self.track(pgid);
+            }
+            for (file, trimmed) in captures.iter().zip(&mut trimmed) {
+                files::free_middle(file, self.config.output_cap, trimmed);
+            }
 
             let now = Instant::now();
             match self.cancel.load(Ordering::SeqCst) {
@@ -409,7 +514,7 @@ impl CommandRunner {
                 }
                 _ => {}
             }
-            if ended == Ended::Exited && deadline.is_some_and(|d| now >= d) {
+            if ended == Ended::Exited && deadline().is_some_and(|d| now >= d) {
                 ended = Ended::TimedOut;
                 procs::signal_group(pgid, libc::SIGTERM);
                 kill_at = Some(now + self.config.grace);
@@ -513,8 +618,37 @@ fn start_error(program: &str, cwd: Option<&Path>, error: &io::Error) -> String {
                 cwd.display()
             )
         }
-        _ => format!("cannot start {program}: {reason}"),
+        _ => match bad_interpreter(program, cwd, error) {
+            Some(why) => format!("cannot start {program}: {why}"),
+            None => format!("cannot start {program}: {reason}"),
+        },
     }
+}
+
+/// `ENOENT` for a program that exists means that its `#!` interpreter does not (the kernel
+/// says "No such file or directory" either way): name the interpreter, and Windows line
+/// endings when they are the reason (`#!/bin/sh\r`).
+fn bad_interpreter(program: &str, cwd: Option<&Path>, error: &io::Error) -> Option<String> {
+    use std::io::Read;
+    if error.kind() != io::ErrorKind::NotFound || !program.contains('/') {
+        return None;
+    }
+    let path = match cwd {
+        Some(cwd) => cwd.join(program),
+        None => PathBuf::from(program),
+    };
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(&path).ok()?.read(&mut head).ok()?;
+    let first = head[..n].split(|&b| b == b'\n').next()?;
+    let line = String::from_utf8_lossy(first.strip_prefix(b"#!")?);
+    let interpreter = line.trim_start().split([' ', '\t']).next()?;
+    if let Some(bare) = interpreter.strip_suffix('\r') {
+        return Some(format!(
+            "bad interpreter `{bare}\\r`: the script has Windows line endings (CRLF)"
+        ));
+    }
+    (!Path::new(interpreter).exists())
+        .then(|| format!("bad interpreter `{interpreter}`: no such file"))
 }
 
 /// A fresh private directory `pexen-PID-N` under the system temp dir.

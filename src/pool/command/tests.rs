@@ -135,6 +135,29 @@ fn start_failures_name_program_and_reason() {
         Some("cannot start ./nope: No such file or directory")
     );
 
+    for (script, why) in [
+        (
+            "#!/no/such/sh\ntrue\n",
+            "bad interpreter `/no/such/sh`: no such file",
+        ),
+        (
+            "#!/bin/sh\r\ntrue\r\n",
+            "bad interpreter `/bin/sh\\r`: the script has Windows line endings (CRLF)",
+        ),
+    ] {
+        let path = dir.path().join("script");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        spec.run = Run::Cmd(vec!["./script".into()]);
+        let a = run_with(&runner(), &spec, None, &sink);
+        assert_eq!(a.outcome, Outcome::Error);
+        assert_eq!(
+            a.message.as_deref(),
+            Some(format!("cannot start ./script: {why}").as_str())
+        );
+    }
+
     spec.run = Run::Cmd(vec!["/bin/true".into()]);
     spec.cwd = Some(dir.path().join("missing"));
     let a = run_with(&runner(), &spec, None, &sink);

@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write};
 use std::os::fd::{FromRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -112,7 +112,8 @@ pub fn serve_if_worker_with_args<F: FnOnce(&[OsString]) -> Vec<Task>>(build: F) 
     let code = match serve(&asked.to_string_lossy(), build) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("pexen worker {}: {e}", std::process::id());
+            // Not `eprintln!`: a closed stderr must not turn this exit into a panic.
+            let _ = writeln!(io::stderr(), "pexen worker {}: {e}", std::process::id());
             101
         }
     };
