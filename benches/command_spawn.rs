@@ -66,6 +66,7 @@ fn main() {
                 timeout: None,
                 checkpoint: None,
                 sink: &NoSink,
+                host: "local",
             });
             assert_eq!(attempt.outcome, Outcome::Pass, "{attempt:?}");
         })

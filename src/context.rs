@@ -27,6 +27,12 @@ pub trait ResultSink: Send + Sync {
         let _ = job;
     }
 
+    /// The attempt starts now, on `host` (runs with hosts: the place chosen for it). Runs
+    /// without hosts report the start when the task is taken, and never call this.
+    fn begin(&self, host: &std::sync::Arc<str>) {
+        let _ = host;
+    }
+
     /// Adds tasks to the run (see [`Context::add_tasks`]). Pools that cannot do so refuse.
     fn add_tasks(&self, tasks: Vec<Task>) -> Result<(), TaskError> {
         let _ = tasks;

@@ -62,6 +62,8 @@ pub enum GraphError {
     LateProvider { task: TaskName, token: String },
     #[error("the run has finished: no more tasks can be added")]
     RunFinished,
+    #[error("task `{task}` needs a host with tags {}, and no host of the run has them all", tags.join(", "))]
+    NoHost { task: TaskName, tags: Vec<String> },
     #[error("task name `{task}` is defined more than once")]
     DuplicateName { task: TaskName },
     #[error("task `{task}` belongs to group `{group}`, which is not declared")]

@@ -34,7 +34,9 @@ pub mod engine;
 pub mod error;
 pub mod factory;
 pub mod graph;
+pub mod host;
 pub mod pool;
+pub mod protocol;
 pub mod report;
 pub mod sched;
 #[cfg(feature = "serve")]

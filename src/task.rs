@@ -200,6 +200,13 @@ pub struct Meta {
     /// Conditions that must all hold when the run starts, or the task ends `skip`.
     #[serde(default)]
     pub when: Vec<Condition>,
+    /// Globs (relative to the task's working directory) copied back from a remote host after
+    /// the task succeeds there (SPEC 9).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
+    /// The task runs only on a host that carries every one of these tags (SPEC 9).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_tags: Vec<String>,
 }
 
 /// What a command task runs.
@@ -405,6 +412,13 @@ impl Task {
     #[must_use]
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.meta.version = Some(version.into());
+        self
+    }
+
+    /// Runs this task only on hosts carrying every tag in `tags`.
+    #[must_use]
+    pub fn host_tags<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tags: I) -> Self {
+        self.meta.host_tags.extend(tags.into_iter().map(Into::into));
         self
     }
 

@@ -28,6 +28,41 @@ pub enum Command {
     /// Serve the tree over HTTP: describe it, start, watch and cancel runs, and a live page.
     #[cfg(feature = "serve")]
     Serve(ServeArgs),
+    /// Serve a scheduler as a worker (started by pexen itself over ssh).
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Speak the worker protocol on stdin and stdout.
+    #[arg(long, conflicts_with = "listen")]
+    pub stdio: bool,
+    /// Serve schedulers over mutual TLS on ADDR (`PORT` alone: on 127.0.0.1).
+    #[arg(long, value_name = "ADDR", requires_all = ["tls_cert", "tls_key", "client_ca"])]
+    pub listen: Option<String>,
+    /// The daemon's certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Only clients with a certificate signed by this CA (PEM) get in.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// Attempts at once per scheduler (default: the number of CPUs).
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+    /// Exit 0 if this executable's content has hash HASH, 1 otherwise (the check of an
+    /// uploaded binary).
+    #[arg(long, value_name = "HASH", hide = true)]
+    pub verify: Option<String>,
+    /// Keep the process groups of running tasks in FILE (for the script that started the
+    /// worker, to kill them if the worker is killed).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub groups_file: Option<PathBuf>,
+    /// This executable's hash, as the bootstrap script found it (verified at upload).
+    #[arg(long, value_name = "HASH", hide = true)]
+    pub binary_hash: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +164,25 @@ pub struct RunArgs {
         requires = "slurm"
     )]
     pub slurm_args: Vec<String>,
+    /// Run command tasks on this host too (repeatable):
+    /// `ssh://[user@]host[:port][?jobs=N&tags=a,b&shared_fs=1]`. `$PEXEN_SSH` is the ssh command.
+    #[arg(long = "host", value_name = "SPEC")]
+    pub hosts: Vec<String>,
+    /// Hosts from a RON file: `[(url: "ssh://build1", jobs: 8, tags: ["gpu"])]`.
+    #[arg(long = "hosts", value_name = "FILE")]
+    pub hosts_file: Option<PathBuf>,
+    /// Run no command task on this machine (needs --host or --hosts).
+    #[arg(long)]
+    pub no_local: bool,
+    /// This run's certificate for `tls://` hosts (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA that signed the `tls://` daemons' certificates (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub ca: Option<PathBuf>,
     /// With `--message-format json`: add the captured output of failed attempts to
     /// `task-finished` and `task-retry` lines.
     #[arg(long)]

@@ -120,6 +120,7 @@ where
             a.state = args::state_dir(&a.state, &a.dir);
             serve::serve(a)
         }
+        Command::Worker(a) => worker(&a),
     };
     match result {
         Ok(code) => code,
@@ -131,6 +132,57 @@ where
                 crate::error::error_chain(&e)
             );
             e.exit_code()
+        }
+    }
+}
+
+/// `pexen worker`: serve a scheduler over stdin/stdout, or check an uploaded binary.
+fn worker(args: &args::WorkerArgs) -> Result<i32, CliError> {
+    if let Some(hash) = &args.verify {
+        return Ok(i32::from(!crate::host::serve::verify(hash)));
+    }
+    if let Some(addr) = &args.listen {
+        let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.client_ca)
+        else {
+            return Err(CliError::Usage(
+                "--listen needs --tls-cert, --tls-key and --client-ca".into(),
+            ));
+        };
+        let files = crate::host::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        };
+        // Loopback unless an address is given.
+        let addr = if addr.contains(':') {
+            addr.clone()
+        } else {
+            format!("127.0.0.1:{addr}")
+        };
+        let result = crate::host::tls::listen(&addr, &files, args.jobs.map(|j| j as usize), |a| {
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "pexen worker listening on {a}");
+            let _ = out.flush();
+        });
+        return match result {
+            Ok(()) => Ok(exit_code::OK),
+            Err(e) => Err(CliError::Usage(crate::error::error_chain(&e))),
+        };
+    }
+    if !args.stdio {
+        return Err(CliError::Usage(
+            "pexen worker needs --stdio (started by pexen over ssh) or --listen ADDR".into(),
+        ));
+    }
+    match crate::host::serve::serve_stdio(args.groups_file.clone(), args.binary_hash.clone()) {
+        Ok(()) => Ok(exit_code::OK),
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "pexen worker: {}",
+                crate::error::error_chain(&e)
+            );
+            Ok(exit_code::TASK_FAILED)
         }
     }
 }

@@ -15,8 +15,8 @@ use crate::report::json::{event_json_with, JsonOptions};
 use crate::sched::RunHandle;
 
 /// The library call that `pexen serve` makes too, with the command line's settings.
-fn request(args: &RunArgs) -> RunRequest {
-    RunRequest {
+fn request(args: &RunArgs) -> Result<RunRequest, CliError> {
+    Ok(RunRequest {
         dir: args.dir.clone(),
         state: args.state.clone(),
         filters: args.filters.clone(),
@@ -30,11 +30,12 @@ fn request(args: &RunArgs) -> RunRequest {
         grace: args.grace,
         capacity: args.capacity.clone(),
         junit: args.junit.clone(),
-    }
+        hosts: hosts_config(args)?,
+    })
 }
 
 pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
-    let prepared = request(args).prepare()?;
+    let prepared = request(args)?.prepare()?;
 
     let tty = std::io::stderr().is_terminal();
     let color = match args.color {
@@ -158,6 +159,59 @@ fn resume_hint(args: &RunArgs) -> String {
 fn shell_word(word: &str) -> String {
     // Only a NUL byte cannot be quoted, and no argument can hold one.
     shlex::try_quote(word).map_or_else(|_| word.to_string(), std::borrow::Cow::into_owned)
+}
+
+/// The hosts of `--host`, `--hosts` and `--no-local`, if any.
+fn hosts_config(args: &RunArgs) -> Result<Option<crate::host::HostsConfig>, CliError> {
+    use crate::host::{check_unique_names, load_hosts_file, HostSpec};
+    let usage = |e: crate::host::SpecError| CliError::Usage(e.to_string());
+    let mut hosts = Vec::new();
+    if let Some(file) = &args.hosts_file {
+        hosts.extend(load_hosts_file(file).map_err(usage)?);
+    }
+    for spec in &args.hosts {
+        hosts.push(HostSpec::parse(spec).map_err(usage)?);
+    }
+    if hosts.is_empty() {
+        if args.no_local {
+            return Err(CliError::Usage(
+                "--no-local needs hosts to run on: give --host or --hosts".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    // `local` in a hosts file is this machine: it is there already unless --no-local.
+    hosts.retain(|h| h.kind != crate::host::HostKind::Local);
+    if !args.no_local {
+        hosts.insert(0, HostSpec::local(1));
+    }
+    check_unique_names(&hosts).map_err(usage)?;
+    hosts.retain(|h| h.kind != crate::host::HostKind::Local);
+    let tls = match (&args.tls_cert, &args.tls_key, &args.ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(crate::host::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        }),
+        _ => None,
+    };
+    if tls.is_none() {
+        if let Some(h) = hosts
+            .iter()
+            .find(|h| matches!(h.kind, crate::host::HostKind::Tls { .. }))
+        {
+            return Err(CliError::Usage(format!(
+                "host {} is a tls:// host: give this run's identity with --tls-cert, --tls-key and --ca",
+                h.name
+            )));
+        }
+    }
+    Ok(Some(crate::host::HostsConfig {
+        hosts,
+        no_local: args.no_local,
+        tree: None,
+        tls,
+    }))
 }
 
 /// Writes a line to stderr, ignoring failure: stderr may be closed (`2>&1 | head` whose reader

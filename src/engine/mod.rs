@@ -95,6 +95,8 @@ pub struct RunRequest {
     pub capacity: Vec<(String, u32)>,
     /// Where to write the JUnit report when the run ends.
     pub junit: Option<PathBuf>,
+    /// Other machines to run on (SPEC 9); the tree to sync is filled in from `dir`.
+    pub hosts: Option<crate::host::HostsConfig>,
 }
 
 impl RunRequest {
@@ -115,6 +117,7 @@ impl RunRequest {
             grace: Duration::from_secs(5),
             capacity: Vec::new(),
             junit: None,
+            hosts: None,
         }
     }
 
@@ -168,6 +171,12 @@ impl RunRequest {
         }
         if let Some(j) = self.jobs {
             b = b.jobs(j);
+        }
+        if let Some(hosts) = &self.hosts {
+            b = b.hosts(crate::host::HostsConfig {
+                tree: Some(tree.root.clone()),
+                ..hosts.clone()
+            });
         }
         Ok(PreparedRun {
             tasks,

@@ -70,7 +70,8 @@ fn task_of(e: &GraphError) -> Option<&TaskName> {
         | GraphError::SlotsOverCapacity { task, .. }
         | GraphError::LateProvider { task, .. }
         | GraphError::DuplicateName { task }
-        | GraphError::UnknownGroup { task, .. } => Some(task),
+        | GraphError::UnknownGroup { task, .. }
+        | GraphError::NoHost { task, .. } => Some(task),
         GraphError::Cycle { path } => path.first(),
         GraphError::RunFinished | GraphError::VirtualWithoutProvider { .. } => None,
     }

@@ -34,6 +34,8 @@ pub(crate) struct Layer {
     /// Conditions of every level (all must hold), each with its file's directory.
     pub(crate) when: Vec<Condition>,
     pub(crate) slurm_args: Vec<String>,
+    pub(crate) outputs: Vec<String>,
+    pub(crate) host_tags: Vec<String>,
 }
 
 impl Layer {
@@ -107,6 +109,8 @@ impl Layer {
             group: common.group,
             when,
             slurm_args: common.slurm_args,
+            outputs: common.outputs,
+            host_tags: common.host_tags,
         })
     }
 
@@ -148,6 +152,8 @@ impl Layer {
             group: child.group.or_else(|| self.group.clone()),
             when: append(&self.when, child.when),
             slurm_args: append(&self.slurm_args, child.slurm_args),
+            outputs: append(&self.outputs, child.outputs),
+            host_tags: append(&self.host_tags, child.host_tags),
         }
     }
 
@@ -183,6 +189,8 @@ impl Layer {
             version: None,
             group: self.group,
             when: self.when,
+            outputs: self.outputs,
+            host_tags: self.host_tags,
         };
         let spec = CommandSpec {
             run,

@@ -130,7 +130,7 @@ impl<'a> Parser<'a> {
     }
 
     fn task(&mut self) -> Option<TaskDef> {
-        const FIELDS: [&str; 15] = [
+        const FIELDS: [&str; 17] = [
             "run",
             "requires",
             "provides",
@@ -146,6 +146,8 @@ impl<'a> Parser<'a> {
             "env",
             "cwd",
             "group",
+            "outputs",
+            "host_tags",
         ];
         self.eat(b'(')?;
         let mut run = None;
@@ -180,6 +182,8 @@ impl<'a> Parser<'a> {
                 "inputs" => c.inputs = self.list(Self::string)?,
                 "env" => c.env = self.map(Self::string)?,
                 "group" => c.group = Some(self.string()?),
+                "outputs" => c.outputs = self.list(Self::string)?,
+                "host_tags" => c.host_tags = self.list(Self::string)?,
                 _ => c.cwd = Some(self.string()?),
             }
             if self.peek()? != b')' {

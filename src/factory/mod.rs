@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+pub(crate) use self::defaults::normalize as normalize_path;
 use self::defaults::{normalize, Layer};
 pub use self::error::{FactoryError, FactoryErrors, Location};
 use self::ron::{OrderedMap, Source, TaskDef};

@@ -61,6 +61,10 @@ macro_rules! definition {
             pub(crate) when: Option<WhenDef>,
             #[serde(default)]
             pub(crate) slurm_args: Vec<String>,
+            #[serde(default)]
+            pub(crate) outputs: Vec<String>,
+            #[serde(default)]
+            pub(crate) host_tags: Vec<String>,
         }
 
         impl $name {
@@ -83,6 +87,8 @@ macro_rules! definition {
                     group: self.group.take(),
                     when: self.when.take(),
                     slurm_args: std::mem::take(&mut self.slurm_args),
+                    outputs: std::mem::take(&mut self.outputs),
+                    host_tags: std::mem::take(&mut self.host_tags),
                 }
             }
         }
@@ -147,6 +153,8 @@ impl TaskDef {
             group: c.group,
             when: c.when,
             slurm_args: c.slurm_args,
+            outputs: c.outputs,
+            host_tags: c.host_tags,
         }
     }
 }
@@ -170,6 +178,8 @@ pub(crate) struct Common {
     pub(crate) group: Option<String>,
     pub(crate) when: Option<WhenDef>,
     pub(crate) slurm_args: Vec<String>,
+    pub(crate) outputs: Vec<String>,
+    pub(crate) host_tags: Vec<String>,
 }
 
 /// The text of one definition file and the path errors name.

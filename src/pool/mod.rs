@@ -4,6 +4,7 @@
 //! command as a child process. Executing never touches the run state; results stream out
 //! through a [`ResultSink`].
 
+pub mod attempt;
 pub mod command;
 pub(crate) mod limited;
 pub mod process;
@@ -17,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::context::{Cancellation, Context, ResultSink, Shared};
-use crate::sched::events::Attempt;
+use crate::pool::attempt::Attempt;
 use crate::state::checkpoint::Checkpoints;
 use crate::task::{CommandSpec, Outcome, PoolKind, TaskFn, TaskName, Work};
 
@@ -38,6 +39,9 @@ pub(crate) struct Job {
     pub shared: Option<Arc<Shared>>,
     /// The task's `slots` (resources of a Slurm job).
     pub slots: BTreeMap<String, u32>,
+    /// The task's `host_tags` and `outputs` (runs with hosts).
+    pub host_tags: Vec<String>,
+    pub outputs: Vec<String>,
 }
 
 /// Shared state of a task whose providers exported nothing.
@@ -61,10 +65,16 @@ pub(crate) struct Executor {
     checkpoints: Option<Checkpoints>,
     /// With `--slurm`: command attempts become Slurm jobs (closures still run here).
     slurm: Option<Result<SlurmRunner, String>>,
+    /// Where command attempts run when the run has hosts (SPEC 9).
+    hosts: Option<Arc<crate::host::Hosts>>,
 }
 
 impl Executor {
-    pub(crate) fn new(command_config: CommandConfig, process_config: ProcessConfig) -> Self {
+    pub(crate) fn new(
+        command_config: CommandConfig,
+        process_config: ProcessConfig,
+        hosts: Option<Arc<crate::host::Hosts>>,
+    ) -> Self {
         Self {
             cancelled: Cancellation::new(),
             command_config,
@@ -72,6 +82,7 @@ impl Executor {
             processes: ProcessPool::new(process_config),
             checkpoints: None,
             slurm: None,
+            hosts,
         }
     }
 
@@ -110,6 +121,30 @@ impl Executor {
         if self.cancelled.is_cancelled() {
             return Attempt::new(Outcome::Error).message("interrupted before it could start");
         }
+        match (&self.hosts, &job.work) {
+            (None, _) => self.run_here(job, sink, "local"),
+            (Some(hosts), Work::Command(_)) => {
+                hosts.run(job, sink, |host| self.run_here(job, sink, host))
+            }
+            (Some(_), Work::Closure(_)) => {
+                sink.begin(&crate::host::Hosts::local_name());
+                self.run_here(job, sink, "local")
+            }
+        }
+    }
+
+    /// Host events (connected, lost) not yet in the run's event queue.
+    pub(crate) fn take_notices(
+        &self,
+        events: &mut std::collections::VecDeque<crate::sched::events::Event>,
+    ) {
+        if let Some(hosts) = &self.hosts {
+            hosts.take_notices(events);
+        }
+    }
+
+    /// Runs an attempt on this machine (`host` is its name for `PEXEN_HOST`).
+    fn run_here(&self, job: &Job, sink: &dyn ResultSink, host: &str) -> Attempt {
         let checkpoint = match self.checkpoint(job) {
             Ok(dir) => dir,
             Err(message) => return Attempt::new(Outcome::Error).message(message),
@@ -141,6 +176,7 @@ impl Executor {
                         timeout: job.timeout,
                         checkpoint,
                         sink,
+                        host,
                     };
                     catch_unwind(AssertUnwindSafe(|| runner.run(job))).unwrap_or_else(|panic| {
                         Attempt::new(Outcome::Error).message(format!(
@@ -229,6 +265,9 @@ impl Executor {
     /// Cancellation: closures see `is_cancelled`, commands are terminated (TERM, grace, KILL).
     pub(crate) fn cancel(&self) {
         self.cancelled.cancel();
+        if let Some(hosts) = &self.hosts {
+            hosts.cancel(false);
+        }
         self.processes.cancel();
         if let Some(Ok(runner)) = self.commands.get() {
             runner.terminate_all();
@@ -255,6 +294,9 @@ impl Executor {
     /// Second interrupt: kill every running command now.
     pub(crate) fn kill(&self) {
         self.cancelled.cancel();
+        if let Some(hosts) = &self.hosts {
+            hosts.cancel(true);
+        }
         self.processes.kill();
         if let Some(Ok(runner)) = self.commands.get() {
             runner.kill_all();
@@ -270,6 +312,9 @@ impl Executor {
     /// and the processes tasks left behind (zombies of daemons a cancel killed included), so
     /// none outlives the run even while a [`crate::RunHandle`] keeps the executor alive.
     pub(crate) fn finish(&self) {
+        if let Some(hosts) = &self.hosts {
+            hosts.shutdown();
+        }
         self.processes.shutdown();
         if let Some(Ok(runner)) = self.commands.get() {
             runner.sweep();

@@ -184,7 +184,8 @@ impl HumanReporter {
             }
             Event::TaskStarted { .. }
             | Event::GroupFinished { .. }
-            | Event::TaskSubmitted { .. } => {}
+            | Event::TaskSubmitted { .. }
+            | Event::HostConnected { .. } => {}
             Event::GroupStarted { group } => {
                 let shown = if group.is_empty() {
                     "(ungrouped)"
@@ -193,6 +194,9 @@ impl HumanReporter {
                 };
                 let label = self.display.label("GROUP", Tone::Good);
                 self.display.line(&format!("{label} {shown}"));
+            }
+            Event::HostLost { host, reason } => {
+                self.display.warning(&format!("host {host}: {reason}"));
             }
             Event::TaskResult {
                 task,

@@ -49,6 +49,8 @@ enum Line<'a> {
     TaskStarted {
         task: &'a TaskName,
         attempt: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<&'a str>,
     },
     TaskSubmitted {
         task: &'a TaskName,
@@ -85,6 +87,17 @@ enum Line<'a> {
         message: Option<&'a str>,
         #[serde(skip_serializing_if = "Omit::is_omitted")]
         output: Omit<Option<&'a Output>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<&'a str>,
+    },
+    HostConnected {
+        host: &'a str,
+        uploaded: bool,
+        files_sent: usize,
+    },
+    HostLost {
+        host: &'a str,
+        reason: &'a str,
     },
     GroupStarted {
         group: &'a str,
@@ -148,15 +161,30 @@ pub fn event_json_with(e: &Event, options: JsonOptions) -> Option<String> {
             task: task.as_ref(),
             message,
         },
-        Event::TaskStarted { task, attempt } => Line::TaskStarted {
+        Event::TaskStarted {
+            task,
+            attempt,
+            host,
+        } => Line::TaskStarted {
             task,
             attempt: *attempt,
+            host: host.as_deref(),
         },
         Event::TaskSubmitted { task, attempt, job } => Line::TaskSubmitted {
             task,
             attempt: *attempt,
             job,
         },
+        Event::HostConnected {
+            host,
+            uploaded,
+            files_sent,
+        } => Line::HostConnected {
+            host,
+            uploaded: *uploaded,
+            files_sent: *files_sent,
+        },
+        Event::HostLost { host, reason } => Line::HostLost { host, reason },
         Event::TaskResult {
             task,
             status,
@@ -199,6 +227,7 @@ pub fn event_json_with(e: &Event, options: JsonOptions) -> Option<String> {
             duration_s: seconds(f.duration),
             resumed: f.resumed,
             cause: f.cause.as_deref(),
+            host: f.host.as_deref(),
             message: f.message.as_deref(),
             output: with_output(options, f.output.as_deref(), !f.outcome.is_success()),
         },
@@ -286,7 +315,8 @@ mod tests {
         assert_eq!(
             json(&Event::TaskStarted {
                 task: task.clone(),
-                attempt: 1
+                attempt: 1,
+                host: None,
             }),
             r#"{"type":"task-started","task":"net/tcp/connect","attempt":1}"#
         );
@@ -310,6 +340,7 @@ mod tests {
             message: None,
             exports: None,
             output: None,
+            host: None,
         };
         assert_eq!(
             json(&Event::TaskFinished(finished)),
@@ -391,6 +422,7 @@ mod tests {
                 stdout: "out\n".into(),
                 stderr: String::new(),
             })),
+            host: None,
         };
         let e = Event::TaskFinished(f);
         assert_eq!(

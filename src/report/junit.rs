@@ -12,7 +12,9 @@
 //!   `<rerunFailure>`/`<rerunError>` when it did not (the Surefire convention);
 //! - the schema allows `<properties>` only on `<testsuite>`, so each suite starts with one
 //!   holding, per task, `BASENAME.result.N` = `STATUS message` for its extra results, and
-//!   `BASENAME.outcome` = `warn` / `BASENAME.resumed` = `true` where that applies;
+//!   `BASENAME.outcome` = `warn` / `BASENAME.resumed` = `true` where that applies, and
+//!   `BASENAME.host` = where it ran in runs with hosts (SPEC 9 asks for a testcase property
+//!   `host`; the schema has none on testcases);
 //! - the schema allows no `skipped` total on `<testsuites>`: it carries `tests`, `failures`,
 //!   `errors` and `time`; each `<testsuite>` also carries `skipped`.
 //!
@@ -174,6 +176,9 @@ fn properties(cases: &[&TaskRecord]) -> Vec<(String, String)> {
         }
         if r.resumed {
             props.push((format!("{base}.resumed"), "true".to_owned()));
+        }
+        if let Some(host) = &r.host {
+            props.push((format!("{base}.host"), host.clone()));
         }
         for (i, (status, message)) in r.results.iter().enumerate() {
             props.push((

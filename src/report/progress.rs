@@ -26,6 +26,8 @@ pub(crate) const MAX_SHOWN: usize = 8;
 struct Running {
     task: TaskName,
     attempt: u32,
+    /// Where it runs (runs with hosts only).
+    host: Option<Arc<str>>,
     started: Instant,
 }
 
@@ -89,9 +91,14 @@ impl Progress {
         // The bar's draws read the list (the `tasks` key): never touch the bar holding it.
         let mut list = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         match e {
-            Event::TaskStarted { task, attempt } => list.push(Running {
+            Event::TaskStarted {
+                task,
+                attempt,
+                host,
+            } => list.push(Running {
                 task: task.clone(),
                 attempt: *attempt,
+                host: host.clone(),
                 started: Instant::now(),
             }),
             Event::TaskRetrying { task, .. } => list.retain(|r| &r.task != task),
@@ -169,7 +176,12 @@ fn task_lines(running: &[Running], now: Instant) -> Vec<String> {
             } else {
                 format!("{}m {:02}s", secs / 60, secs % 60)
             };
-            format!("    {elapsed:>7} {}{suffix}", r.task)
+            let on = r
+                .host
+                .as_ref()
+                .map(|h| format!(" on {h}"))
+                .unwrap_or_default();
+            format!("    {elapsed:>7} {}{suffix}{on}", r.task)
         })
         .collect();
     if running.len() > MAX_SHOWN {
@@ -187,6 +199,7 @@ mod tests {
         Event::TaskStarted {
             task: name.into(),
             attempt: 1,
+            host: None,
         }
     }
 
@@ -202,6 +215,7 @@ mod tests {
             message: None,
             exports: None,
             output: None,
+            host: None,
         })
     }
 
@@ -246,6 +260,7 @@ mod tests {
         p.event(&Event::TaskStarted {
             task: "t1".into(),
             attempt: 2,
+            host: Some("build1".into()),
         });
         assert!(
             lines(&p).iter().all(|l| !l.contains("t1")),
@@ -254,7 +269,7 @@ mod tests {
         for i in 2..13 {
             p.event(&finished(&format!("t{i}"), Outcome::Pass));
         }
-        assert_eq!(lines(&p), ["         0s t1 (attempt 2)"]);
+        assert_eq!(lines(&p), ["         0s t1 (attempt 2) on build1"]);
         p.event(&finished("t1", Outcome::Pass));
         assert!(
             lines(&p).is_empty(),
@@ -271,6 +286,7 @@ mod tests {
             Running {
                 task: "x".into(),
                 attempt: 1,
+                host: None,
                 started: t0,
             }
             .at(t0 + Duration::from_secs(secs))

@@ -69,6 +69,9 @@ pub struct TaskRecord {
     /// its next attempt (with `--resume`) finds there.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub checkpoint: bool,
+    /// Where the deciding attempt ran (runs with hosts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 impl TaskRecord {
@@ -90,6 +93,7 @@ impl TaskRecord {
             fingerprint: None,
             suspended: false,
             checkpoint: false,
+            host: None,
         }
     }
 }
@@ -119,7 +123,7 @@ struct Pending {
 ///
 /// let mut c = Collector::new();
 /// let task = TaskName::new("a");
-/// c.observe(&Event::TaskStarted { task: task.clone(), attempt: 1 });
+/// c.observe(&Event::TaskStarted { task: task.clone(), attempt: 1, host: None });
 /// c.observe(&Event::TaskResult { task, attempt: 1, status: Outcome::Warn, message: "slow".into() });
 /// assert!(c.records().is_empty());
 /// ```
@@ -210,6 +214,7 @@ impl Collector {
                     fingerprint: self.fingerprints.get(&f.task).copied(),
                     suspended: p.suspended,
                     checkpoint: false,
+                    host: f.host.as_deref().map(String::from),
                 });
                 self.records.last()
             }
@@ -231,7 +236,9 @@ impl Collector {
             | Event::Warning { .. }
             | Event::GroupStarted { .. }
             | Event::GroupFinished { .. }
-            | Event::TaskSubmitted { .. } => None,
+            | Event::TaskSubmitted { .. }
+            | Event::HostConnected { .. }
+            | Event::HostLost { .. } => None,
         }
     }
 
@@ -281,6 +288,7 @@ mod tests {
                 stdout: "out".into(),
                 stderr: String::new(),
             })),
+            host: None,
         })
     }
 
@@ -293,6 +301,7 @@ mod tests {
         c.observe(&Event::TaskStarted {
             task: t.clone(),
             attempt: 1,
+            host: None,
         });
         c.observe(&Event::TaskResult {
             task: t.clone(),

@@ -79,6 +79,7 @@ impl Shared {
     /// the events itself within `POLL`: a wake-up per event (a system call and a context switch
     /// on a core the workers need) costs more than a short task.
     fn notify(&self, core: &mut Core, idle: bool) {
+        self.exec.take_notices(&mut core.state.events);
         core.observe();
         let queued = core.state.events.len();
         let urgent = idle || core.finished || queued >= BATCH;
@@ -116,6 +117,8 @@ impl Core {
             pool: task.meta.pool.or_else(|| self.state.group_pool(start.idx)),
             shared: start.shared,
             slots: task.meta.slots.clone(),
+            host_tags: task.meta.host_tags.clone(),
+            outputs: task.meta.outputs.clone(),
         }
     }
 
@@ -260,6 +263,14 @@ struct CoreSink<'a> {
 }
 
 impl ResultSink for CoreSink<'_> {
+    fn begin(&self, host: &Arc<str>) {
+        let mut core = self.shared.lock();
+        // A host that connected on the way to this start is reported before it.
+        self.shared.exec.take_notices(&mut core.state.events);
+        core.state.begin(self.idx, self.attempt, Some(host.clone()));
+        self.shared.notify(&mut core, true);
+    }
+
     fn result(&self, status: Outcome, message: String) {
         let mut core = self.shared.lock();
         core.state
@@ -356,9 +367,19 @@ impl RunHandle {
 impl Run {
     pub(super) fn start(config: SchedulerBuilder, tasks: Vec<Task>) -> Result<Run, GraphErrors> {
         let started = Instant::now();
+        let hosts = crate::host::Hosts::start(
+            config.hosts.as_ref(),
+            config.jobs,
+            config.command.grace,
+            &tasks,
+        )?;
         // Conditions are decided once, before anything runs (their commands in parallel).
         let unmet = crate::condition::evaluate(&tasks);
-        let threads = super::groups::max_jobs(&config.groups, config.jobs);
+        // With hosts, one worker thread per job slot of every host.
+        let threads = hosts.as_ref().map_or_else(
+            || super::groups::max_jobs(&config.groups, config.jobs),
+            |h| h.jobs(),
+        );
         let plan = Plan {
             groups: config.groups,
             jobs: config.jobs,
@@ -373,9 +394,16 @@ impl Run {
             config.resumed,
             plan,
         )?;
+        // With hosts the executor says where each attempt starts, and only then is it reported.
+        state.defer_begin = hosts.is_some();
+        let jobs = if state.defer_begin {
+            threads
+        } else {
+            config.jobs
+        };
         state.events.push_front(Event::RunStarted {
             tasks: state.len(),
-            jobs: config.jobs,
+            jobs,
         });
         // Warnings right after RunStarted, before the skips `admit` may already have queued.
         for (i, message) in warnings.into_iter().enumerate() {
@@ -397,7 +425,7 @@ impl Run {
                 open: config.keep_open,
                 consumer_waiting: false,
                 started,
-                batching: !config.fail_fast && config.observers.is_empty(),
+                batching: !config.fail_fast && config.observers.is_empty() && hosts.is_none(),
                 avg_attempt_ns: SHORT_ATTEMPT_NS,
                 default_pool: config.process.default_pool,
                 observers: config.observers,
@@ -405,12 +433,17 @@ impl Run {
             }),
             events_ready: Condvar::new(),
             exec: Arc::new(
-                Executor::new(config.command, config.process)
+                Executor::new(config.command, config.process, hosts)
                     .with_checkpoints(config.checkpoints)
                     .with_slurm(config.slurm),
             ),
         });
-        shared.lock().dispatch(false);
+        {
+            let mut core = shared.lock();
+            // Hosts connect (in parallel) before anything runs: their events come first.
+            shared.exec.take_notices(&mut core.state.events);
+            core.dispatch(false);
+        }
         let worker_shared = shared.clone();
         let workers = WorkerThreads::spawn(threads, move |_| work(&worker_shared, &jobs_rx))
             .expect("the OS refused to start worker threads");
@@ -465,6 +498,7 @@ impl Iterator for Run {
             }
             let mut core = self.shared.lock();
             loop {
+                self.shared.exec.take_notices(&mut core.state.events);
                 if !core.state.events.is_empty() {
                     core.observe();
                     core.observed = 0;

@@ -52,62 +52,7 @@ impl Counts {
     }
 }
 
-/// Captured standard output and error of a command attempt (head and tail kept past the cap).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Output {
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Output {
-    pub fn is_empty(&self) -> bool {
-        self.stdout.is_empty() && self.stderr.is_empty()
-    }
-}
-
-/// How one attempt ended, as reported by a pool.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Attempt {
-    /// The outcome of the attempt itself (exit status, panic, timeout), before results are merged.
-    pub outcome: Outcome,
-    pub exit_code: Option<i32>,
-    /// Why it ended so, for anything but a plain pass (`exit code 3`, `killed by SIGSEGV`, ...).
-    pub message: Option<String>,
-    pub exports: Shared,
-    pub output: Option<Output>,
-    pub duration: Duration,
-    /// The task asked to stop the run here and continue it later (exit status 75,
-    /// `TaskError::suspend`): SPEC section 12.
-    pub suspend: bool,
-}
-
-impl Attempt {
-    pub fn new(outcome: Outcome) -> Self {
-        Self {
-            outcome,
-            exit_code: None,
-            message: None,
-            exports: Shared::new(),
-            output: None,
-            duration: Duration::ZERO,
-            suspend: false,
-        }
-    }
-
-    /// An attempt that suspends the run (see [`Attempt::suspend`]).
-    pub fn suspended(message: impl Into<String>) -> Self {
-        Self {
-            suspend: true,
-            ..Self::new(Outcome::Skip).message(message)
-        }
-    }
-
-    #[must_use]
-    pub fn message(mut self, message: impl Into<String>) -> Self {
-        self.message = Some(message.into());
-        self
-    }
-}
+pub use crate::pool::attempt::{Attempt, Output};
 
 /// The final word on one task: exactly one per task of the run.
 #[derive(Clone, Debug, PartialEq)]
@@ -127,6 +72,8 @@ pub struct Finished {
     /// What the task exported (`None` when nothing, or when it did not succeed).
     pub exports: Option<Arc<Shared>>,
     pub output: Option<Arc<Output>>,
+    /// Where the last attempt ran (runs with hosts only).
+    pub host: Option<Arc<str>>,
 }
 
 /// One event of a run, in the order things happened.
@@ -141,7 +88,12 @@ pub enum Event {
         message: String,
     },
     /// An attempt of a task starts (`attempt` counts from 1).
-    TaskStarted { task: TaskName, attempt: u32 },
+    TaskStarted {
+        task: TaskName,
+        attempt: u32,
+        /// Where it runs (runs with hosts only: `local` or a host's name).
+        host: Option<Arc<str>>,
+    },
     /// An attempt was handed to an outside scheduler (a Slurm job) under the id `job`: the
     /// journal records it so that `--resume` can re-attach to the job after pexen was killed.
     TaskSubmitted {
@@ -180,6 +132,17 @@ pub enum Event {
     GroupStarted { group: String },
     /// The group's turn ends: none of its tasks runs or is ready. A group may have several turns.
     GroupFinished { group: String },
+    /// A host of the run is connected, its tree synced: it takes attempts from now on.
+    HostConnected {
+        host: Arc<str>,
+        /// Whether pexen's binary had to be uploaded (false: found in the host's cache).
+        uploaded: bool,
+        /// Files of the tree sent (those the host lacked or had with other content).
+        files_sent: usize,
+    },
+    /// A host was lost (connection dropped, worker killed) or could not be reached; its running
+    /// attempts go back to the queue.
+    HostLost { host: Arc<str>, reason: String },
     /// The run is over: the worst outcome, the counts, and whether it was cancelled. Always
     /// last.
     RunFinished {
@@ -205,7 +168,9 @@ impl Event {
             Event::RunStarted { .. }
             | Event::RunFinished { .. }
             | Event::GroupStarted { .. }
-            | Event::GroupFinished { .. } => None,
+            | Event::GroupFinished { .. }
+            | Event::HostConnected { .. }
+            | Event::HostLost { .. } => None,
         }
     }
 }

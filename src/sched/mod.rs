@@ -91,6 +91,7 @@ pub struct SchedulerBuilder {
     groups: BTreeMap<String, Group>,
     virtuals: Vec<String>,
     slurm: Option<SlurmConfig>,
+    hosts: Option<crate::host::HostsConfig>,
 }
 
 impl Default for SchedulerBuilder {
@@ -109,6 +110,7 @@ impl Default for SchedulerBuilder {
             groups: BTreeMap::new(),
             virtuals: Vec::new(),
             slurm: None,
+            hosts: None,
         }
     }
 }
@@ -281,6 +283,15 @@ impl SchedulerBuilder {
     #[must_use]
     pub fn slurm(mut self, config: SlurmConfig) -> Self {
         self.slurm = Some(config);
+        self
+    }
+
+    /// Runs command tasks on these hosts too (SPEC 9). The run's own `jobs` are those of
+    /// `local`, which takes attempts unless [`crate::host::HostsConfig::no_local`] is set.
+    /// Closure tasks always run on this machine.
+    #[must_use]
+    pub fn hosts(mut self, hosts: crate::host::HostsConfig) -> Self {
+        self.hosts = Some(hosts);
         self
     }
 

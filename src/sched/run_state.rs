@@ -129,8 +129,17 @@ pub(crate) struct RunState {
     virtuals: rustc_hash::FxHashMap<u32, VirtualToken>,
     /// Tasks to skip when admitted (conditions that do not hold).
     unmet: rustc_hash::FxHashMap<u32, String>,
+    /// Runs with hosts: `TaskStarted` waits for the executor to say where (see `begin`).
+    pub(crate) defer_begin: bool,
+    /// Where running attempts run (runs with hosts only).
+    hosts: rustc_hash::FxHashMap<u32, Arc<str>>,
+    /// How many times each task went back to the queue because its host was lost.
+    requeued: rustc_hash::FxHashMap<u32, u32>,
     pub(crate) events: VecDeque<Event>,
 }
+
+/// How many times a task goes back to the queue after losing its host before it ends `error`.
+pub(crate) const MAX_REQUEUES: u32 = 2;
 
 impl RunState {
     /// Validates `tasks` and prepares the run. `resumed` maps task names to what an earlier
@@ -219,6 +228,9 @@ impl RunState {
             groups,
             virtuals,
             unmet: unmet.into_iter().collect(),
+            defer_begin: false,
+            hosts: rustc_hash::FxHashMap::default(),
+            requeued: rustc_hash::FxHashMap::default(),
             events: VecDeque::new(),
         };
         state.tasks = tasks;
@@ -447,8 +459,8 @@ impl RunState {
             st.worst_result = None;
             let attempt = st.attempt;
             self.running += 1;
-            if !reserve {
-                self.begin(idx, attempt);
+            if !reserve && !self.defer_begin {
+                self.begin(idx, attempt, None);
             }
             let shared = self.shared_for(idx);
             return Some(Start {
@@ -478,16 +490,20 @@ impl RunState {
         true
     }
 
-    /// A reserved attempt really starts: reported now.
-    pub(crate) fn begin(&mut self, idx: u32, attempt: u32) {
+    /// A reserved attempt really starts (on `host`, in runs with hosts): reported now.
+    pub(crate) fn begin(&mut self, idx: u32, attempt: u32, host: Option<Arc<str>>) {
         let st = &mut self.states[idx as usize];
         if st.phase != Phase::Reserved || st.attempt != attempt {
             return;
         }
         st.phase = Phase::Running;
+        if let Some(h) = &host {
+            self.hosts.insert(idx, h.clone());
+        }
         self.events.push_back(Event::TaskStarted {
             task: self.tasks[idx as usize].name.clone(),
             attempt,
+            host,
         });
     }
 
@@ -568,7 +584,7 @@ impl RunState {
 
     /// A result streamed by a running attempt.
     pub(crate) fn on_result(&mut self, idx: u32, attempt: u32, status: Outcome, message: String) {
-        self.begin(idx, attempt);
+        self.begin(idx, attempt, None);
         let st = &mut self.states[idx as usize];
         if st.phase != Phase::Running || st.attempt != attempt {
             return;
@@ -590,7 +606,7 @@ impl RunState {
 
     /// An attempt ended. Releases its resources, then retries or finishes the task.
     pub(crate) fn on_done(&mut self, idx: u32, attempt: u32, report: Attempt) {
-        self.begin(idx, attempt);
+        self.begin(idx, attempt, None);
         let st = &mut self.states[idx as usize];
         if st.phase != Phase::Running || st.attempt != attempt {
             return;
@@ -613,10 +629,34 @@ impl RunState {
         self.running -= 1;
         self.resources.release(idx, &mut self.woken);
         self.requeue_woken();
+        let host = if self.hosts.is_empty() {
+            None
+        } else {
+            self.hosts.remove(&idx)
+        };
         if report.suspend {
-            self.suspend(idx, attempt, report);
+            self.suspend(idx, attempt, report, host);
             return;
         }
+        if let Some(reason) = &report.host_lost {
+            let n = self.requeued.entry(idx).or_insert(0);
+            *n += 1;
+            if *n <= MAX_REQUEUES && self.stop.is_none() {
+                // Not an attempt: the same attempt number runs again, on another host or on
+                // this one once it is back.
+                let st = &mut self.states[idx as usize];
+                st.phase = Phase::Ready;
+                st.attempt -= 1;
+                self.ready.push(self.key(idx));
+                return;
+            }
+            report.message = Some(format!("host lost: {reason}"));
+        }
+        let outcome = if report.host_lost.is_some() {
+            Outcome::Error
+        } else {
+            outcome
+        };
         let retries = self.tasks[idx as usize].meta.retries;
         if !outcome.is_success() && attempt <= retries && self.stop.is_none() {
             self.states[idx as usize].phase = Phase::Ready;
@@ -644,6 +684,7 @@ impl RunState {
             message: report.message,
             exports: exports.clone(),
             output: report.output.map(Arc::new),
+            host,
         };
         self.finish(idx, finished);
         if self.fail_fast && !outcome.is_success() && self.stop.is_none() {
@@ -657,7 +698,7 @@ impl RunState {
     /// The attempt asked to stop the run and continue later: nothing new starts (retries
     /// neither), running tasks finish, the rest are skipped once nothing runs. The task ends
     /// `skip`, with a cause saying it was suspended; its dependents are skipped at once.
-    fn suspend(&mut self, idx: u32, attempt: u32, report: Attempt) {
+    fn suspend(&mut self, idx: u32, attempt: u32, report: Attempt, host: Option<Arc<str>>) {
         let name = self.tasks[idx as usize].name.clone();
         self.suspended.push(idx);
         if matches!(self.stop, None | Some(Stop::FailFast(_))) {
@@ -685,6 +726,7 @@ impl RunState {
                 message: report.message,
                 exports: None,
                 output: report.output.map(Arc::new),
+                host,
             },
         );
     }
@@ -713,6 +755,7 @@ impl RunState {
                 message: r.message,
                 exports,
                 output: None,
+                host: None,
             },
         );
     }
@@ -849,6 +892,7 @@ impl RunState {
             message: None,
             exports: None,
             output: None,
+            host: None,
         }
     }
 

@@ -126,7 +126,7 @@ fn a_reservation_never_jumps_ahead_of_a_better_waiting_task() {
     assert_eq!(s.task(b.idx).name.as_str(), "b");
     // Reserved: not reported as started until it begins.
     assert!(!started(&s, "b"));
-    s.begin(b.idx, b.attempt);
+    s.begin(b.idx, b.attempt, None);
     assert!(started(&s, "b"));
 }
 
@@ -585,4 +585,54 @@ fn an_unmet_condition_skips_with_its_cause_and_does_not_satisfy_tokens() {
         Some("required token `vm` is not available: `kvm` was skipped")
     );
     assert!(s.all_done());
+}
+
+#[test]
+fn a_lost_host_puts_the_attempt_back_twice_then_it_is_an_error() {
+    let mut s = state(vec![t("a").claims(["L"]).retries(1), t("b").claims(["L"])]);
+    s.defer_begin = true;
+    let starts = |s: &RunState| {
+        s.events
+            .iter()
+            .filter(|e| matches!(e, Event::TaskStarted { host: Some(h), .. } if &**h == "h1"))
+            .count()
+    };
+    for i in 0..MAX_REQUEUES as usize {
+        let a = s.next_start(false).unwrap();
+        assert_eq!((s.task(a.idx).name.as_str(), a.attempt), ("a", 1));
+        // Deferred: reported when the executor says where it runs.
+        assert_eq!(starts(&s), i);
+        s.begin(a.idx, a.attempt, Some(Arc::from("h1")));
+        assert_eq!(starts(&s), i + 1);
+        s.on_done(a.idx, a.attempt, Attempt::lost("the connection closed"));
+        // Not an attempt, no retry, and the lock is free again.
+        assert!(finished(&s, "a").is_none());
+        assert!(!s
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::TaskRetrying { .. })));
+    }
+    let a = s.next_start(false).unwrap();
+    assert_eq!(a.attempt, 1);
+    s.begin(a.idx, a.attempt, Some(Arc::from("h2")));
+    s.on_done(a.idx, a.attempt, Attempt::lost("the connection closed"));
+    // A third loss is the attempt's `error`; retries apply to it as to any error.
+    let retry = s.events.iter().find_map(|e| match e {
+        Event::TaskRetrying {
+            attempt, message, ..
+        } => Some((*attempt, message.clone())),
+        _ => None,
+    });
+    assert_eq!(
+        retry,
+        Some((1, Some("host lost: the connection closed".to_string())))
+    );
+    let a = s.next_start(false).unwrap();
+    assert_eq!(a.attempt, 2);
+    s.begin(a.idx, a.attempt, Some(Arc::from("h2")));
+    s.on_done(a.idx, a.attempt, Attempt::new(Outcome::Pass));
+    let f = finished(&s, "a").unwrap();
+    assert_eq!((f.outcome, f.attempt), (Outcome::Pass, 2));
+    assert_eq!(f.host.as_deref(), Some("h2"));
+    assert_eq!(start(&mut s).map(|(n, _)| n), Some("b".to_string()));
 }

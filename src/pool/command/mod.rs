@@ -40,7 +40,7 @@ pub use files::ExportError;
 pub use track::{Tracker, TrackerHandle};
 
 use crate::context::{ResultSink, Shared};
-use crate::sched::events::{Attempt, Output};
+use crate::pool::attempt::{Attempt, Output};
 use crate::task::{CommandSpec, Outcome, TaskName};
 
 use procs::{Orphans, PidFd};
@@ -63,6 +63,10 @@ pub struct CommandConfig {
     /// Bytes kept per captured stream: the first and the last half. Also what a stream holds
     /// in memory while the task runs, plus what it writes in one tick (the middle is freed).
     pub output_cap: usize,
+    /// A file to which the process group of each attempt is appended when it starts (`PGID`)
+    /// and when it ends (`-PGID`), so that whoever started a remote worker can kill the groups
+    /// still running if the worker itself is killed.
+    pub group_file: Option<PathBuf>,
     /// Told about every task process group, so that a run killed with SIGKILL can be cleaned
     /// up by the next one (`state::live`).
     pub tracker: Option<TrackerHandle>,
@@ -73,6 +77,7 @@ impl Default for CommandConfig {
         Self {
             grace: Duration::from_secs(5),
             output_cap: 1 << 20,
+            group_file: None,
             tracker: None,
         }
     }
@@ -92,6 +97,8 @@ pub struct CommandJob<'a> {
     pub checkpoint: Option<&'a Path>,
     /// Receives the lines of `PEXEN_RESULTS`, on the calling thread, while the task runs.
     pub sink: &'a dyn ResultSink,
+    /// The name of the host it runs on, given to it as `PEXEN_HOST` (`local` on this machine).
+    pub host: &'a str,
 }
 
 const RUNNING: u8 = 0;
@@ -215,6 +222,23 @@ impl CommandRunner {
         }
     }
 
+    /// Appends a group's start or end to the group file, if any (one `write` in append mode:
+    /// no rewrite per attempt). Called under the groups lock, so lines stay in order.
+    fn note_group(&self, pgid: i32, started: bool) {
+        let Some(path) = &self.config.group_file else {
+            return;
+        };
+        let line = if started {
+            format!("{pgid}\n")
+        } else {
+            format!("-{pgid}\n")
+        };
+        // Best effort: without the file, a killed worker's tasks are left to the kernel.
+        if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = std::io::Write::write_all(&mut f, line.as_bytes());
+        }
+    }
+
     /// Ctrl-Z: SIGSTOP to every running group (and to tasks started until [`Self::resume_all`]);
     /// their timeouts stop counting. Does not block.
     pub fn pause_all(&self) {
@@ -301,7 +325,8 @@ impl CommandRunner {
             cmd.env("PEXEN_TASK", job.task.as_str())
                 .env("PEXEN_ATTEMPT", job.attempt.to_string())
                 .env("PEXEN_RESULTS", &results_path)
-                .env("PEXEN_EXPORT", &export_path);
+                .env("PEXEN_EXPORT", &export_path)
+                .env("PEXEN_HOST", job.host);
             if let Some(dir) = job.checkpoint {
                 cmd.env("PEXEN_CHECKPOINT", dir);
             }
@@ -375,6 +400,7 @@ impl CommandRunner {
         let mut groups = self.lock();
         groups.running.insert(pgid);
         groups.started.insert(pgid);
+        self.note_group(pgid, true);
         // See `cancel_with`: a cancellation raised before we registered did not reach us.
         match self.cancel.load(Ordering::SeqCst) {
             TERMINATING => procs::signal_group(pgid, libc::SIGTERM),
@@ -507,6 +533,9 @@ impl Drop for CommandRunner {
     fn drop(&mut self) {
         self.sweep();
         let _ = fs::remove_dir_all(&self.dir);
+        if let Some(path) = &self.config.group_file {
+            let _ = fs::remove_file(path);
+        }
     }
 }
 
@@ -532,7 +561,11 @@ impl Running<'_> {
         if kill_group {
             procs::signal_group(self.pgid, libc::SIGKILL);
         }
-        self.runner.lock().running.remove(&self.pgid);
+        {
+            let mut groups = self.runner.lock();
+            groups.running.remove(&self.pgid);
+            self.runner.note_group(self.pgid, false);
+        }
         let status = self
             .child
             .take()

@@ -55,6 +55,7 @@ fn run_with(
         timeout,
         checkpoint: None,
         sink,
+        host: "local",
     })
 }
 
@@ -196,6 +197,7 @@ printf '%s|' "$PEXEN_TASK" "$PEXEN_ATTEMPT" "$S" "$N" "$O" "$(pwd -P)" "$PEXEN_C
         timeout: None,
         checkpoint: Some(Path::new("/state/checkpoints/net%2Ftcp")),
         sink: &Sink::default(),
+        host: "local",
     });
     assert_eq!(a.outcome, Outcome::Pass, "{a:?}");
     let cwd = dir.path().canonicalize().unwrap();

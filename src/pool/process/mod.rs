@@ -15,9 +15,8 @@
 //!   group, so processes a task started go too. The leader is reaped only after the last signal
 //!   (its group id stays pinned until then).
 //!
-//! The protocol is in [`channel`], the worker side in [`serve`].
+//! The protocol is in [`crate::protocol`], the worker side in [`serve`].
 
-pub mod channel;
 pub mod serve;
 mod worker;
 
@@ -27,8 +26,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::context::ResultSink;
+use crate::pool::attempt::Attempt;
 use crate::pool::Job;
-use crate::sched::events::Attempt;
 use crate::task::{Outcome, PoolKind};
 
 pub use serve::{serve_if_worker, serve_if_worker_with_args, ServeError, WORKER_ENV};

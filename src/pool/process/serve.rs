@@ -32,9 +32,11 @@ use std::time::{Duration, Instant};
 use signal_hook::iterator::Signals;
 use thiserror::Error;
 
-use super::channel::{self, ChannelError, FrameReader, FromWorker, RunOwned, PROTOCOL};
 use crate::context::{Cancellation, Context, ResultSink};
 use crate::pool::panic_message;
+use crate::protocol::{
+    self as channel, ChannelError, FrameReader, FromWorker, Hello, RunOwned, ToWorker, PROTOCOL,
+};
 use crate::task::{Outcome, Task, TaskFn, TaskName, Work};
 
 /// The environment variable that makes a process a worker; its value is the protocol version
@@ -147,13 +149,7 @@ fn serve<F: FnOnce() -> Vec<Task>>(asked: &str, build: F) -> Result<(), ServeErr
         .map_err(ServeError::Setup)?;
 
     let out = Mutex::new(BufWriter::new(output));
-    channel::send(
-        &mut *lock(&out),
-        &FromWorker::Hello {
-            protocol: PROTOCOL,
-            pid: std::process::id(),
-        },
-    )?;
+    channel::send(&mut *lock(&out), &FromWorker::Hello(Hello::new(None)))?;
     if asked != PROTOCOL.to_string() {
         return Err(ServeError::Protocol {
             asked: asked.to_owned(),
@@ -170,40 +166,44 @@ fn serve<F: FnOnce() -> Vec<Task>>(asked: &str, build: F) -> Result<(), ServeErr
     let mut input = FrameReader::new(input);
     loop {
         let run: RunOwned = match input.next(None) {
-            Ok(Some(run)) => run,
+            Ok(Some(ToWorker::Run(run))) => run,
+            // Cancellation reaches process workers as SIGUSR1; end of frames: read on.
+            Ok(Some(ToWorker::Cancel { .. }) | None) => continue,
+            Ok(Some(other)) => {
+                return Err(ServeError::Channel(format!(
+                    "unexpected message for a process worker: {other:?}"
+                )))
+            }
             // The scheduler closed the channel: the run is over.
             Err(ChannelError::Closed) => return Ok(()),
-            Ok(None) => continue,
             Err(e) => return Err(e.into()),
         };
-        let done = match tasks.get(&run.task) {
+        let reply = match tasks.get(&run.task) {
             Some(f) => run_one(f.as_ref(), &run, &out, &cancelled),
-            None => FromWorker::Done {
-                outcome: Outcome::Error,
-                message: Some(format!(
+            None => done(
+                Outcome::Error,
+                Some(format!(
                     "task `{}` is not in the worker's task set: the function given to \
                      `serve_if_worker` must build it",
                     run.task
                 )),
-                exports: crate::context::Shared::new(),
-                suspend: false,
-            },
+                crate::context::Shared::new(),
+            ),
         };
         let mut out = lock(&out);
-        match channel::send(&mut *out, &done) {
+        match channel::send(&mut *out, &reply) {
             // Exports over the frame limit: the task's error, not the worker's end.
             Err(ChannelError::TooLarge { len }) => channel::send(
                 &mut *out,
-                &FromWorker::Done {
-                    outcome: Outcome::Error,
-                    message: Some(format!(
+                &done(
+                    Outcome::Error,
+                    Some(format!(
                         "the attempt's exports take {len} bytes, over the channel's limit of \
                          {} bytes",
                         channel::MAX_FRAME
                     )),
-                    exports: crate::context::Shared::new(),
-                    suspend: false,
-                },
+                    crate::context::Shared::new(),
+                ),
             )?,
             other => other?,
         }
@@ -230,24 +230,34 @@ fn run_one(
     )
     .with_checkpoint(run.checkpoint.as_deref());
     match catch_unwind(AssertUnwindSafe(|| f(&ctx))) {
-        Ok(Ok(())) => FromWorker::Done {
-            outcome: Outcome::Pass,
-            message: None,
-            exports: ctx.into_exports(),
-            suspend: false,
-        },
-        Ok(Err(e)) => FromWorker::Done {
-            outcome: e.status,
-            message: Some(e.message),
-            exports: crate::context::Shared::new(),
-            suspend: e.suspend,
-        },
-        Err(panic) => FromWorker::Done {
-            outcome: Outcome::Error,
-            message: Some(format!("panicked: {}", panic_message(&*panic))),
-            exports: crate::context::Shared::new(),
-            suspend: false,
-        },
+        Ok(Ok(())) => done(Outcome::Pass, None, ctx.into_exports()),
+        Ok(Err(e)) => {
+            let mut reply = done(e.status, Some(e.message), crate::context::Shared::new());
+            if let FromWorker::Done { suspend, .. } = &mut reply {
+                *suspend = e.suspend;
+            }
+            reply
+        }
+        Err(panic) => done(
+            Outcome::Error,
+            Some(format!("panicked: {}", panic_message(&*panic))),
+            crate::context::Shared::new(),
+        ),
+    }
+}
+
+/// The end of a closure attempt (no output, files or exit code: those are for commands).
+fn done(outcome: Outcome, message: Option<String>, exports: crate::context::Shared) -> FromWorker {
+    FromWorker::Done {
+        id: 0,
+        outcome,
+        message,
+        exports,
+        suspend: false,
+        exit_code: None,
+        output: None,
+        duration_ms: 0,
+        files: Vec::new(),
     }
 }
 
@@ -261,7 +271,11 @@ impl ResultSink for FrameSink<'_> {
         // A broken channel ends the worker at its next frame; nothing to do for a result.
         let _ = channel::send(
             &mut *lock(self.out),
-            &FromWorker::Result { status, message },
+            &FromWorker::Result {
+                id: 0,
+                status,
+                message,
+            },
         );
     }
 }
@@ -273,7 +287,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Moves the channel off fds 0 and 1: a task that reads stdin gets end of file, and what it
 /// prints to stdout goes to stderr instead of corrupting the frames. The channel descriptors
 /// are close-on-exec, so commands a task runs do not hold the channel open.
-fn take_channel_fds() -> io::Result<(File, File)> {
+pub(crate) fn take_channel_fds() -> io::Result<(File, File)> {
     let input = dup_cloexec(0)?;
     let output = dup_cloexec(1)?;
     // SAFETY: dup2 and open take plain integers and a NUL-terminated path.

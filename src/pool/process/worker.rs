@@ -13,13 +13,15 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use super::channel::{self, ChannelError, FrameReader, FromWorker, RunRef, PROTOCOL};
 use super::{serve::WORKER_ENV, CANCEL_GRACE, KILLING, RUNNING, TERMINATING, TICK};
 use crate::context::ResultSink;
 use crate::error::error_chain as chain;
+use crate::pool::attempt::Attempt;
 use crate::pool::command::procs;
 use crate::pool::Job;
-use crate::sched::events::Attempt;
+use crate::protocol::{
+    self as channel, ChannelError, FrameReader, FromWorker, RunRef, ToWorkerRef, PROTOCOL,
+};
 use crate::task::Outcome;
 
 /// A guard against a binary that never answers the handshake (its `main` does not call
@@ -101,11 +103,9 @@ impl WorkerProc {
         loop {
             let wake = (Instant::now() + TICK).min(limit);
             match self.frames.next::<FromWorker>(Some(wake)) {
-                Ok(Some(FromWorker::Hello { protocol, .. })) if protocol == PROTOCOL => {
-                    return Ok(())
-                }
-                Ok(Some(FromWorker::Hello { protocol, .. })) => {
-                    return Err(SpawnError::Protocol(protocol))
+                Ok(Some(FromWorker::Hello(hello))) if hello.protocol == PROTOCOL => return Ok(()),
+                Ok(Some(FromWorker::Hello(hello))) => {
+                    return Err(SpawnError::Protocol(hello.protocol))
                 }
                 Ok(Some(other)) => {
                     return Err(SpawnError::Handshake(ChannelError::Io(io::Error::other(
@@ -132,13 +132,16 @@ impl WorkerProc {
         deadline: Option<Instant>,
         level: &AtomicU8,
     ) -> Ended {
-        let request = RunRef {
+        let request = ToWorkerRef::Run(RunRef {
+            id: 0,
             task: &job.name,
             attempt: job.attempt,
             shared: job.shared(),
             timeout_ms: job.timeout.map(|t| t.as_millis() as u64),
+            grace_ms: 0,
+            outputs: &[],
             checkpoint,
-        };
+        });
         match channel::send(&mut self.stdin, &request) {
             Ok(()) => {}
             // Nothing was sent: the worker is still clean, the attempt is an error.
@@ -159,12 +162,15 @@ impl WorkerProc {
                 .min()
                 .unwrap_or(now);
             match self.frames.next::<FromWorker>(Some(wake)) {
-                Ok(Some(FromWorker::Result { status, message })) => sink.result(status, message),
+                Ok(Some(FromWorker::Result {
+                    status, message, ..
+                })) => sink.result(status, message),
                 Ok(Some(FromWorker::Done {
                     outcome,
                     message,
                     exports,
                     suspend,
+                    ..
                 })) => {
                     let mut attempt = Attempt::new(outcome);
                     attempt.message = message;
@@ -172,10 +178,10 @@ impl WorkerProc {
                     attempt.suspend = suspend;
                     return Ended::Done(attempt);
                 }
-                Ok(Some(FromWorker::Hello { .. })) => {
-                    return Ended::Crashed("worker protocol error: a second hello".into())
+                Ok(Some(FromWorker::Beat) | None) => {}
+                Ok(Some(other)) => {
+                    return Ended::Crashed(format!("worker protocol error: unexpected {other:?}"))
                 }
-                Ok(None) => {}
                 Err(ChannelError::Closed) if kill_at.is_some() => return Ended::Interrupted,
                 Err(ChannelError::Closed) => return Ended::Crashed(self.crash_message()),
                 Err(e) => return Ended::Crashed(format!("worker protocol error: {}", chain(&e))),

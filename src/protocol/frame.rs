@@ -1,10 +1,10 @@
-//! The framed, typed channel between the scheduler and a worker process.
-//!
-//! A frame is a 4-byte little-endian payload length followed by the payload, one serde_json
-//! value. JSON because shared state already is `serde_json::Value` (a compact format such as
-//! bincode cannot carry a self-describing `Value`), and a no-op task's frames are a few dozen
-//! bytes, so the codec is not what costs. Frames over [`MAX_FRAME`] are refused on both sides:
-//! a corrupted or foreign stream is caught at its first frame instead of allocating gigabytes.
+//! Frames: a 4-byte little-endian payload length followed by the payload, either one
+//! serde_json value (a typed message) or raw bytes (a file's content, announced by the message
+//! before it). JSON because shared state already is `serde_json::Value` (a compact format such
+//! as bincode cannot carry a self-describing `Value`), and a no-op task's frames are a few dozen
+//! bytes, so the codec is not what costs. Frames over [`MAX_FRAME`] are refused on both sides,
+//! checked before allocating: a corrupted or foreign stream is caught at its first frame
+//! instead of allocating gigabytes.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -12,65 +12,20 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use thiserror::Error;
-
-use crate::context::Shared;
-use crate::task::{Outcome, TaskName};
-
-/// Version of the protocol; bumped on any change of the messages below.
-pub const PROTOCOL: u32 = 2;
 
 /// The largest payload either side accepts (64 MiB).
 pub const MAX_FRAME: usize = 64 << 20;
 
-/// Scheduler to worker: run one attempt. Serialized from borrows, so that the shared state is
-/// not cloned per attempt.
-#[derive(Serialize)]
-pub(crate) struct RunRef<'a> {
-    pub task: &'a TaskName,
-    pub attempt: u32,
-    pub shared: &'a Shared,
-    pub timeout_ms: Option<u64>,
-    /// The task's checkpoint directory (SPEC section 12).
-    pub checkpoint: Option<&'a std::path::Path>,
-}
-
-/// What the worker reads for a [`RunRef`].
-#[derive(Deserialize)]
-pub(crate) struct RunOwned {
-    pub task: TaskName,
-    pub attempt: u32,
-    pub shared: Shared,
-    pub timeout_ms: Option<u64>,
-    pub checkpoint: Option<std::path::PathBuf>,
-}
-
-/// Worker to scheduler.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum FromWorker {
-    /// First frame of every worker: the protocol it speaks.
-    Hello { protocol: u32, pid: u32 },
-    /// One result reported with `ctx.report` while the task runs.
-    Result { status: Outcome, message: String },
-    /// The attempt ended (the closure returned or panicked).
-    Done {
-        outcome: Outcome,
-        message: Option<String>,
-        exports: Shared,
-        /// The closure returned `TaskError::suspend`.
-        suspend: bool,
-    },
-}
-
 /// What can go wrong on the channel.
 #[derive(Debug, Error)]
-pub(crate) enum ChannelError {
-    #[error("the worker closed the channel")]
+pub enum ChannelError {
+    #[error("the other side closed the connection")]
     Closed,
     #[error("frame of {len} bytes is over the limit of {MAX_FRAME} bytes")]
     TooLarge { len: usize },
-    #[error("cannot use the worker channel")]
+    #[error("cannot use the connection")]
     Io(#[source] io::Error),
     #[error("cannot decode a frame")]
     Decode(#[source] serde_json::Error),
@@ -91,10 +46,24 @@ pub(crate) fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ChannelError> {
 }
 
 /// Writes one whole frame with a single `write_all`.
-pub(crate) fn send<W: Write, T: Serialize>(out: &mut W, msg: &T) -> Result<(), ChannelError> {
+pub(crate) fn send<W: Write + ?Sized, T: Serialize>(
+    out: &mut W,
+    msg: &T,
+) -> Result<(), ChannelError> {
     let frame = encode(msg)?;
     out.write_all(&frame).map_err(ChannelError::Io)?;
     out.flush().map_err(ChannelError::Io)
+}
+
+/// Writes one raw frame (a file's content), refusing payloads over the limit.
+pub(crate) fn send_raw<W: Write + ?Sized>(out: &mut W, bytes: &[u8]) -> Result<(), ChannelError> {
+    if bytes.len() > MAX_FRAME {
+        return Err(ChannelError::TooLarge { len: bytes.len() });
+    }
+    out.write_all(&(bytes.len() as u32).to_le_bytes())
+        .and_then(|()| out.write_all(bytes))
+        .and_then(|()| out.flush())
+        .map_err(ChannelError::Io)
 }
 
 /// Reads frames from a pipe, with an optional wake-up time so that the caller can check its
@@ -120,11 +89,45 @@ impl FrameReader {
         &mut self,
         until: Option<Instant>,
     ) -> Result<Option<T>, ChannelError> {
+        match self.next_raw(until)? {
+            Some(payload) => serde_json::from_slice(&payload)
+                .map(Some)
+                .map_err(ChannelError::Decode),
+            None => Ok(None),
+        }
+    }
+
+    /// The next frame's raw payload; `Ok(None)` when `until` passed first.
+    pub(crate) fn next_raw(
+        &mut self,
+        until: Option<Instant>,
+    ) -> Result<Option<Vec<u8>>, ChannelError> {
         loop {
             if let Some(payload) = self.take_frame()? {
-                return serde_json::from_slice(&payload)
-                    .map(Some)
-                    .map_err(ChannelError::Decode);
+                return Ok(Some(payload));
+            }
+            if let Some(until) = until {
+                if !readable(self.file.as_fd(), until) {
+                    return Ok(None);
+                }
+            }
+            self.fill()?;
+        }
+    }
+
+    /// One text line (without its newline) before the frames start, as the bootstrap script
+    /// of an ssh host writes them; at most `MAX_LINE` bytes. `Ok(None)` when `until` passed.
+    pub(crate) fn line(&mut self, until: Option<Instant>) -> Result<Option<String>, ChannelError> {
+        const MAX_LINE: usize = 4096;
+        loop {
+            let avail = &self.buf[self.pos..];
+            if let Some(end) = avail.iter().position(|&b| b == b'\n') {
+                let line = String::from_utf8_lossy(&avail[..end]).into_owned();
+                self.pos += end + 1;
+                return Ok(Some(line));
+            }
+            if avail.len() > MAX_LINE {
+                return Err(ChannelError::TooLarge { len: avail.len() });
             }
             if let Some(until) = until {
                 if !readable(self.file.as_fd(), until) {
@@ -210,6 +213,9 @@ mod tests {
 
     use std::os::fd::FromRawFd;
 
+    use crate::protocol::FromWorker;
+    use crate::task::Outcome;
+
     fn pipe() -> (File, File) {
         let mut fds = [0; 2];
         // SAFETY: `fds` has room for the two descriptors pipe2 writes.
@@ -222,6 +228,7 @@ mod tests {
     fn frames_round_trip_and_oversized_lengths_are_refused() {
         let (r, mut w) = pipe();
         let msg = FromWorker::Result {
+            id: 0,
             status: Outcome::Warn,
             message: "disk".into(),
         };

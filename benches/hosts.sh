@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# SPEC section 15, host rows, side by side in one run (release build), against the loopback
+# sshd of .ci/sshd.sh (host h1):
+#   first     a one-task tree (/bin/true), binary cached and tree unchanged: time from launching
+#             `pexen run` to the task's start (the task writes the clock), on h1 vs on local
+#   sync      the same task in a tree of 10^4 small files, unchanged since the last run: wall
+#             time of the run on h1 (connect + manifest + sync of nothing) vs on local
+#   spawn     N /bin/true command tasks (one .tasks.ron), `--no-local --host ssh://h1?jobs=2`
+#             vs `-j2` on local: wall time, ratio (target: within 1.3x)
+#   tls       the same N tasks on a loopback `pexen worker --listen` daemon (-j 2, certificates
+#             made with openssl for the run) vs local
+# Each figure is the median over the rounds, rounds interleaved (every case once per round).
+#
+# Usage: benches/hosts.sh [-n TASKS] [-r ROUNDS] [--no-build]
+# Defaults: 3000 tasks, 5 rounds. Needs .ci/sshd.sh to have run (as root).
+set -euo pipefail
+
+N=3000
+ROUNDS=5
+BUILD=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+    -n) N="${2:?-n needs a number}"; shift 2 ;;
+    -r) ROUNDS="${2:?-r needs a number}"; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    *) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    esac
+done
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+config="${PEXEN_TEST_SSH_DIR:-$repo/target/ci-sshd}/ssh_config"
+[ -f "$config" ] || { echo "no $config: run .ci/sshd.sh first" >&2; exit 2; }
+export PEXEN_SSH="ssh -F $config"
+if [ "$BUILD" = 1 ]; then
+    (cd "$repo" && cargo build --release --quiet)
+fi
+pexen="$repo/target/release/pexen"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+chmod 755 "$work"
+
+now() { date +%s.%N; }
+
+# first: one task that records when it started.
+mkdir -p "$work/first"
+printf '(run: Shell("date +%%s.%%N > %s/started"))\n' "$work" > "$work/first/t.ron"
+chmod 777 "$work"
+# sync: 10^4 small files and one task.
+mkdir -p "$work/sync/data"
+for d in $(seq 0 99); do
+    mkdir -p "$work/sync/data/$d"
+    for f in $(seq 0 99); do echo "$d $f" > "$work/sync/data/$d/$f.txt"; done
+done
+echo '(run: Shell("true"))' > "$work/sync/t.ron"
+# spawn: N /bin/true tasks.
+mkdir -p "$work/spawn"
+{
+    echo '{'
+    for i in $(seq 1 "$N"); do echo "  \"t$i\": (run: Cmd([\"/bin/true\"])),"; done
+    echo '}'
+} > "$work/spawn/all.tasks.ron"
+
+# A TLS daemon on loopback, with certificates made for this run.
+tlsdir="$work/tls"
+mkdir -p "$tlsdir"
+(
+    cd "$tlsdir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
+        -days 1 -subj /CN=bench-ca -addext basicConstraints=critical,CA:TRUE \
+        -addext keyUsage=keyCertSign,cRLSign 2>/dev/null
+    for who in server client; do
+        if [ $who = server ]; then ext="subjectAltName=IP:127.0.0.1
+extendedKeyUsage=serverAuth"; else ext="extendedKeyUsage=clientAuth"; fi
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $who.key \
+            -out $who.csr -subj /CN=$who 2>/dev/null
+        printf '%s\n' "$ext" > $who.ext
+        openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $who.pem \
+            -days 1 -extfile $who.ext 2>/dev/null
+    done
+)
+XDG_CACHE_HOME="$work/daemon-cache" "$pexen" worker --listen 127.0.0.1:0 -j 2 \
+    --tls-cert "$tlsdir/server.pem" --tls-key "$tlsdir/server.key" --client-ca "$tlsdir/ca.pem" \
+    > "$work/daemon.out" 2> "$work/daemon.err" &
+daemon=$!
+trap 'kill $daemon 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do [ -s "$work/daemon.out" ] && break; sleep 0.1; done
+tlsport=$(sed 's/.*://' "$work/daemon.out")
+tlsargs=(--no-local --host "tls://127.0.0.1:$tlsport" --tls-cert "$tlsdir/client.pem"
+    --tls-key "$tlsdir/client.key" --ca "$tlsdir/ca.pem")
+
+# Warm up: the binary and every tree on h1, once.
+for t in first sync spawn; do
+    "$pexen" run "$work/$t" --state "$work/state-$t" --no-local --host ssh://h1 --message-format json > /dev/null
+done
+
+declare -A times
+add() { times[$1]="${times[$1]:-} $2"; }
+for _ in $(seq 1 "$ROUNDS"); do
+    for where in local h1; do
+        hostargs=()
+        [ "$where" = h1 ] && hostargs=(--no-local --host "ssh://h1?jobs=2")
+        t0=$(now)
+        "$pexen" run "$work/first" --state "$work/state-first" "${hostargs[@]}" --message-format json > /dev/null
+        add "first-$where" "$(echo "$(cat "$work/started") - $t0" | bc)"
+        t0=$(now)
+        "$pexen" run "$work/sync" --state "$work/state-sync" "${hostargs[@]}" --message-format json > /dev/null
+        add "sync-$where" "$(echo "$(now) - $t0" | bc)"
+        t0=$(now)
+        "$pexen" run "$work/spawn" -j2 --state "$work/state-spawn" "${hostargs[@]}" --message-format json > /dev/null
+        add "spawn-$where" "$(echo "$(now) - $t0" | bc)"
+    done
+    t0=$(now)
+    "$pexen" run "$work/spawn" --state "$work/state-tls" "${tlsargs[@]}" --message-format json > /dev/null
+    add "tls-h1" "$(echo "$(now) - $t0" | bc)"
+done
+times[tls-local]="${times[spawn-local]}"
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo "load: $(cut -d' ' -f1-3 /proc/loadavg); rounds: $ROUNDS; tasks: $N"
+for case in first sync spawn tls; do
+    l=$(echo "${times[$case-local]}" | median)
+    h=$(echo "${times[$case-h1]}" | median)
+    printf '%-6s local_s=%.3f h1_s=%.3f ratio=%.2f\n' "$case" "$l" "$h" "$(echo "$h / $l" | bc -l)"
+done

@@ -1,0 +1,239 @@
+//! A live connection to a remote worker: a writer shared by the attempts that run there, and a
+//! reader thread that routes each frame to the attempt it belongs to (by id). A connection that
+//! ends, breaks the protocol or stays silent past `SILENCE_LIMIT` is lost: every attempt
+//! waiting on it hears so, and the host is told.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use super::ssh::{Link, Transport, Waited};
+use crate::context::Shared;
+use crate::protocol::{ChannelError, FileEntry, FrameReader, FromWorker, SILENCE_LIMIT};
+use crate::sched::events::Output;
+use crate::task::Outcome;
+
+/// What an attempt waiting on a connection hears.
+pub(crate) enum Msg {
+    Result(Outcome, String),
+    Done(Box<Done>),
+    Lost(String),
+}
+
+pub(crate) struct Done {
+    pub outcome: Outcome,
+    pub message: Option<String>,
+    pub exports: Shared,
+    pub exit_code: Option<i32>,
+    pub output: Option<Output>,
+    pub suspend: bool,
+    pub files: Vec<(FileEntry, Vec<u8>)>,
+}
+
+pub(crate) struct Conn {
+    writer: Mutex<Option<Box<dyn Write + Send>>>,
+    pending: Mutex<HashMap<u64, Sender<Msg>>>,
+    alive: AtomicBool,
+    /// Set when the scheduler ends the connection itself: not a loss.
+    closing: AtomicBool,
+    transport: Mutex<Box<dyn Transport>>,
+    reader: Mutex<Option<JoinHandle<()>>>,
+    /// Path -> hash of the files the host has (its synced tree, outputs pushed since).
+    pub(crate) known: Mutex<HashMap<String, String>>,
+    pub(crate) cpus: usize,
+    pub(crate) uploaded: bool,
+    pub(crate) files_sent: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Conn {
+    /// Takes over a set-up link and starts its reader; `on_lost` is called once if the
+    /// connection is lost (not when it is closed by [`Conn::close`]).
+    pub(crate) fn start(link: Link, on_lost: impl FnOnce(String) + Send + 'static) -> Arc<Conn> {
+        let Link {
+            transport,
+            stdin,
+            frames,
+            stderr,
+            hello,
+            uploaded,
+            synced,
+            files_sent,
+        } = link;
+        let known = synced.into_iter().map(|e| (e.path, e.hash)).collect();
+        let conn = Arc::new(Conn {
+            writer: Mutex::new(Some(stdin)),
+            pending: Mutex::new(HashMap::new()),
+            alive: AtomicBool::new(true),
+            closing: AtomicBool::new(false),
+            transport: Mutex::new(transport),
+            reader: Mutex::new(None),
+            known: Mutex::new(known),
+            cpus: hello.cpus.max(1),
+            uploaded,
+            files_sent,
+        });
+        let reader = {
+            let conn = conn.clone();
+            std::thread::Builder::new()
+                .name("pexen-host-reader".into())
+                .spawn(move || {
+                    let reason = conn.read(frames);
+                    conn.lost(&reason, &stderr, on_lost);
+                })
+                .expect("the OS refused to start a thread")
+        };
+        *lock(&conn.reader) = Some(reader);
+        conn
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Registers an attempt's mailbox under `id`.
+    pub(crate) fn expect(&self, id: u64, tx: Sender<Msg>) -> bool {
+        let mut pending = lock(&self.pending);
+        // Checked under the lock that `lost` drains: no attempt waits forever.
+        if !self.is_alive() {
+            return false;
+        }
+        pending.insert(id, tx);
+        true
+    }
+
+    pub(crate) fn forget(&self, id: u64) {
+        lock(&self.pending).remove(&id);
+    }
+
+    /// Sends frames (a message, and raw frames after it) as one unit.
+    pub(crate) fn send_with<F>(&self, f: F) -> Result<(), ChannelError>
+    where
+        F: FnOnce(&mut dyn Write) -> Result<(), ChannelError>,
+    {
+        let mut w = lock(&self.writer);
+        match w.as_mut() {
+            Some(w) => f(w.as_mut()),
+            None => Err(ChannelError::Closed),
+        }
+    }
+
+    fn read(&self, mut frames: FrameReader) -> String {
+        loop {
+            let until = Instant::now() + SILENCE_LIMIT;
+            let msg = match frames.next::<FromWorker>(Some(until)) {
+                Ok(Some(msg)) => msg,
+                Ok(None) => {
+                    return format!(
+                        "no word from the worker for {}",
+                        humantime::format_duration(SILENCE_LIMIT)
+                    )
+                }
+                Err(ChannelError::Closed) => return "the connection closed".to_string(),
+                Err(e) => return format!("protocol error: {}", crate::error::error_chain(&e)),
+            };
+            match msg {
+                FromWorker::Beat => {}
+                FromWorker::Result {
+                    id,
+                    status,
+                    message,
+                } => {
+                    if let Some(tx) = lock(&self.pending).get(&id) {
+                        let _ = tx.send(Msg::Result(status, message));
+                    }
+                }
+                FromWorker::Done {
+                    id,
+                    outcome,
+                    message,
+                    exports,
+                    exit_code,
+                    output,
+                    files,
+                    suspend,
+                    ..
+                } => {
+                    let mut blobs = Vec::with_capacity(files.len());
+                    for entry in files {
+                        match frames.next_raw(Some(Instant::now() + SILENCE_LIMIT)) {
+                            Ok(Some(bytes)) => blobs.push((entry, bytes)),
+                            Ok(None) => return "the worker stopped sending an output file".into(),
+                            Err(e) => {
+                                return format!("protocol error: {}", crate::error::error_chain(&e))
+                            }
+                        }
+                    }
+                    let done = Done {
+                        outcome,
+                        message,
+                        exports,
+                        exit_code,
+                        output,
+                        suspend,
+                        files: blobs,
+                    };
+                    if let Some(tx) = lock(&self.pending).remove(&id) {
+                        let _ = tx.send(Msg::Done(Box::new(done)));
+                    }
+                }
+                other => return format!("protocol error: unexpected {other:?}"),
+            }
+        }
+    }
+
+    fn lost(&self, reason: &str, stderr: &Mutex<String>, on_lost: impl FnOnce(String)) {
+        let pending: Vec<Sender<Msg>> = {
+            let mut p = lock(&self.pending);
+            self.alive.store(false, Ordering::SeqCst);
+            p.drain().map(|(_, tx)| tx).collect()
+        };
+        lock(&self.writer).take();
+        {
+            let mut transport = lock(&self.transport);
+            if self.closing.load(Ordering::SeqCst) {
+                // Closed by us: give the worker time to end its tasks, then make sure.
+                if matches!(
+                    transport.wait(Duration::from_secs(10)),
+                    Waited::StillRunning
+                ) {
+                    transport.kill();
+                }
+                return;
+            }
+            transport.kill();
+        }
+        let said = lock(stderr)
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty())
+            .map(|l| format!(" ({l})"))
+            .unwrap_or_default();
+        let reason = format!("{reason}{said}");
+        // The host is marked down (and its loss reported) before its attempts are put back,
+        // so that none of them is placed on it again in between.
+        on_lost(reason.clone());
+        for tx in pending {
+            let _ = tx.send(Msg::Lost(reason.clone()));
+        }
+    }
+
+    /// Ends the connection in order: the worker sees end of file, kills what it still runs
+    /// and exits; then the ssh client is reaped.
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        lock(&self.writer).take();
+        let reader = lock(&self.reader).take();
+        if let Some(r) = reader {
+            let _ = r.join();
+        }
+    }
+}

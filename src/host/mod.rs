@@ -1,0 +1,592 @@
+//! Hosts: the same run spread over this machine and others (SPEC section 9).
+//!
+//! `Hosts` is where an attempt of a command task runs when a run has hosts: it sits behind
+//! the executor (the one seam between the scheduler and the places attempts run), so the
+//! dispatcher never branches on where. It picks a place that carries the task's `host_tags`
+//! and has a free job slot, tells the run where the attempt starts (`TaskStarted` carries the
+//! host), runs it there, and frees the slot. `claims`/`uses` locks stay in the run state, so
+//! they hold across hosts.
+//!
+//! - `local` runs attempts with the executor's own runner.
+//! - ssh hosts (`ssh`) are bootstrapped with nothing installed, their tree synced by
+//!   content; attempts go over one connection (`conn`) per host, by task name.
+//! - A host lost mid-run has its running attempts put back in the queue (the run state counts
+//!   that, at most twice per task) and is reconnected with bounded backoff. A host that cannot
+//!   be reached is reported with the real reason; a refusal that will not change (a key, a
+//!   platform, a cache directory) is not retried.
+
+mod conn;
+pub mod serve;
+pub mod spec;
+pub mod ssh;
+pub mod tls;
+pub(crate) mod tree;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+pub use spec::{
+    check_unique as check_unique_names, load_hosts_file, HostKind, HostSpec, SpecError,
+};
+pub use ssh::{ConnectError, SSH_ENV};
+
+use crate::context::ResultSink;
+use crate::error::{GraphError, GraphErrors};
+use crate::pool::attempt::Attempt;
+use crate::pool::Job;
+use crate::protocol::{self, FileEntry, RunRef, ToWorker, ToWorkerRef};
+use crate::sched::events::Event;
+use crate::task::{Outcome, Task, Work};
+
+use conn::{Conn, Msg};
+
+/// Reconnections tried after a transient failure before a host is given up for the run.
+const MAX_RECONNECTS: u32 = 3;
+/// The first reconnection delay; doubled after each failure (0.5 s, 1 s, 2 s).
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// How often a waiting attempt looks at cancellation.
+const TICK: Duration = Duration::from_millis(25);
+
+/// The hosts of a run (see [`crate::SchedulerBuilder::hosts`]).
+#[derive(Clone, Debug, Default)]
+pub struct HostsConfig {
+    /// Hosts besides `local`.
+    pub hosts: Vec<HostSpec>,
+    /// Do not run command tasks on this machine.
+    pub no_local: bool,
+    /// The task tree the command tasks come from: synced to hosts, and where `outputs` land.
+    pub tree: Option<PathBuf>,
+    /// This run's TLS identity for `tls://` hosts (`--tls-cert`, `--tls-key`, `--ca`).
+    pub tls: Option<tls::TlsFiles>,
+}
+
+#[derive(Debug)]
+enum Status {
+    Up,
+    Connecting,
+    /// Down for now; tried again from `retry_at`.
+    Down {
+        retry_at: Instant,
+        failures: u32,
+    },
+    /// Given up for the rest of the run.
+    Dead(String),
+}
+
+struct Slot {
+    busy: usize,
+    jobs: usize,
+    status: Status,
+}
+
+struct Place {
+    name: Arc<str>,
+    spec: HostSpec,
+    conn: Mutex<Option<Arc<Conn>>>,
+}
+
+/// The places of a run and their free job slots.
+pub(crate) struct Hosts {
+    places: Vec<Place>,
+    slots: Mutex<Vec<Slot>>,
+    freed: Condvar,
+    notices: Mutex<Vec<Event>>,
+    has_notices: AtomicBool,
+    /// 0 running, 1 terminating, 2 killing.
+    level: AtomicU8,
+    tree: Option<PathBuf>,
+    tls: Option<tls::TlsFiles>,
+    tls_config: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
+    manifest: OnceLock<Result<(Vec<FileEntry>, String), String>>,
+    /// Outputs copied back during this run: path -> entry (pushed to hosts that lack them).
+    outputs: Mutex<HashMap<String, FileEntry>>,
+    next_id: AtomicU64,
+    grace: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Hosts {
+    /// Validates placement (every task with `host_tags` has a host carrying them all) and
+    /// connects the remote hosts, in parallel. `None` for a run without hosts.
+    pub(crate) fn start(
+        config: Option<&HostsConfig>,
+        local_jobs: usize,
+        grace: Duration,
+        tasks: &[Task],
+    ) -> Result<Option<Arc<Hosts>>, GraphErrors> {
+        let Some(config) = config else {
+            return Ok(None);
+        };
+        let mut specs = Vec::new();
+        if !config.no_local {
+            specs.push(HostSpec::local(local_jobs));
+        }
+        specs.extend(config.hosts.iter().cloned());
+        let mut errors = Vec::new();
+        for t in tasks {
+            let wanted = if matches!(t.work, Work::Closure(_)) {
+                // Closures run on this machine only.
+                !t.meta.host_tags.is_empty()
+                    && !specs.iter().any(|s| {
+                        s.kind == HostKind::Local
+                            && t.meta.host_tags.iter().all(|g| s.tags.contains(g))
+                    })
+            } else {
+                !specs
+                    .iter()
+                    .any(|s| t.meta.host_tags.iter().all(|g| s.tags.contains(g)))
+            };
+            if wanted {
+                errors.push(GraphError::NoHost {
+                    task: t.name.clone(),
+                    tags: t.meta.host_tags.clone(),
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Err(GraphErrors(errors));
+        }
+        let hosts = Arc::new(Hosts {
+            slots: Mutex::new(
+                specs
+                    .iter()
+                    .map(|s| Slot {
+                        busy: 0,
+                        jobs: s.jobs.unwrap_or(1),
+                        status: if s.kind == HostKind::Local {
+                            Status::Up
+                        } else {
+                            Status::Connecting
+                        },
+                    })
+                    .collect(),
+            ),
+            places: specs
+                .into_iter()
+                .map(|spec| Place {
+                    name: Arc::from(spec.name.as_str()),
+                    spec,
+                    conn: Mutex::new(None),
+                })
+                .collect(),
+            freed: Condvar::new(),
+            notices: Mutex::new(Vec::new()),
+            has_notices: AtomicBool::new(false),
+            level: AtomicU8::new(0),
+            tree: config.tree.clone(),
+            tls: config.tls.clone(),
+            tls_config: OnceLock::new(),
+            manifest: OnceLock::new(),
+            outputs: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            grace,
+        });
+        std::thread::scope(|s| {
+            // The tree's manifest is read while the hosts connect, not after.
+            if hosts.tree.is_some() && hosts.places.iter().any(|p| !p.spec.shared_fs) {
+                let hosts = &hosts;
+                s.spawn(move || {
+                    let _ = hosts.manifest();
+                });
+            }
+            for i in 0..hosts.places.len() {
+                if hosts.places[i].spec.kind != HostKind::Local {
+                    let hosts = &hosts;
+                    s.spawn(move || hosts.connect(i, 0));
+                }
+            }
+        });
+        Ok(Some(hosts))
+    }
+
+    /// Job slots over every place: the run's worker threads.
+    pub(crate) fn jobs(&self) -> usize {
+        lock(&self.slots)
+            .iter()
+            .map(|s| s.jobs)
+            .sum::<usize>()
+            .max(1)
+    }
+
+    /// The manifest of the tree, read once per run.
+    fn manifest(&self) -> Result<&(Vec<FileEntry>, String), String> {
+        self.manifest
+            .get_or_init(|| {
+                let root = self.tree.as_ref().ok_or("no tree to sync")?;
+                let key = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
+                let index = serve::cache_dir()
+                    .join("manifests")
+                    .join(format!("{}.json", &key[..32]));
+                let m = tree::manifest_cached(root, &index)
+                    .map_err(|e| format!("cannot read the tree to sync: {e}"))?;
+                let h = protocol::manifest_hash(&m);
+                Ok((m, h))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Connects place `i` (after `failures` earlier failures) and records the outcome.
+    fn connect(self: &Arc<Self>, i: usize, failures: u32) {
+        let place = &self.places[i];
+        let result = self.open(i);
+        let mut slots = lock(&self.slots);
+        match result {
+            Ok(conn) => {
+                if place.spec.jobs.is_none() {
+                    slots[i].jobs = conn.cpus;
+                }
+                self.notice(Event::HostConnected {
+                    host: place.name.clone(),
+                    uploaded: conn.uploaded,
+                    files_sent: conn.files_sent,
+                });
+                *lock(&place.conn) = Some(conn);
+                slots[i].status = Status::Up;
+            }
+            Err(e) => {
+                let reason = crate::error::error_chain(&e);
+                let failures = failures + 1;
+                slots[i].status = if e.is_transient() && failures <= MAX_RECONNECTS {
+                    Status::Down {
+                        retry_at: Instant::now() + FIRST_BACKOFF * (1 << (failures - 1)),
+                        failures,
+                    }
+                } else {
+                    Status::Dead(reason.clone())
+                };
+                self.notice(Event::HostLost {
+                    host: place.name.clone(),
+                    reason: format!("cannot connect: {reason}"),
+                });
+            }
+        }
+        drop(slots);
+        self.freed.notify_all();
+    }
+
+    fn open(self: &Arc<Self>, i: usize) -> Result<Arc<Conn>, ConnectError> {
+        let place = &self.places[i];
+        let mut link = if let HostKind::Tls { host, port } = &place.spec.kind {
+            let files = self.tls.as_ref().ok_or(ConnectError::NoTlsIdentity)?;
+            let config = self
+                .tls_config
+                .get_or_init(|| tls::client_config(files).map_err(|e| e.to_string()))
+                .clone()
+                .map_err(ConnectError::TlsRefused)?;
+            ssh::connect_tls(host, *port, config)?
+        } else {
+            let bin = ssh::Binary::this().map_err(ConnectError::Bootstrap)?;
+            ssh::connect(&place.spec, bin)?
+        };
+        let (manifest, manifest_hash) = match self.manifest() {
+            Ok((m, h)) => (m.as_slice(), h.as_str()),
+            Err(e) => {
+                link.transport.kill();
+                return Err(ConnectError::Tree(e));
+            }
+        };
+        let root = self.tree.clone().unwrap_or_default();
+        let tree = ssh::TreeToSync {
+            root: &root,
+            manifest,
+            manifest_hash,
+        };
+        if let Err(e) = ssh::sync_tree(&mut link, &place.name, place.spec.shared_fs, &tree) {
+            link.transport.kill();
+            return Err(e);
+        }
+        let me = Arc::downgrade(self);
+        Ok(Conn::start(link, move |reason| {
+            if let Some(hosts) = me.upgrade() {
+                hosts.on_lost(i, reason);
+            }
+        }))
+    }
+
+    fn on_lost(&self, i: usize, reason: String) {
+        let place = &self.places[i];
+        lock(&place.conn).take();
+        let mut slots = lock(&self.slots);
+        slots[i].status = Status::Down {
+            retry_at: Instant::now() + FIRST_BACKOFF,
+            failures: 1,
+        };
+        self.notice(Event::HostLost {
+            host: place.name.clone(),
+            reason,
+        });
+        drop(slots);
+        self.freed.notify_all();
+    }
+
+    fn notice(&self, event: Event) {
+        lock(&self.notices).push(event);
+        self.has_notices.store(true, Ordering::SeqCst);
+    }
+
+    /// Moves host events (connected, lost) into the run's event queue.
+    pub(crate) fn take_notices(&self, events: &mut std::collections::VecDeque<Event>) {
+        if self.has_notices.swap(false, Ordering::SeqCst) {
+            events.extend(lock(&self.notices).drain(..));
+        }
+    }
+
+    /// Runs one attempt of a command task where it can run: `local` runs it with `local`.
+    pub(crate) fn run(
+        self: &Arc<Self>,
+        job: &Job,
+        sink: &dyn ResultSink,
+        local: impl FnOnce(&str) -> Attempt,
+    ) -> Attempt {
+        let i = match self.acquire(&job.host_tags) {
+            Ok(i) => i,
+            Err(message) => return Attempt::new(Outcome::Error).message(message),
+        };
+        let place = &self.places[i];
+        sink.begin(&place.name);
+        let attempt = if place.spec.kind == HostKind::Local {
+            let mut attempt = local(&place.name);
+            if attempt.outcome.is_success() && !job.outputs.is_empty() {
+                if let Err(e) = self.note_local_outputs(job) {
+                    attempt.outcome = Outcome::Error;
+                    attempt.message = Some(e);
+                }
+            }
+            attempt
+        } else {
+            self.run_remote(place, job, sink)
+        };
+        lock(&self.slots)[i].busy -= 1;
+        self.freed.notify_all();
+        attempt
+    }
+
+    /// The name of `local` for closures, which always run here.
+    pub(crate) fn local_name() -> Arc<str> {
+        Arc::from("local")
+    }
+
+    /// Waits for a job slot on a place that carries `tags`; reconnects a down place whose
+    /// backoff has passed on the way. Fails when no such place is left, or on cancellation.
+    fn acquire(self: &Arc<Self>, tags: &[String]) -> Result<usize, String> {
+        let mut slots = lock(&self.slots);
+        loop {
+            if self.level.load(Ordering::SeqCst) != 0 {
+                return Err("interrupted before it could start".into());
+            }
+            let now = Instant::now();
+            let mut alive = false;
+            let mut retry = None;
+            let mut wake = now + Duration::from_secs(1);
+            let mut reasons = Vec::new();
+            for (i, place) in self.places.iter().enumerate() {
+                if !tags.iter().all(|t| place.spec.tags.contains(t)) {
+                    continue;
+                }
+                let slot = &mut slots[i];
+                match &slot.status {
+                    Status::Up => {
+                        alive = true;
+                        if slot.busy < slot.jobs {
+                            slot.busy += 1;
+                            return Ok(i);
+                        }
+                    }
+                    Status::Connecting => alive = true,
+                    Status::Down {
+                        retry_at, failures, ..
+                    } => {
+                        alive = true;
+                        if *retry_at <= now && retry.is_none() {
+                            retry = Some((i, *failures));
+                        }
+                        wake = wake.min(*retry_at);
+                    }
+                    Status::Dead(reason) => reasons.push(format!("{}: {reason}", place.name)),
+                }
+            }
+            if let Some((i, failures)) = retry {
+                slots[i].status = Status::Connecting;
+                drop(slots);
+                self.connect(i, failures);
+                slots = lock(&self.slots);
+                continue;
+            }
+            if !alive {
+                let what = if tags.is_empty() {
+                    String::new()
+                } else {
+                    format!(" with tags {}", tags.join(", "))
+                };
+                return Err(format!("no host{what} can run it: {}", reasons.join("; ")));
+            }
+            let rest = wake.saturating_duration_since(Instant::now()).max(TICK);
+            slots = self
+                .freed
+                .wait_timeout(slots, rest)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn run_remote(&self, place: &Place, job: &Job, sink: &dyn ResultSink) -> Attempt {
+        let started = Instant::now();
+        let conn = lock(&place.conn).clone();
+        let Some(conn) = conn.filter(|c| c.is_alive()) else {
+            return Attempt::lost("not connected");
+        };
+        if let Err(e) = self.push_outputs(&conn) {
+            return Attempt::new(Outcome::Error).message(e);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        if !conn.expect(id, tx) {
+            return Attempt::lost("the connection closed");
+        }
+        let request = ToWorkerRef::Run(RunRef {
+            id,
+            task: &job.name,
+            attempt: job.attempt,
+            shared: job.shared(),
+            timeout_ms: job.timeout.map(|t| t.as_millis() as u64),
+            grace_ms: self.grace.as_millis() as u64,
+            outputs: &job.outputs,
+            checkpoint: None,
+        });
+        // Any other error is a broken connection: the reader notices and tells this attempt.
+        if let Err(
+            e @ (protocol::ChannelError::TooLarge { .. } | protocol::ChannelError::Encode(_)),
+        ) = conn.send_with(|w| protocol::send(w, &request))
+        {
+            conn.forget(id);
+            return Attempt::new(Outcome::Error).message(format!(
+                "cannot send the attempt: {}",
+                crate::error::error_chain(&e)
+            ));
+        }
+        loop {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(Msg::Result(status, message)) => sink.result(status, message),
+                Ok(Msg::Done(done)) => {
+                    let mut attempt = Attempt::new(done.outcome);
+                    attempt.message = done.message;
+                    attempt.exports = done.exports;
+                    attempt.exit_code = done.exit_code;
+                    attempt.output = done.output;
+                    attempt.suspend = done.suspend;
+                    if let Err(e) = self.take_outputs(&conn, done.files) {
+                        attempt.outcome = Outcome::Error;
+                        attempt.message = Some(e);
+                    }
+                    attempt.duration = started.elapsed();
+                    return attempt;
+                }
+                Ok(Msg::Lost(reason)) => return Attempt::lost(reason),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Attempt::lost("the connection closed")
+                }
+            }
+        }
+    }
+
+    /// Writes a finished task's outputs into the local tree; remembers them for other hosts.
+    fn take_outputs(&self, conn: &Conn, files: Vec<(FileEntry, Vec<u8>)>) -> Result<(), String> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let root = self
+            .tree
+            .as_ref()
+            .ok_or("outputs came back, but the run has no tree to put them in")?;
+        let mut outputs = lock(&self.outputs);
+        let mut known = lock(&conn.known);
+        for (entry, bytes) in files {
+            tree::write_file(root, &entry.path, entry.mode, &bytes)
+                .map_err(|e| format!("cannot copy back output {}: {e}", entry.path))?;
+            known.insert(entry.path.clone(), entry.hash.clone());
+            outputs.insert(entry.path.clone(), entry);
+        }
+        Ok(())
+    }
+
+    /// Outputs written by a task that ran here: hosts of its dependents get them too.
+    fn note_local_outputs(&self, job: &Job) -> Result<(), String> {
+        let (Some(root), Work::Command(spec)) = (&self.tree, &job.work) else {
+            return Ok(());
+        };
+        let cwd = spec.cwd.clone().unwrap_or_else(|| root.clone());
+        let paths = tree::outputs(root, &cwd, &job.outputs)?;
+        let mut outputs = lock(&self.outputs);
+        for rel in paths {
+            let entry = tree::entry(root, rel.clone())
+                .map_err(|e| format!("cannot read output {rel}: {e}"))?;
+            outputs.insert(rel, entry);
+        }
+        Ok(())
+    }
+
+    /// Sends the outputs copied back during the run that this host does not have yet, so
+    /// that a dependent finds its providers' outputs wherever it runs.
+    fn push_outputs(&self, conn: &Conn) -> Result<(), String> {
+        let outputs = lock(&self.outputs);
+        if outputs.is_empty() {
+            return Ok(());
+        }
+        let Some(root) = &self.tree else {
+            return Ok(());
+        };
+        let mut known = lock(&conn.known);
+        for (path, entry) in outputs.iter() {
+            if known.get(path) == Some(&entry.hash) {
+                continue;
+            }
+            let bytes = std::fs::read(root.join(path))
+                .map_err(|e| format!("cannot read output {path} to send it: {e}"))?;
+            let sent = conn.send_with(|w| {
+                protocol::send(
+                    w,
+                    &ToWorker::File {
+                        path: path.clone(),
+                        mode: entry.mode,
+                        size: bytes.len() as u64,
+                    },
+                )?;
+                protocol::send_raw(w, &bytes)
+            });
+            if sent.is_ok() {
+                known.insert(path.clone(), entry.hash.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancellation reaches every host: TERM, grace, KILL there (or KILL at once).
+    pub(crate) fn cancel(&self, kill: bool) {
+        self.level
+            .fetch_max(if kill { 2 } else { 1 }, Ordering::SeqCst);
+        for place in &self.places {
+            if let Some(conn) = lock(&place.conn).as_ref() {
+                let _ = conn.send_with(|w| protocol::send(w, &ToWorker::Cancel { kill }));
+            }
+        }
+        self.freed.notify_all();
+    }
+
+    /// The run is over: every connection is closed in order (workers end their tasks).
+    pub(crate) fn shutdown(&self) {
+        for place in &self.places {
+            let conn = lock(&place.conn).take();
+            if let Some(conn) = conn {
+                conn.close();
+            }
+        }
+    }
+}

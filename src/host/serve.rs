@@ -1,0 +1,493 @@
+//! The worker side of a host: `pexen worker --stdio`, started by a scheduler over ssh.
+//!
+//! It says hello, receives the tree (only the files it lacks), loads it with the factory, and
+//! runs command attempts **by task name** with the same `CommandRunner` as local runs
+//! (process groups, capture, streamed results, exports, TERM/grace/KILL), several at once,
+//! each on its own thread. A `Beat` every few seconds tells the scheduler it is alive. When the
+//! scheduler goes away (end of file on stdin: the run ended, the connection dropped, the
+//! scheduler was killed), every running task's group is killed before the worker exits.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use rayon::prelude::*;
+use thiserror::Error;
+
+use super::tree;
+use crate::context::{ResultSink, Shared};
+use crate::pool::command::{CommandConfig, CommandJob, CommandRunner};
+use crate::protocol::{
+    self, ChannelError, FileEntry, FrameReader, FromWorker, Hello, RunOwned, ToWorker,
+};
+use crate::task::{CommandSpec, Outcome, TaskName, Work};
+
+/// Why a worker stopped serving.
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    #[error("cannot set up the worker's descriptors")]
+    Setup(#[source] io::Error),
+    #[error("cannot hash this program's executable")]
+    Hash(#[source] io::Error),
+    #[error("the connection to the scheduler failed")]
+    Channel(#[source] ChannelError),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("cannot prepare the tree at {}", path.display())]
+    Tree {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl From<ChannelError> for WorkerError {
+    fn from(e: ChannelError) -> Self {
+        WorkerError::Channel(e)
+    }
+}
+
+/// `$XDG_CACHE_HOME/pexen` or `~/.cache/pexen`: binaries by hash and synced trees.
+pub(crate) fn cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join("pexen")
+}
+
+/// The blake3 hash of this program's executable, computed once.
+pub(crate) fn self_hash() -> io::Result<String> {
+    static HASH: OnceLock<Result<String, String>> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let bytes = std::fs::read(&exe).map_err(|e| format!("{}: {e}", exe.display()))?;
+        Ok(blake3::hash(&bytes).to_hex().to_string())
+    })
+    .clone()
+    .map_err(io::Error::other)
+}
+
+/// The blake3 hash of this program's executable, remembered across runs in the cache under
+/// the file's identity (device, inode, size, modification time), so that a controller does
+/// not read its whole executable at every run.
+pub(crate) fn self_hash_cached() -> io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let exe = std::env::current_exe()?;
+    let m = std::fs::metadata(&exe)?;
+    let key = format!(
+        "{}-{}-{}-{}.{}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec()
+    );
+    let file = cache_dir().join("self").join(key);
+    if let Ok(h) = std::fs::read_to_string(&file) {
+        if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(h);
+        }
+    }
+    let h = self_hash()?;
+    // Best effort: without the cache, the next run hashes again.
+    if let Some(dir) = file.parent() {
+        if std::fs::create_dir_all(dir).is_ok() {
+            let _ = tree::write_file(
+                dir,
+                &file.file_name().unwrap_or_default().to_string_lossy(),
+                0o600,
+                h.as_bytes(),
+            );
+        }
+    }
+    Ok(h)
+}
+
+/// `pexen worker --verify HASH`: whether this executable's content has that hash (the check
+/// of an uploaded binary before it is moved into place).
+pub fn verify(hash: &str) -> bool {
+    self_hash().is_ok_and(|h| h == hash)
+}
+
+type Out = Arc<Mutex<BufWriter<File>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Serves one scheduler over stdin/stdout until it closes the connection.
+///
+/// `group_file`: where to keep the process groups of running tasks (see
+/// [`CommandConfig::group_file`]).
+///
+/// `binary`: this executable's hash when the one who started it knows it (the bootstrap
+/// script found it under that hash, verified when it was uploaded); otherwise it is computed.
+pub fn serve_stdio(group_file: Option<PathBuf>, binary: Option<String>) -> Result<(), WorkerError> {
+    let (input, output) =
+        crate::pool::process::serve::take_channel_fds().map_err(WorkerError::Setup)?;
+    serve(input, output, group_file, None, binary)
+}
+
+/// Serves one scheduler over `input` and `output` (stdin and stdout, or the pipes of a TLS
+/// connection) until it closes the connection. `jobs` replaces the CPU count in the hello
+/// (a daemon's `--jobs`).
+pub(crate) fn serve(
+    input: File,
+    output: File,
+    group_file: Option<PathBuf>,
+    jobs: Option<usize>,
+    binary: Option<String>,
+) -> Result<(), WorkerError> {
+    let hash = match binary {
+        Some(h) => h,
+        None => self_hash_cached().map_err(WorkerError::Hash)?,
+    };
+    let out: Out = Arc::new(Mutex::new(BufWriter::new(output)));
+    let mut hello = Hello::new(Some(hash));
+    if let Some(jobs) = jobs {
+        hello.cpus = jobs;
+    }
+    protocol::send(&mut *lock(&out), &FromWorker::Hello(hello))?;
+    let mut input = FrameReader::new(input);
+
+    let Some(ToWorker::Tree {
+        host,
+        key,
+        shared_root,
+        manifest,
+        manifest_hash,
+    }) = input.next(None)?
+    else {
+        return Err(WorkerError::Protocol("expected the tree first".into()));
+    };
+    if protocol::manifest_hash(&manifest) != manifest_hash {
+        return Err(WorkerError::Protocol(
+            "the manifest does not match its hash".into(),
+        ));
+    }
+    let root = if let Some(r) = &shared_root {
+        PathBuf::from(r)
+    } else {
+        let safe = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !safe {
+            return Err(WorkerError::Protocol(format!("bad tree key `{key}`")));
+        }
+        cache_dir().join("trees").join(&key)
+    };
+    if shared_root.is_none() {
+        if let Err(e) = sync(&mut input, &out, &root, &manifest) {
+            let message = match &e {
+                WorkerError::Tree { path, source } => {
+                    format!("cannot write the tree at {}: {source}", path.display())
+                }
+                other => other.to_string(),
+            };
+            protocol::send(&mut *lock(&out), &FromWorker::Refused { message })?;
+            return Err(e);
+        }
+    }
+    let tasks: HashMap<TaskName, Arc<CommandSpec>> = match crate::factory::load(&root) {
+        Ok(tree) => tree
+            .tasks
+            .into_iter()
+            .filter_map(|t| match t.work {
+                Work::Command(spec) => Some((t.name, spec)),
+                Work::Closure(_) => None,
+            })
+            .collect(),
+        Err(e) => {
+            let message = format!(
+                "the tree at {} does not load on this host: {e}",
+                root.display()
+            );
+            protocol::send(&mut *lock(&out), &FromWorker::Refused { message })?;
+            return Ok(());
+        }
+    };
+    protocol::send(
+        &mut *lock(&out),
+        &FromWorker::Ready {
+            root: root.to_string_lossy().into_owned(),
+            tasks: tasks.len(),
+        },
+    )?;
+
+    let state = Arc::new(State {
+        out: out.clone(),
+        host,
+        root,
+        tasks,
+        runner: OnceLock::new(),
+        closed: AtomicBool::new(false),
+        group_file,
+    });
+    let beat = {
+        let state = state.clone();
+        std::thread::spawn(move || beat(&state))
+    };
+    let mut running = Vec::new();
+    let result = loop {
+        match input.next::<ToWorker>(None) {
+            Ok(Some(ToWorker::Run(run))) => {
+                let state = state.clone();
+                running.retain(|h: &std::thread::JoinHandle<()>| !h.is_finished());
+                running.push(std::thread::spawn(move || state.attempt(&run)));
+            }
+            Ok(Some(ToWorker::Cancel { kill })) => {
+                if let Some(Ok(runner)) = state.runner.get() {
+                    if kill {
+                        runner.kill_all();
+                    } else {
+                        runner.terminate_all();
+                    }
+                }
+            }
+            Ok(Some(ToWorker::File { path, mode, size })) => {
+                // An output of another host's task, for a dependent that runs here.
+                let bytes = input.next_raw(None)?.unwrap_or_default();
+                if bytes.len() as u64 != size {
+                    break Err(WorkerError::Protocol(format!("{path}: size mismatch")));
+                }
+                if let Err(source) = tree::write_file(&state.root, &path, mode, &bytes) {
+                    break Err(WorkerError::Tree {
+                        path: state.root.join(&path),
+                        source,
+                    });
+                }
+            }
+            Ok(Some(other)) => break Err(WorkerError::Protocol(format!("unexpected {other:?}"))),
+            Ok(None) => {}
+            // The scheduler is gone: the run is over, or the connection dropped.
+            Err(ChannelError::Closed) => break Ok(()),
+            Err(e) => break Err(e.into()),
+        }
+    };
+    state.closed.store(true, Ordering::SeqCst);
+    // Nothing may outlive the connection: kill every running task's group.
+    if let Some(Ok(runner)) = state.runner.get() {
+        runner.kill_all();
+    }
+    for h in running {
+        let _ = h.join();
+    }
+    let _ = beat.join();
+    result
+}
+
+/// Receives the files of the manifest this host lacks; removes files that are not in it.
+fn sync(
+    input: &mut FrameReader,
+    out: &Out,
+    root: &Path,
+    manifest: &[FileEntry],
+) -> Result<(), WorkerError> {
+    let tree_err = |source| WorkerError::Tree {
+        path: root.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(root).map_err(tree_err)?;
+    let index = root.with_extension("index.json");
+    let have: HashMap<String, FileEntry> = tree::manifest_cached(root, &index)
+        .map_err(tree_err)?
+        .into_iter()
+        .map(|e| (e.path.clone(), e))
+        .collect();
+    let need: Vec<String> = manifest
+        .par_iter()
+        .filter(|want| {
+            have.get(&want.path)
+                .is_none_or(|h| h.hash != want.hash || h.mode != want.mode)
+        })
+        .map(|e| e.path.clone())
+        .collect();
+    protocol::send(&mut *lock(out), &FromWorker::Need { paths: need })?;
+    loop {
+        match input.next::<ToWorker>(None)? {
+            Some(ToWorker::File { path, mode, size }) => {
+                let bytes = input.next_raw(None)?.unwrap_or_default();
+                if bytes.len() as u64 != size {
+                    return Err(WorkerError::Protocol(format!("{path}: size mismatch")));
+                }
+                tree::write_file(root, &path, mode, &bytes).map_err(|source| {
+                    WorkerError::Tree {
+                        path: root.join(&path),
+                        source,
+                    }
+                })?;
+            }
+            Some(ToWorker::TreeDone) => break,
+            Some(other) => {
+                return Err(WorkerError::Protocol(format!(
+                    "unexpected {other:?} during the tree sync"
+                )))
+            }
+            None => {}
+        }
+    }
+    // Mirror: a file removed from the tree must not linger as a task here.
+    let wanted: HashSet<&str> = manifest.iter().map(|e| e.path.as_str()).collect();
+    for rel in have.keys() {
+        if !wanted.contains(rel.as_str()) {
+            let _ = std::fs::remove_file(root.join(rel));
+        }
+    }
+    Ok(())
+}
+
+fn beat(state: &State) {
+    let step = Duration::from_millis(100);
+    let mut waited = Duration::ZERO;
+    while !state.closed.load(Ordering::SeqCst) {
+        std::thread::sleep(step);
+        waited += step;
+        if waited >= protocol::BEAT {
+            waited = Duration::ZERO;
+            if protocol::send(&mut *lock(&state.out), &FromWorker::Beat).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+struct State {
+    out: Out,
+    host: String,
+    root: PathBuf,
+    tasks: HashMap<TaskName, Arc<CommandSpec>>,
+    runner: OnceLock<Result<CommandRunner, String>>,
+    closed: AtomicBool,
+    group_file: Option<PathBuf>,
+}
+
+impl State {
+    fn attempt(&self, run: &RunOwned) {
+        let done = self.run_one(run);
+        let (done, blobs) = match done {
+            Ok(pair) => pair,
+            Err(message) => (
+                FromWorker::Done {
+                    id: run.id,
+                    outcome: Outcome::Error,
+                    message: Some(message),
+                    exports: Shared::new(),
+                    suspend: false,
+                    exit_code: None,
+                    output: None,
+                    duration_ms: 0,
+                    files: Vec::new(),
+                },
+                Vec::new(),
+            ),
+        };
+        let mut out = lock(&self.out);
+        // A broken connection ends the worker's main loop; nothing more to do here.
+        if protocol::send(&mut *out, &done).is_ok() {
+            for blob in &blobs {
+                if protocol::send_raw(&mut *out, blob).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn run_one(&self, run: &RunOwned) -> Result<(FromWorker, Vec<Vec<u8>>), String> {
+        let spec = self.tasks.get(&run.task).ok_or_else(|| {
+            format!(
+                "task `{}` is not in the tree on host {} ({})",
+                run.task,
+                self.host,
+                self.root.display()
+            )
+        })?;
+        let runner = self
+            .runner
+            .get_or_init(|| {
+                CommandRunner::new(CommandConfig {
+                    grace: Duration::from_millis(run.grace_ms),
+                    group_file: self.group_file.clone(),
+                    ..CommandConfig::default()
+                })
+                .map_err(|e| format!("cannot prepare to run commands: {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)?;
+        let sink = FrameSink {
+            out: &self.out,
+            id: run.id,
+        };
+        let attempt = runner.run(CommandJob {
+            task: &run.task,
+            attempt: run.attempt,
+            spec,
+            shared: &run.shared,
+            timeout: run.timeout_ms.map(Duration::from_millis),
+            // A checkpoint lives under the controller's state directory, not here.
+            checkpoint: None,
+            sink: &sink,
+            host: &self.host,
+        });
+        let mut files = Vec::new();
+        let mut blobs = Vec::new();
+        let mut outcome = attempt.outcome;
+        let mut message = attempt.message;
+        if attempt.outcome.is_success() && !run.outputs.is_empty() {
+            let cwd = spec.cwd.clone().unwrap_or_else(|| self.root.clone());
+            let collected = tree::outputs(&self.root, &cwd, &run.outputs).and_then(|paths| {
+                for rel in paths {
+                    let entry = tree::entry(&self.root, rel.clone())
+                        .map_err(|e| format!("cannot read output {rel}: {e}"))?;
+                    let bytes = std::fs::read(self.root.join(&rel))
+                        .map_err(|e| format!("cannot read output {rel}: {e}"))?;
+                    files.push(entry);
+                    blobs.push(bytes);
+                }
+                Ok(())
+            });
+            if let Err(e) = collected {
+                outcome = Outcome::Error;
+                message = Some(e);
+                files.clear();
+                blobs.clear();
+            }
+        }
+        Ok((
+            FromWorker::Done {
+                id: run.id,
+                outcome,
+                message,
+                exports: attempt.exports,
+                suspend: attempt.suspend,
+                exit_code: attempt.exit_code,
+                output: attempt.output,
+                duration_ms: attempt.duration.as_millis() as u64,
+                files,
+            },
+            blobs,
+        ))
+    }
+}
+
+/// Streams a running attempt's `PEXEN_RESULTS` lines to the scheduler as they are written.
+struct FrameSink<'a> {
+    out: &'a Out,
+    id: u64,
+}
+
+impl ResultSink for FrameSink<'_> {
+    fn result(&self, status: Outcome, message: String) {
+        let _ = protocol::send(
+            &mut *lock(self.out),
+            &FromWorker::Result {
+                id: self.id,
+                status,
+                message,
+            },
+        );
+    }
+}

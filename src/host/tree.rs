@@ -1,0 +1,281 @@
+//! The tree as files: a content-addressed manifest (path, blake3, mode) of every file of a
+//! tree, safe relative paths, atomic writes, and the files a task's `outputs` globs match.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::protocol::FileEntry;
+
+/// Every regular file under `root` (symbolic links followed, hidden entries skipped as the
+/// factory skips them), sorted by path, with its content hash: what [`manifest_cached`] must
+/// give.
+#[cfg(test)]
+pub(crate) fn manifest(root: &Path) -> io::Result<Vec<FileEntry>> {
+    let mut files = Vec::new();
+    walk(root, "", &mut files, 0)?;
+    files.sort();
+    files.into_par_iter().map(|rel| entry(root, rel)).collect()
+}
+
+/// What a manifest index remembers of a file: its identity and, for it, the content hash.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Seen {
+    size: u64,
+    mtime_ns: i128,
+    ino: u64,
+    hash: String,
+}
+
+/// [`manifest`], reusing the hashes of files whose size, inode and modification time have not
+/// changed since the index at `index` was written (files modified in the last two seconds are
+/// always hashed: their time may not have ticked yet). The index is rewritten, best effort.
+pub(crate) fn manifest_cached(root: &Path, index: &Path) -> io::Result<Vec<FileEntry>> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    let old: HashMap<String, Seen> = fs::read(index)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    let mut files = list(root)?;
+    files.sort();
+    let entries: Vec<(FileEntry, Seen)> = files
+        .into_par_iter()
+        .map(|rel| {
+            let meta = fs::metadata(root.join(&rel))?;
+            let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+            let settled = now_ns - mtime_ns > 2_000_000_000;
+            let hash = match old.get(&rel) {
+                Some(s)
+                    if settled
+                        && s.size == meta.len()
+                        && s.ino == meta.ino()
+                        && s.mtime_ns == mtime_ns =>
+                {
+                    s.hash.clone()
+                }
+                _ => blake3::hash(&fs::read(root.join(&rel))?)
+                    .to_hex()
+                    .to_string(),
+            };
+            let seen = Seen {
+                size: meta.len(),
+                mtime_ns,
+                ino: meta.ino(),
+                hash: hash.clone(),
+            };
+            Ok((
+                FileEntry {
+                    path: rel,
+                    hash,
+                    mode: meta.permissions().mode() & 0o777,
+                    size: meta.len(),
+                },
+                seen,
+            ))
+        })
+        .collect::<io::Result<_>>()?;
+    let mut new = HashMap::with_capacity(entries.len());
+    let mut manifest = Vec::with_capacity(entries.len());
+    for (e, s) in entries {
+        new.insert(e.path.clone(), s);
+        manifest.push(e);
+    }
+    if let (Some(dir), Ok(bytes)) = (index.parent(), serde_json::to_vec(&new)) {
+        if fs::create_dir_all(dir).is_ok() {
+            let name = index.file_name().unwrap_or_default().to_string_lossy();
+            let _ = write_file(dir, &name, 0o600, &bytes);
+        }
+    }
+    Ok(manifest)
+}
+
+/// Every regular file under `root` (as [`manifest`] sees them), unsorted, without hashing.
+pub(crate) fn list(root: &Path) -> io::Result<Vec<String>> {
+    let mut files = Vec::new();
+    walk(root, "", &mut files, 0)?;
+    Ok(files)
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>, depth: usize) -> io::Result<()> {
+    // A link loop would recurse forever; trees are never this deep.
+    if depth > 64 {
+        return Err(io::Error::other(format!(
+            "{} is nested more than 64 levels deep (a symbolic link loop?)",
+            dir.display()
+        )));
+    }
+    for item in fs::read_dir(dir)? {
+        let item = item?;
+        let name = item.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') {
+            continue;
+        }
+        let rel = if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let Ok(meta) = fs::metadata(item.path()) else {
+            continue;
+        };
+        if meta.is_dir() {
+            walk(&item.path(), &rel, out, depth + 1)?;
+        } else if meta.is_file() {
+            out.push(rel);
+        }
+    }
+    Ok(())
+}
+
+/// The manifest entry of one file.
+pub(crate) fn entry(root: &Path, rel: String) -> io::Result<FileEntry> {
+    let path = root.join(&rel);
+    let meta = fs::metadata(&path)?;
+    let hash = blake3::hash(&fs::read(&path)?);
+    Ok(FileEntry {
+        hash: hash.to_hex().to_string(),
+        mode: meta.permissions().mode() & 0o777,
+        size: meta.len(),
+        path: rel,
+    })
+}
+
+/// `rel` as a path under `root`, refusing anything that could leave it (absolute paths, `..`).
+pub(crate) fn under(root: &Path, rel: &str) -> io::Result<PathBuf> {
+    let p = Path::new(rel);
+    let safe = !rel.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)));
+    if safe {
+        Ok(root.join(p))
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing path `{rel}`: not a plain relative path inside the tree"),
+        ))
+    }
+}
+
+/// Writes `bytes` to `root/rel` atomically (a temporary file renamed over it), with `mode`.
+pub(crate) fn write_file(root: &Path, rel: &str, mode: u32, bytes: &[u8]) -> io::Result<()> {
+    let path = under(root, rel)?;
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_file_name(format!(
+        ".{}.pexen-tmp-{}",
+        path.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode & 0o777)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.set_permissions(fs::Permissions::from_mode(mode & 0o777))?;
+        drop(f);
+        fs::rename(&tmp, &path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The files matched by `globs` (relative to `cwd`), as paths relative to `root`; files
+/// outside the tree are refused with an error naming them.
+pub(crate) fn outputs(root: &Path, cwd: &Path, globs: &[String]) -> Result<Vec<String>, String> {
+    let mut found = Vec::new();
+    for g in globs {
+        let pattern = cwd.join(g);
+        let paths = glob::glob(&pattern.to_string_lossy())
+            .map_err(|e| format!("bad outputs glob `{g}`: {e}"))?;
+        for p in paths.flatten() {
+            if !p.is_file() {
+                continue;
+            }
+            let normal = crate::factory::normalize_path(&p);
+            let Ok(rel) = normal.strip_prefix(root) else {
+                return Err(format!(
+                    "output {} is outside the tree {}",
+                    normal.display(),
+                    root.display()
+                ));
+            };
+            let rel = rel.to_string_lossy().into_owned();
+            if !found.contains(&rel) {
+                found.push(rel);
+            }
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_skip_hidden_entries_and_see_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("a/.hidden")).unwrap();
+        fs::write(dir.path().join("a/x"), "1").unwrap();
+        fs::write(dir.path().join("a/.hidden/y"), "1").unwrap();
+        fs::write(dir.path().join("b"), "2").unwrap();
+        let m1 = manifest(dir.path()).unwrap();
+        let paths: Vec<_> = m1.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["a/x", "b"]);
+        fs::write(dir.path().join("b"), "3").unwrap();
+        let m2 = manifest(dir.path()).unwrap();
+        assert_eq!(m1[0], m2[0]);
+        assert_ne!(m1[1].hash, m2[1].hash);
+    }
+
+    #[test]
+    fn a_cached_manifest_is_the_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        fs::create_dir_all(root.join("a")).unwrap();
+        fs::write(root.join("a/x"), "1").unwrap();
+        let index = dir.path().join("index.json");
+        assert_eq!(
+            manifest_cached(&root, &index).unwrap(),
+            manifest(&root).unwrap()
+        );
+        assert!(index.is_file());
+        // A change is seen (recent files are always hashed).
+        fs::write(root.join("a/x"), "2").unwrap();
+        assert_eq!(
+            manifest_cached(&root, &index).unwrap(),
+            manifest(&root).unwrap()
+        );
+    }
+
+    #[test]
+    fn paths_that_leave_the_tree_are_refused() {
+        let root = Path::new("/t");
+        assert!(under(root, "a/b").is_ok());
+        for bad in ["../x", "/etc/passwd", "a/../../x", "", "./a"] {
+            assert!(under(root, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn writes_are_atomic_and_keep_the_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        write_file(dir.path(), "d/run.sh", 0o755, b"#!/bin/sh\n").unwrap();
+        let meta = fs::metadata(dir.path().join("d/run.sh")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o755);
+        assert_eq!(fs::read_dir(dir.path().join("d")).unwrap().count(), 1);
+    }
+}

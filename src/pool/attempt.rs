@@ -1,0 +1,79 @@
+//! How one attempt ended, as a pool reports it: the types at the seam between the scheduler
+//! and the places where attempts run.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::context::Shared;
+use crate::task::Outcome;
+
+/// Captured standard output and error of a command attempt (head and tail kept past the cap).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn is_empty(&self) -> bool {
+        self.stdout.is_empty() && self.stderr.is_empty()
+    }
+}
+
+/// How one attempt ended, as reported by a pool.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    /// The outcome of the attempt itself (exit status, panic, timeout), before results are merged.
+    pub outcome: Outcome,
+    pub exit_code: Option<i32>,
+    /// Why it ended so, for anything but a plain pass (`exit code 3`, `killed by SIGSEGV`, ...).
+    pub message: Option<String>,
+    pub exports: Shared,
+    pub output: Option<Output>,
+    pub duration: Duration,
+    /// The task asked to stop the run here and continue it later (exit status 75,
+    /// `TaskError::suspend`): SPEC section 12.
+    pub suspend: bool,
+    /// Set when the host running the attempt was lost before it ended: the attempt is put back
+    /// in the queue (not counted), with this reason.
+    pub host_lost: Option<String>,
+}
+
+impl Attempt {
+    pub fn new(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            exit_code: None,
+            message: None,
+            exports: Shared::new(),
+            output: None,
+            duration: Duration::ZERO,
+            suspend: false,
+            host_lost: None,
+        }
+    }
+
+    /// An attempt that suspends the run (see [`Attempt::suspend`]).
+    pub fn suspended(message: impl Into<String>) -> Self {
+        Self {
+            suspend: true,
+            ..Self::new(Outcome::Skip).message(message)
+        }
+    }
+
+    #[must_use]
+    pub fn message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+}
+
+impl Attempt {
+    /// An attempt that did not end because its host was lost: put back in the queue.
+    pub fn lost(reason: impl Into<String>) -> Self {
+        let mut a = Attempt::new(Outcome::Error);
+        a.host_lost = Some(reason.into());
+        a
+    }
+}
