@@ -190,8 +190,12 @@ fn page_usable() {
             .await
             .expect("webdriver session");
         let ready = fantoccini::Locator::Css("body[data-ready=true]");
-        // Warm-up: the first navigation starts the browser's processes.
-        c.goto(&format!("{}/", s.base)).await.unwrap();
+        // Warm-up: the first navigation starts the browser's processes. Each timed load starts
+        // from about:blank: going from `/` to `/#token=...` changes only the fragment, which does
+        // not load the page again.
+        c.goto(&s.url).await.unwrap();
+        c.wait().at_most(Duration::from_secs(120)).for_element(ready).await.expect("the page was not ready within 120 s");
+        c.goto("about:blank").await.unwrap();
         let t = Instant::now();
         c.goto(&s.url).await.unwrap();
         c.wait().at_most(Duration::from_secs(120)).for_element(ready).await.expect("the page was not ready within 120 s");
@@ -199,7 +203,7 @@ fn page_usable() {
         // A finished run of the 10^4 tasks, replayed into a fresh page.
         let id = s.start_run();
         let events = s.events(&id).count();
-        c.goto(&format!("{}/", s.base)).await.unwrap();
+        c.goto("about:blank").await.unwrap();
         let t = Instant::now();
         c.goto(&s.url).await.unwrap();
         c.wait()
@@ -214,11 +218,23 @@ fn page_usable() {
         let t = Instant::now();
         let filter = c.find(fantoccini::Locator::Id("filter")).await.unwrap();
         filter.send_keys("t099*").await.unwrap();
-        c.wait()
+        let applied = c
+            .wait()
             .at_most(Duration::from_secs(120))
-            .for_element(fantoccini::Locator::Css(r#"#table tbody tr[data-name="t09999"]"#))
-            .await
-            .expect("the filter was not applied within 120 s");
+            .for_element(fantoccini::Locator::Css(r#"#table tbody tr[data-name="big/t09999"]"#))
+            .await;
+        if let Err(e) = applied {
+            let seen = c
+                .execute(
+                    r##"const rows = document.querySelectorAll("#table tbody tr");
+                    return [document.getElementById("filter").value, rows.length,
+                        rows.length ? rows[rows.length - 1].dataset.name : null,
+                        document.getElementById("more").textContent, document.getElementById("view").value];"##,
+                    vec![],
+                )
+                .await;
+            panic!("the filter was not applied within 120 s: {e}; the page shows {seen:?}");
+        }
         let filtered = t.elapsed();
         println!(
             "page of 10^4 tasks: ready (layout + table) in {:.0} ms; with a finished run ({events} events) replayed and drawn in {:.0} ms; a filter applied in {:.0} ms (includes a 120 ms typing debounce) (target < 2 s)",

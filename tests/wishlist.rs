@@ -116,6 +116,20 @@ fn group_mistakes_are_reported_with_their_position() {
         err.contains("_dir.ron:1:2: group `unused` is declared but no task belongs to it"),
         "{err}"
     );
+    // With --message-format json the same warning is also a `warning` object, after run-started.
+    let r = tree.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.events[0]["type"], "run-started", "{:?}", r.events);
+    assert_eq!(r.events[1]["type"], "warning", "{:?}", r.events);
+    assert_eq!(r.events[1]["task"], Value::Null);
+    assert!(
+        r.events[1]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("_dir.ron:1:2: group `unused` is declared but no task belongs to it"),
+        "{:?}",
+        r.events[1]
+    );
 }
 
 fn mail_tree(exim: &str) -> Tree {
@@ -222,6 +236,24 @@ fn list_and_graph_show_the_chosen_provider() {
         dot.contains(r#"label = "mta (alternative)", style = dashed"#),
         "{dot}"
     );
+    // graph --prefer draws the chosen edge from the preferred provider.
+    let out = tree.cmd("graph", &["--prefer", "postfix"]);
+    let dot = String::from_utf8_lossy(&out.stdout);
+    let chosen_from = |dot: &str| -> String {
+        let edge = dot
+            .lines()
+            .find(|l| l.contains("(chosen)"))
+            .unwrap_or_else(|| panic!("no chosen edge: {dot}"));
+        let from = edge.trim().split(" -> ").next().unwrap().to_string();
+        let node = dot
+            .lines()
+            .find(|l| l.trim().starts_with(&format!("{from} [")))
+            .unwrap();
+        node.split('"').nth(1).unwrap().to_string()
+    };
+    assert_eq!(chosen_from(&dot), "postfix", "{dot}");
+    let dot = String::from_utf8_lossy(&tree.cmd("graph", &[]).stdout).into_owned();
+    assert_eq!(chosen_from(&dot), "exim", "{dot}");
 }
 
 #[test]

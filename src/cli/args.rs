@@ -79,6 +79,9 @@ pub struct CheckArgs {
 pub struct GraphArgs {
     #[command(flatten)]
     pub check: CheckArgs,
+    /// Draw TASK as the chosen provider of the virtual tokens it provides (as `run --prefer`).
+    #[arg(long = "prefer", value_name = "TASK")]
+    pub prefer: Vec<String>,
     #[command(flatten)]
     pub select: SelectArgs,
 }

@@ -26,7 +26,7 @@ pub(super) fn graph(args: &GraphArgs) -> Result<i32, CliError> {
     let tree = load(&args.check.dir)?;
     let capacity = capacities(&tree.capacity, &args.check.capacity);
     let (f, t) = (&args.select.filters, &args.select.tags);
-    let tasks = select::select(tree.tasks, f, t, &tree.virtuals, &[])?.tasks;
+    let tasks = select::select(tree.tasks, f, t, &tree.virtuals, &args.prefer)?.tasks;
     let (g, _) = Graph::build(&tasks, &capacity).map_err(|e| problems::TreeProblems {
         definitions: Vec::new(),
         graph: problems::locate(e, &tree.sources),
@@ -37,7 +37,7 @@ pub(super) fn graph(args: &GraphArgs) -> Result<i32, CliError> {
         .map(|t| dag.add_node(t.name.as_str()))
         .collect();
     // A virtual token's chosen provider gets a solid edge; the alternatives a dashed one.
-    let chosen = select::default_choices(&tasks, &tree.virtuals, &[]);
+    let chosen = select::default_choices(&tasks, &tree.virtuals, &args.prefer);
     for (i, req) in g.requires.iter().enumerate() {
         for &tok in req {
             let name = g.token_name(tok);

@@ -12,6 +12,7 @@ use crate::error::exit_code;
 use crate::report::display::{ColorChoice, Display};
 use crate::report::human::HumanReporter;
 use crate::report::json::{event_json_with, JsonOptions};
+use crate::sched::events::Event;
 use crate::sched::RunHandle;
 
 /// The library call that `pexen serve` makes too, with the command line's settings.
@@ -45,24 +46,36 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     }
     .enabled(tty, std::env::var_os("NO_COLOR").as_deref());
     let display = Display::plain(color);
-    // The tree's warnings, then the preflight's, then the journal's.
+    let json = args.message_format == MessageFormat::Json;
+    // The tree's warnings, then the preflight's, then the journal's, on stderr.
     let (tree_warnings, journal_warnings) = prepared.warnings().split_at(prepared.tree_warnings());
+    let preflight = super::preflight::warnings(prepared.tasks());
     for w in tree_warnings {
         say(format_args!("warning: {w}"));
     }
-    for w in super::preflight::warnings(prepared.tasks()) {
-        display.warning(&w);
+    for w in &preflight {
+        display.warning(w);
     }
     for w in journal_warnings {
         display.warning(w);
     }
+    // With `--message-format json`, also `warning` objects on stdout, right after `run-started`.
+    let mut early_warnings: Vec<String> = if json {
+        tree_warnings
+            .iter()
+            .chain(&preflight)
+            .chain(journal_warnings)
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
     if args.explain {
         for line in prepared.explanations() {
             display.line(&line);
         }
     }
 
-    let json = args.message_format == MessageFormat::Json;
     let mut human = (!json).then(|| {
         let mut b = HumanReporter::builder()
             .live(tty)
@@ -98,6 +111,17 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
             h.event(&event);
         } else if let Some(line) = event_json_with(&event, json_options) {
             let _ = writeln!(stdout, "{line}");
+            if matches!(event, Event::RunStarted { .. }) {
+                for message in early_warnings.drain(..) {
+                    let warning = Event::Warning {
+                        task: None,
+                        message,
+                    };
+                    if let Some(line) = event_json_with(&warning, json_options) {
+                        let _ = writeln!(stdout, "{line}");
+                    }
+                }
+            }
             let _ = stdout.flush();
         }
     }

@@ -177,6 +177,35 @@ fn the_page_shows_and_drives_a_run() {
         wait_for(&c, r#"#counts .count[data-state="pass"][data-count="3"]"#).await;
         screenshot(&c, &shots, "3-finished").await;
 
+        // The filter box reads a filter as `--filter` does: a glob on whole components, else a
+        // substring. Tasks that do not match are dimmed.
+        let filter = c.find(Locator::Id("filter")).await.unwrap();
+        filter.send_keys("o*").await.unwrap();
+        wait_for(&c, r#"g.task.dim[data-name="hold"]"#).await;
+        c.find(Locator::Css(r#"g.task:not(.dim)[data-name="ok.sh"]"#))
+            .await
+            .unwrap();
+        assert_eq!(
+            c.find_all(Locator::Css("g.task.dim")).await.unwrap().len(),
+            3
+        );
+        filter.clear().await.unwrap();
+        filter.send_keys("a").await.unwrap();
+        wait_for(&c, r#"g.task:not(.dim)[data-name="bad"]"#).await;
+        wait_for(&c, r#"g.task.dim[data-name="ok.sh"]"#).await;
+        assert_eq!(
+            c.find_all(Locator::Css("g.task.dim")).await.unwrap().len(),
+            2
+        );
+        filter.clear().await.unwrap();
+        filter.send_keys(" ").await.unwrap();
+        wait_for(&c, r#"g.task:not(.dim)[data-name="ok.sh"]"#).await;
+        assert!(c
+            .find_all(Locator::Css("g.task.dim"))
+            .await
+            .unwrap()
+            .is_empty());
+
         // A failed task's output, as text.
         c.find(Locator::Css(r#"g.task[data-name="bad"]"#))
             .await

@@ -130,23 +130,33 @@ function showView() {
 
 // ---- filters -------------------------------------------------------------------------------
 
-function globToRegExp(glob) {
+// The filter as `pexen run --filter` reads it: a value without `*`, `?` or `[` matches anywhere
+// in the name; a glob matches the whole name or any run of whole `/`-separated components of it
+// (`port-*` selects `net/port-a`); `*` stays within a component, `**` crosses them.
+function filterToRegExp(glob) {
+  if (!/[*?[]/.test(glob)) return new RegExp(glob.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
   let re = "";
   for (let i = 0; i < glob.length; i++) {
     const c = glob[i];
     if (c === "*" && glob[i + 1] === "*") { re += ".*"; i++; if (glob[i + 1] === "/") { re += "(?:/)?"; i++; } }
     else if (c === "*") re += "[^/]*";
     else if (c === "?") re += "[^/]";
-    else re += c.replace(/[.+^${}()|[\]\\]/g, "\\$&");
+    else if (c === "[" && glob.indexOf("]", i + 2) > 0) {
+      const end = glob.indexOf("]", i + 2);
+      let body = glob.slice(i + 1, end);
+      if (body[0] === "!") body = "^" + body.slice(1);
+      re += "[" + body.replace(/\\/g, "\\\\") + "]";
+      i = end;
+    } else re += c.replace(/[.+^${}()|[\]\\]/g, "\\$&");
   }
-  return new RegExp("^" + re + "$");
+  return new RegExp("(?:^|/)" + re + "(?:/|$)");
 }
 
 function matcher() {
   const glob = $("filter").value.trim();
   const tag = $("tag").value.trim();
   let re = null;
-  if (glob) { try { re = globToRegExp(glob); } catch (_) { re = null; } }
+  if (glob) { try { re = filterToRegExp(glob); } catch (_) { re = null; } }
   let focus = null;
   if (ui.focus && ui.byName.has(ui.focus)) focus = related(ui.byName.get(ui.focus));
   return (t) =>
