@@ -165,6 +165,9 @@ fn run(
     for event in &mut run {
         log.write(Record::Event(event));
     }
+    // The handle keeps the run's executor (and its record of running tasks) alive: let it go
+    // before the run ends, so that a clean end removes that record.
+    handle.lock().unwrap_or_else(PoisonError::into_inner).take();
     let suspended_by = run.suspended_by().to_vec();
     let interrupted = level.load(Ordering::SeqCst) > 0;
     match run.finish() {
