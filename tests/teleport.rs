@@ -107,6 +107,10 @@ exec sh -c "$*"
 fn shared_tree() -> Tree {
     let tree = Tree::new();
     std::fs::set_permissions(tree.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // Written by local runs and by the host's user alike.
+    let runs = tree.path().join("runs");
+    std::fs::write(&runs, "").unwrap();
+    std::fs::set_permissions(&runs, std::fs::Permissions::from_mode(0o666)).unwrap();
     tree
 }
 
@@ -132,14 +136,25 @@ fn tree_arg(tree: &Tree) -> String {
     tree.path().to_string_lossy().into_owned()
 }
 
-/// The pids of the detached runs kept for teleports from `tree` on `host`.
-fn supervisors(net: &Net, host: &str) -> Vec<i32> {
+/// The detached runs kept for teleports on `host` that still run: pid and start time, as
+/// each recorded itself (a pid reused since by another process does not count).
+fn live_supervisors(net: &Net, host: &str) -> Vec<i32> {
     let Ok(dirs) = std::fs::read_dir(net.runs_on(host)) else {
         return Vec::new();
     };
     dirs.flatten()
         .filter_map(|d| std::fs::read_to_string(d.path().join("supervisor")).ok())
-        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .filter_map(|t| {
+            let mut w = t.split_whitespace();
+            let pid: i32 = w.next()?.parse().ok()?;
+            let start: u64 = w.next()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(") ")?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // Field 22 (starttime) is the 20th after the command name.
+            let now: u64 = fields.get(19)?.parse().ok()?;
+            (now == start && running(pid)).then_some(pid)
+        })
         .collect()
 }
 
@@ -374,8 +389,8 @@ fn ctrl_c_cancels_there(net: &Net) {
     let t = tree_arg(&tree);
     let child = net.spawn(&["ssh://h3", &t]);
     let sleeper = wait_for_pid(&tree.path().join("sleep.pid"));
-    let sups = supervisors(net, "h3");
-    assert!(!sups.is_empty());
+    let sups = live_supervisors(net, "h3");
+    assert!(!sups.is_empty(), "no run going there");
     // SAFETY: kill(2) with a pid and a signal.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let r = RunResult::new(child.wait_with_output().unwrap());
