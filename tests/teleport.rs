@@ -268,7 +268,10 @@ fn suspend_there_is_exit_4_and_continues(net: &Net) {
         "{}",
         r.stdout
     );
-    assert!(tree.path().join(".pexen/checkpoints/reboot/booted").is_file());
+    assert!(tree
+        .path()
+        .join(".pexen/checkpoints/reboot/booted")
+        .is_file());
     // The human display, as `pexen run` shows a resumed run.
     let mut cmd = pexen();
     cmd.args(["teleport", "ssh://h1", &t, "--color", "never"])
@@ -301,7 +304,10 @@ fn ssh_child(parent: u32) -> Option<i32> {
         let Some((head, rest)) = stat.rsplit_once(") ") else {
             continue;
         };
-        let ppid: u32 = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok())?;
+        let ppid: u32 = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())?;
         if ppid == parent && head.ends_with("(ssh") {
             return Some(pid);
         }
@@ -396,7 +402,10 @@ fn ctrl_c_cancels_there(net: &Net) {
     let r = RunResult::new(child.wait_with_output().unwrap());
     assert_eq!(r.code, 130, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.of_type("run-finished").len(), 1, "{}", r.stdout);
-    assert!(!running(sleeper), "the task's process {sleeper} was left running");
+    assert!(
+        !running(sleeper),
+        "the task's process {sleeper} was left running"
+    );
     for s in sups {
         assert!(!running(s), "the run there ({s}) was left running");
     }
@@ -449,7 +458,11 @@ fn bad_hosts_and_nothing_to_attach_are_clear_errors() {
     let net = Net::fake();
     let r = net.run(&["tls://h1:7000", &t]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("teleport needs an ssh:// host"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("teleport needs an ssh:// host"),
+        "{}",
+        r.stderr
+    );
     let r = net.run(&["--attach", "ssh://h1", &t]);
     assert_eq!(r.code, 1);
     assert!(

@@ -130,7 +130,11 @@ pub(super) fn teleport(args: &TeleportArgs) -> Result<i32, CliError> {
         (Some(s), false) => display.line(&format!(
             "{} to {host}: binary {}, {} tree file{} and {} state file{} sent ({} bytes)",
             display.label("Teleported", crate::report::display::Tone::Good),
-            if s.uploaded { "uploaded" } else { "cached there" },
+            if s.uploaded {
+                "uploaded"
+            } else {
+                "cached there"
+            },
             s.tree_files,
             if s.tree_files == 1 { "" } else { "s" },
             s.state_files,

@@ -1,15 +1,15 @@
 //! Teleport messages (SPEC section 12): a run moved to another machine, continued there as
 //! `--resume` detached from the connection, its events streamed back, its state brought back.
 //!
-//! They travel inside the one protocol ([`super::ToWorker::Teleport`],
-//! [`super::FromWorker::Teleport`]) over the same bootstrapped `pexen worker --stdio` as a
+//! They travel inside the one protocol (`ToWorker::Teleport`,
+//! `FromWorker::Teleport`) over the same bootstrapped `pexen worker --stdio` as a
 //! host's worker: the first message after the hello says whether the worker serves attempts
 //! (`Tree`) or a teleported run (`Teleport(Start | Attach)`). A start then syncs the tree with
 //! the hosts' own messages (`Tree`, `Need`, `File`, `TreeDone`, `Ready`), then the state:
 //!
 //! 1. `State { files }`: the manifest of the state (journal, checkpoints); the agent answers
 //!    `Need { paths }`; each needed file travels as `File` and its content in raw chunks of
-//!    at most [`CHUNK`] bytes (so checkpoints over the frame limit travel too); `StateDone`.
+//!    at most `CHUNK` (1 MiB) bytes (so checkpoints over the frame limit travel too); `StateDone`.
 //! 2. The agent starts the run detached and answers `Started`; then `Record`s: the lines of
 //!    the run's event log as it grows (`Prepared`, then every `Event`, then `Ended`). `Cancel`
 //!    from the scheduler reaches the run as Ctrl-C would.

@@ -141,9 +141,10 @@ fn definition(task: &Task, buf: &mut Vec<u8>, root: Option<&Path>) -> Digest {
                     if let Some(rel) = argv.first().and_then(|a| inside(Path::new(a))) {
                         argv[0] = rel;
                     }
-                    let cwd = spec.cwd.as_ref().map(|c| {
-                        inside(c).unwrap_or_else(|| c.to_string_lossy().into_owned())
-                    });
+                    let cwd = spec
+                        .cwd
+                        .as_ref()
+                        .map(|c| inside(c).unwrap_or_else(|| c.to_string_lossy().into_owned()));
                     serde_json::to_writer(&mut *buf, &(argv, &spec.env, cwd, timeout))
                 }
                 None => {

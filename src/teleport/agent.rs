@@ -65,8 +65,7 @@ pub(crate) fn serve(mut input: FrameReader, out: &Out, first: ToAgent) -> Result
             match Status::of(&dir) {
                 Status::None => refuse(
                     out,
-                    "no run was teleported to this host from this tree and state directory"
-                        .into(),
+                    "no run was teleported to this host from this tree and state directory".into(),
                 ),
                 Status::Collected => refuse(
                     out,
@@ -217,7 +216,9 @@ fn start(
     let state = dir.join("state");
     fs::create_dir_all(&state).map_err(tree_err(&state))?;
     let Some(ToWorker::Teleport(ToAgent::State { files: wanted })) = input.next(None)? else {
-        return Err(WorkerError::Protocol("expected the state's manifest".into()));
+        return Err(WorkerError::Protocol(
+            "expected the state's manifest".into(),
+        ));
     };
     for f in &wanted {
         files::state_path(&state, &f.path).map_err(tree_err(&state))?;
@@ -277,8 +278,12 @@ fn transfer(e: TransferError, dest: &Path) -> WorkerError {
 /// `supervisor.log`, and waits until it says it is ready.
 fn spawn(dir: &Path) -> Result<Supervisor, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let log = File::create(dir.join("supervisor.log"))
-        .map_err(|e| format!("cannot create {}: {e}", dir.join("supervisor.log").display()))?;
+    let log = File::create(dir.join("supervisor.log")).map_err(|e| {
+        format!(
+            "cannot create {}: {e}",
+            dir.join("supervisor.log").display()
+        )
+    })?;
     let err = log
         .try_clone()
         .map_err(|e| format!("cannot use the log: {e}"))?;
@@ -310,10 +315,7 @@ fn spawn(dir: &Path) -> Result<Supervisor, String> {
         }
         if let Ok(Some(status)) = child.try_wait() {
             let log = fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
-            return Err(format!(
-                "the run ended at once ({status}): {}",
-                log.trim()
-            ));
+            return Err(format!("the run ended at once ({status}): {}", log.trim()));
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -371,7 +373,8 @@ fn follow(
 /// is the JSON of one protocol message).
 fn relay(log: &mut File, pending: &mut Vec<u8>, out: &Out) -> Result<(), WorkerError> {
     let before = pending.len();
-    log.read_to_end(pending).map_err(|e| WorkerError::Channel(ChannelError::Io(e)))?;
+    log.read_to_end(pending)
+        .map_err(|e| WorkerError::Channel(ChannelError::Io(e)))?;
     if pending.len() == before {
         return Ok(());
     }

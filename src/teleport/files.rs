@@ -96,8 +96,9 @@ pub(crate) fn needed(root: &Path, files: &[FileEntry]) -> Vec<String> {
     files
         .iter()
         .filter(|want| {
-            entry(root, want.path.clone())
-                .map_or(true, |have| have.hash != want.hash || have.mode != want.mode)
+            entry(root, want.path.clone()).map_or(true, |have| {
+                have.hash != want.hash || have.mode != want.mode
+            })
         })
         .map(|e| e.path.clone())
         .collect()
@@ -266,7 +267,13 @@ mod tests {
         let root = Path::new("/s");
         assert!(state_path(root, "journal").is_ok());
         assert!(state_path(root, "checkpoints/x/y").is_ok());
-        for bad in ["lock", "running", "../journal", "checkpoints/../../x", "/etc/passwd"] {
+        for bad in [
+            "lock",
+            "running",
+            "../journal",
+            "checkpoints/../../x",
+            "/etc/passwd",
+        ] {
             assert!(state_path(root, bad).is_err(), "{bad}");
         }
     }

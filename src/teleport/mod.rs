@@ -10,7 +10,7 @@
 //! connection dropped (the events so far, then live). [`Stop`] relays Ctrl-C.
 //!
 //! Everything travels in the one worker protocol (`protocol::teleport`) over one ssh
-//! connection. The other side is [`agent`] (inside `pexen worker --stdio`) and the detached
+//! connection. The other side is `agent` (inside `pexen worker --stdio`) and the detached
 //! run, [`supervise`].
 //!
 //! ```no_run
@@ -178,12 +178,11 @@ impl Teleport {
         let index = crate::host::serve::cache_dir()
             .join("manifests")
             .join(format!("{}.json", &key[..32]));
-        let manifest = tree::manifest_cached(&root, &index).map_err(|source| {
-            TeleportError::Read {
+        let manifest =
+            tree::manifest_cached(&root, &index).map_err(|source| TeleportError::Read {
                 path: root.clone(),
                 source,
-            }
-        })?;
+            })?;
         let manifest_hash = protocol::manifest_hash(&manifest);
         let state_files =
             files::state_manifest(&self.state).map_err(|source| TeleportError::Read {
@@ -430,8 +429,7 @@ impl Session {
                 }
                 continue;
             }
-            files::state_path(&self.state, &f.path)
-                .map_err(|e| self.protocol(e.to_string()))?;
+            files::state_path(&self.state, &f.path).map_err(|e| self.protocol(e.to_string()))?;
             keep.insert(f.path.as_str());
         }
         need.extend(files::needed(
@@ -519,23 +517,13 @@ impl Session {
 
     /// Reads up to the run's prelude (or its end, when it could not start).
     fn read_prelude(&mut self) -> Result<(), TeleportError> {
-        loop {
-            match self.expect()? {
-                FromAgent::Record(Record::Prepared(p)) => {
-                    self.prelude = p;
-                    return Ok(());
-                }
-                FromAgent::Record(Record::Ended(e)) => {
-                    self.ended = Some(e);
-                    return Ok(());
-                }
-                FromAgent::State { files } => {
-                    self.back = Some(files);
-                    return Ok(());
-                }
-                other => return Err(self.protocol(format!("expected the prelude, got {other:?}"))),
-            }
+        match self.expect()? {
+            FromAgent::Record(Record::Prepared(p)) => self.prelude = p,
+            FromAgent::Record(Record::Ended(e)) => self.ended = Some(e),
+            FromAgent::State { files } => self.back = Some(files),
+            other => return Err(self.protocol(format!("expected the prelude, got {other:?}"))),
         }
+        Ok(())
     }
 
     /// Interrupted before the run started: close, nothing runs there.
@@ -613,10 +601,8 @@ impl Iterator for Session {
             if level > self.relayed {
                 self.relayed = level;
                 // A failure shows as end of file below.
-                let _ = protocol::send(
-                    &mut self.link.stdin,
-                    &ToWorker::Cancel { kill: level >= 2 },
-                );
+                let _ =
+                    protocol::send(&mut self.link.stdin, &ToWorker::Cancel { kill: level >= 2 });
             }
             match self
                 .link

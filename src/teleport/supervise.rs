@@ -55,8 +55,7 @@ pub fn supervise(dir: &Path) -> i32 {
     let handle: Arc<Mutex<Option<RunHandle>>> = Arc::new(Mutex::new(None));
     {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        else {
+        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
             return exit_code::TASK_FAILED;
         };
         let (level, handle) = (level.clone(), handle.clone());
@@ -98,12 +97,7 @@ fn stop(h: &RunHandle, level: u8) {
     }
 }
 
-fn run(
-    dir: &Path,
-    log: &mut Log,
-    level: &AtomicU8,
-    handle: &Mutex<Option<RunHandle>>,
-) -> Ended {
+fn run(dir: &Path, log: &mut Log, level: &AtomicU8, handle: &Mutex<Option<RunHandle>>) -> Ended {
     let failed = |code, error: String| Ended {
         code,
         error: Some(error),
@@ -114,7 +108,12 @@ fn run(
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
     {
         Ok(o) => o,
-        Err(e) => return failed(exit_code::BAD_INPUT, format!("cannot read the request: {e}")),
+        Err(e) => {
+            return failed(
+                exit_code::BAD_INPUT,
+                format!("cannot read the request: {e}"),
+            )
+        }
     };
     let mut request = RunRequest::new(dir.join("tree"));
     request.state = dir.join("state");
