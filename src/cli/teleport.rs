@@ -3,8 +3,6 @@
 //! run there), with Ctrl-C relayed to the run.
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use super::args::{Color, MessageFormat, TeleportArgs};
 use super::CliError;
@@ -102,9 +100,8 @@ pub(super) fn teleport(args: &TeleportArgs) -> Result<i32, CliError> {
     };
 
     let stop = Stop::default();
-    let interrupted = Arc::new(AtomicBool::new(false));
     let display = Display::plain(color);
-    let watch = SignalWatch::start(stop.clone(), interrupted.clone(), display.clone());
+    let watch = SignalWatch::start(stop.clone(), display.clone());
     let session = if args.attach {
         t.attach(&stop)
     } else {
@@ -264,7 +261,7 @@ struct SignalWatch {
 }
 
 impl SignalWatch {
-    fn start(stop: Stop, interrupted: Arc<AtomicBool>, display: Display) -> Option<Self> {
+    fn start(stop: Stop, display: Display) -> Option<Self> {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
         let mut signals =
             signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT]).ok()?;
@@ -274,7 +271,6 @@ impl SignalWatch {
             .spawn(move || {
                 for signal in signals.forever() {
                     let name = crate::pool::command::procs::signal_name(signal);
-                    interrupted.store(true, Ordering::SeqCst);
                     if stop.interrupt() >= 2 {
                         display.line(&format!(
                             "interrupted again ({name}): killing the running tasks there"

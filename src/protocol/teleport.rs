@@ -116,3 +116,72 @@ pub struct Ended {
     /// Tasks that suspended the run.
     pub suspended_by: Vec<TaskName>,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::protocol::FromWorker;
+    use crate::sched::events::{Counts, Finished, Output};
+    use crate::task::Outcome;
+
+    /// A log line is one protocol message: what the agent relays as a frame, unchanged.
+    #[test]
+    fn records_round_trip_through_a_log_line() {
+        let mut exports = crate::context::Shared::new();
+        exports.insert("k".into(), serde_json::json!({"a": [1, 2]}));
+        let records = vec![
+            Record::Prepared(Prelude {
+                warnings: vec!["w".into()],
+                explanations: vec!["run b: not recorded".into()],
+                resumed: 1,
+                selection: Some((2, 1)),
+                attempts: vec![(TaskName::from("b"), 3)],
+            }),
+            Record::Event(Event::TaskStarted {
+                task: TaskName::from("b"),
+                attempt: 2,
+                host: Some(Arc::from("local")),
+            }),
+            Record::Event(Event::TaskFinished(Finished {
+                task: TaskName::from("b"),
+                outcome: Outcome::Fail,
+                attempt: 2,
+                exit_code: Some(3),
+                duration: Duration::from_millis(1500),
+                resumed: false,
+                cause: None,
+                message: Some("exit code 3\nwith a newline".into()),
+                exports: Some(Arc::new(exports)),
+                output: Some(Arc::new(Output {
+                    stdout: "out\n".into(),
+                    stderr: "err\u{7}\n".into(),
+                })),
+                host: None,
+            })),
+            Record::Event(Event::RunFinished {
+                outcome: Outcome::Fail,
+                counts: Counts::default(),
+                duration: Duration::from_secs(2),
+                interrupted: true,
+            }),
+            Record::Ended(Ended {
+                code: 130,
+                error: None,
+                interrupted: true,
+                suspended_by: vec![TaskName::from("r")],
+            }),
+        ];
+        for record in records {
+            let line = serde_json::to_vec(&FromWorker::Teleport(FromAgent::Record(record.clone())))
+                .unwrap();
+            assert!(!line.contains(&b'\n'), "one line per record");
+            match serde_json::from_slice(&line).unwrap() {
+                FromWorker::Teleport(FromAgent::Record(back)) => assert_eq!(back, record),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}

@@ -28,7 +28,7 @@ use crate::protocol::{self, ChannelError, FrameReader, FromWorker, ToWorker, BEA
 /// How often the log and the connection are looked at.
 const TICK: Duration = Duration::from_millis(20);
 /// How long a freshly started run may take to say it is ready.
-const READY_LIMIT: Duration = Duration::from_secs(30);
+const READY_LIMIT: Duration = Duration::from_secs(20);
 
 pub(super) const EVENTS: &str = "events";
 pub(super) const SUPERVISOR: &str = "supervisor";
@@ -258,7 +258,11 @@ fn start(
     tree::write_file(dir, EVENTS, 0o600, b"").map_err(tree_err(dir))?;
     let sup = match spawn(dir) {
         Ok(sup) => sup,
-        Err(message) => return refuse(out, message),
+        Err(message) => {
+            // Nothing ran: no log, so that the next start is not refused for it.
+            let _ = fs::remove_file(dir.join(EVENTS));
+            return refuse(out, message);
+        }
     };
     send(out, &FromWorker::Teleport(FromAgent::Started))?;
     follow(input, out, dir, sup)
@@ -320,7 +324,7 @@ fn spawn(dir: &Path) -> Result<Supervisor, String> {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err("the run did not start within 30 s".into());
+            return Err("the run did not start within 20 s".into());
         }
         std::thread::sleep(Duration::from_millis(5));
     }
