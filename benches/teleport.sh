@@ -13,6 +13,7 @@
 #
 # Usage: benches/teleport.sh [-n TASKS] [-r ROUNDS] [-k CKPT_KIB] [--no-build]
 # Defaults: 100 tasks, 5 rounds, 1024 KiB. Needs .ci/sshd.sh to have run (as root).
+# PEXEN_BIN: another pexen executable (default target/release/pexen).
 set -euo pipefail
 
 N=100
@@ -37,7 +38,7 @@ export PEXEN_SSH="ssh -F $config"
 if [ "$BUILD" = 1 ]; then
     (cd "$repo" && cargo build --release --quiet)
 fi
-pexen="$repo/target/release/pexen"
+pexen="${PEXEN_BIN:-$repo/target/release/pexen}"
 home1="$sshdir/home1"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -74,7 +75,11 @@ measure() {
 : > "$work/cold"; : > "$work/warm"; : > "$work/local"
 for r in $(seq 1 "$ROUNDS"); do
     rm -rf "$work/tree/.pexen"; cp -a "$work/state0" "$work/tree/.pexen"
-    rm -rf "$home1/.cache/pexen/bin" "$home1/.cache/pexen/teleport"
+    # This binary's cache entry only (the host may cache other builds), and the teleports.
+    for d in "$home1"/.cache/pexen/bin/*/; do
+        if cmp -s "$d/pexen" "$pexen"; then rm -rf "$d"; fi
+    done
+    rm -rf "$home1/.cache/pexen/teleport"
     measure "$pexen" teleport ssh://h1 "$work/tree" >> "$work/cold"
     # Again, as it came back: nothing new to send.
     measure "$pexen" teleport ssh://h1 "$work/tree" >> "$work/warm"
