@@ -52,6 +52,15 @@ fn shell_word(word: &str) -> String {
     shlex::try_quote(word).map_or_else(|_| word.to_string(), std::borrow::Cow::into_owned)
 }
 
+/// `985 B`, `12.3 KiB`, `118.4 MiB`.
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b < 1024 => format!("{b} B"),
+        b if b < 1024 * 1024 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
+    }
+}
+
 fn say(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
@@ -125,7 +134,7 @@ pub(super) fn teleport(args: &TeleportArgs) -> Result<i32, CliError> {
         }),
         (None, true) => line(&Line::TeleportAttached { host: &host }),
         (Some(s), false) => display.line(&format!(
-            "{} to {host}: binary {}, {} tree file{} and {} state file{} sent ({} bytes)",
+            "{} to {host}: binary {}, {} tree file{} and {} state file{} sent ({})",
             display.label("Teleported", crate::report::display::Tone::Good),
             if s.uploaded {
                 "uploaded"
@@ -136,7 +145,7 @@ pub(super) fn teleport(args: &TeleportArgs) -> Result<i32, CliError> {
             if s.tree_files == 1 { "" } else { "s" },
             s.state_files,
             if s.state_files == 1 { "" } else { "s" },
-            s.bytes_sent
+            size(s.bytes_sent)
         )),
         (None, false) => display.line(&format!(
             "{} to the run on {host}",
