@@ -39,7 +39,9 @@ if [ "$BUILD" = 1 ]; then
     (cd "$repo" && cargo build --release --quiet)
 fi
 pexen="${PEXEN_BIN:-$repo/target/release/pexen}"
-home1="$sshdir/home1"
+# The host user's home (where .ci/sshd.sh last put it).
+home1="$(getent passwd pexen-h1 | cut -d: -f6)"
+[ -d "$home1" ] || home1="$sshdir/home1"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 

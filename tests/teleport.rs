@@ -97,9 +97,19 @@ exec sh -c "$*"
 
     /// The teleported runs' directories on host `h` (`h1`).
     fn runs_on(&self, host: &str) -> PathBuf {
-        self.homes
-            .join(format!("home{}", host.trim_start_matches('h')))
-            .join(".cache/pexen/teleport")
+        let n = host.trim_start_matches('h');
+        let mut home = self.homes.join(format!("home{n}"));
+        if self.real {
+            // Where the host's user lives now (the account's home, as sshd sees it).
+            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            let prefix = format!("pexen-h{n}:");
+            if let Some(line) = passwd.lines().find(|l| l.starts_with(&prefix)) {
+                if let Some(dir) = line.split(':').nth(5) {
+                    home = PathBuf::from(dir);
+                }
+            }
+        }
+        home.join(".cache/pexen/teleport")
     }
 }
 
