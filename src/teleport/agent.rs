@@ -469,3 +469,36 @@ fn give_back(input: &mut FrameReader, out: &Out, dir: &Path) -> Result<(), Worke
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_id_is_a_digest_never_a_path() {
+        assert!(run_dir("0123abcdef0123abcdef0123abcdef01").is_ok());
+        for bad in ["", "../x", "a/b", "zz", &"a".repeat(65)] {
+            assert!(run_dir(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_run_dir_says_where_its_run_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert!(matches!(Status::of(d), Status::None));
+        fs::write(d.join(EVENTS), "").unwrap();
+        // A recorded supervisor that does not run: the run is over, its state not collected.
+        fs::write(d.join(SUPERVISOR), "2147483646 1\n").unwrap();
+        assert!(matches!(Status::of(d), Status::Ended));
+        let me = std::process::id() as i32;
+        let start = proc_stat(me).unwrap().start_time;
+        fs::write(d.join(SUPERVISOR), format!("{me} {start}\n")).unwrap();
+        assert!(matches!(Status::of(d), Status::Running(_)));
+        // The same pid with another start time is another process.
+        fs::write(d.join(SUPERVISOR), format!("{me} {}\n", start + 1)).unwrap();
+        assert!(matches!(Status::of(d), Status::Ended));
+        fs::write(d.join(COLLECTED), "").unwrap();
+        assert!(matches!(Status::of(d), Status::Collected));
+    }
+}

@@ -648,3 +648,26 @@ impl Iterator for Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_id_is_one_per_tree_and_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tree, s1, s2) = (
+            dir.path().join("t"),
+            dir.path().join("s1"),
+            dir.path().join("s2"),
+        );
+        for d in [&tree, &s1, &s2] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let id = run_id(&tree, &s1).unwrap();
+        assert_eq!(id.len(), 32);
+        assert_eq!(id, run_id(&tree.join("."), &s1).unwrap());
+        assert_ne!(id, run_id(&tree, &s2).unwrap());
+        assert!(agent::run_dir(&id).is_ok());
+    }
+}
