@@ -11,6 +11,7 @@ use crate::host::HostSpec;
 use crate::report::display::{ColorChoice, Display};
 use crate::report::human::HumanReporter;
 use crate::report::json::{event_json_with, JsonOptions};
+use crate::sched::events::Event;
 use crate::teleport::{RunOptions, Stop, Teleport, TeleportError};
 
 /// The exit code of a teleport that failed (not the run's: that one is the run's own).
@@ -120,6 +121,9 @@ pub(super) fn teleport(args: &TeleportArgs) -> Result<i32, CliError> {
         Ok(s) => s,
         Err(e) => {
             drop(watch);
+            if json {
+                detached(&mut line, &e);
+            }
             return Err(e.into());
         }
     };
@@ -175,11 +179,29 @@ pub(super) fn teleport(args: &TeleportArgs) -> Result<i32, CliError> {
     let options = JsonOptions {
         output: args.json_output,
     };
+    // As `pexen run`: with JSON, the warnings are also `warning` objects right after
+    // `run-started`.
+    let mut early: Vec<String> = if json {
+        prelude.warnings.clone()
+    } else {
+        Vec::new()
+    };
     for event in &mut session {
         if let Some(h) = &mut human {
             h.event(&event);
         } else if let Some(l) = event_json_with(&event, options) {
             line(&Line::Raw(&l));
+            if matches!(event, Event::RunStarted { .. }) {
+                for message in early.drain(..) {
+                    let warning = Event::Warning {
+                        task: None,
+                        message,
+                    };
+                    if let Some(l) = event_json_with(&warning, options) {
+                        line(&Line::Raw(&l));
+                    }
+                }
+            }
         }
     }
     drop(human);
@@ -187,26 +209,12 @@ pub(super) fn teleport(args: &TeleportArgs) -> Result<i32, CliError> {
     drop(watch);
     let landing = match landed {
         Ok(l) => l,
-        Err(TeleportError::Lost {
-            host,
-            reason,
-            attach,
-        }) => {
+        Err(e) => {
             if json {
-                line(&Line::TeleportDetached {
-                    host: &host,
-                    reason: &reason,
-                    attach: &attach,
-                });
+                detached(&mut line, &e);
             }
-            return Err(TeleportError::Lost {
-                host,
-                reason,
-                attach,
-            }
-            .into());
+            return Err(e.into());
         }
-        Err(e) => return Err(e.into()),
     };
     let ended = landing.ended;
     if let Some(error) = &ended.error {
@@ -232,6 +240,22 @@ pub(super) fn teleport(args: &TeleportArgs) -> Result<i32, CliError> {
         ));
     }
     Ok(ended.code)
+}
+
+/// A lost connection (the run goes on there), for scripts: how to re-attach.
+fn detached(line: &mut impl FnMut(&Line<'_>), e: &TeleportError) {
+    if let TeleportError::Lost {
+        host,
+        reason,
+        attach,
+    } = e
+    {
+        line(&Line::TeleportDetached {
+            host,
+            reason,
+            attach,
+        });
+    }
 }
 
 /// The JSON lines a teleport adds around the run's own.
