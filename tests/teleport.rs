@@ -325,6 +325,21 @@ fn ssh_child(parent: u32) -> Option<i32> {
     None
 }
 
+/// Creates its file when told, or at the latest when dropped.
+struct Go(PathBuf);
+
+impl Go {
+    fn now(&self) {
+        std::fs::write(&self.0, "").unwrap();
+    }
+}
+
+impl Drop for Go {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "");
+    }
+}
+
 fn a_dropped_connection_then_attach(net: &Net) {
     let tree = shared_tree();
     let dir = tree.path().to_string_lossy().into_owned();
@@ -344,6 +359,9 @@ fn a_dropped_connection_then_attach(net: &Net) {
             &format!(r#"(run: Shell("echo last >> {dir}/runs"), requires: ["w"])"#),
         );
     let t = tree_arg(&tree);
+    // Whatever happens below, the run there can end (a failed assertion must not leave it
+    // waiting forever on the host).
+    let go = Go(tree.path().join("go"));
     let child = net.spawn(&["ssh://h1", &t]);
     let pid = child.id();
     wait_for_pid(&tree.path().join("wait.pid"));
@@ -377,7 +395,7 @@ fn a_dropped_connection_then_attach(net: &Net) {
         let _ = child.wait_with_output().unwrap();
     }
     // The run went on there without us.
-    std::fs::write(tree.path().join("go"), "").unwrap();
+    go.now();
     let r = net.run(&["--attach", "ssh://h1", &t]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.events[0]["type"], "teleport-attached", "{}", r.stdout);
