@@ -43,6 +43,7 @@ pub mod sched;
 pub mod serve;
 pub mod state;
 pub mod task;
+pub mod teleport;
 
 pub use condition::Condition;
 pub use context::{Context, Shared, TaskError};

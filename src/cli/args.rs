@@ -30,6 +30,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Serve a scheduler as a worker (started by pexen itself over ssh).
     Worker(WorkerArgs),
+    /// Move a run to an ssh host: continue it there with --resume, show it here, bring its
+    /// state back.
+    Teleport(TeleportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +66,9 @@ pub struct WorkerArgs {
     /// This executable's hash, as the bootstrap script found it (verified at upload).
     #[arg(long, value_name = "HASH", hide = true)]
     pub binary_hash: Option<String>,
+    /// Run the teleported run kept in DIR (started detached by a teleport agent).
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub teleport_run: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -310,4 +316,65 @@ fn parse_capacity(s: &str) -> Result<(String, u32), String> {
         return Err(format!("`{s}` has an empty name"));
     }
     Ok((name.to_string(), n))
+}
+
+/// `pexen teleport`: the run options of `pexen run` that make sense on another machine.
+#[derive(Debug, Args)]
+pub struct TeleportArgs {
+    /// The host: `ssh://[user@]host[:port]` (`$PEXEN_SSH` is the ssh command).
+    #[arg(value_name = "URL")]
+    pub host: String,
+    /// The task tree.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Re-attach to the run teleported from this tree and state (after a disconnect): its
+    /// events so far, then live; bring its state back at the end.
+    #[arg(long)]
+    pub attach: bool,
+    /// Where the journal of runs is kept here (`DIR/.pexen`: inside the tree)
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE)]
+    pub state: PathBuf,
+    /// Attempts run at once there (default: its number of CPUs).
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "attach")]
+    pub jobs: Option<u32>,
+    #[arg(long = "filter", value_name = "PATTERN", help = FILTER_HELP, long_help = FILTER_LONG_HELP, conflicts_with = "attach")]
+    pub filters: Vec<String>,
+    #[arg(long = "tag", value_name = "T", help = TAG_HELP, conflicts_with = "attach")]
+    pub tags: Vec<String>,
+    /// For a virtual token that the selection requires, pull in TASK as its provider (repeatable).
+    #[arg(long = "prefer", value_name = "TASK", conflicts_with = "attach")]
+    pub prefer: Vec<String>,
+    /// Write the JUnit XML report of the run to FILE here when it ends.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Say why each task runs again or is taken from the journal.
+    #[arg(long, conflicts_with = "attach")]
+    pub explain: bool,
+    /// Stop starting tasks after the first failure; the rest are skipped.
+    #[arg(long, conflicts_with = "attach")]
+    pub fail_fast: bool,
+    /// Extra attempts for every task after fail, error or timeout (overrides the tree).
+    #[arg(long, value_name = "N", conflicts_with = "attach")]
+    pub retries: Option<u32>,
+    /// Timeout for tasks that do not declare one (`30s`, `5m`).
+    #[arg(long, value_name = "DUR", value_parser = parse_timeout, conflicts_with = "attach")]
+    pub timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL when a task times out or the run is interrupted.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
+    pub grace: Duration,
+    /// Capacity of a counted resource for `slots` (repeatable; overrides the tree).
+    #[arg(long = "capacity", value_name = "NAME=N", value_parser = parse_capacity, conflicts_with = "attach")]
+    pub capacity: Vec<(String, u32)>,
+    /// Output: a human display on stderr, or one JSON object per line on stdout.
+    #[arg(long, value_enum, default_value = "human")]
+    pub message_format: MessageFormat,
+    /// With `--message-format json`: add the captured output of failed attempts.
+    #[arg(long)]
+    pub json_output: bool,
+    /// Coloring of the human display: auto, always, never.
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
+    pub color: Color,
+    /// Print `SLOW [> DUR] name` each time a task has run for another DUR (`0s`: never).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "60s")]
+    pub slow_timeout: Duration,
 }

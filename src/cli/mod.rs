@@ -10,6 +10,7 @@ mod run;
 #[cfg(feature = "serve")]
 mod serve;
 mod slurm;
+mod teleport;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ pub enum CliError {
     #[cfg(feature = "serve")]
     #[error("{0}")]
     Serve(#[from] crate::serve::ServeError),
+    #[error(transparent)]
+    Teleport(#[from] crate::teleport::TeleportError),
 }
 
 impl From<EngineError> for CliError {
@@ -81,6 +84,7 @@ impl CliError {
             CliError::Write { .. } => exit_code::TASK_FAILED,
             #[cfg(feature = "serve")]
             CliError::Serve(_) => exit_code::BAD_INPUT,
+            CliError::Teleport(e) => teleport::exit_code(e),
         }
     }
 }
@@ -121,6 +125,10 @@ where
             serve::serve(a)
         }
         Command::Worker(a) => worker(&a),
+        Command::Teleport(mut a) => {
+            a.state = args::state_dir(&a.state, &a.dir);
+            teleport::teleport(&a)
+        }
     };
     match result {
         Ok(code) => code,
@@ -140,6 +148,9 @@ where
 fn worker(args: &args::WorkerArgs) -> Result<i32, CliError> {
     if let Some(hash) = &args.verify {
         return Ok(i32::from(!crate::host::serve::verify(hash)));
+    }
+    if let Some(dir) = &args.teleport_run {
+        return Ok(crate::teleport::supervise(dir));
     }
     if let Some(addr) = &args.listen {
         let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.client_ca)

@@ -155,7 +155,8 @@ impl RunRequest {
             definitions: Vec::new(),
             graph: problems::locate(e, &tree.sources),
         })?;
-        let mut journal = RunJournal::open(&self.state, &tasks, self.resume)?;
+        let mut journal =
+            RunJournal::open_in_tree(&self.state, &tasks, self.resume, Some(&tree.root))?;
         warnings.extend(journal.warnings().iter().cloned());
         let names = tasks.iter().map(|t| t.name.clone()).collect();
         // Before the scheduler takes the resume set.

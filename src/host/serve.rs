@@ -115,7 +115,7 @@ pub fn verify(hash: &str) -> bool {
     self_hash().is_ok_and(|h| h == hash)
 }
 
-type Out = Arc<Mutex<BufWriter<File>>>;
+pub(crate) type Out = Arc<Mutex<BufWriter<File>>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -156,13 +156,18 @@ pub(crate) fn serve(
     protocol::send(&mut *lock(&out), &FromWorker::Hello(hello))?;
     let mut input = FrameReader::new(input);
 
+    let first = input.next(None)?;
+    // A teleported run (SPEC 12) instead of attempts: same bootstrap, same hello.
+    if let Some(ToWorker::Teleport(request)) = first {
+        return crate::teleport::agent::serve(input, &out, request);
+    }
     let Some(ToWorker::Tree {
         host,
         key,
         shared_root,
         manifest,
         manifest_hash,
-    }) = input.next(None)?
+    }) = first
     else {
         return Err(WorkerError::Protocol("expected the tree first".into()));
     };
@@ -281,7 +286,7 @@ pub(crate) fn serve(
 }
 
 /// Receives the files of the manifest this host lacks; removes files that are not in it.
-fn sync(
+pub(crate) fn sync(
     input: &mut FrameReader,
     out: &Out,
     root: &Path,

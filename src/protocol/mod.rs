@@ -21,6 +21,7 @@
 //!    End of file on either side ends the conversation; a remote worker then kills what it runs.
 
 mod frame;
+pub mod teleport;
 
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +34,7 @@ use crate::sched::events::Output;
 use crate::task::{Outcome, TaskName};
 
 /// Version of the protocol; bumped on any change of the messages below.
-pub const PROTOCOL: u32 = 3;
+pub const PROTOCOL: u32 = 4;
 
 /// How often a remote worker says it is alive while the connection is otherwise quiet.
 pub(crate) const BEAT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -149,6 +150,8 @@ pub(crate) enum ToWorker {
     Cancel {
         kill: bool,
     },
+    /// A teleported run (SPEC section 12; see [`teleport`]).
+    Teleport(teleport::ToAgent),
 }
 
 /// Worker to scheduler.
@@ -196,6 +199,8 @@ pub(crate) enum FromWorker {
     },
     /// Alive.
     Beat,
+    /// A teleported run (SPEC section 12; see [`teleport`]).
+    Teleport(teleport::FromAgent),
 }
 
 /// The manifest's hash: what a worker and a scheduler compare to know they see the same tree.

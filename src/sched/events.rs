@@ -55,7 +55,7 @@ impl Counts {
 pub use crate::pool::attempt::{Attempt, Output};
 
 /// The final word on one task: exactly one per task of the run.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finished {
     pub task: TaskName,
     pub outcome: Outcome,
@@ -76,8 +76,9 @@ pub struct Finished {
     pub host: Option<Arc<str>>,
 }
 
-/// One event of a run, in the order things happened.
-#[derive(Clone, Debug, PartialEq)]
+/// One event of a run, in the order things happened. Serializable: a teleported run's
+/// events travel in the worker protocol (`protocol::teleport`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Event {
     /// The run starts: how many tasks it has and how many attempts run at once. Always first.
     RunStarted { tasks: usize, jobs: usize },

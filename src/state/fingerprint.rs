@@ -121,15 +121,36 @@ impl FileHashes {
 
 /// `buf` is reused between tasks: serializing into it and hashing once is several times faster
 /// than many small hasher updates.
-fn definition(task: &Task, buf: &mut Vec<u8>) -> Digest {
+fn definition(task: &Task, buf: &mut Vec<u8>, root: Option<&Path>) -> Digest {
     buf.clear();
     // Tag each form so that a closure and a command can never hash alike.
     let written = match &task.work {
         Work::Command(spec) => {
             buf.extend_from_slice(b"pexen/definition/command/v1\0");
             let timeout = task.meta.timeout.map(|d| d.as_nanos());
-            let written =
-                serde_json::to_writer(&mut *buf, &(spec.argv(), &spec.env, &spec.cwd, timeout));
+            let written = match root {
+                // Paths inside the tree relative to it: the same tree elsewhere (another
+                // checkout, a teleported run) has the same fingerprints.
+                Some(root) => {
+                    let inside = |p: &Path| {
+                        p.strip_prefix(root)
+                            .ok()
+                            .map(|rel| format!("<tree>/{}", rel.display()))
+                    };
+                    let mut argv = spec.argv();
+                    if let Some(rel) = argv.first().and_then(|a| inside(Path::new(a))) {
+                        argv[0] = rel;
+                    }
+                    let cwd = spec
+                        .cwd
+                        .as_ref()
+                        .map(|c| inside(c).unwrap_or_else(|| c.to_string_lossy().into_owned()));
+                    serde_json::to_writer(&mut *buf, &(argv, &spec.env, cwd, timeout))
+                }
+                None => {
+                    serde_json::to_writer(&mut *buf, &(spec.argv(), &spec.env, &spec.cwd, timeout))
+                }
+            };
             // Only when set, so that fingerprints recorded before versions existed still match.
             if let Some(version) = &task.meta.version {
                 buf.extend_from_slice(b"\0version\0");
@@ -235,6 +256,14 @@ fn inputs(task: &Task, files: &mut FileHashes) -> Digest {
 /// `provides` of `tasks` themselves; each fingerprint is computed once (memoized, iteratively,
 /// so a chain of 10^5 tasks does not overflow the stack).
 pub fn fingerprints(tasks: &[Task]) -> Vec<Fingerprint> {
+    fingerprints_in(tasks, None)
+}
+
+/// [`fingerprints`] of the tasks of the tree at `root`: the paths of a command inside the tree
+/// (its program, its working directory) count relative to the root, so that the same tree at
+/// another path (another checkout, a run teleported to another machine) keeps its
+/// fingerprints, as its `inputs` already do.
+pub fn fingerprints_in(tasks: &[Task], tree_root: Option<&Path>) -> Vec<Fingerprint> {
     let mut providers: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, t) in tasks.iter().enumerate() {
         for token in &t.meta.provides {
@@ -273,7 +302,7 @@ pub fn fingerprints(tasks: &[Task]) -> Vec<Fingerprint> {
             }
             stack.pop();
             let fp = compute(
-                &tasks[i], &providers, tasks, &combined, &mut files, &mut buf,
+                &tasks[i], &providers, tasks, &combined, &mut files, &mut buf, tree_root,
             );
             combined[i] = fp.combined();
             done[i] = Some(fp);
@@ -289,6 +318,7 @@ fn compute(
     combined: &[Digest],
     files: &mut FileHashes,
     buf: &mut Vec<u8>,
+    root: Option<&Path>,
 ) -> Fingerprint {
     let mut h = blake3::Hasher::new();
     h.update(b"pexen/providers/v1\0");
@@ -306,7 +336,7 @@ fn compute(
         }
     }
     Fingerprint {
-        definition: definition(task, buf),
+        definition: definition(task, buf, root),
         program: program(task, files),
         inputs: inputs(task, files),
         providers: Digest::of(&h),

@@ -148,3 +148,38 @@ fn a_version_changes_the_definition_and_none_keeps_old_fingerprints() {
     assert!(tasks.iter().all(|t| t.meta.version.is_none()));
     assert_eq!(fingerprints(&tasks), fps);
 }
+
+#[test]
+fn a_tree_moved_elsewhere_keeps_its_fingerprints_when_its_root_is_given() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    for dir in [a.path(), b.path()] {
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        fs::write(dir.join("sub/run.sh"), "#!/bin/sh\n").unwrap();
+        fs::write(dir.join("sub/x.txt"), "1").unwrap();
+    }
+    let task = |root: &Path| {
+        let mut spec = CommandSpec::new(Run::Cmd(vec![root
+            .join("sub/run.sh")
+            .to_string_lossy()
+            .into_owned()]));
+        spec.cwd = Some(root.join("sub"));
+        spec.program = Some(root.join("sub/run.sh"));
+        let mut t = Task::command("t", spec);
+        t.meta.inputs = vec!["*.txt".into()];
+        vec![t]
+    };
+    let (ta, tb) = (task(a.path()), task(b.path()));
+    // Absolute paths count without a root (embedders' tasks), not with one.
+    assert_ne!(fingerprints(&ta), fingerprints(&tb));
+    assert_eq!(
+        fingerprints_in(&ta, Some(a.path())),
+        fingerprints_in(&tb, Some(b.path()))
+    );
+    // What is outside the tree still counts as it is.
+    fs::write(b.path().join("sub/x.txt"), "2").unwrap();
+    assert_ne!(
+        fingerprints_in(&ta, Some(a.path())),
+        fingerprints_in(&tb, Some(b.path()))
+    );
+}

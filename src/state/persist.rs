@@ -58,7 +58,7 @@ use crate::report::record::{Collector, TaskRecord};
 use crate::sched::events::Event;
 use crate::sched::{Observer, Resumed, SchedulerBuilder};
 use crate::state::checkpoint::Checkpoints;
-use crate::state::fingerprint::fingerprints;
+use crate::state::fingerprint::fingerprints_in;
 use crate::state::journal::{Journal, JournalError, SubmittedJob};
 use crate::state::live::LiveRecord;
 use crate::state::lock::StateLock;
@@ -114,9 +114,20 @@ impl RunJournal {
     /// [`JournalError::Locked`]) and ends what a killed earlier run left running
     /// ([`LiveRecord`]), with a notice in [`Self::warnings`].
     pub fn open(dir: &Path, tasks: &[Task], resume: bool) -> Result<Self, JournalError> {
+        Self::open_in_tree(dir, tasks, resume, None)
+    }
+
+    /// [`RunJournal::open`] for the tasks of the tree at `root`: fingerprints do not depend on
+    /// where the tree is ([`crate::state::fingerprint::fingerprints_in`]).
+    pub fn open_in_tree(
+        dir: &Path,
+        tasks: &[Task],
+        resume: bool,
+        root: Option<&Path>,
+    ) -> Result<Self, JournalError> {
         let lock = StateLock::acquire(dir)?;
         let (live, notices) = LiveRecord::start(&lock)?;
-        let fps = fingerprints(tasks);
+        let fps = fingerprints_in(tasks, root);
         let checkpoints = Checkpoints::in_state_dir(dir);
         let checkpoint_error =
             |path: std::path::PathBuf| move |source| JournalError::Checkpoint { path, source };
