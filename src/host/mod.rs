@@ -16,6 +16,7 @@
 //!   platform, a cache directory) is not retried.
 
 mod conn;
+pub(crate) mod placement;
 pub mod serve;
 pub mod spec;
 pub mod ssh;
@@ -77,8 +78,10 @@ enum Status {
 }
 
 struct Slot {
-    busy: usize,
-    jobs: usize,
+    /// Job slots and per-host resources (see [`placement`]).
+    room: placement::Room,
+    /// Capacities of the place: its spec's, merged with what a daemon announces.
+    declared: std::collections::BTreeMap<String, u32>,
     status: Status,
 }
 
@@ -105,6 +108,10 @@ pub(crate) struct Hosts {
     outputs: Mutex<HashMap<String, FileEntry>>,
     next_id: AtomicU64,
     grace: Duration,
+    /// Rooms held by attempts that ended but are not recorded yet: (task, attempt) -> place.
+    /// They are given back once the run state has recorded the end ([`Hosts::release`]), so
+    /// that no attempt starts on a place before the end that made room for it is an event.
+    held: Mutex<HashMap<(u32, u32), (usize, std::collections::BTreeMap<String, u32>)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -125,9 +132,24 @@ impl Hosts {
         };
         let mut specs = Vec::new();
         if !config.no_local {
-            specs.push(HostSpec::local(local_jobs));
+            // A `local` entry (hosts file) gives this machine tags and capacities; its jobs
+            // are the run's.
+            let mut local = config
+                .hosts
+                .iter()
+                .find(|s| s.kind == HostKind::Local)
+                .cloned()
+                .unwrap_or_else(|| HostSpec::local(local_jobs));
+            local.jobs = Some(local_jobs);
+            specs.push(local);
         }
-        specs.extend(config.hosts.iter().cloned());
+        specs.extend(
+            config
+                .hosts
+                .iter()
+                .filter(|s| s.kind != HostKind::Local)
+                .cloned(),
+        );
         let mut errors = Vec::new();
         for t in tasks {
             let wanted = if matches!(t.work, Work::Closure(_)) {
@@ -157,8 +179,11 @@ impl Hosts {
                 specs
                     .iter()
                     .map(|s| Slot {
-                        busy: 0,
-                        jobs: s.jobs.unwrap_or(1),
+                        room: placement::Room {
+                            jobs: s.jobs.unwrap_or(1),
+                            ..placement::Room::default()
+                        },
+                        declared: s.capacity.clone(),
                         status: if s.kind == HostKind::Local {
                             Status::Up
                         } else {
@@ -186,6 +211,7 @@ impl Hosts {
             outputs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             grace,
+            held: Mutex::new(HashMap::new()),
         });
         std::thread::scope(|s| {
             // The tree's manifest is read while the hosts connect, not after.
@@ -202,14 +228,60 @@ impl Hosts {
                 }
             }
         });
+        // Per-host capacities are known once the daemons answered: fixed for the run.
+        let errors = hosts.set_capacities(tasks);
+        if !errors.is_empty() {
+            hosts.shutdown();
+            return Err(GraphErrors(errors));
+        }
         Ok(Some(hosts))
+    }
+
+    /// Counts per host the names some place declares, and checks that every task's `slots`
+    /// fit some place that carries its tags.
+    fn set_capacities(&self, tasks: &[Task]) -> Vec<GraphError> {
+        let mut slots = lock(&self.slots);
+        let names = placement::per_host_names(slots.iter().map(|s| &s.declared));
+        for slot in slots.iter_mut() {
+            let jobs = slot.room.jobs;
+            slot.room = placement::Room::new(jobs, &slot.declared, &names);
+        }
+        let mut errors = Vec::new();
+        for t in tasks.iter().filter(|t| !t.meta.slots.is_empty()) {
+            let fits = self.places.iter().zip(slots.iter()).any(|(p, s)| {
+                (p.spec.kind == HostKind::Local || !matches!(t.work, Work::Closure(_)))
+                    && t.meta.host_tags.iter().all(|g| p.spec.tags.contains(g))
+                    && s.room.could_take(&t.meta.slots)
+            });
+            if !fits {
+                errors.push(GraphError::NoHostSlots {
+                    task: t.name.clone(),
+                    slots: t
+                        .meta
+                        .slots
+                        .iter()
+                        .map(|(n, c)| format!("{n}: {c}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+        errors
+    }
+
+    /// The capacities the run state enforces across every host (see [`placement`]).
+    pub(crate) fn run_capacity(
+        &self,
+        declared: &std::collections::BTreeMap<String, u32>,
+    ) -> std::collections::BTreeMap<String, u32> {
+        placement::run_capacity(declared, lock(&self.slots).iter().map(|s| &s.declared))
     }
 
     /// Job slots over every place: the run's worker threads.
     pub(crate) fn jobs(&self) -> usize {
         lock(&self.slots)
             .iter()
-            .map(|s| s.jobs)
+            .map(|s| s.room.jobs)
             .sum::<usize>()
             .max(1)
     }
@@ -240,7 +312,7 @@ impl Hosts {
         match result {
             Ok(conn) => {
                 if place.spec.jobs.is_none() {
-                    slots[i].jobs = conn.cpus;
+                    slots[i].room.jobs = conn.cpus;
                 }
                 self.notice(Event::HostConnected {
                     host: place.name.clone(),
@@ -345,7 +417,7 @@ impl Hosts {
         sink: &dyn ResultSink,
         local: impl FnOnce(&str) -> Attempt,
     ) -> Attempt {
-        let i = match self.acquire(&job.host_tags) {
+        let i = match self.acquire(&job.host_tags, &job.slots) {
             Ok(i) => i,
             Err(message) => return Attempt::new(Outcome::Error).message(message),
         };
@@ -363,9 +435,17 @@ impl Hosts {
         } else {
             self.run_remote(place, job, sink)
         };
-        lock(&self.slots)[i].busy -= 1;
-        self.freed.notify_all();
+        lock(&self.held).insert((job.idx, job.attempt), (i, job.slots.clone()));
         attempt
+    }
+
+    /// The end of attempt `attempt` of task `idx` is recorded: its place takes others.
+    pub(crate) fn release(&self, idx: u32, attempt: u32) {
+        let Some((i, wanted)) = lock(&self.held).remove(&(idx, attempt)) else {
+            return;
+        };
+        lock(&self.slots)[i].room.give_back(&wanted);
+        self.freed.notify_all();
     }
 
     /// The name of `local` for closures, which always run here.
@@ -373,9 +453,15 @@ impl Hosts {
         Arc::from("local")
     }
 
-    /// Waits for a job slot on a place that carries `tags`; reconnects a down place whose
-    /// backoff has passed on the way. Fails when no such place is left, or on cancellation.
-    fn acquire(self: &Arc<Self>, tags: &[String]) -> Result<usize, String> {
+    /// Waits for a job slot on a place that carries `tags` and has the per-host part of
+    /// `wanted` free (the first such place in the order of the hosts); reconnects a down place
+    /// whose backoff has passed on the way. Fails when no such place is left, or on
+    /// cancellation.
+    fn acquire(
+        self: &Arc<Self>,
+        tags: &[String],
+        wanted: &std::collections::BTreeMap<String, u32>,
+    ) -> Result<usize, String> {
         let mut slots = lock(&self.slots);
         loop {
             if self.level.load(Ordering::SeqCst) != 0 {
@@ -394,8 +480,8 @@ impl Hosts {
                 match &slot.status {
                     Status::Up => {
                         alive = true;
-                        if slot.busy < slot.jobs {
-                            slot.busy += 1;
+                        if slot.room.can_take(wanted) {
+                            slot.room.take(wanted);
                             return Ok(i);
                         }
                     }

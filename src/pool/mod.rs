@@ -133,6 +133,13 @@ impl Executor {
         }
     }
 
+    /// The end of an attempt is recorded: the host place it held takes others.
+    pub(crate) fn release(&self, idx: u32, attempt: u32) {
+        if let Some(hosts) = &self.hosts {
+            hosts.release(idx, attempt);
+        }
+    }
+
     /// Host events (connected, lost) not yet in the run's event queue.
     pub(crate) fn take_notices(
         &self,
