@@ -170,7 +170,12 @@ fn worker(args: &args::WorkerArgs) -> Result<i32, CliError> {
         } else {
             format!("127.0.0.1:{addr}")
         };
-        let result = crate::host::tls::listen(&addr, &files, args.jobs.map(|j| j as usize), |a| {
+        let offer = crate::host::serve::Offer {
+            jobs: args.jobs.map(|j| j as usize),
+            tags: args.tags.clone(),
+            capacity: args.capacity.iter().cloned().collect(),
+        };
+        let result = crate::host::tls::listen(&addr, &files, &offer, |a| {
             let mut out = std::io::stdout();
             let _ = writeln!(out, "pexen worker listening on {a}");
             let _ = out.flush();

@@ -82,6 +82,8 @@ struct Slot {
     room: placement::Room,
     /// Capacities of the place: its spec's, merged with what a daemon announces.
     declared: std::collections::BTreeMap<String, u32>,
+    /// Its tags: its spec's, and those a daemon announces.
+    tags: Vec<String>,
     status: Status,
 }
 
@@ -150,27 +152,21 @@ impl Hosts {
                 .filter(|s| s.kind != HostKind::Local)
                 .cloned(),
         );
-        let mut errors = Vec::new();
-        for t in tasks {
-            let wanted = if matches!(t.work, Work::Closure(_)) {
-                // Closures run on this machine only.
-                !t.meta.host_tags.is_empty()
-                    && !specs.iter().any(|s| {
-                        s.kind == HostKind::Local
-                            && t.meta.host_tags.iter().all(|g| s.tags.contains(g))
-                    })
-            } else {
-                !specs
-                    .iter()
-                    .any(|s| t.meta.host_tags.iter().all(|g| s.tags.contains(g)))
-            };
-            if wanted {
-                errors.push(GraphError::NoHost {
-                    task: t.name.clone(),
-                    tags: t.meta.host_tags.clone(),
-                });
-            }
-        }
+        // Before connecting, a daemon may carry any tag (it announces its own): the exact
+        // check is made once the hosts answered.
+        let errors = no_host_for(
+            tasks,
+            specs.iter().map(|s| {
+                (
+                    s.kind.clone(),
+                    if matches!(s.kind, HostKind::Tls { .. }) {
+                        None
+                    } else {
+                        Some(s.tags.as_slice())
+                    },
+                )
+            }),
+        );
         if !errors.is_empty() {
             return Err(GraphErrors(errors));
         }
@@ -184,6 +180,7 @@ impl Hosts {
                             ..placement::Room::default()
                         },
                         declared: s.capacity.clone(),
+                        tags: s.tags.clone(),
                         status: if s.kind == HostKind::Local {
                             Status::Up
                         } else {
@@ -237,10 +234,20 @@ impl Hosts {
         Ok(Some(hosts))
     }
 
-    /// Counts per host the names some place declares, and checks that every task's `slots`
-    /// fit some place that carries its tags.
+    /// Counts per host the names some place declares, and checks that every task's tags and
+    /// `slots` fit some place.
     fn set_capacities(&self, tasks: &[Task]) -> Vec<GraphError> {
         let mut slots = lock(&self.slots);
+        let errors = no_host_for(
+            tasks,
+            self.places
+                .iter()
+                .zip(slots.iter())
+                .map(|(p, s)| (p.spec.kind.clone(), Some(s.tags.as_slice()))),
+        );
+        if !errors.is_empty() {
+            return errors;
+        }
         let names = placement::per_host_names(slots.iter().map(|s| &s.declared));
         for slot in slots.iter_mut() {
             let jobs = slot.room.jobs;
@@ -250,7 +257,7 @@ impl Hosts {
         for t in tasks.iter().filter(|t| !t.meta.slots.is_empty()) {
             let fits = self.places.iter().zip(slots.iter()).any(|(p, s)| {
                 (p.spec.kind == HostKind::Local || !matches!(t.work, Work::Closure(_)))
-                    && t.meta.host_tags.iter().all(|g| p.spec.tags.contains(g))
+                    && t.meta.host_tags.iter().all(|g| s.tags.contains(g))
                     && s.room.could_take(&t.meta.slots)
             });
             if !fits {
@@ -311,8 +318,19 @@ impl Hosts {
         let mut slots = lock(&self.slots);
         match result {
             Ok(conn) => {
+                // The spec on the controller wins; a daemon adds tags and the capacities the
+                // spec does not give.
+                let slot = &mut slots[i];
                 if place.spec.jobs.is_none() {
-                    slots[i].room.jobs = conn.cpus;
+                    slot.room.jobs = conn.cpus;
+                }
+                for tag in &conn.tags {
+                    if !slot.tags.contains(tag) {
+                        slot.tags.push(tag.clone());
+                    }
+                }
+                for (name, &n) in &conn.capacity {
+                    slot.declared.entry(name.clone()).or_insert(n);
                 }
                 self.notice(Event::HostConnected {
                     host: place.name.clone(),
@@ -473,10 +491,10 @@ impl Hosts {
             let mut wake = now + Duration::from_secs(1);
             let mut reasons = Vec::new();
             for (i, place) in self.places.iter().enumerate() {
-                if !tags.iter().all(|t| place.spec.tags.contains(t)) {
+                let slot = &mut slots[i];
+                if !tags.iter().all(|t| slot.tags.contains(t)) {
                     continue;
                 }
-                let slot = &mut slots[i];
                 match &slot.status {
                     Status::Up => {
                         alive = true;
@@ -675,4 +693,27 @@ impl Hosts {
             }
         }
     }
+}
+
+/// Tasks that no place can take for their `host_tags` (`None` tags: a place that may carry
+/// any). Closures run on this machine only.
+fn no_host_for<'a>(
+    tasks: &[Task],
+    places: impl Iterator<Item = (HostKind, Option<&'a [String]>)> + Clone,
+) -> Vec<GraphError> {
+    let mut errors = Vec::new();
+    for t in tasks.iter().filter(|t| !t.meta.host_tags.is_empty()) {
+        let closure = matches!(t.work, Work::Closure(_));
+        let fits = places.clone().any(|(kind, tags)| {
+            (kind == HostKind::Local || !closure)
+                && tags.is_none_or(|tags| t.meta.host_tags.iter().all(|g| tags.contains(g)))
+        });
+        if !fits {
+            errors.push(GraphError::NoHost {
+                task: t.name.clone(),
+                tags: t.meta.host_tags.clone(),
+            });
+        }
+    }
+    errors
 }

@@ -134,6 +134,15 @@ pub fn serve_stdio(group_file: Option<PathBuf>, binary: Option<String>) -> Resul
     serve(input, output, group_file, None, binary)
 }
 
+/// What a daemon announces of itself in its hello (`--jobs`, `--tag`, `--capacity`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Offer {
+    /// Replaces the CPU count (the `jobs` of a host whose spec gives none).
+    pub jobs: Option<usize>,
+    pub tags: Vec<String>,
+    pub capacity: std::collections::BTreeMap<String, u32>,
+}
+
 /// Serves one scheduler over `input` and `output` (stdin and stdout, or the pipes of a TLS
 /// connection) until it closes the connection. `jobs` replaces the CPU count in the hello
 /// (a daemon's `--jobs`).
@@ -144,15 +153,32 @@ pub(crate) fn serve(
     jobs: Option<usize>,
     binary: Option<String>,
 ) -> Result<(), WorkerError> {
+    let offer = Offer {
+        jobs,
+        ..Offer::default()
+    };
+    serve_offer(input, output, group_file, &offer, binary)
+}
+
+/// [`serve`], announcing `offer` in the hello.
+pub(crate) fn serve_offer(
+    input: File,
+    output: File,
+    group_file: Option<PathBuf>,
+    offer: &Offer,
+    binary: Option<String>,
+) -> Result<(), WorkerError> {
     let hash = match binary {
         Some(h) => h,
         None => self_hash_cached().map_err(WorkerError::Hash)?,
     };
     let out: Out = Arc::new(Mutex::new(BufWriter::new(output)));
     let mut hello = Hello::new(Some(hash));
-    if let Some(jobs) = jobs {
+    if let Some(jobs) = offer.jobs {
         hello.cpus = jobs;
     }
+    hello.tags.clone_from(&offer.tags);
+    hello.capacity.clone_from(&offer.capacity);
     protocol::send(&mut *lock(&out), &FromWorker::Hello(hello))?;
     let mut input = FrameReader::new(input);
 

@@ -56,6 +56,11 @@ pub(crate) struct Hello {
     pub os: String,
     pub arch: String,
     pub cpus: usize,
+    /// A daemon's own `--tag`s and `--capacity`s, merged with the controller's spec for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub capacity: std::collections::BTreeMap<String, u32>,
 }
 
 impl Hello {
@@ -68,6 +73,8 @@ impl Hello {
             os: std::env::consts::OS.to_string(),
             arch: std::env::consts::ARCH.to_string(),
             cpus: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            tags: Vec::new(),
+            capacity: std::collections::BTreeMap::new(),
         }
     }
 }
