@@ -146,6 +146,8 @@ where
 
 /// `pexen worker`: serve a scheduler over stdin/stdout, or check an uploaded binary.
 fn worker(args: &args::WorkerArgs) -> Result<i32, CliError> {
+    // Set by the bootstrap script for embedding binaries; not for the tasks run here.
+    std::env::remove_var(crate::worker::WORKER_ENV);
     if let Some(hash) = &args.verify {
         return Ok(i32::from(!crate::host::serve::verify(hash)));
     }

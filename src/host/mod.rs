@@ -110,6 +110,8 @@ pub(crate) struct Hosts {
     outputs: Mutex<HashMap<String, FileEntry>>,
     next_id: AtomicU64,
     grace: Duration,
+    /// Arguments for the workers (an embedder's `worker_args`).
+    worker_args: Vec<std::ffi::OsString>,
     /// Rooms held by attempts that ended but are not recorded yet: (task, attempt) -> place.
     /// They are given back once the run state has recorded the end ([`Hosts::release`]), so
     /// that no attempt starts on a place before the end that made room for it is an event.
@@ -128,6 +130,7 @@ impl Hosts {
         local_jobs: usize,
         grace: Duration,
         tasks: &[Task],
+        process: &crate::pool::process::ProcessConfig,
     ) -> Result<Option<Arc<Hosts>>, GraphErrors> {
         let Some(config) = config else {
             return Ok(None);
@@ -154,8 +157,10 @@ impl Hosts {
         );
         // Before connecting, a daemon may carry any tag (it announces its own): the exact
         // check is made once the hosts answered.
+        let remote = |t: &Task| remote_ok(t, process.default_pool);
         let errors = no_host_for(
             tasks,
+            &remote,
             specs.iter().map(|s| {
                 (
                     s.kind.clone(),
@@ -208,6 +213,7 @@ impl Hosts {
             outputs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             grace,
+            worker_args: process.args.clone(),
             held: Mutex::new(HashMap::new()),
         });
         std::thread::scope(|s| {
@@ -226,7 +232,7 @@ impl Hosts {
             }
         });
         // Per-host capacities are known once the daemons answered: fixed for the run.
-        let errors = hosts.set_capacities(tasks);
+        let errors = hosts.set_capacities(tasks, &remote);
         if !errors.is_empty() {
             hosts.shutdown();
             return Err(GraphErrors(errors));
@@ -236,10 +242,11 @@ impl Hosts {
 
     /// Counts per host the names some place declares, and checks that every task's tags and
     /// `slots` fit some place.
-    fn set_capacities(&self, tasks: &[Task]) -> Vec<GraphError> {
+    fn set_capacities(&self, tasks: &[Task], remote: &dyn Fn(&Task) -> bool) -> Vec<GraphError> {
         let mut slots = lock(&self.slots);
         let errors = no_host_for(
             tasks,
+            remote,
             self.places
                 .iter()
                 .zip(slots.iter())
@@ -256,7 +263,7 @@ impl Hosts {
         let mut errors = Vec::new();
         for t in tasks.iter().filter(|t| !t.meta.slots.is_empty()) {
             let fits = self.places.iter().zip(slots.iter()).any(|(p, s)| {
-                (p.spec.kind == HostKind::Local || !matches!(t.work, Work::Closure(_)))
+                (p.spec.kind == HostKind::Local || remote(t))
                     && t.meta.host_tags.iter().all(|g| s.tags.contains(g))
                     && s.room.could_take(&t.meta.slots)
             });
@@ -297,7 +304,10 @@ impl Hosts {
     fn manifest(&self) -> Result<&(Vec<FileEntry>, String), String> {
         self.manifest
             .get_or_init(|| {
-                let root = self.tree.as_ref().ok_or("no tree to sync")?;
+                let Some(root) = self.tree.as_ref() else {
+                    // An embedder's run without a tree: nothing to sync (closures only).
+                    return Ok((Vec::new(), protocol::manifest_hash(&[])));
+                };
                 let key = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
                 let index = serve::cache_dir()
                     .join("manifests")
@@ -373,7 +383,7 @@ impl Hosts {
             ssh::connect_tls(host, *port, config)?
         } else {
             let bin = ssh::Binary::this().map_err(ConnectError::Bootstrap)?;
-            ssh::connect(&place.spec, bin)?
+            ssh::connect(&place.spec, bin, &self.worker_args)?
         };
         let (manifest, manifest_hash) = match self.manifest() {
             Ok((m, h)) => (m.as_slice(), h.as_str()),
@@ -388,7 +398,8 @@ impl Hosts {
             manifest,
             manifest_hash,
         };
-        if let Err(e) = ssh::sync_tree(&mut link, &place.name, place.spec.shared_fs, &tree) {
+        let shared_fs = place.spec.shared_fs && self.tree.is_some();
+        if let Err(e) = ssh::sync_tree(&mut link, &place.name, shared_fs, &tree) {
             link.transport.kill();
             return Err(e);
         }
@@ -695,17 +706,27 @@ impl Hosts {
     }
 }
 
+/// Whether a task may run on another machine: commands, and closures of the process pool
+/// (the embedding binary is shipped and serves them); closures on threads run here.
+pub(crate) fn remote_ok(t: &Task, default_pool: crate::task::PoolKind) -> bool {
+    match t.work {
+        Work::Command(_) => true,
+        Work::Closure(_) => t.meta.pool.unwrap_or(default_pool) == crate::task::PoolKind::Processes,
+    }
+}
+
 /// Tasks that no place can take for their `host_tags` (`None` tags: a place that may carry
-/// any). Closures run on this machine only.
+/// any). Closures on threads run on this machine only.
 fn no_host_for<'a>(
     tasks: &[Task],
+    remote: &dyn Fn(&Task) -> bool,
     places: impl Iterator<Item = (HostKind, Option<&'a [String]>)> + Clone,
 ) -> Vec<GraphError> {
     let mut errors = Vec::new();
     for t in tasks.iter().filter(|t| !t.meta.host_tags.is_empty()) {
-        let closure = matches!(t.work, Work::Closure(_));
+        let remote = remote(t);
         let fits = places.clone().any(|(kind, tags)| {
-            (kind == HostKind::Local || !closure)
+            (kind == HostKind::Local || remote)
                 && tags.is_none_or(|tags| t.meta.host_tags.iter().all(|g| tags.contains(g)))
         });
         if !fits {

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -24,7 +24,7 @@ use crate::pool::command::{CommandConfig, CommandJob, CommandRunner};
 use crate::protocol::{
     self, ChannelError, FileEntry, FrameReader, FromWorker, Hello, RunOwned, ToWorker,
 };
-use crate::task::{CommandSpec, Outcome, TaskName, Work};
+use crate::task::{CommandSpec, Outcome, TaskFn, TaskName, Work};
 
 /// Why a worker stopped serving.
 #[derive(Debug, Error)]
@@ -116,6 +116,39 @@ pub fn verify(hash: &str) -> bool {
 }
 
 pub(crate) type Out = Arc<Mutex<BufWriter<File>>>;
+
+/// The value of [`crate::worker::WORKER_ENV`] that makes an embedding binary a host worker:
+/// `serve_if_worker` then runs `BIN worker ...` as `pexen worker ...` does, serving the
+/// closures its `build` function returns besides the commands of the synced tree.
+pub const HOST_WORKER: &str = "host";
+
+/// Closure tasks this process serves as a host worker (set by `serve_if_worker`).
+static CLOSURES: OnceLock<HashMap<TaskName, Arc<TaskFn>>> = OnceLock::new();
+
+/// Serves `tasks`' closures as a host worker: `args` is the command line (`BIN worker
+/// --stdio ...` or `BIN worker --listen ...`), handled as `pexen worker` handles it. Returns
+/// the exit code.
+pub(crate) fn serve_embedded(args: Vec<std::ffi::OsString>, tasks: Vec<crate::Task>) -> i32 {
+    let closures = tasks
+        .into_iter()
+        .filter_map(|t| match t.work {
+            Work::Closure(f) => Some((t.name, f)),
+            Work::Command(_) => None,
+        })
+        .collect();
+    let _ = CLOSURES.set(closures);
+    // Only the `worker` command: an embedding binary is no `pexen`.
+    let is_worker = args.get(1).is_some_and(|a| a == "worker");
+    if !is_worker {
+        let _ = writeln!(
+            io::stderr(),
+            "{}={HOST_WORKER}: expected `worker --stdio`, `worker --listen ADDR ...` or `worker --verify HASH`",
+            crate::worker::WORKER_ENV
+        );
+        return 2;
+    }
+    crate::cli::main_with_args(args)
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -223,9 +256,15 @@ pub(crate) fn serve_offer(
             return Err(e);
         }
     }
-    let tasks: HashMap<TaskName, Arc<CommandSpec>> = match crate::factory::load(&root) {
-        Ok(tree) => tree
-            .tasks
+    let no_tree = shared_root.is_none() && manifest.is_empty();
+    let loaded = if no_tree {
+        // An embedder's run without a tree: closures only.
+        Ok(Vec::new())
+    } else {
+        crate::factory::load(&root).map(|t| t.tasks)
+    };
+    let tasks: HashMap<TaskName, Arc<CommandSpec>> = match loaded {
+        Ok(tasks) => tasks
             .into_iter()
             .filter_map(|t| match t.work {
                 Work::Command(spec) => Some((t.name, spec)),
@@ -245,7 +284,7 @@ pub(crate) fn serve_offer(
         &mut *lock(&out),
         &FromWorker::Ready {
             root: root.to_string_lossy().into_owned(),
-            tasks: tasks.len(),
+            tasks: tasks.len() + CLOSURES.get().map_or(0, HashMap::len),
         },
     )?;
 
@@ -257,6 +296,7 @@ pub(crate) fn serve_offer(
         runner: OnceLock::new(),
         closed: AtomicBool::new(false),
         group_file,
+        cancelled: crate::context::Cancellation::new(),
     });
     let beat = {
         let state = state.clone();
@@ -271,6 +311,7 @@ pub(crate) fn serve_offer(
                 running.push(std::thread::spawn(move || state.attempt(&run)));
             }
             Ok(Some(ToWorker::Cancel { kill })) => {
+                state.cancelled.cancel();
                 if let Some(Ok(runner)) = state.runner.get() {
                     if kill {
                         runner.kill_all();
@@ -394,6 +435,8 @@ struct State {
     runner: OnceLock<Result<CommandRunner, String>>,
     closed: AtomicBool,
     group_file: Option<PathBuf>,
+    /// Cooperative cancellation of the closures running here.
+    cancelled: crate::context::Cancellation,
 }
 
 impl State {
@@ -427,7 +470,61 @@ impl State {
         }
     }
 
+    /// A closure attempt, on this thread; a panic is the attempt's error.
+    fn run_closure(&self, f: &TaskFn, run: &RunOwned) -> FromWorker {
+        let started = std::time::Instant::now();
+        let limit = run.timeout_ms.map(Duration::from_millis);
+        let sink = FrameSink {
+            out: &self.out,
+            id: run.id,
+        };
+        let ctx = crate::context::Context::new(
+            &run.task,
+            run.attempt,
+            &run.shared,
+            &sink,
+            &self.cancelled,
+            limit.map(|l| started + l),
+        );
+        let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&ctx)));
+        let mut attempt = match ended {
+            Ok(Ok(())) => {
+                let mut a = crate::pool::attempt::Attempt::new(Outcome::Pass);
+                a.exports = ctx.into_exports();
+                a
+            }
+            Ok(Err(e)) => {
+                let mut a = crate::pool::attempt::Attempt::new(e.status).message(e.message);
+                a.suspend = e.suspend;
+                a
+            }
+            Err(panic) => crate::pool::attempt::Attempt::new(Outcome::Error)
+                .message(format!("panicked: {}", crate::pool::panic_message(&*panic))),
+        };
+        let took = started.elapsed();
+        if let Some(limit) = limit {
+            // As on threads: a cooperative task that returned late still timed out.
+            attempt = crate::pool::past_deadline(attempt, limit, took);
+        }
+        FromWorker::Done {
+            id: run.id,
+            outcome: attempt.outcome,
+            message: attempt.message,
+            exports: attempt.exports,
+            suspend: attempt.suspend,
+            exit_code: None,
+            output: None,
+            duration_ms: took.as_millis() as u64,
+            files: Vec::new(),
+        }
+    }
+
     fn run_one(&self, run: &RunOwned) -> Result<(FromWorker, Vec<Vec<u8>>), String> {
+        if !self.tasks.contains_key(&run.task) {
+            if let Some(f) = CLOSURES.get().and_then(|c| c.get(&run.task)) {
+                return Ok((self.run_closure(f.as_ref(), run), Vec::new()));
+            }
+        }
         let spec = self.tasks.get(&run.task).ok_or_else(|| {
             format!(
                 "task `{}` is not in the tree on host {} ({})",

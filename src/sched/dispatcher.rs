@@ -373,6 +373,7 @@ impl Run {
             config.jobs,
             config.command.grace,
             &tasks,
+            &config.process,
         )?;
         // Conditions are decided once, before anything runs (their commands in parallel).
         let unmet = crate::condition::evaluate(&tasks);
