@@ -224,17 +224,13 @@ pub(crate) fn serve_offer(
         host,
         key,
         shared_root,
-        manifest,
+        mut manifest,
         manifest_hash,
+        deferred,
     }) = first
     else {
         return Err(WorkerError::Protocol("expected the tree first".into()));
     };
-    if protocol::manifest_hash(&manifest) != manifest_hash {
-        return Err(WorkerError::Protocol(
-            "the manifest does not match its hash".into(),
-        ));
-    }
     let root = if let Some(r) = &shared_root {
         PathBuf::from(r)
     } else {
@@ -245,7 +241,15 @@ pub(crate) fn serve_offer(
         cache_dir().join("trees").join(&key)
     };
     if shared_root.is_none() {
-        if let Err(e) = sync(&mut input, &out, &root, &manifest) {
+        let synced = receive_tree(
+            &mut input,
+            &out,
+            &root,
+            &mut manifest,
+            &manifest_hash,
+            deferred,
+        );
+        if let Err(e) = synced {
             let message = match &e {
                 WorkerError::Tree { path, source } => {
                     format!("cannot write the tree at {}: {source}", path.display())
@@ -352,24 +356,86 @@ pub(crate) fn serve_offer(
     result
 }
 
-/// Receives the files of the manifest this host lacks; removes files that are not in it.
-pub(crate) fn sync(
+/// Receives the tree of a `ToWorker::Tree` into `root`: the manifest if it was deferred and this
+/// copy differs (`manifest` is then the tree's), then the files this copy lacks.
+pub(crate) fn receive_tree(
     input: &mut FrameReader,
     out: &Out,
     root: &Path,
-    manifest: &[FileEntry],
+    manifest: &mut Vec<FileEntry>,
+    manifest_hash: &str,
+    deferred: bool,
 ) -> Result<(), WorkerError> {
+    let have = receive_manifest(input, out, root, manifest, manifest_hash, deferred)?;
+    if protocol::manifest_hash(manifest) != manifest_hash {
+        return Err(WorkerError::Protocol(
+            "the manifest does not match its hash".into(),
+        ));
+    }
+    sync(input, out, root, manifest, have)
+}
+
+/// This host's copy of the tree at `root`: its manifest (hashes reused by size, inode and
+/// modification time from the index beside it).
+fn own_manifest(root: &Path) -> Result<Vec<FileEntry>, WorkerError> {
     let tree_err = |source| WorkerError::Tree {
         path: root.to_path_buf(),
         source,
     };
     std::fs::create_dir_all(root).map_err(tree_err)?;
-    let index = root.with_extension("index.json");
-    let have: HashMap<String, FileEntry> = tree::manifest_cached(root, &index)
-        .map_err(tree_err)?
-        .into_iter()
-        .map(|e| (e.path.clone(), e))
-        .collect();
+    tree::manifest_cached(root, &root.with_extension("index.json")).map_err(tree_err)
+}
+
+/// For a deferred tree: compares this host's copy with the manifest's hash and asks for the
+/// manifest only when they differ. Returns the copy's manifest, if it was read.
+fn receive_manifest(
+    input: &mut FrameReader,
+    out: &Out,
+    root: &Path,
+    manifest: &mut Vec<FileEntry>,
+    manifest_hash: &str,
+    deferred: bool,
+) -> Result<Option<Vec<FileEntry>>, WorkerError> {
+    if !deferred {
+        return Ok(None);
+    }
+    let mine = own_manifest(root)?;
+    if protocol::manifest_hash(&mine) == manifest_hash {
+        // Up to date: nothing is needed, nothing is removed.
+        manifest.clone_from(&mine);
+        return Ok(Some(mine));
+    }
+    protocol::send(&mut *lock(out), &FromWorker::SendManifest)?;
+    loop {
+        match input.next::<ToWorker>(None)? {
+            Some(ToWorker::Manifest { manifest: m }) => {
+                *manifest = m;
+                return Ok(Some(mine));
+            }
+            Some(other) => {
+                return Err(WorkerError::Protocol(format!(
+                    "expected the manifest, got {other:?}"
+                )))
+            }
+            None => {}
+        }
+    }
+}
+
+/// Receives the files of the manifest this host lacks; removes files that are not in it.
+/// `have`: this host's copy's manifest, when already read.
+fn sync(
+    input: &mut FrameReader,
+    out: &Out,
+    root: &Path,
+    manifest: &[FileEntry],
+    have: Option<Vec<FileEntry>>,
+) -> Result<(), WorkerError> {
+    let have = match have {
+        Some(h) => h,
+        None => own_manifest(root)?,
+    };
+    let have: HashMap<String, FileEntry> = have.into_iter().map(|e| (e.path.clone(), e)).collect();
     let need: Vec<String> = manifest
         .par_iter()
         .filter(|want| {

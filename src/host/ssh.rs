@@ -429,11 +429,9 @@ pub(crate) fn sync_tree(
             host: host.to_string(),
             key,
             shared_root: shared_fs.then(|| root.clone()),
-            manifest: if shared_fs {
-                Vec::new()
-            } else {
-                tree.manifest.to_vec()
-            },
+            // Sent only if the host's copy differs (see `deferred`).
+            manifest: Vec::new(),
+            deferred: !shared_fs,
             manifest_hash: if shared_fs {
                 protocol::manifest_hash(&[])
             } else {
@@ -443,7 +441,18 @@ pub(crate) fn sync_tree(
     )
     .map_err(channel)?;
     if !shared_fs {
-        let need = match next_frame(&mut link.frames, deadline)? {
+        let mut reply = next_frame(&mut link.frames, deadline)?;
+        if matches!(reply, FromWorker::SendManifest) {
+            protocol::send(
+                &mut link.stdin,
+                &ManifestRef::Manifest {
+                    manifest: tree.manifest,
+                },
+            )
+            .map_err(channel)?;
+            reply = next_frame(&mut link.frames, deadline)?;
+        }
+        let need = match reply {
             FromWorker::Need { paths } => paths,
             FromWorker::Refused { message } => return Err(refused(message)),
             other => {
@@ -452,8 +461,13 @@ pub(crate) fn sync_tree(
                 )))
             }
         };
+        let by_path: std::collections::HashMap<&str, &FileEntry> = if need.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            tree.manifest.iter().map(|e| (e.path.as_str(), e)).collect()
+        };
         for rel in &need {
-            let Some(entry) = tree.manifest.iter().find(|e| &e.path == rel) else {
+            let Some(entry) = by_path.get(rel.as_str()) else {
                 return Err(ConnectError::Tree(format!(
                     "the host asked for `{rel}`, which is not in the tree"
                 )));
@@ -479,6 +493,12 @@ pub(crate) fn sync_tree(
         FromWorker::Refused { message } => Err(refused(message)),
         other => Err(ConnectError::Tree(format!("expected ready, got {other:?}"))),
     }
+}
+
+/// `ToWorker::Manifest`, serialized from a borrow (the manifest is not cloned).
+#[derive(serde::Serialize)]
+enum ManifestRef<'a> {
+    Manifest { manifest: &'a [FileEntry] },
 }
 
 fn refused(message: String) -> ConnectError {

@@ -143,6 +143,15 @@ pub(crate) enum ToWorker {
         shared_root: Option<String>,
         manifest: Vec<FileEntry>,
         manifest_hash: String,
+        /// The manifest is left out: a worker whose copy has `manifest_hash` answers `Need`
+        /// with nothing at once (one round trip, no manifest sent); otherwise it asks for it
+        /// with `FromWorker::SendManifest`.
+        #[serde(default)]
+        deferred: bool,
+    },
+    /// The manifest of a deferred `Tree`, when the worker asked for it.
+    Manifest {
+        manifest: Vec<FileEntry>,
     },
     /// One file's content follows as a raw frame.
     File {
@@ -191,6 +200,8 @@ pub(crate) enum FromWorker {
         #[serde(default)]
         files: Vec<FileEntry>,
     },
+    /// The worker's copy of a deferred `Tree` differs: send the manifest.
+    SendManifest,
     /// The paths of the manifest the worker lacks or has with other content.
     Need {
         paths: Vec<String>,

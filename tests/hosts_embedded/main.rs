@@ -4,8 +4,8 @@
 //!
 //! A `harness = false` binary: `main` first serves as a host worker when started as one. The
 //! stand-in ssh (a script that runs the remote command with `sh` under a per-host `HOME`) is
-//! always used; the real sshd of `.ci/sshd.sh` too when `PEXEN_TEST_SSHD=1` (what
-//! `.ci/run` sets after starting it).
+//! always used; the real sshd of `.ci/sshd.sh` too with `--include-ignored` or `--ignored`
+//! (as libtest's ignored tests, which `.ci/run` includes).
 //!
 //! Run: `cargo test --test hosts_embedded`.
 
@@ -45,10 +45,10 @@ fn tasks() -> Vec<Task> {
 fn main() {
     pexen::worker::serve_if_worker(tasks);
     let mut nets = vec![("stand-in ssh", fake_ssh())];
-    if std::env::var_os("PEXEN_TEST_SSHD").is_some_and(|v| v == "1") {
+    if std::env::args().any(|a| a == "--include-ignored" || a == "--ignored") {
         nets.push(("sshd", real_ssh()));
     } else {
-        println!("test closures_on_an_ssh_host [sshd] ... ignored (needs sshd: run .ci/sshd.sh first, then set PEXEN_TEST_SSHD=1)");
+        println!("test closures_on_an_ssh_host [sshd] ... ignored, needs sshd: run .ci/sshd.sh first (then --include-ignored)");
     }
     for (label, (ssh, _dir)) in nets {
         closures_run_on_the_host(&ssh);
