@@ -93,6 +93,9 @@ struct Place {
     conn: Mutex<Option<Arc<Conn>>>,
 }
 
+/// What an ended attempt holds until its end is recorded: its place and its `slots`.
+type Held = (usize, std::collections::BTreeMap<String, u32>);
+
 /// The places of a run and their free job slots.
 pub(crate) struct Hosts {
     places: Vec<Place>,
@@ -115,7 +118,7 @@ pub(crate) struct Hosts {
     /// Rooms held by attempts that ended but are not recorded yet: (task, attempt) -> place.
     /// They are given back once the run state has recorded the end ([`Hosts::release`]), so
     /// that no attempt starts on a place before the end that made room for it is an event.
-    held: Mutex<HashMap<(u32, u32), (usize, std::collections::BTreeMap<String, u32>)>>,
+    held: Mutex<HashMap<(u32, u32), Held>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -161,16 +164,19 @@ impl Hosts {
         let errors = no_host_for(
             tasks,
             &remote,
-            specs.iter().map(|s| {
-                (
-                    s.kind.clone(),
-                    if matches!(s.kind, HostKind::Tls { .. }) {
-                        None
-                    } else {
-                        Some(s.tags.as_slice())
-                    },
-                )
-            }),
+            &specs
+                .iter()
+                .map(|s| {
+                    (
+                        s.kind.clone(),
+                        if matches!(s.kind, HostKind::Tls { .. }) {
+                            None
+                        } else {
+                            Some(s.tags.as_slice())
+                        },
+                    )
+                })
+                .collect::<Vec<_>>(),
         );
         if !errors.is_empty() {
             return Err(GraphErrors(errors));
@@ -247,10 +253,12 @@ impl Hosts {
         let errors = no_host_for(
             tasks,
             remote,
-            self.places
+            &self
+                .places
                 .iter()
                 .zip(slots.iter())
-                .map(|(p, s)| (p.spec.kind.clone(), Some(s.tags.as_slice()))),
+                .map(|(p, s)| (p.spec.kind.clone(), Some(s.tags.as_slice())))
+                .collect::<Vec<_>>(),
         );
         if !errors.is_empty() {
             return errors;
@@ -717,16 +725,16 @@ pub(crate) fn remote_ok(t: &Task, default_pool: crate::task::PoolKind) -> bool {
 
 /// Tasks that no place can take for their `host_tags` (`None` tags: a place that may carry
 /// any). Closures on threads run on this machine only.
-fn no_host_for<'a>(
+fn no_host_for(
     tasks: &[Task],
     remote: &dyn Fn(&Task) -> bool,
-    places: impl Iterator<Item = (HostKind, Option<&'a [String]>)> + Clone,
+    places: &[(HostKind, Option<&[String]>)],
 ) -> Vec<GraphError> {
     let mut errors = Vec::new();
     for t in tasks.iter().filter(|t| !t.meta.host_tags.is_empty()) {
         let remote = remote(t);
-        let fits = places.clone().any(|(kind, tags)| {
-            (kind == HostKind::Local || remote)
+        let fits = places.iter().any(|(kind, tags)| {
+            (*kind == HostKind::Local || remote)
                 && tags.is_none_or(|tags| t.meta.host_tags.iter().all(|g| tags.contains(g)))
         });
         if !fits {
