@@ -41,8 +41,8 @@ if [ "$BUILD" = 1 ]; then
     (cd "$repo" && cargo build --release --quiet && cargo bench --bench host_closures --no-run --quiet)
 fi
 pexen="$repo/target/release/pexen"
-closures=$(cd "$repo" && cargo bench --bench host_closures --no-run --message-format json 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*host_closures[^"]*\)".*/\1/p' | tail -1)
+# The newest build of benches/host_closures.rs (what `cargo bench --no-run` made).
+closures=$(ls -t "$repo"/target/release/deps/host_closures-* 2>/dev/null | grep -v '\.d$' | head -1)
 [ -x "$closures" ] || { echo "no benches/host_closures executable" >&2; exit 2; }
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
