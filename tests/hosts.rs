@@ -506,6 +506,26 @@ fn sshd_slots_capacities_are_per_host() {
     slots_are_per_host(&Net::sshd());
 }
 
+/// A file over the 64 MiB frame limit syncs to a host and comes back as an output (chunks).
+#[test]
+fn files_over_the_frame_limit_travel_in_chunks() {
+    let tree = shared_tree().file(
+        "copy.ron",
+        r#"(run: Shell("test $(wc -c < big.bin) = 68157441 && mkdir -p out && cp big.bin out/copy.bin"), outputs: ["out/*.bin"])"#,
+    );
+    let big: Vec<u8> = (0..68_157_441u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(tree.path().join("big.bin"), &big).unwrap();
+    let r = Net::fake().run(tree.path(), &["--no-local", "--host", "ssh://h1"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(host_of(&r, "copy"), "h1");
+    let back = std::fs::read(tree.path().join("out/copy.bin")).unwrap();
+    assert!(
+        back == big,
+        "the output came back with {} bytes",
+        back.len()
+    );
+}
+
 #[test]
 fn same_outcomes_exports_and_junit_as_a_local_run() {
     same_as_local(&Net::fake());

@@ -169,7 +169,7 @@ impl Conn {
                 } => {
                     let mut blobs = Vec::with_capacity(files.len());
                     for entry in files {
-                        match frames.next_raw(Some(Instant::now() + SILENCE_LIMIT)) {
+                        match frames.next_file(Some(Instant::now() + SILENCE_LIMIT), entry.size) {
                             Ok(Some(bytes)) => blobs.push((entry, bytes)),
                             Ok(None) => return "the worker stopped sending an output file".into(),
                             Err(e) => {

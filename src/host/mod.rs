@@ -682,7 +682,7 @@ impl Hosts {
                         size: bytes.len() as u64,
                     },
                 )?;
-                protocol::send_raw(w, &bytes)
+                protocol::send_file(w, &bytes)
             });
             if sent.is_ok() {
                 known.insert(path.clone(), entry.hash.clone());

@@ -326,7 +326,7 @@ pub(crate) fn serve_offer(
             }
             Ok(Some(ToWorker::File { path, mode, size })) => {
                 // An output of another host's task, for a dependent that runs here.
-                let bytes = input.next_raw(None)?.unwrap_or_default();
+                let bytes = input.next_file(None, size)?.unwrap_or_default();
                 if bytes.len() as u64 != size {
                     break Err(WorkerError::Protocol(format!("{path}: size mismatch")));
                 }
@@ -448,7 +448,7 @@ fn sync(
     loop {
         match input.next::<ToWorker>(None)? {
             Some(ToWorker::File { path, mode, size }) => {
-                let bytes = input.next_raw(None)?.unwrap_or_default();
+                let bytes = input.next_file(None, size)?.unwrap_or_default();
                 if bytes.len() as u64 != size {
                     return Err(WorkerError::Protocol(format!("{path}: size mismatch")));
                 }
@@ -529,7 +529,7 @@ impl State {
         // A broken connection ends the worker's main loop; nothing more to do here.
         if protocol::send(&mut *out, &done).is_ok() {
             for blob in &blobs {
-                if protocol::send_raw(&mut *out, blob).is_err() {
+                if protocol::send_file(&mut *out, blob).is_err() {
                     break;
                 }
             }
@@ -638,7 +638,11 @@ impl State {
                         .map_err(|e| format!("cannot read output {rel}: {e}"))?;
                     let bytes = std::fs::read(self.root.join(&rel))
                         .map_err(|e| format!("cannot read output {rel}: {e}"))?;
-                    files.push(entry);
+                    // The size the frames will carry, whatever happened since the hash.
+                    files.push(FileEntry {
+                        size: bytes.len() as u64,
+                        ..entry
+                    });
                     blobs.push(bytes);
                 }
                 Ok(())

@@ -482,7 +482,7 @@ pub(crate) fn sync_tree(
                 },
             )
             .map_err(channel)?;
-            protocol::send_raw(&mut link.stdin, &bytes).map_err(channel)?;
+            protocol::send_file(&mut link.stdin, &bytes).map_err(channel)?;
         }
         protocol::send(&mut link.stdin, &ToWorker::TreeDone).map_err(channel)?;
         link.synced = tree.manifest.to_vec();
