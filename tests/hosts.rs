@@ -526,6 +526,26 @@ fn files_over_the_frame_limit_travel_in_chunks() {
     );
 }
 
+/// A file a task left in the host's copy of the tree (not an output) makes that copy differ:
+/// the next run asks for the manifest and removes it (the copy mirrors the tree).
+#[test]
+fn a_file_left_on_the_host_is_removed_at_the_next_sync() {
+    let tree = shared_tree().file(
+        "leave.ron",
+        r#"(run: Shell("test ! -e junk.txt && echo x > junk.txt"))"#,
+    );
+    let args = ["--no-local", "--host", "ssh://h1"];
+    let net = Net::fake();
+    for round in 0..2 {
+        let r = net.run(tree.path(), &args);
+        assert_eq!(r.code, 0, "round {round}: {}\n{}", r.stdout, r.stderr);
+    }
+    assert!(
+        !tree.path().join("junk.txt").exists(),
+        "nothing but outputs comes back"
+    );
+}
+
 #[test]
 fn same_outcomes_exports_and_junit_as_a_local_run() {
     same_as_local(&Net::fake());
