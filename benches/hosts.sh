@@ -2,13 +2,19 @@
 # SPEC section 15, host rows, side by side in one run (release build), against the loopback
 # sshd of .ci/sshd.sh (host h1):
 #   first     a one-task tree (/bin/true), binary cached and tree unchanged: time from launching
-#             `pexen run` to the task's start (the task writes the clock), on h1 vs on local
+#             `pexen run` to the task's start (the task writes the clock), on h1 vs on local;
+#             `first-cm` the same with PEXEN_SSH reusing an ssh master connection
+#             (ControlMaster/ControlPersist, stopped with `ssh -O exit` at the end)
 #   sync      the same task in a tree of 10^4 small files, unchanged since the last run: wall
 #             time of the run on h1 (connect + manifest + sync of nothing) vs on local
 #   spawn     N /bin/true command tasks (one .tasks.ron), `--no-local --host ssh://h1?jobs=2`
 #             vs `-j2` on local: wall time, ratio (target: within 1.3x)
 #   tls       the same N tasks on a loopback `pexen worker --listen` daemon (-j 2, certificates
 #             made with openssl for the run) vs local
+#   closures  10^4 no-op closures of the process pool (benches/host_closures.rs, an embedding
+#             binary) on a loopback TLS daemon that is that binary started as a host worker
+#             (`PEXEN_WORKER=host BIN worker --listen`, -j 2), vs the local process pool at -j2:
+#             tasks/s (target: >= 5 000 on the daemon)
 # Each figure is the median over the rounds, rounds interleaved (every case once per round).
 #
 # Usage: benches/hosts.sh [-n TASKS] [-r ROUNDS] [--no-build]
@@ -32,9 +38,12 @@ config="${PEXEN_TEST_SSH_DIR:-$repo/target/ci-sshd}/ssh_config"
 [ -f "$config" ] || { echo "no $config: run .ci/sshd.sh first" >&2; exit 2; }
 export PEXEN_SSH="ssh -F $config"
 if [ "$BUILD" = 1 ]; then
-    (cd "$repo" && cargo build --release --quiet)
+    (cd "$repo" && cargo build --release --quiet && cargo bench --bench host_closures --no-run --quiet)
 fi
 pexen="$repo/target/release/pexen"
+# The newest build of benches/host_closures.rs (what `cargo bench --no-run` made).
+closures=$(ls -t "$repo"/target/release/deps/host_closures-* 2>/dev/null | grep -v '\.d$' | head -1)
+[ -x "$closures" ] || { echo "no benches/host_closures executable" >&2; exit 2; }
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 chmod 755 "$work"
@@ -82,9 +91,15 @@ XDG_CACHE_HOME="$work/daemon-cache" "$pexen" worker --listen 127.0.0.1:0 -j 2 \
     --tls-cert "$tlsdir/server.pem" --tls-key "$tlsdir/server.key" --client-ca "$tlsdir/ca.pem" \
     > "$work/daemon.out" 2> "$work/daemon.err" &
 daemon=$!
-trap 'kill $daemon 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 100); do [ -s "$work/daemon.out" ] && break; sleep 0.1; done
+PEXEN_WORKER=host XDG_CACHE_HOME="$work/daemon-cache" "$closures" worker --listen 127.0.0.1:0 -j 2 \
+    --tls-cert "$tlsdir/server.pem" --tls-key "$tlsdir/server.key" --client-ca "$tlsdir/ca.pem" \
+    > "$work/cdaemon.out" 2> "$work/cdaemon.err" &
+cdaemon=$!
+cm=(-o ControlMaster=auto -o "ControlPath=$work/cm-%C" -o ControlPersist=120)
+trap 'ssh -F "$config" "${cm[@]}" -O exit h1 2>/dev/null; kill $daemon $cdaemon 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do [ -s "$work/daemon.out" ] && [ -s "$work/cdaemon.out" ] && break; sleep 0.1; done
 tlsport=$(sed 's/.*://' "$work/daemon.out")
+cport=$(sed 's/.*://' "$work/cdaemon.out")
 tlsargs=(--no-local --host "tls://127.0.0.1:$tlsport" --tls-cert "$tlsdir/client.pem"
     --tls-key "$tlsdir/client.key" --ca "$tlsdir/ca.pem")
 
@@ -92,6 +107,10 @@ tlsargs=(--no-local --host "tls://127.0.0.1:$tlsport" --tls-cert "$tlsdir/client
 for t in first sync spawn; do
     "$pexen" run "$work/$t" --state "$work/state-$t" --no-local --host ssh://h1 --message-format json > /dev/null
 done
+
+# The ssh master connection of `first-cm`, made once.
+PEXEN_SSH="ssh -F $config ${cm[*]}" "$pexen" run "$work/first" --state "$work/state-first" \
+    --no-local --host ssh://h1 --message-format json > /dev/null
 
 declare -A times
 add() { times[$1]="${times[$1]:-} $2"; }
@@ -110,8 +129,16 @@ for _ in $(seq 1 "$ROUNDS"); do
         add "spawn-$where" "$(echo "$(now) - $t0" | bc)"
     done
     t0=$(now)
+    PEXEN_SSH="ssh -F $config ${cm[*]}" "$pexen" run "$work/first" --state "$work/state-first" \
+        --no-local --host "ssh://h1?jobs=2" --message-format json > /dev/null
+    add "first-cm" "$(echo "$(cat "$work/started") - $t0" | bc)"
+    t0=$(now)
     "$pexen" run "$work/spawn" --state "$work/state-tls" "${tlsargs[@]}" --message-format json > /dev/null
     add "tls-h1" "$(echo "$(now) - $t0" | bc)"
+    out=$(PEXEN_BENCH_TLS="127.0.0.1:$cport" PEXEN_BENCH_CERT="$tlsdir/client.pem" \
+        PEXEN_BENCH_KEY="$tlsdir/client.key" PEXEN_BENCH_CA="$tlsdir/ca.pem" "$closures")
+    add "closures-local" "$(echo "$out" | sed -n 's/^local-processes-j2 .*tasks_per_s=//p')"
+    add "closures-h1" "$(echo "$out" | sed -n 's/^tls-daemon .*tasks_per_s=//p')"
 done
 times[tls-local]="${times[spawn-local]}"
 
@@ -122,3 +149,7 @@ for case in first sync spawn tls; do
     h=$(echo "${times[$case-h1]}" | median)
     printf '%-6s local_s=%.3f h1_s=%.3f ratio=%.2f\n' "$case" "$l" "$h" "$(echo "$h / $l" | bc -l)"
 done
+printf 'first over a reused ssh master connection: h1_s=%.3f\n' "$(echo "${times[first-cm]}" | median)"
+printf 'closures (10^4, tasks/s) local_processes_j2=%.0f tls_daemon=%.0f\n' \
+    "$(echo "${times[closures-local]}" | median)" "$(echo "${times[closures-h1]}" | median)"
+

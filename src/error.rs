@@ -64,6 +64,8 @@ pub enum GraphError {
     RunFinished,
     #[error("task `{task}` needs a host with tags {}, and no host of the run has them all", tags.join(", "))]
     NoHost { task: TaskName, tags: Vec<String> },
+    #[error("task `{task}` needs slots {{{slots}}}, and no host of the run that carries its host_tags has that capacity")]
+    NoHostSlots { task: TaskName, slots: String },
     #[error("task name `{task}` is defined more than once")]
     DuplicateName { task: TaskName },
     #[error("task `{task}` belongs to group `{group}`, which is not declared")]

@@ -398,6 +398,154 @@ fn interrupt_leaves_nothing_on_any_host(net: &Net) {
     assert!(!running(a) && !running(b), "left running: {a} {b}");
 }
 
+/// Per-host `slots`: at no time does a host hold more of a resource than its capacity, a
+/// host that declares none of it never gets a task needing it, and the run's own capacity
+/// still bounds the total across hosts. Checked from the recorded events.
+fn slots_are_per_host(net: &Net) {
+    let mut tree = shared_tree();
+    let mut wanted = BTreeMap::new();
+    for i in 0..6 {
+        tree = tree.file(
+            &format!("one{i}.ron"),
+            r#"(run: Shell("sleep 0.2"), slots: {"gpu": 1})"#,
+        );
+        wanted.insert(format!("one{i}"), 1);
+    }
+    tree = tree.file("two.ron", r#"(run: Shell("sleep 0.2"), slots: {"gpu": 2})"#);
+    wanted.insert("two".into(), 2);
+    for i in 0..4 {
+        tree = tree.file(&format!("plain{i}.ron"), r#"(run: Shell("sleep 0.1"))"#);
+        wanted.insert(format!("plain{i}"), 0);
+    }
+    let check = |r: &RunResult, caps: &BTreeMap<&str, u32>, total: u32| {
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        let mut used: BTreeMap<String, u32> = BTreeMap::new();
+        let mut on: BTreeMap<String, String> = BTreeMap::new();
+        for e in &r.events {
+            let task = e["task"].as_str().unwrap_or("").to_string();
+            match e["type"].as_str() {
+                Some("task-started") => {
+                    let host = e["host"].as_str().unwrap().to_string();
+                    let n = wanted[&task];
+                    let u = {
+                        let u = used.entry(host.clone()).or_default();
+                        *u += n;
+                        *u
+                    };
+                    assert!(
+                        u <= caps.get(host.as_str()).copied().unwrap_or(0) || n == 0,
+                        "{task} started on {host} with {u} gpu in use there"
+                    );
+                    let sum: u32 = used.values().sum();
+                    assert!(sum <= total, "{task}: {sum} gpu in use over the run");
+                    on.insert(task, host);
+                }
+                Some("task-finished") => {
+                    let host = on.remove(&task).unwrap();
+                    *used.get_mut(&host).unwrap() -= wanted[&task];
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(r.of_type("task-finished").len(), wanted.len());
+        assert_eq!(host_of(r, "two"), "h2", "only h2 has 2 gpu");
+    };
+    let caps = BTreeMap::from([("h1", 1), ("h2", 2)]);
+    let r = net.run(
+        tree.path(),
+        &[
+            "-j",
+            "2",
+            "--host",
+            "ssh://h1?jobs=3&capacity=gpu:1",
+            "--host",
+            "ssh://h2?jobs=3&capacity=gpu:2",
+        ],
+    );
+    check(&r, &caps, 3);
+    for (task, n) in &wanted {
+        if *n > 0 {
+            assert_ne!(host_of(&r, task), "local", "local declares no gpu");
+        }
+    }
+    // The run's own capacity still bounds the total across hosts.
+    let r = net.run(
+        tree.path(),
+        &[
+            "--no-local",
+            "--capacity",
+            "gpu=2",
+            "--host",
+            "ssh://h1?jobs=3&capacity=gpu:1",
+            "--host",
+            "ssh://h2?jobs=3&capacity=gpu:2",
+        ],
+    );
+    check(&r, &caps, 2);
+    // A task that fits no host is a validation error naming it.
+    let r = net.run(
+        tree.path(),
+        &["--no-local", "--host", "ssh://h1?capacity=gpu:1"],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("task `two` needs slots {gpu: 2}"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn slots_capacities_are_per_host() {
+    slots_are_per_host(&Net::fake());
+}
+
+#[test]
+#[ignore = "needs sshd: run .ci/sshd.sh first"]
+fn sshd_slots_capacities_are_per_host() {
+    slots_are_per_host(&Net::sshd());
+}
+
+/// A file over the 64 MiB frame limit syncs to a host and comes back as an output (chunks).
+#[test]
+fn files_over_the_frame_limit_travel_in_chunks() {
+    let tree = shared_tree().file(
+        "copy.ron",
+        r#"(run: Shell("test $(wc -c < big.bin) = 68157441 && mkdir -p out && cp big.bin out/copy.bin"), outputs: ["out/*.bin"])"#,
+    );
+    let big: Vec<u8> = (0..68_157_441u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(tree.path().join("big.bin"), &big).unwrap();
+    let r = Net::fake().run(tree.path(), &["--no-local", "--host", "ssh://h1"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(host_of(&r, "copy"), "h1");
+    let back = std::fs::read(tree.path().join("out/copy.bin")).unwrap();
+    assert!(
+        back == big,
+        "the output came back with {} bytes",
+        back.len()
+    );
+}
+
+/// A file a task left in the host's copy of the tree (not an output) makes that copy differ:
+/// the next run asks for the manifest and removes it (the copy mirrors the tree).
+#[test]
+fn a_file_left_on_the_host_is_removed_at_the_next_sync() {
+    let tree = shared_tree().file(
+        "leave.ron",
+        r#"(run: Shell("test ! -e junk.txt && echo x > junk.txt"))"#,
+    );
+    let args = ["--no-local", "--host", "ssh://h1"];
+    let net = Net::fake();
+    for round in 0..2 {
+        let r = net.run(tree.path(), &args);
+        assert_eq!(r.code, 0, "round {round}: {}\n{}", r.stdout, r.stderr);
+    }
+    assert!(
+        !tree.path().join("junk.txt").exists(),
+        "nothing but outputs comes back"
+    );
+}
+
 #[test]
 fn same_outcomes_exports_and_junit_as_a_local_run() {
     same_as_local(&Net::fake());

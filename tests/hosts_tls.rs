@@ -94,8 +94,14 @@ impl Drop for Daemon {
 }
 
 fn daemon(pki: &Pki) -> Daemon {
+    daemon_with(pki, &["-j", "2"])
+}
+
+fn daemon_with(pki: &Pki, args: &[&str]) -> Daemon {
     let mut child = pexen()
-        .args(["worker", "--listen", "127.0.0.1:0", "-j", "2", "--tls-cert"])
+        .args(["worker", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .arg("--tls-cert")
         .arg(&pki.server.0)
         .arg("--tls-key")
         .arg(&pki.server.1)
@@ -120,16 +126,22 @@ fn daemon(pki: &Pki) -> Daemon {
 }
 
 fn run_through(pki: &Pki, d: &Daemon, tree: &Tree) -> RunResult {
+    run_with(
+        pki,
+        &format!("tls://127.0.0.1:{}", d.port),
+        tree,
+        &["--no-local"],
+    )
+}
+
+fn run_with(pki: &Pki, host: &str, tree: &Tree, args: &[&str]) -> RunResult {
     let out = pexen()
         .arg("run")
         .arg(tree.path())
-        .args(["--message-format", "json", "--no-local", "--state"])
+        .args(["--message-format", "json", "--state"])
         .arg(tree.path().join(".pexen"))
-        .args([
-            "--host",
-            &format!("tls://127.0.0.1:{}", d.port),
-            "--tls-cert",
-        ])
+        .args(args)
+        .args(["--host", host, "--tls-cert"])
         .arg(&pki.client.0)
         .arg("--tls-key")
         .arg(&pki.client.1)
@@ -256,4 +268,69 @@ fn a_tls_host_needs_an_identity_and_a_daemon_needs_its_files() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert, --tls-key and --ca"));
     let out = pexen().args(["worker", "--listen", "0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// A daemon's own `--tag` and `--capacity` place tasks on it; the spec on the controller wins
+/// for a capacity both give.
+#[test]
+fn a_daemon_announces_its_tags_and_capacities() {
+    let pki = pki();
+    let d = daemon_with(&pki, &["-j", "3", "--tag", "gpu", "--capacity", "gpu=1"]);
+    let mut tree = Tree::new().file("tagged.ron", r#"(run: Shell("true"), host_tags: ["gpu"])"#);
+    for i in 0..4 {
+        tree = tree.file(
+            &format!("g{i}.ron"),
+            r#"(run: Shell("sleep 0.1"), slots: {"gpu": 1})"#,
+        );
+    }
+    for i in 0..3 {
+        tree = tree.file(&format!("p{i}.ron"), r#"(run: Shell("true"))"#);
+    }
+    let url = format!("tls://127.0.0.1:{}", d.port);
+    let r = run_with(&pki, &url, &tree, &["-j", "2"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.finished("tagged")["host"], "127.0.0.1");
+    let mut gpu_in_use = 0;
+    for e in &r.events {
+        let task = e["task"].as_str().unwrap_or("");
+        if !task.starts_with('g') {
+            continue;
+        }
+        match e["type"].as_str() {
+            Some("task-started") => {
+                assert_eq!(e["host"], "127.0.0.1", "only the daemon has a gpu: {e}");
+                gpu_in_use += 1;
+                assert!(gpu_in_use <= 1, "{task} started while the gpu was in use");
+            }
+            Some("task-finished") => gpu_in_use -= 1,
+            _ => {}
+        }
+    }
+    assert_eq!(r.of_type("task-finished").len(), 8);
+
+    // A task needing 2 gpu: the daemon has 1, unless the spec on the controller says 2.
+    let big = Tree::new().file("two.ron", r#"(run: Shell("true"), slots: {"gpu": 2})"#);
+    let r = run_with(&pki, &url, &big, &["--no-local"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("task `two` needs slots {gpu: 2}"),
+        "{}",
+        r.stderr
+    );
+    let r = run_with(
+        &pki,
+        &format!("{url}?capacity=gpu:2"),
+        &big,
+        &["--no-local"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // A tag nobody carries, not even the daemon, is still refused.
+    let odd = Tree::new().file("odd.ron", r#"(run: Shell("true"), host_tags: ["fpga"])"#);
+    let r = run_with(&pki, &url, &odd, &["--no-local"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("task `odd` needs a host with tags fpga"),
+        "{}",
+        r.stderr
+    );
 }

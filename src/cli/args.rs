@@ -55,6 +55,13 @@ pub struct WorkerArgs {
     /// Attempts at once per scheduler (default: the number of CPUs).
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: Option<u32>,
+    /// A tag this daemon carries, added to those of its host spec (repeatable; --listen).
+    #[arg(long = "tag", value_name = "T", requires = "listen")]
+    pub tags: Vec<String>,
+    /// A capacity for `slots` on this daemon, used unless the host spec gives NAME
+    /// (repeatable; --listen).
+    #[arg(long = "capacity", value_name = "NAME=N", value_parser = parse_capacity, requires = "listen")]
+    pub capacity: Vec<(String, u32)>,
     /// Exit 0 if this executable's content has hash HASH, 1 otherwise (the check of an
     /// uploaded binary).
     #[arg(long, value_name = "HASH", hide = true)]

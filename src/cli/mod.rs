@@ -146,6 +146,8 @@ where
 
 /// `pexen worker`: serve a scheduler over stdin/stdout, or check an uploaded binary.
 fn worker(args: &args::WorkerArgs) -> Result<i32, CliError> {
+    // Set by the bootstrap script for embedding binaries; not for the tasks run here.
+    std::env::remove_var(crate::worker::WORKER_ENV);
     if let Some(hash) = &args.verify {
         return Ok(i32::from(!crate::host::serve::verify(hash)));
     }
@@ -170,7 +172,12 @@ fn worker(args: &args::WorkerArgs) -> Result<i32, CliError> {
         } else {
             format!("127.0.0.1:{addr}")
         };
-        let result = crate::host::tls::listen(&addr, &files, args.jobs.map(|j| j as usize), |a| {
+        let offer = crate::host::serve::Offer {
+            jobs: args.jobs.map(|j| j as usize),
+            tags: args.tags.clone(),
+            capacity: args.capacity.iter().cloned().collect(),
+        };
+        let result = crate::host::tls::listen(&addr, &files, &offer, |a| {
             let mut out = std::io::stdout();
             let _ = writeln!(out, "pexen worker listening on {a}");
             let _ = out.flush();

@@ -204,13 +204,18 @@ fn hosts_config(args: &RunArgs) -> Result<Option<crate::host::HostsConfig>, CliE
         }
         return Ok(None);
     }
-    // `local` in a hosts file is this machine: it is there already unless --no-local.
+    // `local` (a hosts file entry may give it tags and capacities) is this machine: it is
+    // there unless --no-local.
+    let local = hosts
+        .iter()
+        .position(|h| h.kind == crate::host::HostKind::Local)
+        .map(|i| hosts.remove(i));
     hosts.retain(|h| h.kind != crate::host::HostKind::Local);
-    if !args.no_local {
-        hosts.insert(0, HostSpec::local(1));
-    }
+    hosts.insert(0, local.unwrap_or_else(|| HostSpec::local(1)));
     check_unique_names(&hosts).map_err(usage)?;
-    hosts.retain(|h| h.kind != crate::host::HostKind::Local);
+    if args.no_local {
+        hosts.remove(0);
+    }
     let tls = match (&args.tls_cert, &args.tls_key, &args.ca) {
         (Some(cert), Some(key), Some(ca)) => Some(crate::host::tls::TlsFiles {
             cert: cert.clone(),

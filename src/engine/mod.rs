@@ -151,7 +151,17 @@ impl RunRequest {
         capacity.extend(self.capacity.iter().cloned());
         // Validate before touching the state directory: bad definitions are bad input whatever
         // the state directory holds.
-        crate::graph::Graph::build(&tasks, &capacity).map_err(|e| problems::TreeProblems {
+        // With hosts, capacities may be per host (a daemon announces its own): the exact check
+        // is made once they answered.
+        let checked = match &self.hosts {
+            Some(h) => crate::host::placement::loose_capacity(
+                &capacity,
+                &h.hosts,
+                tasks.iter().flat_map(|t| t.meta.slots.keys().cloned()),
+            ),
+            None => capacity.clone(),
+        };
+        crate::graph::Graph::build(&tasks, &checked).map_err(|e| problems::TreeProblems {
             definitions: Vec::new(),
             graph: problems::locate(e, &tree.sources),
         })?;

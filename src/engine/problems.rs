@@ -71,7 +71,8 @@ fn task_of(e: &GraphError) -> Option<&TaskName> {
         | GraphError::LateProvider { task, .. }
         | GraphError::DuplicateName { task }
         | GraphError::UnknownGroup { task, .. }
-        | GraphError::NoHost { task, .. } => Some(task),
+        | GraphError::NoHost { task, .. }
+        | GraphError::NoHostSlots { task, .. } => Some(task),
         GraphError::Cycle { path } => path.first(),
         GraphError::RunFinished | GraphError::VirtualWithoutProvider { .. } => None,
     }

@@ -46,6 +46,9 @@ pub(crate) struct Conn {
     /// Path -> hash of the files the host has (its synced tree, outputs pushed since).
     pub(crate) known: Mutex<HashMap<String, String>>,
     pub(crate) cpus: usize,
+    /// What the worker announced of itself (a daemon's `--tag`, `--capacity`).
+    pub(crate) tags: Vec<String>,
+    pub(crate) capacity: std::collections::BTreeMap<String, u32>,
     pub(crate) uploaded: bool,
     pub(crate) files_sent: usize,
 }
@@ -78,6 +81,8 @@ impl Conn {
             reader: Mutex::new(None),
             known: Mutex::new(known),
             cpus: hello.cpus.max(1),
+            tags: hello.tags,
+            capacity: hello.capacity,
             uploaded,
             files_sent,
         });
@@ -164,7 +169,7 @@ impl Conn {
                 } => {
                     let mut blobs = Vec::with_capacity(files.len());
                     for entry in files {
-                        match frames.next_raw(Some(Instant::now() + SILENCE_LIMIT)) {
+                        match frames.next_file(Some(Instant::now() + SILENCE_LIMIT), entry.size) {
                             Ok(Some(bytes)) => blobs.push((entry, bytes)),
                             Ok(None) => return "the worker stopped sending an output file".into(),
                             Err(e) => {

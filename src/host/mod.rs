@@ -16,6 +16,7 @@
 //!   platform, a cache directory) is not retried.
 
 mod conn;
+pub(crate) mod placement;
 pub mod serve;
 pub mod spec;
 pub mod ssh;
@@ -77,8 +78,12 @@ enum Status {
 }
 
 struct Slot {
-    busy: usize,
-    jobs: usize,
+    /// Job slots and per-host resources (see [`placement`]).
+    room: placement::Room,
+    /// Capacities of the place: its spec's, merged with what a daemon announces.
+    declared: std::collections::BTreeMap<String, u32>,
+    /// Its tags: its spec's, and those a daemon announces.
+    tags: Vec<String>,
     status: Status,
 }
 
@@ -87,6 +92,9 @@ struct Place {
     spec: HostSpec,
     conn: Mutex<Option<Arc<Conn>>>,
 }
+
+/// What an ended attempt holds until its end is recorded: its place and its `slots`.
+type Held = (usize, std::collections::BTreeMap<String, u32>);
 
 /// The places of a run and their free job slots.
 pub(crate) struct Hosts {
@@ -105,6 +113,12 @@ pub(crate) struct Hosts {
     outputs: Mutex<HashMap<String, FileEntry>>,
     next_id: AtomicU64,
     grace: Duration,
+    /// Arguments for the workers (an embedder's `worker_args`).
+    worker_args: Vec<std::ffi::OsString>,
+    /// Rooms held by attempts that ended but are not recorded yet: (task, attempt) -> place.
+    /// They are given back once the run state has recorded the end ([`Hosts::release`]), so
+    /// that no attempt starts on a place before the end that made room for it is an event.
+    held: Mutex<HashMap<(u32, u32), Held>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -119,36 +133,51 @@ impl Hosts {
         local_jobs: usize,
         grace: Duration,
         tasks: &[Task],
+        process: &crate::pool::process::ProcessConfig,
     ) -> Result<Option<Arc<Hosts>>, GraphErrors> {
         let Some(config) = config else {
             return Ok(None);
         };
         let mut specs = Vec::new();
         if !config.no_local {
-            specs.push(HostSpec::local(local_jobs));
+            // A `local` entry (hosts file) gives this machine tags and capacities; its jobs
+            // are the run's.
+            let mut local = config
+                .hosts
+                .iter()
+                .find(|s| s.kind == HostKind::Local)
+                .cloned()
+                .unwrap_or_else(|| HostSpec::local(local_jobs));
+            local.jobs = Some(local_jobs);
+            specs.push(local);
         }
-        specs.extend(config.hosts.iter().cloned());
-        let mut errors = Vec::new();
-        for t in tasks {
-            let wanted = if matches!(t.work, Work::Closure(_)) {
-                // Closures run on this machine only.
-                !t.meta.host_tags.is_empty()
-                    && !specs.iter().any(|s| {
-                        s.kind == HostKind::Local
-                            && t.meta.host_tags.iter().all(|g| s.tags.contains(g))
-                    })
-            } else {
-                !specs
-                    .iter()
-                    .any(|s| t.meta.host_tags.iter().all(|g| s.tags.contains(g)))
-            };
-            if wanted {
-                errors.push(GraphError::NoHost {
-                    task: t.name.clone(),
-                    tags: t.meta.host_tags.clone(),
-                });
-            }
-        }
+        specs.extend(
+            config
+                .hosts
+                .iter()
+                .filter(|s| s.kind != HostKind::Local)
+                .cloned(),
+        );
+        // Before connecting, a daemon may carry any tag (it announces its own): the exact
+        // check is made once the hosts answered.
+        let remote = |t: &Task| remote_ok(t, process.default_pool);
+        let errors = no_host_for(
+            tasks,
+            &remote,
+            &specs
+                .iter()
+                .map(|s| {
+                    (
+                        s.kind.clone(),
+                        if matches!(s.kind, HostKind::Tls { .. }) {
+                            None
+                        } else {
+                            Some(s.tags.as_slice())
+                        },
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
         if !errors.is_empty() {
             return Err(GraphErrors(errors));
         }
@@ -157,8 +186,12 @@ impl Hosts {
                 specs
                     .iter()
                     .map(|s| Slot {
-                        busy: 0,
-                        jobs: s.jobs.unwrap_or(1),
+                        room: placement::Room {
+                            jobs: s.jobs.unwrap_or(1),
+                            ..placement::Room::default()
+                        },
+                        declared: s.capacity.clone(),
+                        tags: s.tags.clone(),
                         status: if s.kind == HostKind::Local {
                             Status::Up
                         } else {
@@ -186,6 +219,8 @@ impl Hosts {
             outputs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             grace,
+            worker_args: process.args.clone(),
+            held: Mutex::new(HashMap::new()),
         });
         std::thread::scope(|s| {
             // The tree's manifest is read while the hosts connect, not after.
@@ -202,14 +237,73 @@ impl Hosts {
                 }
             }
         });
+        // Per-host capacities are known once the daemons answered: fixed for the run.
+        let errors = hosts.set_capacities(tasks, &remote);
+        if !errors.is_empty() {
+            hosts.shutdown();
+            return Err(GraphErrors(errors));
+        }
         Ok(Some(hosts))
+    }
+
+    /// Counts per host the names some place declares, and checks that every task's tags and
+    /// `slots` fit some place.
+    fn set_capacities(&self, tasks: &[Task], remote: &dyn Fn(&Task) -> bool) -> Vec<GraphError> {
+        let mut slots = lock(&self.slots);
+        let errors = no_host_for(
+            tasks,
+            remote,
+            &self
+                .places
+                .iter()
+                .zip(slots.iter())
+                .map(|(p, s)| (p.spec.kind.clone(), Some(s.tags.as_slice())))
+                .collect::<Vec<_>>(),
+        );
+        if !errors.is_empty() {
+            return errors;
+        }
+        let names = placement::per_host_names(slots.iter().map(|s| &s.declared));
+        for slot in slots.iter_mut() {
+            let jobs = slot.room.jobs;
+            slot.room = placement::Room::new(jobs, &slot.declared, &names);
+        }
+        let mut errors = Vec::new();
+        for t in tasks.iter().filter(|t| !t.meta.slots.is_empty()) {
+            let fits = self.places.iter().zip(slots.iter()).any(|(p, s)| {
+                (p.spec.kind == HostKind::Local || remote(t))
+                    && t.meta.host_tags.iter().all(|g| s.tags.contains(g))
+                    && s.room.could_take(&t.meta.slots)
+            });
+            if !fits {
+                errors.push(GraphError::NoHostSlots {
+                    task: t.name.clone(),
+                    slots: t
+                        .meta
+                        .slots
+                        .iter()
+                        .map(|(n, c)| format!("{n}: {c}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+        errors
+    }
+
+    /// The capacities the run state enforces across every host (see [`placement`]).
+    pub(crate) fn run_capacity(
+        &self,
+        declared: &std::collections::BTreeMap<String, u32>,
+    ) -> std::collections::BTreeMap<String, u32> {
+        placement::run_capacity(declared, lock(&self.slots).iter().map(|s| &s.declared))
     }
 
     /// Job slots over every place: the run's worker threads.
     pub(crate) fn jobs(&self) -> usize {
         lock(&self.slots)
             .iter()
-            .map(|s| s.jobs)
+            .map(|s| s.room.jobs)
             .sum::<usize>()
             .max(1)
     }
@@ -218,7 +312,10 @@ impl Hosts {
     fn manifest(&self) -> Result<&(Vec<FileEntry>, String), String> {
         self.manifest
             .get_or_init(|| {
-                let root = self.tree.as_ref().ok_or("no tree to sync")?;
+                let Some(root) = self.tree.as_ref() else {
+                    // An embedder's run without a tree: nothing to sync (closures only).
+                    return Ok((Vec::new(), protocol::manifest_hash(&[])));
+                };
                 let key = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
                 let index = serve::cache_dir()
                     .join("manifests")
@@ -239,8 +336,19 @@ impl Hosts {
         let mut slots = lock(&self.slots);
         match result {
             Ok(conn) => {
+                // The spec on the controller wins; a daemon adds tags and the capacities the
+                // spec does not give.
+                let slot = &mut slots[i];
                 if place.spec.jobs.is_none() {
-                    slots[i].jobs = conn.cpus;
+                    slot.room.jobs = conn.cpus;
+                }
+                for tag in &conn.tags {
+                    if !slot.tags.contains(tag) {
+                        slot.tags.push(tag.clone());
+                    }
+                }
+                for (name, &n) in &conn.capacity {
+                    slot.declared.entry(name.clone()).or_insert(n);
                 }
                 self.notice(Event::HostConnected {
                     host: place.name.clone(),
@@ -283,7 +391,7 @@ impl Hosts {
             ssh::connect_tls(host, *port, config)?
         } else {
             let bin = ssh::Binary::this().map_err(ConnectError::Bootstrap)?;
-            ssh::connect(&place.spec, bin)?
+            ssh::connect(&place.spec, bin, &self.worker_args)?
         };
         let (manifest, manifest_hash) = match self.manifest() {
             Ok((m, h)) => (m.as_slice(), h.as_str()),
@@ -298,7 +406,8 @@ impl Hosts {
             manifest,
             manifest_hash,
         };
-        if let Err(e) = ssh::sync_tree(&mut link, &place.name, place.spec.shared_fs, &tree) {
+        let shared_fs = place.spec.shared_fs && self.tree.is_some();
+        if let Err(e) = ssh::sync_tree(&mut link, &place.name, shared_fs, &tree) {
             link.transport.kill();
             return Err(e);
         }
@@ -345,7 +454,7 @@ impl Hosts {
         sink: &dyn ResultSink,
         local: impl FnOnce(&str) -> Attempt,
     ) -> Attempt {
-        let i = match self.acquire(&job.host_tags) {
+        let i = match self.acquire(&job.host_tags, &job.slots) {
             Ok(i) => i,
             Err(message) => return Attempt::new(Outcome::Error).message(message),
         };
@@ -363,9 +472,17 @@ impl Hosts {
         } else {
             self.run_remote(place, job, sink)
         };
-        lock(&self.slots)[i].busy -= 1;
-        self.freed.notify_all();
+        lock(&self.held).insert((job.idx, job.attempt), (i, job.slots.clone()));
         attempt
+    }
+
+    /// The end of attempt `attempt` of task `idx` is recorded: its place takes others.
+    pub(crate) fn release(&self, idx: u32, attempt: u32) {
+        let Some((i, wanted)) = lock(&self.held).remove(&(idx, attempt)) else {
+            return;
+        };
+        lock(&self.slots)[i].room.give_back(&wanted);
+        self.freed.notify_all();
     }
 
     /// The name of `local` for closures, which always run here.
@@ -373,9 +490,15 @@ impl Hosts {
         Arc::from("local")
     }
 
-    /// Waits for a job slot on a place that carries `tags`; reconnects a down place whose
-    /// backoff has passed on the way. Fails when no such place is left, or on cancellation.
-    fn acquire(self: &Arc<Self>, tags: &[String]) -> Result<usize, String> {
+    /// Waits for a job slot on a place that carries `tags` and has the per-host part of
+    /// `wanted` free (the first such place in the order of the hosts); reconnects a down place
+    /// whose backoff has passed on the way. Fails when no such place is left, or on
+    /// cancellation.
+    fn acquire(
+        self: &Arc<Self>,
+        tags: &[String],
+        wanted: &std::collections::BTreeMap<String, u32>,
+    ) -> Result<usize, String> {
         let mut slots = lock(&self.slots);
         loop {
             if self.level.load(Ordering::SeqCst) != 0 {
@@ -387,15 +510,15 @@ impl Hosts {
             let mut wake = now + Duration::from_secs(1);
             let mut reasons = Vec::new();
             for (i, place) in self.places.iter().enumerate() {
-                if !tags.iter().all(|t| place.spec.tags.contains(t)) {
+                let slot = &mut slots[i];
+                if !tags.iter().all(|t| slot.tags.contains(t)) {
                     continue;
                 }
-                let slot = &mut slots[i];
                 match &slot.status {
                     Status::Up => {
                         alive = true;
-                        if slot.busy < slot.jobs {
-                            slot.busy += 1;
+                        if slot.room.can_take(wanted) {
+                            slot.room.take(wanted);
                             return Ok(i);
                         }
                     }
@@ -559,7 +682,7 @@ impl Hosts {
                         size: bytes.len() as u64,
                     },
                 )?;
-                protocol::send_raw(w, &bytes)
+                protocol::send_file(w, &bytes)
             });
             if sent.is_ok() {
                 known.insert(path.clone(), entry.hash.clone());
@@ -589,4 +712,37 @@ impl Hosts {
             }
         }
     }
+}
+
+/// Whether a task may run on another machine: commands, and closures of the process pool
+/// (the embedding binary is shipped and serves them); closures on threads run here.
+pub(crate) fn remote_ok(t: &Task, default_pool: crate::task::PoolKind) -> bool {
+    match t.work {
+        Work::Command(_) => true,
+        Work::Closure(_) => t.meta.pool.unwrap_or(default_pool) == crate::task::PoolKind::Processes,
+    }
+}
+
+/// Tasks that no place can take for their `host_tags` (`None` tags: a place that may carry
+/// any). Closures on threads run on this machine only.
+fn no_host_for(
+    tasks: &[Task],
+    remote: &dyn Fn(&Task) -> bool,
+    places: &[(HostKind, Option<&[String]>)],
+) -> Vec<GraphError> {
+    let mut errors = Vec::new();
+    for t in tasks.iter().filter(|t| !t.meta.host_tags.is_empty()) {
+        let remote = remote(t);
+        let fits = places.iter().any(|(kind, tags)| {
+            (*kind == HostKind::Local || remote)
+                && tags.is_none_or(|tags| t.meta.host_tags.iter().all(|g| tags.contains(g)))
+        });
+        if !fits {
+            errors.push(GraphError::NoHost {
+                task: t.name.clone(),
+                tags: t.meta.host_tags.clone(),
+            });
+        }
+    }
+    errors
 }

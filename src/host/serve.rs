@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -24,7 +24,7 @@ use crate::pool::command::{CommandConfig, CommandJob, CommandRunner};
 use crate::protocol::{
     self, ChannelError, FileEntry, FrameReader, FromWorker, Hello, RunOwned, ToWorker,
 };
-use crate::task::{CommandSpec, Outcome, TaskName, Work};
+use crate::task::{CommandSpec, Outcome, TaskFn, TaskName, Work};
 
 /// Why a worker stopped serving.
 #[derive(Debug, Error)]
@@ -117,6 +117,39 @@ pub fn verify(hash: &str) -> bool {
 
 pub(crate) type Out = Arc<Mutex<BufWriter<File>>>;
 
+/// The value of [`crate::worker::WORKER_ENV`] that makes an embedding binary a host worker:
+/// `serve_if_worker` then runs `BIN worker ...` as `pexen worker ...` does, serving the
+/// closures its `build` function returns besides the commands of the synced tree.
+pub const HOST_WORKER: &str = "host";
+
+/// Closure tasks this process serves as a host worker (set by `serve_if_worker`).
+static CLOSURES: OnceLock<HashMap<TaskName, Arc<TaskFn>>> = OnceLock::new();
+
+/// Serves `tasks`' closures as a host worker: `args` is the command line (`BIN worker
+/// --stdio ...` or `BIN worker --listen ...`), handled as `pexen worker` handles it. Returns
+/// the exit code.
+pub(crate) fn serve_embedded(args: Vec<std::ffi::OsString>, tasks: Vec<crate::Task>) -> i32 {
+    let closures = tasks
+        .into_iter()
+        .filter_map(|t| match t.work {
+            Work::Closure(f) => Some((t.name, f)),
+            Work::Command(_) => None,
+        })
+        .collect();
+    let _ = CLOSURES.set(closures);
+    // Only the `worker` command: an embedding binary is no `pexen`.
+    let is_worker = args.get(1).is_some_and(|a| a == "worker");
+    if !is_worker {
+        let _ = writeln!(
+            io::stderr(),
+            "{}={HOST_WORKER}: expected `worker --stdio`, `worker --listen ADDR ...` or `worker --verify HASH`",
+            crate::worker::WORKER_ENV
+        );
+        return 2;
+    }
+    crate::cli::main_with_args(args)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -134,6 +167,15 @@ pub fn serve_stdio(group_file: Option<PathBuf>, binary: Option<String>) -> Resul
     serve(input, output, group_file, None, binary)
 }
 
+/// What a daemon announces of itself in its hello (`--jobs`, `--tag`, `--capacity`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Offer {
+    /// Replaces the CPU count (the `jobs` of a host whose spec gives none).
+    pub jobs: Option<usize>,
+    pub tags: Vec<String>,
+    pub capacity: std::collections::BTreeMap<String, u32>,
+}
+
 /// Serves one scheduler over `input` and `output` (stdin and stdout, or the pipes of a TLS
 /// connection) until it closes the connection. `jobs` replaces the CPU count in the hello
 /// (a daemon's `--jobs`).
@@ -144,15 +186,32 @@ pub(crate) fn serve(
     jobs: Option<usize>,
     binary: Option<String>,
 ) -> Result<(), WorkerError> {
+    let offer = Offer {
+        jobs,
+        ..Offer::default()
+    };
+    serve_offer(input, output, group_file, &offer, binary)
+}
+
+/// [`serve`], announcing `offer` in the hello.
+pub(crate) fn serve_offer(
+    input: File,
+    output: File,
+    group_file: Option<PathBuf>,
+    offer: &Offer,
+    binary: Option<String>,
+) -> Result<(), WorkerError> {
     let hash = match binary {
         Some(h) => h,
         None => self_hash_cached().map_err(WorkerError::Hash)?,
     };
     let out: Out = Arc::new(Mutex::new(BufWriter::new(output)));
     let mut hello = Hello::new(Some(hash));
-    if let Some(jobs) = jobs {
+    if let Some(jobs) = offer.jobs {
         hello.cpus = jobs;
     }
+    hello.tags.clone_from(&offer.tags);
+    hello.capacity.clone_from(&offer.capacity);
     protocol::send(&mut *lock(&out), &FromWorker::Hello(hello))?;
     let mut input = FrameReader::new(input);
 
@@ -165,17 +224,13 @@ pub(crate) fn serve(
         host,
         key,
         shared_root,
-        manifest,
+        mut manifest,
         manifest_hash,
+        deferred,
     }) = first
     else {
         return Err(WorkerError::Protocol("expected the tree first".into()));
     };
-    if protocol::manifest_hash(&manifest) != manifest_hash {
-        return Err(WorkerError::Protocol(
-            "the manifest does not match its hash".into(),
-        ));
-    }
     let root = if let Some(r) = &shared_root {
         PathBuf::from(r)
     } else {
@@ -186,7 +241,15 @@ pub(crate) fn serve(
         cache_dir().join("trees").join(&key)
     };
     if shared_root.is_none() {
-        if let Err(e) = sync(&mut input, &out, &root, &manifest) {
+        let synced = receive_tree(
+            &mut input,
+            &out,
+            &root,
+            &mut manifest,
+            &manifest_hash,
+            deferred,
+        );
+        if let Err(e) = synced {
             let message = match &e {
                 WorkerError::Tree { path, source } => {
                     format!("cannot write the tree at {}: {source}", path.display())
@@ -197,9 +260,15 @@ pub(crate) fn serve(
             return Err(e);
         }
     }
-    let tasks: HashMap<TaskName, Arc<CommandSpec>> = match crate::factory::load(&root) {
-        Ok(tree) => tree
-            .tasks
+    let no_tree = shared_root.is_none() && manifest.is_empty();
+    let loaded = if no_tree {
+        // An embedder's run without a tree: closures only.
+        Ok(Vec::new())
+    } else {
+        crate::factory::load(&root).map(|t| t.tasks)
+    };
+    let tasks: HashMap<TaskName, Arc<CommandSpec>> = match loaded {
+        Ok(tasks) => tasks
             .into_iter()
             .filter_map(|t| match t.work {
                 Work::Command(spec) => Some((t.name, spec)),
@@ -219,7 +288,7 @@ pub(crate) fn serve(
         &mut *lock(&out),
         &FromWorker::Ready {
             root: root.to_string_lossy().into_owned(),
-            tasks: tasks.len(),
+            tasks: tasks.len() + CLOSURES.get().map_or(0, HashMap::len),
         },
     )?;
 
@@ -231,6 +300,7 @@ pub(crate) fn serve(
         runner: OnceLock::new(),
         closed: AtomicBool::new(false),
         group_file,
+        cancelled: crate::context::Cancellation::new(),
     });
     let beat = {
         let state = state.clone();
@@ -245,6 +315,7 @@ pub(crate) fn serve(
                 running.push(std::thread::spawn(move || state.attempt(&run)));
             }
             Ok(Some(ToWorker::Cancel { kill })) => {
+                state.cancelled.cancel();
                 if let Some(Ok(runner)) = state.runner.get() {
                     if kill {
                         runner.kill_all();
@@ -255,7 +326,7 @@ pub(crate) fn serve(
             }
             Ok(Some(ToWorker::File { path, mode, size })) => {
                 // An output of another host's task, for a dependent that runs here.
-                let bytes = input.next_raw(None)?.unwrap_or_default();
+                let bytes = input.next_file(None, size)?.unwrap_or_default();
                 if bytes.len() as u64 != size {
                     break Err(WorkerError::Protocol(format!("{path}: size mismatch")));
                 }
@@ -285,24 +356,86 @@ pub(crate) fn serve(
     result
 }
 
-/// Receives the files of the manifest this host lacks; removes files that are not in it.
-pub(crate) fn sync(
+/// Receives the tree of a `ToWorker::Tree` into `root`: the manifest if it was deferred and this
+/// copy differs (`manifest` is then the tree's), then the files this copy lacks.
+pub(crate) fn receive_tree(
     input: &mut FrameReader,
     out: &Out,
     root: &Path,
-    manifest: &[FileEntry],
+    manifest: &mut Vec<FileEntry>,
+    manifest_hash: &str,
+    deferred: bool,
 ) -> Result<(), WorkerError> {
+    let have = receive_manifest(input, out, root, manifest, manifest_hash, deferred)?;
+    if protocol::manifest_hash(manifest) != manifest_hash {
+        return Err(WorkerError::Protocol(
+            "the manifest does not match its hash".into(),
+        ));
+    }
+    sync(input, out, root, manifest, have)
+}
+
+/// This host's copy of the tree at `root`: its manifest (hashes reused by size, inode and
+/// modification time from the index beside it).
+fn own_manifest(root: &Path) -> Result<Vec<FileEntry>, WorkerError> {
     let tree_err = |source| WorkerError::Tree {
         path: root.to_path_buf(),
         source,
     };
     std::fs::create_dir_all(root).map_err(tree_err)?;
-    let index = root.with_extension("index.json");
-    let have: HashMap<String, FileEntry> = tree::manifest_cached(root, &index)
-        .map_err(tree_err)?
-        .into_iter()
-        .map(|e| (e.path.clone(), e))
-        .collect();
+    tree::manifest_cached(root, &root.with_extension("index.json")).map_err(tree_err)
+}
+
+/// For a deferred tree: compares this host's copy with the manifest's hash and asks for the
+/// manifest only when they differ. Returns the copy's manifest, if it was read.
+fn receive_manifest(
+    input: &mut FrameReader,
+    out: &Out,
+    root: &Path,
+    manifest: &mut Vec<FileEntry>,
+    manifest_hash: &str,
+    deferred: bool,
+) -> Result<Option<Vec<FileEntry>>, WorkerError> {
+    if !deferred {
+        return Ok(None);
+    }
+    let mine = own_manifest(root)?;
+    if protocol::manifest_hash(&mine) == manifest_hash {
+        // Up to date: nothing is needed, nothing is removed.
+        manifest.clone_from(&mine);
+        return Ok(Some(mine));
+    }
+    protocol::send(&mut *lock(out), &FromWorker::SendManifest)?;
+    loop {
+        match input.next::<ToWorker>(None)? {
+            Some(ToWorker::Manifest { manifest: m }) => {
+                *manifest = m;
+                return Ok(Some(mine));
+            }
+            Some(other) => {
+                return Err(WorkerError::Protocol(format!(
+                    "expected the manifest, got {other:?}"
+                )))
+            }
+            None => {}
+        }
+    }
+}
+
+/// Receives the files of the manifest this host lacks; removes files that are not in it.
+/// `have`: this host's copy's manifest, when already read.
+fn sync(
+    input: &mut FrameReader,
+    out: &Out,
+    root: &Path,
+    manifest: &[FileEntry],
+    have: Option<Vec<FileEntry>>,
+) -> Result<(), WorkerError> {
+    let have = match have {
+        Some(h) => h,
+        None => own_manifest(root)?,
+    };
+    let have: HashMap<String, FileEntry> = have.into_iter().map(|e| (e.path.clone(), e)).collect();
     let need: Vec<String> = manifest
         .par_iter()
         .filter(|want| {
@@ -315,7 +448,7 @@ pub(crate) fn sync(
     loop {
         match input.next::<ToWorker>(None)? {
             Some(ToWorker::File { path, mode, size }) => {
-                let bytes = input.next_raw(None)?.unwrap_or_default();
+                let bytes = input.next_file(None, size)?.unwrap_or_default();
                 if bytes.len() as u64 != size {
                     return Err(WorkerError::Protocol(format!("{path}: size mismatch")));
                 }
@@ -368,6 +501,8 @@ struct State {
     runner: OnceLock<Result<CommandRunner, String>>,
     closed: AtomicBool,
     group_file: Option<PathBuf>,
+    /// Cooperative cancellation of the closures running here.
+    cancelled: crate::context::Cancellation,
 }
 
 impl State {
@@ -394,14 +529,68 @@ impl State {
         // A broken connection ends the worker's main loop; nothing more to do here.
         if protocol::send(&mut *out, &done).is_ok() {
             for blob in &blobs {
-                if protocol::send_raw(&mut *out, blob).is_err() {
+                if protocol::send_file(&mut *out, blob).is_err() {
                     break;
                 }
             }
         }
     }
 
+    /// A closure attempt, on this thread; a panic is the attempt's error.
+    fn run_closure(&self, f: &TaskFn, run: &RunOwned) -> FromWorker {
+        let started = std::time::Instant::now();
+        let limit = run.timeout_ms.map(Duration::from_millis);
+        let sink = FrameSink {
+            out: &self.out,
+            id: run.id,
+        };
+        let ctx = crate::context::Context::new(
+            &run.task,
+            run.attempt,
+            &run.shared,
+            &sink,
+            &self.cancelled,
+            limit.map(|l| started + l),
+        );
+        let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&ctx)));
+        let mut attempt = match ended {
+            Ok(Ok(())) => {
+                let mut a = crate::pool::attempt::Attempt::new(Outcome::Pass);
+                a.exports = ctx.into_exports();
+                a
+            }
+            Ok(Err(e)) => {
+                let mut a = crate::pool::attempt::Attempt::new(e.status).message(e.message);
+                a.suspend = e.suspend;
+                a
+            }
+            Err(panic) => crate::pool::attempt::Attempt::new(Outcome::Error)
+                .message(format!("panicked: {}", crate::pool::panic_message(&*panic))),
+        };
+        let took = started.elapsed();
+        if let Some(limit) = limit {
+            // As on threads: a cooperative task that returned late still timed out.
+            attempt = crate::pool::past_deadline(attempt, limit, took);
+        }
+        FromWorker::Done {
+            id: run.id,
+            outcome: attempt.outcome,
+            message: attempt.message,
+            exports: attempt.exports,
+            suspend: attempt.suspend,
+            exit_code: None,
+            output: None,
+            duration_ms: took.as_millis() as u64,
+            files: Vec::new(),
+        }
+    }
+
     fn run_one(&self, run: &RunOwned) -> Result<(FromWorker, Vec<Vec<u8>>), String> {
+        if !self.tasks.contains_key(&run.task) {
+            if let Some(f) = CLOSURES.get().and_then(|c| c.get(&run.task)) {
+                return Ok((self.run_closure(f.as_ref(), run), Vec::new()));
+            }
+        }
         let spec = self.tasks.get(&run.task).ok_or_else(|| {
             format!(
                 "task `{}` is not in the tree on host {} ({})",
@@ -449,7 +638,11 @@ impl State {
                         .map_err(|e| format!("cannot read output {rel}: {e}"))?;
                     let bytes = std::fs::read(self.root.join(&rel))
                         .map_err(|e| format!("cannot read output {rel}: {e}"))?;
-                    files.push(entry);
+                    // The size the frames will carry, whatever happened since the hash.
+                    files.push(FileEntry {
+                        size: bytes.len() as u64,
+                        ..entry
+                    });
                     blobs.push(bytes);
                 }
                 Ok(())

@@ -157,12 +157,17 @@ fn ssh_command() -> Vec<String> {
 }
 
 /// The script the host's shell runs: find or receive the binary, then exec the worker.
-fn bootstrap_script(bin: &Binary) -> String {
+fn bootstrap_script(bin: &Binary, args: &str) -> String {
     let (hash, size) = (&bin.hash, bin.size);
+    let env = format!(
+        "{}={}",
+        crate::worker::WORKER_ENV,
+        super::serve::HOST_WORKER
+    );
     format!(
         r#"c="${{XDG_CACHE_HOME:-$HOME/.cache}}/pexen/bin"; d="$c/{hash}"; f="$d/pexen"
 g="$c/../run"
-w() {{ mkdir -p "$g" && g="$g/groups.$$" && "$f" worker --stdio --binary-hash {hash} --groups-file "$g"; s=$?; if [ -f "$g" ]; then for p in $(awk "/^-/ {{ d[substr(\$0, 2)] = 1; next }} {{ a[\$0] = 1 }} END {{ for (p in a) if (!(p in d)) print p }}" "$g"); do kill -KILL -"$p" 2>/dev/null; done; rm -f "$g"; fi; exit $s; }}
+w() {{ mkdir -p "$g" && g="$g/groups.$$" && {env} "$f" worker --stdio --binary-hash {hash} --groups-file "$g"{args}; s=$?; if [ -f "$g" ]; then for p in $(awk "/^-/ {{ d[substr(\$0, 2)] = 1; next }} {{ a[\$0] = 1 }} END {{ for (p in a) if (!(p in d)) print p }}" "$g"); do kill -KILL -"$p" 2>/dev/null; done; rm -f "$g"; fi; exit $s; }}
 if [ -x "$f" ]; then echo "pexen-bootstrap ok cached"; w; fi
 if ! mkdir -p "$d" 2>/dev/null || ! [ -w "$d" ] || ! [ -x "$d" ] || ! touch "$d/.probe" 2>/dev/null; then echo "pexen-bootstrap fail cache $d is not a writable directory"; exit 3; fi
 rm -f "$d/.probe"
@@ -175,7 +180,7 @@ rm -f "$t.err"
 n=$(wc -c < "$t")
 if [ "$n" -ne {size} ]; then rm -f "$t"; echo "pexen-bootstrap fail nospace $t has $n of {size} bytes"; exit 3; fi
 chmod 700 "$t"
-if ! "$t" worker --verify {hash} >/dev/null 2>&1; then rm -f "$t"; echo "pexen-bootstrap fail verify the uploaded binary does not run here or does not match its hash"; exit 3; fi
+if ! {env} "$t" worker --verify {hash} >/dev/null 2>&1; then rm -f "$t"; echo "pexen-bootstrap fail verify the uploaded binary does not run here or does not match its hash"; exit 3; fi
 mv -f "$t" "$f"
 echo "pexen-bootstrap ok uploaded"
 w
@@ -188,10 +193,35 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Connects to `spec`, bootstraps the worker, checks its hello and syncs the tree.
-pub(crate) fn connect(spec: &HostSpec, bin: &Binary) -> Result<Link, ConnectError> {
+///
+/// `worker_args` go to the worker after `--` (an embedder's
+/// [`crate::SchedulerBuilder::worker_args`]); they must be plain words.
+pub(crate) fn connect(
+    spec: &HostSpec,
+    bin: &Binary,
+    worker_args: &[std::ffi::OsString],
+) -> Result<Link, ConnectError> {
     let HostKind::Ssh { user, host, port } = &spec.kind else {
         return Err(ConnectError::Bootstrap("not an ssh host".into()));
     };
+    let mut args = String::new();
+    if !worker_args.is_empty() {
+        args.push_str(" --");
+        for a in worker_args {
+            let plain = a.to_str().filter(|a| {
+                !a.is_empty()
+                    && a.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@+%".contains(&b))
+            });
+            let Some(a) = plain else {
+                return Err(ConnectError::Bootstrap(format!(
+                    "the worker argument {a:?} cannot be passed to a host: only letters, digits and -_./=:,@+% are"
+                )));
+            };
+            args.push(' ');
+            args.push_str(a);
+        }
+    }
     let argv = ssh_command();
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -210,7 +240,7 @@ pub(crate) fn connect(spec: &HostSpec, bin: &Binary) -> Result<Link, ConnectErro
         cmd.args(["-l", u]);
     }
     cmd.arg(host)
-        .arg(format!("sh -c '{}'", bootstrap_script(bin)));
+        .arg(format!("sh -c '{}'", bootstrap_script(bin, &args)));
     // Its own group: a Ctrl-C at the terminal reaches pexen, which ends the run in order,
     // instead of cutting the connections under it.
     cmd.process_group(0)
@@ -399,11 +429,9 @@ pub(crate) fn sync_tree(
             host: host.to_string(),
             key,
             shared_root: shared_fs.then(|| root.clone()),
-            manifest: if shared_fs {
-                Vec::new()
-            } else {
-                tree.manifest.to_vec()
-            },
+            // Sent only if the host's copy differs (see `deferred`).
+            manifest: Vec::new(),
+            deferred: !shared_fs,
             manifest_hash: if shared_fs {
                 protocol::manifest_hash(&[])
             } else {
@@ -413,7 +441,18 @@ pub(crate) fn sync_tree(
     )
     .map_err(channel)?;
     if !shared_fs {
-        let need = match next_frame(&mut link.frames, deadline)? {
+        let mut reply = next_frame(&mut link.frames, deadline)?;
+        if matches!(reply, FromWorker::SendManifest) {
+            protocol::send(
+                &mut link.stdin,
+                &ManifestRef::Manifest {
+                    manifest: tree.manifest,
+                },
+            )
+            .map_err(channel)?;
+            reply = next_frame(&mut link.frames, deadline)?;
+        }
+        let need = match reply {
             FromWorker::Need { paths } => paths,
             FromWorker::Refused { message } => return Err(refused(message)),
             other => {
@@ -422,8 +461,13 @@ pub(crate) fn sync_tree(
                 )))
             }
         };
+        let by_path: std::collections::HashMap<&str, &FileEntry> = if need.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            tree.manifest.iter().map(|e| (e.path.as_str(), e)).collect()
+        };
         for rel in &need {
-            let Some(entry) = tree.manifest.iter().find(|e| &e.path == rel) else {
+            let Some(entry) = by_path.get(rel.as_str()) else {
                 return Err(ConnectError::Tree(format!(
                     "the host asked for `{rel}`, which is not in the tree"
                 )));
@@ -438,7 +482,7 @@ pub(crate) fn sync_tree(
                 },
             )
             .map_err(channel)?;
-            protocol::send_raw(&mut link.stdin, &bytes).map_err(channel)?;
+            protocol::send_file(&mut link.stdin, &bytes).map_err(channel)?;
         }
         protocol::send(&mut link.stdin, &ToWorker::TreeDone).map_err(channel)?;
         link.synced = tree.manifest.to_vec();
@@ -449,6 +493,12 @@ pub(crate) fn sync_tree(
         FromWorker::Refused { message } => Err(refused(message)),
         other => Err(ConnectError::Tree(format!("expected ready, got {other:?}"))),
     }
+}
+
+/// `ToWorker::Manifest`, serialized from a borrow (the manifest is not cloned).
+#[derive(serde::Serialize)]
+enum ManifestRef<'a> {
+    Manifest { manifest: &'a [FileEntry] },
 }
 
 fn refused(message: String) -> ConnectError {
@@ -599,6 +649,6 @@ mod tests {
             size: 3,
         };
         // It travels inside sh -c '...'.
-        assert!(!bootstrap_script(&bin).contains('\''));
+        assert!(!bootstrap_script(&bin, " -- a b").contains('\''));
     }
 }

@@ -334,7 +334,7 @@ pub(crate) fn connect(host: &str, port: u16, config: Arc<ClientConfig>) -> Resul
 pub fn listen(
     addr: &str,
     files: &TlsFiles,
-    jobs: Option<usize>,
+    offer: &super::serve::Offer,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ListenError> {
     let config = server_config(files).map_err(ListenError::Tls)?;
@@ -354,6 +354,7 @@ pub fn listen(
             }
         };
         let config = config.clone();
+        let offer = offer.clone();
         let spawned = std::thread::Builder::new()
             .name("pexen-conn".into())
             .spawn(move || {
@@ -378,7 +379,7 @@ pub fn listen(
                     output,
                     mut pump,
                 } = piped;
-                if let Err(e) = super::serve::serve(input, output, None, jobs, None) {
+                if let Err(e) = super::serve::serve_offer(input, output, None, &offer, None) {
                     eprintln!("pexen worker: {peer}: {}", crate::error::error_chain(&e));
                 }
                 pump.kill();

@@ -45,24 +45,27 @@ pub(crate) fn manifest_cached(root: &Path, index: &Path) -> io::Result<Vec<FileE
         .map_or(0, |d| d.as_nanos() as i128);
     let mut files = list(root)?;
     files.sort();
-    let entries: Vec<(FileEntry, Seen)> = files
+    let entries: Vec<(FileEntry, Seen, bool)> = files
         .into_par_iter()
         .map(|rel| {
             let meta = fs::metadata(root.join(&rel))?;
             let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
             let settled = now_ns - mtime_ns > 2_000_000_000;
-            let hash = match old.get(&rel) {
+            let (hash, reused) = match old.get(&rel) {
                 Some(s)
                     if settled
                         && s.size == meta.len()
                         && s.ino == meta.ino()
                         && s.mtime_ns == mtime_ns =>
                 {
-                    s.hash.clone()
+                    (s.hash.clone(), true)
                 }
-                _ => blake3::hash(&fs::read(root.join(&rel))?)
-                    .to_hex()
-                    .to_string(),
+                _ => (
+                    blake3::hash(&fs::read(root.join(&rel))?)
+                        .to_hex()
+                        .to_string(),
+                    false,
+                ),
             };
             let seen = Seen {
                 size: meta.len(),
@@ -78,14 +81,20 @@ pub(crate) fn manifest_cached(root: &Path, index: &Path) -> io::Result<Vec<FileE
                     size: meta.len(),
                 },
                 seen,
+                reused,
             ))
         })
         .collect::<io::Result<_>>()?;
+    // Unchanged (every hash reused, no file gone): the index on disk is still right.
+    let unchanged = entries.len() == old.len() && entries.iter().all(|(_, _, reused)| *reused);
     let mut new = HashMap::with_capacity(entries.len());
     let mut manifest = Vec::with_capacity(entries.len());
-    for (e, s) in entries {
+    for (e, s, _) in entries {
         new.insert(e.path.clone(), s);
         manifest.push(e);
+    }
+    if unchanged {
+        return Ok(manifest);
     }
     if let (Some(dir), Ok(bytes)) = (index.parent(), serde_json::to_vec(&new)) {
         if fs::create_dir_all(dir).is_ok() {
@@ -123,12 +132,19 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>, depth: usize) -> io::Re
         } else {
             format!("{prefix}/{name}")
         };
-        let Ok(meta) = fs::metadata(item.path()) else {
+        // The entry's type comes with the directory listing: only links need a stat.
+        let Ok(mut kind) = item.file_type() else {
             continue;
         };
-        if meta.is_dir() {
+        if kind.is_symlink() {
+            let Ok(meta) = fs::metadata(item.path()) else {
+                continue;
+            };
+            kind = meta.file_type();
+        }
+        if kind.is_dir() {
             walk(&item.path(), &rel, out, depth + 1)?;
-        } else if meta.is_file() {
+        } else if kind.is_file() {
             out.push(rel);
         }
     }

@@ -126,10 +126,23 @@ impl Executor {
             (Some(hosts), Work::Command(_)) => {
                 hosts.run(job, sink, |host| self.run_here(job, sink, host))
             }
+            // Closures of the process pool go to hosts too (the embedding binary serves them).
+            (Some(hosts), Work::Closure(_))
+                if job.pool.unwrap_or(self.processes.default_pool()) == PoolKind::Processes =>
+            {
+                hosts.run(job, sink, |host| self.run_here(job, sink, host))
+            }
             (Some(_), Work::Closure(_)) => {
                 sink.begin(&crate::host::Hosts::local_name());
                 self.run_here(job, sink, "local")
             }
+        }
+    }
+
+    /// The end of an attempt is recorded: the host place it held takes others.
+    pub(crate) fn release(&self, idx: u32, attempt: u32) {
+        if let Some(hosts) = &self.hosts {
+            hosts.release(idx, attempt);
         }
     }
 

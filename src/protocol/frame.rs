@@ -66,6 +66,34 @@ pub(crate) fn send_raw<W: Write + ?Sized>(out: &mut W, bytes: &[u8]) -> Result<(
         .map_err(ChannelError::Io)
 }
 
+/// A file's content travels in raw frames of at most this many bytes, so that files over
+/// [`MAX_FRAME`] travel too.
+pub(crate) const CHUNK: usize = 16 << 20;
+
+/// The largest file a peer may announce (its chunks are read as they come, never allocated
+/// ahead).
+pub(crate) const MAX_FILE: u64 = 16 << 30;
+
+/// Writes a file's content as raw frames of at most [`CHUNK`] bytes (one empty frame for an
+/// empty file); the reader knows the size from the message before ([`FrameReader::next_file`]).
+pub(crate) fn send_file<W: Write + ?Sized>(out: &mut W, bytes: &[u8]) -> Result<(), ChannelError> {
+    send_file_in(out, bytes, CHUNK)
+}
+
+fn send_file_in<W: Write + ?Sized>(
+    out: &mut W,
+    bytes: &[u8],
+    chunk: usize,
+) -> Result<(), ChannelError> {
+    if bytes.is_empty() {
+        return send_raw(out, bytes);
+    }
+    for part in bytes.chunks(chunk) {
+        send_raw(out, part)?;
+    }
+    Ok(())
+}
+
 /// Reads frames from a pipe, with an optional wake-up time so that the caller can check its
 /// deadline and cancellation while a task runs.
 pub(crate) struct FrameReader {
@@ -112,6 +140,36 @@ impl FrameReader {
                 }
             }
             self.fill()?;
+        }
+    }
+
+    /// A file of `size` bytes sent with [`send_file`]; `Ok(None)` when `until` passed first.
+    pub(crate) fn next_file(
+        &mut self,
+        until: Option<Instant>,
+        size: u64,
+    ) -> Result<Option<Vec<u8>>, ChannelError> {
+        if size > MAX_FILE {
+            return Err(ChannelError::TooLarge {
+                len: usize::try_from(size).unwrap_or(usize::MAX),
+            });
+        }
+        let mut bytes = Vec::new();
+        loop {
+            let Some(part) = self.next_raw(until)? else {
+                return Ok(None);
+            };
+            bytes.extend_from_slice(&part);
+            if bytes.len() as u64 > size {
+                return Err(ChannelError::TooLarge { len: bytes.len() });
+            }
+            if bytes.len() as u64 == size {
+                return Ok(Some(bytes));
+            }
+            if part.is_empty() {
+                // Only an empty file is one empty frame.
+                return Ok(Some(bytes));
+            }
         }
     }
 
@@ -210,6 +268,25 @@ fn readable(fd: BorrowedFd<'_>, until: Instant) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_travel_in_chunks_and_come_back_whole() {
+        let (r, mut w) = std::io::pipe().unwrap();
+        let big: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let writer = std::thread::spawn(move || {
+            send_file_in(&mut w, &big, 3_000).unwrap();
+            send_file_in(&mut w, &[], 3_000).unwrap();
+            send_file_in(&mut w, b"tail", 3_000).unwrap();
+            big
+        });
+        let mut frames = FrameReader::new(std::fs::File::from(std::os::fd::OwnedFd::from(r)));
+        let got = frames.next_file(None, 10_000).unwrap().unwrap();
+        let big = writer.join().unwrap();
+        assert_eq!(got, big);
+        assert_eq!(frames.next_file(None, 0).unwrap().unwrap(), b"");
+        assert_eq!(frames.next_file(None, 4).unwrap().unwrap(), b"tail");
+        assert!(frames.next_file(None, MAX_FILE + 1).is_err());
+    }
 
     use std::os::fd::FromRawFd;
 

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use frame::ChannelError;
 pub use frame::MAX_FRAME;
-pub(crate) use frame::{send, send_raw, FrameReader};
+pub(crate) use frame::{send, send_file, send_raw, FrameReader};
 
 use crate::context::Shared;
 use crate::sched::events::Output;
@@ -56,6 +56,11 @@ pub(crate) struct Hello {
     pub os: String,
     pub arch: String,
     pub cpus: usize,
+    /// A daemon's own `--tag`s and `--capacity`s, merged with the controller's spec for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub capacity: std::collections::BTreeMap<String, u32>,
 }
 
 impl Hello {
@@ -68,6 +73,8 @@ impl Hello {
             os: std::env::consts::OS.to_string(),
             arch: std::env::consts::ARCH.to_string(),
             cpus: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            tags: Vec::new(),
+            capacity: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -136,6 +143,15 @@ pub(crate) enum ToWorker {
         shared_root: Option<String>,
         manifest: Vec<FileEntry>,
         manifest_hash: String,
+        /// The manifest is left out: a worker whose copy has `manifest_hash` answers `Need`
+        /// with nothing at once (one round trip, no manifest sent); otherwise it asks for it
+        /// with `FromWorker::SendManifest`.
+        #[serde(default)]
+        deferred: bool,
+    },
+    /// The manifest of a deferred `Tree`, when the worker asked for it.
+    Manifest {
+        manifest: Vec<FileEntry>,
     },
     /// One file's content follows as a raw frame.
     File {
@@ -184,6 +200,8 @@ pub(crate) enum FromWorker {
         #[serde(default)]
         files: Vec<FileEntry>,
     },
+    /// The worker's copy of a deferred `Tree` differs: send the manifest.
+    SendManifest,
     /// The paths of the manifest the worker lacks or has with other content.
     Need {
         paths: Vec<String>,

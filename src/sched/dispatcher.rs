@@ -237,6 +237,7 @@ fn work(shared: &Shared, jobs: &Receiver<Job>) {
             let took = report.duration.as_nanos().min(u128::from(u64::MAX)) as u64;
             core.avg_attempt_ns = core.avg_attempt_ns - core.avg_attempt_ns / 8 + took / 8;
             core.state.on_done(idx, attempt, report);
+            shared.exec.release(idx, attempt);
             // Before anything else starts: what the observer (the journal) records of this
             // task must be written while the task still holds its slot.
             core.observe();
@@ -372,6 +373,7 @@ impl Run {
             config.jobs,
             config.command.grace,
             &tasks,
+            &config.process,
         )?;
         // Conditions are decided once, before anything runs (their commands in parallel).
         let unmet = crate::condition::evaluate(&tasks);
@@ -387,13 +389,13 @@ impl Run {
             unmet,
             first: config.run_first,
         };
-        let (mut state, warnings) = RunState::with_plan(
-            tasks,
-            config.capacity,
-            config.fail_fast,
-            config.resumed,
-            plan,
-        )?;
+        // Capacities per host are enforced where attempts are placed; the run's, across hosts.
+        let capacity = match &hosts {
+            Some(h) => h.run_capacity(&config.capacity),
+            None => config.capacity,
+        };
+        let (mut state, warnings) =
+            RunState::with_plan(tasks, capacity, config.fail_fast, config.resumed, plan)?;
         // With hosts the executor says where each attempt starts, and only then is it reported.
         state.defer_begin = hosts.is_some();
         let jobs = if state.defer_begin {

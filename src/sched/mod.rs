@@ -286,9 +286,14 @@ impl SchedulerBuilder {
         self
     }
 
-    /// Runs command tasks on these hosts too (SPEC 9). The run's own `jobs` are those of
-    /// `local`, which takes attempts unless [`crate::host::HostsConfig::no_local`] is set.
-    /// Closure tasks always run on this machine.
+    /// Runs command tasks, and closures of the process pool, on these hosts too (SPEC 9). The
+    /// run's own `jobs` are those of `local`, which takes attempts unless
+    /// [`crate::host::HostsConfig::no_local`] is set. Closures on threads run on this machine.
+    ///
+    /// This executable is what ssh hosts run (uploaded once, found by hash afterwards), started
+    /// as `PEXEN_WORKER=host BIN worker --stdio ...`: `main` must call
+    /// [`crate::worker::serve_if_worker`] first, which serves there the closures its `build`
+    /// function returns (by name) and the commands of the synced tree.
     #[must_use]
     pub fn hosts(mut self, hosts: crate::host::HostsConfig) -> Self {
         self.hosts = Some(hosts);

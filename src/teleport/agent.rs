@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::files::{self, TransferError};
-use crate::host::serve::{cache_dir, sync, Out, WorkerError};
+use crate::host::serve::{cache_dir, receive_tree, Out, WorkerError};
 use crate::host::tree;
 use crate::pool::command::track::proc_stat;
 use crate::protocol::teleport::{FromAgent, RunOptions, ToAgent};
@@ -186,20 +186,17 @@ fn start(
     }
     // The tree, with the hosts' own sync.
     let Some(ToWorker::Tree {
-        manifest,
+        mut manifest,
         manifest_hash,
+        deferred,
         ..
     }) = input.next(None)?
     else {
         return Err(WorkerError::Protocol("expected the tree".into()));
     };
-    if protocol::manifest_hash(&manifest) != manifest_hash {
-        return Err(WorkerError::Protocol(
-            "the manifest does not match its hash".into(),
-        ));
-    }
     let root = dir.join("tree");
-    if let Err(e) = sync(input, out, &root, &manifest) {
+    let received = receive_tree(input, out, &root, &mut manifest, &manifest_hash, deferred);
+    if let Err(e) = received {
         refuse(out, format!("cannot receive the tree: {e}"))?;
         return Err(e);
     }

@@ -282,10 +282,11 @@ impl Teleport {
         if stop.level() > 0 {
             return Err(TeleportError::Interrupted(host));
         }
-        let mut link = ssh::connect(&self.host, bin).map_err(|source| TeleportError::Connect {
-            host: host.clone(),
-            source,
-        })?;
+        let mut link =
+            ssh::connect(&self.host, bin, &[]).map_err(|source| TeleportError::Connect {
+                host: host.clone(),
+                source,
+            })?;
         let sent = Arc::new(AtomicU64::new(0));
         let inner = std::mem::replace(&mut link.stdin, Box::new(io::sink()));
         link.stdin = Box::new(Counting {

@@ -105,6 +105,17 @@ pub fn serve_if_worker_with_args<F: FnOnce(&[OsString]) -> Vec<Task>>(build: F) 
     let Some(asked) = std::env::var_os(WORKER_ENV) else {
         return;
     };
+    if asked == crate::host::serve::HOST_WORKER {
+        // Started on a host (over ssh, or as a TLS daemon): `BIN worker ... [-- ARGS]`.
+        std::env::remove_var(WORKER_ENV);
+        let all: Vec<OsString> = std::env::args_os().collect();
+        let split = all.iter().position(|a| a == "--");
+        let (line, args) = match split {
+            Some(i) => (all[..i].to_vec(), all[i + 1..].to_vec()),
+            None => (all, Vec::new()),
+        };
+        std::process::exit(crate::host::serve::serve_embedded(line, build(&args)));
+    }
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let build = move || build(&args);
     // Not inherited by what the tasks spawn: a nested scheduler must not think it is a worker.
