@@ -43,6 +43,9 @@ enum Phase {
 #[derive(Debug)]
 struct TaskState {
     phase: Phase,
+    /// The task's priority, here so that queueing a dependent does not read its definition
+    /// (a cache miss per edge on a large graph).
+    priority: i32,
     /// Required tokens not yet satisfied.
     unsatisfied: u32,
     attempt: u32,
@@ -315,6 +318,7 @@ impl RunState {
             }
             self.states.push(TaskState {
                 phase: Phase::Waiting,
+                priority: self.tasks[idx].meta.priority,
                 unsatisfied,
                 attempt: 0,
                 worst_result: None,
@@ -347,7 +351,7 @@ impl RunState {
                     self.make_ready(idx);
                 } else {
                     self.waiting_keys
-                        .push((self.tasks[idx as usize].meta.priority, idx));
+                        .push((st.priority, idx));
                 }
             }
         }
@@ -374,7 +378,7 @@ impl RunState {
     }
 
     fn key(&self, idx: u32) -> Key {
-        Reverse((self.tasks[idx as usize].meta.priority, idx))
+        Reverse((self.states[idx as usize].priority, idx))
     }
 
     fn make_ready(&mut self, idx: u32) {
@@ -679,8 +683,10 @@ impl RunState {
         } else {
             outcome
         };
-        let retries = self.tasks[idx as usize].meta.retries;
-        if !outcome.is_success() && attempt <= retries && self.stop.is_none() {
+        if !outcome.is_success()
+            && attempt <= self.tasks[idx as usize].meta.retries
+            && self.stop.is_none()
+        {
             self.states[idx as usize].phase = Phase::Ready;
             self.push_ready(self.key(idx));
             self.events.push_back(Event::TaskRetrying {
@@ -850,7 +856,7 @@ impl RunState {
                 st.unsatisfied -= 1;
                 if st.unsatisfied == 0 {
                     st.phase = Phase::Ready;
-                    let key = Reverse((self.tasks[d as usize].meta.priority, d));
+                    let key = Reverse((st.priority, d));
                     // `push_ready`, spelled out: `self.graph` is borrowed by the loop.
                     if self.groups.as_mut().is_some_and(|g| g.park(key)) {
                         continue;
