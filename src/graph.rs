@@ -217,14 +217,19 @@ impl Graph {
 
         // Rows of the new tokens (ids from `old_tokens`); dependents of older tokens apart.
         let fresh = self.token_count() - old_tokens;
-        let rel = |pairs: &[(u32, u32)]| -> Vec<(u32, u32)> {
-            pairs
+        // The first batch (every run starts with one) has only new tokens: no copy.
+        let rel = |pairs: &[(u32, u32)]| -> Csr {
+            if old_tokens == 0 {
+                return Csr::from_pairs(fresh, pairs);
+            }
+            let pairs: Vec<(u32, u32)> = pairs
                 .iter()
                 .filter_map(|&(t, i)| (t as usize).checked_sub(old_tokens).map(|t| (t as u32, i)))
-                .collect()
+                .collect();
+            Csr::from_pairs(fresh, &pairs)
         };
-        let new_providers = Csr::from_pairs(fresh, &rel(&provider_pairs));
-        let new_dependents = Csr::from_pairs(fresh, &rel(&dependent_pairs));
+        let new_providers = rel(&provider_pairs);
+        let new_dependents = rel(&dependent_pairs);
 
         // Only new tokens can lack a provider; reported in task order.
         let mut missing: Vec<(u32, u32)> = (0..fresh)
