@@ -82,7 +82,10 @@ fn many_unrequired_tokens_are_summarised() {
         .collect();
     let (_, w) = Graph::build(&tasks, &BTreeMap::new()).unwrap();
     assert_eq!(w.len(), crate::graph::UNREQUIRED_LISTED + 1);
-    assert_eq!(w[0], "token `k0` is provided by `t0` but required by no task");
+    assert_eq!(
+        w[0],
+        "token `k0` is provided by `t0` but required by no task"
+    );
     assert_eq!(
         w[crate::graph::UNREQUIRED_LISTED],
         "5 more tokens are provided but required by no task"

@@ -350,8 +350,7 @@ impl RunState {
                 if st.unsatisfied == 0 {
                     self.make_ready(idx);
                 } else {
-                    self.waiting_keys
-                        .push((st.priority, idx));
+                    self.waiting_keys.push((st.priority, idx));
                 }
             }
         }
