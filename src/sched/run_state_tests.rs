@@ -140,10 +140,19 @@ fn reservations_respect_waiting_tasks_out_of_definition_order_and_added_later() 
         t("d"),
     ]);
     assert_eq!(start(&mut s).unwrap().0, "a");
-    assert!(s.next_start(true).is_none(), "c may become ready and beats d");
-    s.add_tasks(vec![t("e").requires(["x"]).priority(-10), t("f").priority(1)])
-        .unwrap();
-    assert!(s.next_start(true).is_none(), "e may become ready and beats d");
+    assert!(
+        s.next_start(true).is_none(),
+        "c may become ready and beats d"
+    );
+    s.add_tasks(vec![
+        t("e").requires(["x"]).priority(-10),
+        t("f").priority(1),
+    ])
+    .unwrap();
+    assert!(
+        s.next_start(true).is_none(),
+        "e may become ready and beats d"
+    );
     done(&mut s, "a", 1, Outcome::Pass);
     let mut order = Vec::new();
     while let Some(st) = s.next_start(true) {
@@ -162,9 +171,15 @@ fn a_task_added_while_others_wait_holds_back_reservations_too() {
     assert_eq!(start(&mut s).unwrap().0, "a");
     let d = s.next_start(true).expect("only b waits, and d beats it");
     assert_eq!(s.task(d.idx).name.as_str(), "d");
-    s.add_tasks(vec![t("e").requires(["x"]).priority(-10), t("f").priority(1)])
-        .unwrap();
-    assert!(s.next_start(true).is_none(), "e may become ready and beats f");
+    s.add_tasks(vec![
+        t("e").requires(["x"]).priority(-10),
+        t("f").priority(1),
+    ])
+    .unwrap();
+    assert!(
+        s.next_start(true).is_none(),
+        "e may become ready and beats f"
+    );
     done(&mut s, "a", 1, Outcome::Pass);
     let e = s.next_start(true).expect("e is ready and best");
     assert_eq!(s.task(e.idx).name.as_str(), "e");
