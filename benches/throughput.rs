@@ -7,8 +7,11 @@
 //!
 //! `groups4` is the independent shape split into four exclusivity groups (SPEC 13).
 //!
-//! Prints `SHAPE tasks=N ns_per_task=X bytes_per_task=Y`. Run: `cargo bench --bench throughput`
-//! (`-- --quick` for 10^5 only).
+//! Prints `SHAPE tasks=N ns_per_task=X bytes_per_task=Y build_ns=B with_build_ns=T validate_ns=..
+//! run_ns=.. drop_ns=..`: `ns_per_task` is the scheduler's part (validate + run + drop), `build_ns`
+//! what the caller pays to describe the tasks (names, closures, token strings), `with_build_ns`
+//! both. Run: `cargo bench --bench throughput` (`-- --quick` for 10^5 only; `-- --child SHAPE N`
+//! for one shape in this process).
 
 use std::hint::black_box;
 use std::process::Command;
@@ -146,7 +149,9 @@ fn child(shape: &str, n: usize) {
             Some(shape) => (shape, PoolKind::Processes),
             None => (shape, PoolKind::Threads),
         };
+        let building = Instant::now();
         let tasks = tasks(shape, n);
+        let built = building.elapsed();
         let start = Instant::now();
         let mut builder = Scheduler::builder().jobs(JOBS).default_pool(pool);
         if shape == "groups4" {
@@ -173,7 +178,9 @@ fn child(shape: &str, n: usize) {
         let total = start.elapsed();
         // The phases, to see where time goes: validation and setup, running, tearing down.
         phases = format!(
-            " validate_ns={:.0} run_ns={:.0} drop_ns={:.0}",
+            " build_ns={:.0} with_build_ns={:.0} validate_ns={:.0} run_ns={:.0} drop_ns={:.0}",
+            built.as_nanos() as f64 / n as f64,
+            (built + total).as_nanos() as f64 / n as f64,
             validated.as_nanos() as f64 / n as f64,
             ran.saturating_sub(validated).as_nanos() as f64 / n as f64,
             total.saturating_sub(ran).as_nanos() as f64 / n as f64

@@ -45,6 +45,9 @@ pub struct Graph {
     late_dependents: FxHashMap<u32, Vec<u32>>,
 }
 
+/// Unrequired tokens warned about one by one; the rest are counted in one more warning.
+pub const UNREQUIRED_LISTED: usize = 20;
+
 /// A list of short `u32` lists in two flat vectors (compressed sparse rows).
 #[derive(Debug, Default, Clone)]
 pub struct Csr {
@@ -214,14 +217,19 @@ impl Graph {
 
         // Rows of the new tokens (ids from `old_tokens`); dependents of older tokens apart.
         let fresh = self.token_count() - old_tokens;
-        let rel = |pairs: &[(u32, u32)]| -> Vec<(u32, u32)> {
-            pairs
+        // The first batch (every run starts with one) has only new tokens: no copy.
+        let rel = |pairs: &[(u32, u32)]| -> Csr {
+            if old_tokens == 0 {
+                return Csr::from_pairs(fresh, pairs);
+            }
+            let pairs: Vec<(u32, u32)> = pairs
                 .iter()
                 .filter_map(|&(t, i)| (t as usize).checked_sub(old_tokens).map(|t| (t as u32, i)))
-                .collect()
+                .collect();
+            Csr::from_pairs(fresh, &pairs)
         };
-        let new_providers = Csr::from_pairs(fresh, &rel(&provider_pairs));
-        let new_dependents = Csr::from_pairs(fresh, &rel(&dependent_pairs));
+        let new_providers = rel(&provider_pairs);
+        let new_dependents = rel(&dependent_pairs);
 
         // Only new tokens can lack a provider; reported in task order.
         let mut missing: Vec<(u32, u32)> = (0..fresh)
@@ -264,8 +272,10 @@ impl Graph {
             return Err(GraphErrors(errors));
         }
 
-        let warnings = (0..fresh)
-            .filter(|&r| new_dependents[r].is_empty())
+        let unrequired = (0..fresh).filter(|&r| new_dependents[r].is_empty());
+        let mut warnings: Vec<String> = unrequired
+            .clone()
+            .take(UNREQUIRED_LISTED)
             .map(|r| {
                 format!(
                     "token `{}` is provided by `{}` but required by no task",
@@ -274,6 +284,13 @@ impl Graph {
                 )
             })
             .collect();
+        // Many of them (a generated graph's leaves): one line for the rest, not one each.
+        let more = unrequired.skip(UNREQUIRED_LISTED).count();
+        if more > 0 {
+            warnings.push(format!(
+                "{more} more tokens are provided but required by no task"
+            ));
+        }
         for &(tok, idx) in &dependent_pairs {
             if (tok as usize) < old_tokens {
                 self.late_dependents.entry(tok).or_default().push(idx);
@@ -340,10 +357,14 @@ impl Graph {
 
     /// The tasks that require `token`, in definition order.
     pub fn dependents(&self, token: u32) -> impl Iterator<Item = u32> + '_ {
-        let late = self
-            .late_dependents
-            .get(&token)
-            .map_or(&[][..], Vec::as_slice);
+        // Most runs add no tasks: no hash lookup per token then.
+        let late = if self.late_dependents.is_empty() {
+            &[][..]
+        } else {
+            self.late_dependents
+                .get(&token)
+                .map_or(&[][..], Vec::as_slice)
+        };
         self.dependents[token as usize].iter().chain(late).copied()
     }
 

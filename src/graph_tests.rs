@@ -75,6 +75,24 @@ fn unrequired_token_is_a_warning() {
 }
 
 #[test]
+fn many_unrequired_tokens_are_summarised() {
+    let n = crate::graph::UNREQUIRED_LISTED + 5;
+    let tasks: Vec<Task> = (0..n)
+        .map(|i| t(&format!("t{i}")).provides([format!("k{i}")]))
+        .collect();
+    let (_, w) = Graph::build(&tasks, &BTreeMap::new()).unwrap();
+    assert_eq!(w.len(), crate::graph::UNREQUIRED_LISTED + 1);
+    assert_eq!(
+        w[0],
+        "token `k0` is provided by `t0` but required by no task"
+    );
+    assert_eq!(
+        w[crate::graph::UNREQUIRED_LISTED],
+        "5 more tokens are provided but required by no task"
+    );
+}
+
+#[test]
 fn slots_within_capacity_pass() {
     let cap = BTreeMap::from([("gpu".to_string(), 2)]);
     assert!(Graph::build(&[t("a").slot("gpu", 2)], &cap).is_ok());

@@ -49,6 +49,9 @@ struct Core {
     default_pool: crate::task::PoolKind,
     /// How many of `state.events` the observer has seen.
     observed: usize,
+    /// Whether attempts may run elsewhere (hosts, Slurm): only then do jobs carry the task's
+    /// `slots`, `host_tags` and `outputs` (copying them cost more than a no-op closure's run).
+    placed: bool,
 }
 
 /// Closure attempts shorter than this on average are batched (see `Core::reserve`).
@@ -116,9 +119,21 @@ impl Core {
             timeout: task.meta.timeout,
             pool: task.meta.pool.or_else(|| self.state.group_pool(start.idx)),
             shared: start.shared,
-            slots: task.meta.slots.clone(),
-            host_tags: task.meta.host_tags.clone(),
-            outputs: task.meta.outputs.clone(),
+            slots: if self.placed {
+                task.meta.slots.clone()
+            } else {
+                std::collections::BTreeMap::new()
+            },
+            host_tags: if self.placed {
+                task.meta.host_tags.clone()
+            } else {
+                Vec::new()
+            },
+            outputs: if self.placed {
+                task.meta.outputs.clone()
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -417,6 +432,7 @@ impl Run {
                 },
             );
         }
+        let placed = hosts.is_some() || config.slurm.is_some();
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
@@ -432,6 +448,7 @@ impl Run {
                 default_pool: config.process.default_pool,
                 observers: config.observers,
                 observed: 0,
+                placed,
             }),
             events_ready: Condvar::new(),
             exec: Arc::new(

@@ -52,6 +52,9 @@ pub(crate) struct Resources {
     slots: Vec<Slot>,
     /// Per task; `None` for the common task that needs nothing.
     needs: Vec<Option<Box<Needs>>>,
+    /// Whether any task needs anything: until one does, no task's needs are looked up (a
+    /// cache miss per start and per end on a large run).
+    any_needs: bool,
 }
 
 impl Resources {
@@ -104,6 +107,7 @@ impl Resources {
             .filter(|(_, &n)| n > 0)
             .map(|(name, &n)| (self.slot_id(name), n))
             .collect();
+        self.any_needs = true;
         self.needs.push(Some(Box::new(Needs {
             claims,
             uses,
@@ -113,6 +117,9 @@ impl Resources {
 
     /// Takes every resource of task `idx`, or nothing and names the first that is busy.
     pub(crate) fn try_acquire(&mut self, idx: u32) -> Result<(), Blocker> {
+        if !self.any_needs {
+            return Ok(());
+        }
         let Some(needs) = &self.needs[idx as usize] else {
             return Ok(());
         };
@@ -157,6 +164,9 @@ impl Resources {
     /// Releases everything task `idx` holds; pushes the waiters that may now proceed into
     /// `woken` (they must try to acquire again).
     pub(crate) fn release(&mut self, idx: u32, woken: &mut Vec<Key>) {
+        if !self.any_needs {
+            return;
+        }
         let Some(needs) = self.needs[idx as usize].take() else {
             return;
         };

@@ -43,6 +43,9 @@ enum Phase {
 #[derive(Debug)]
 struct TaskState {
     phase: Phase,
+    /// The task's priority, here so that queueing a dependent does not read its definition
+    /// (a cache miss per edge on a large graph).
+    priority: i32,
     /// Required tokens not yet satisfied.
     unsatisfied: u32,
     attempt: u32,
@@ -100,20 +103,25 @@ enum Stop {
 }
 
 pub(crate) struct RunState {
-    tasks: Vec<Task>,
     graph: Graph,
     capacity: BTreeMap<String, u32>,
     resources: Resources,
     states: Vec<TaskState>,
     tokens: Vec<TokenState>,
     exports: Vec<Option<Arc<Shared>>>,
+    /// Whether any task exported something yet: until then no task's providers are looked at.
+    any_exports: bool,
     resumed: rustc_hash::FxHashMap<u32, Resumed>,
     /// Message of the worst failing result of running attempts (only those that report one).
     worst_messages: rustc_hash::FxHashMap<u32, String>,
     ready: TaskQueue,
-    /// Keys of tasks admitted while waiting for tokens (stale ones dropped lazily): the best key
-    /// that may still become ready, so that a reservation never jumps ahead of it.
-    waiting_keys: std::collections::BinaryHeap<Key>,
+    /// Keys `(priority, index)` of tasks admitted while waiting for tokens, best first, and
+    /// how many at the front are known to wait no more: the best key that may still become
+    /// ready, so that a reservation never jumps ahead of it. A task never goes back to waiting,
+    /// so a cursor that only moves forward finds it (a heap of 10^6 keys cost a cache miss per
+    /// level on every purge).
+    waiting_keys: Vec<(i32, u32)>,
+    waiting_seen: usize,
     woken: Vec<Key>,
     running: usize,
     done: usize,
@@ -136,6 +144,9 @@ pub(crate) struct RunState {
     /// How many times each task went back to the queue because its host was lost.
     requeued: rustc_hash::FxHashMap<u32, u32>,
     pub(crate) events: VecDeque<Event>,
+    /// Last, so dropped last: the tables above are a few large blocks; freeing them after the
+    /// millions of small blocks of the tasks made the allocator consolidate all of those first.
+    tasks: Vec<Task>,
 }
 
 /// How many times a task goes back to the queue after losing its host before it ends `error`.
@@ -213,10 +224,12 @@ impl RunState {
             states: Vec::with_capacity(tasks.len()),
             tokens: Vec::new(),
             exports: Vec::with_capacity(tasks.len()),
+            any_exports: false,
             resumed: rustc_hash::FxHashMap::default(),
             worst_messages: rustc_hash::FxHashMap::default(),
             ready: TaskQueue::default(),
-            waiting_keys: std::collections::BinaryHeap::new(),
+            waiting_keys: Vec::new(),
+            waiting_seen: 0,
             woken: Vec::new(),
             running: 0,
             done: 0,
@@ -305,6 +318,7 @@ impl RunState {
             }
             self.states.push(TaskState {
                 phase: Phase::Waiting,
+                priority: self.tasks[idx].meta.priority,
                 unsatisfied,
                 attempt: 0,
                 worst_result: None,
@@ -325,15 +339,23 @@ impl RunState {
                 self.skip(idx, cause);
             }
         }
+        // Keys still waiting stay in order; the new ones join them (the first batch of a run
+        // with one priority is already in order: nothing to sort).
+        self.waiting_keys.drain(..self.waiting_seen);
+        self.waiting_seen = 0;
+        let sorted = self.waiting_keys.len();
         for idx in start as u32..self.tasks.len() as u32 {
             let st = &self.states[idx as usize];
             if st.phase == Phase::Waiting {
                 if st.unsatisfied == 0 {
                     self.make_ready(idx);
                 } else {
-                    self.waiting_keys.push(self.key(idx));
+                    self.waiting_keys.push((st.priority, idx));
                 }
             }
+        }
+        if sorted > 0 || !self.waiting_keys.is_sorted() {
+            self.waiting_keys.sort_unstable();
         }
     }
 
@@ -355,7 +377,7 @@ impl RunState {
     }
 
     fn key(&self, idx: u32) -> Key {
-        Reverse((self.tasks[idx as usize].meta.priority, idx))
+        Reverse((self.states[idx as usize].priority, idx))
     }
 
     fn make_ready(&mut self, idx: u32) {
@@ -481,11 +503,11 @@ impl RunState {
         let Some(best) = self.ready.peek() else {
             return false;
         };
-        while let Some(&top) = self.waiting_keys.peek() {
-            if self.states[top.0 .1 as usize].phase == Phase::Waiting {
-                return best >= top;
+        while let Some(&top) = self.waiting_keys.get(self.waiting_seen) {
+            if self.states[top.1 as usize].phase == Phase::Waiting {
+                return best >= Reverse(top);
             }
-            self.waiting_keys.pop();
+            self.waiting_seen += 1;
         }
         true
     }
@@ -537,7 +559,10 @@ impl RunState {
 
     /// Merges the exports of the providers of `idx`'s requires: definition order, later wins.
     fn shared_for(&mut self, idx: u32) -> Option<Arc<Shared>> {
-        // Fast path, no allocation: most providers export nothing.
+        // Fast path, no allocation: most providers export nothing, most runs nothing at all.
+        if !self.any_exports {
+            return None;
+        }
         let any = self.graph.requires[idx as usize].iter().any(|&t| {
             self.graph
                 .providers(t)
@@ -657,8 +682,10 @@ impl RunState {
         } else {
             outcome
         };
-        let retries = self.tasks[idx as usize].meta.retries;
-        if !outcome.is_success() && attempt <= retries && self.stop.is_none() {
+        if !outcome.is_success()
+            && attempt <= self.tasks[idx as usize].meta.retries
+            && self.stop.is_none()
+        {
             self.states[idx as usize].phase = Phase::Ready;
             self.push_ready(self.key(idx));
             self.events.push_back(Event::TaskRetrying {
@@ -780,7 +807,8 @@ impl RunState {
         let satisfies = ran
             && (outcome.is_success()
                 || self.tasks[idx as usize].meta.on_failure == OnFailure::RunDependents);
-        if satisfies {
+        if satisfies && finished.exports.is_some() {
+            self.any_exports = true;
             self.exports[idx as usize].clone_from(&finished.exports);
         }
         self.states[idx as usize].phase = Phase::Done;
@@ -827,7 +855,7 @@ impl RunState {
                 st.unsatisfied -= 1;
                 if st.unsatisfied == 0 {
                     st.phase = Phase::Ready;
-                    let key = Reverse((self.tasks[d as usize].meta.priority, d));
+                    let key = Reverse((st.priority, d));
                     // `push_ready`, spelled out: `self.graph` is borrowed by the loop.
                     if self.groups.as_mut().is_some_and(|g| g.park(key)) {
                         continue;

@@ -131,6 +131,61 @@ fn a_reservation_never_jumps_ahead_of_a_better_waiting_task() {
 }
 
 #[test]
+fn reservations_respect_waiting_tasks_out_of_definition_order_and_added_later() {
+    // Waiting keys out of definition order (b 3, c -5), and one added while they wait (e -10).
+    let mut s = state(vec![
+        t("a").provides(["x"]),
+        t("b").requires(["x"]).priority(3),
+        t("c").requires(["x"]).priority(-5),
+        t("d"),
+    ]);
+    assert_eq!(start(&mut s).unwrap().0, "a");
+    assert!(
+        s.next_start(true).is_none(),
+        "c may become ready and beats d"
+    );
+    s.add_tasks(vec![
+        t("e").requires(["x"]).priority(-10),
+        t("f").priority(1),
+    ])
+    .unwrap();
+    assert!(
+        s.next_start(true).is_none(),
+        "e may become ready and beats d"
+    );
+    done(&mut s, "a", 1, Outcome::Pass);
+    let mut order = Vec::new();
+    while let Some(st) = s.next_start(true) {
+        order.push(s.task(st.idx).name.to_string());
+    }
+    assert_eq!(order, ["e", "c", "d", "f", "b"]);
+}
+
+#[test]
+fn a_task_added_while_others_wait_holds_back_reservations_too() {
+    let mut s = state(vec![
+        t("a").provides(["x"]),
+        t("b").requires(["x"]).priority(3),
+        t("d"),
+    ]);
+    assert_eq!(start(&mut s).unwrap().0, "a");
+    let d = s.next_start(true).expect("only b waits, and d beats it");
+    assert_eq!(s.task(d.idx).name.as_str(), "d");
+    s.add_tasks(vec![
+        t("e").requires(["x"]).priority(-10),
+        t("f").priority(1),
+    ])
+    .unwrap();
+    assert!(
+        s.next_start(true).is_none(),
+        "e may become ready and beats f"
+    );
+    done(&mut s, "a", 1, Outcome::Pass);
+    let e = s.next_start(true).expect("e is ready and best");
+    assert_eq!(s.task(e.idx).name.as_str(), "e");
+}
+
+#[test]
 fn a_reserved_task_given_back_runs_later_as_its_first_attempt() {
     let mut s = state(vec![t("a").claims(["L"]), t("b").claims(["L"])]);
     let a = s.next_start(true).unwrap();
