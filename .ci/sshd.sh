@@ -61,6 +61,11 @@ for i in 1 2 3; do
   mkdir -p "$home"
   chown "$user" "$home"
   chmod 755 "$home"
+  # A daemon of another checkout on the port would answer with another host key.
+  if command -v ss >/dev/null && [ -n "$(ss -Hltn "sport = :$port")" ]; then
+    echo "sshd.sh: port $port is taken by another process ($(ss -Hltnp "sport = :$port" | grep -o 'pid=[0-9]*' | head -1)): stop it (.ci/sshd.sh stop in the checkout that started it)" >&2
+    exit 1
+  fi
   cat > "$dir/sshd$i.conf" <<EOF
 Port $port
 ListenAddress 127.0.0.1
