@@ -541,6 +541,116 @@ pub(crate) fn seat_of(kind: &HostKind) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn script(path: &std::path::Path, body: &str) -> String {
+        std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    /// Stand-ins for Slurm: `sbatch` keeps the script it is given and says job 42, which
+    /// `squeue` reports running while `running` exists.
+    fn pilots(dir: &std::path::Path) -> Arc<Pilots> {
+        let d = dir.display();
+        let mut slurm = SlurmConfig::new(dir.join("slurm"));
+        slurm.sbatch = script(
+            &dir.join("sbatch"),
+            &format!("for a; do last=\"$a\"; done; cp \"$last\" {d}/submitted.sh; touch {d}/running; echo 42"),
+        );
+        slurm.squeue = script(
+            &dir.join("squeue"),
+            &format!("[ -e {d}/running ] && echo '42|RUNNING'; exit 0"),
+        );
+        slurm.scancel = script(&dir.join("scancel"), &format!("rm -f {d}/running"));
+        slurm.poll_interval = Duration::from_millis(100);
+        Pilots::start(PilotConfig {
+            workers: 1,
+            jobs: 1,
+            listen: "127.0.0.1".into(),
+            slurm,
+            cwd: dir.to_path_buf(),
+            exe: Some("/bin/false".into()),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn only_the_worker_of_the_job_gets_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let pilots = pilots(dir.path());
+        let (host, port) = split_addr(pilots.address()).unwrap();
+        assert_eq!(host, "127.0.0.1");
+        let seat = {
+            let pilots = pilots.clone();
+            std::thread::spawn(move || pilots.link(0))
+        };
+        let submitted = dir.path().join("submitted.sh");
+        while !submitted.exists() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let words: Vec<String> = std::fs::read_to_string(&submitted)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .split(' ')
+            .map(|w| w.trim_matches('\'').to_owned())
+            .collect();
+        let arg = |flag: &str| {
+            let i = words.iter().position(|w| w == flag).unwrap();
+            PathBuf::from(&words[i + 1])
+        };
+        let mode = std::fs::metadata(arg("--tls-key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        // Bytes that are not TLS: closed, nothing read.
+        let mut raw = TcpStream::connect((host.as_str(), port)).unwrap();
+        raw.write_all(b"\x00\x00\x00\x10{\"Hello\":{}}").unwrap();
+        let mut buf = Vec::new();
+        let _ = raw.read_to_end(&mut buf);
+        assert!(!buf.windows(5).any(|w| w == b"Hello"));
+
+        // A certificate of another CA: refused; the seat keeps waiting.
+        let other = creds::RunCa::new().unwrap();
+        let f = other.worker(dir.path(), "intruder").unwrap();
+        let intruder = tls::TlsFiles {
+            cert: f.cert,
+            key: f.key,
+            ca: arg("--ca"),
+        };
+        if let Ok(mut p) = tls::connect(&host, port, tls::client_config(&intruder).unwrap()) {
+            // TLS 1.3: the client's side may finish before the server's verdict arrives.
+            let mut buf = Vec::new();
+            let _ = p.input.read_to_end(&mut buf);
+            assert!(buf.is_empty());
+            ssh::Transport::kill(&mut p.pump);
+        }
+        assert!(!seat.is_finished());
+
+        // The job's own credentials: the seat gets a worker that said hello.
+        let files = tls::TlsFiles {
+            cert: arg("--tls-cert"),
+            key: arg("--tls-key"),
+            ca: arg("--ca"),
+        };
+        let addr = pilots.address().to_owned();
+        let worker = std::thread::spawn(move || connect_back(&addr, &files, Some(1)));
+        let mut link = seat.join().unwrap().unwrap();
+        assert_eq!(link.hello.protocol, crate::protocol::PROTOCOL);
+        // Its key is gone once it is in.
+        assert!(!arg("--tls-key").exists());
+        link.transport.kill();
+        drop(link);
+        let _ = worker.join().unwrap();
+        let _ = std::fs::remove_file(dir.path().join("running"));
+        pilots.shutdown();
+        assert!(!dir.path().join("slurm/workers.jobs").exists());
+    }
 
     #[test]
     fn listen_addresses_parse() {
