@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -232,10 +233,11 @@ fn a_cancelled_worker_job_is_a_lost_host_replaced_and_no_task_completes_twice() 
     let log = log.path().to_path_buf();
     let mut tasks = String::from("{\n");
     for i in 0..10 {
-        tasks.push_str(&format!(
-            "  \"s{i}\": (run: Shell(\"echo s{i} start $PEXEN_HOST >> '{log}'; sleep 1; echo s{i} done >> '{log}'\")),\n",
+        let _ = writeln!(
+            tasks,
+            "  \"s{i}\": (run: Shell(\"echo s{i} start $PEXEN_HOST >> '{log}'; sleep 1; echo s{i} done >> '{log}'\")),",
             log = log.display()
-        ));
+        );
     }
     tasks.push('}');
     let t = Tree::new().file("s.tasks.ron", &tasks);
@@ -361,10 +363,11 @@ fn resume_after_kill_9_cancels_the_old_workers_and_completes_each_task_once() {
     let log: PathBuf = log.path().to_path_buf();
     let mut tasks = String::from("{\n");
     for i in 0..8 {
-        tasks.push_str(&format!(
-            "  \"k{i}\": (run: Shell(\"echo k{i} start >> '{log}'; sleep 1; echo k{i} done >> '{log}'\")),\n",
+        let _ = writeln!(
+            tasks,
+            "  \"k{i}\": (run: Shell(\"echo k{i} start >> '{log}'; sleep 1; echo k{i} done >> '{log}'\")),",
             log = log.display()
-        ));
+        );
     }
     tasks.push('}');
     let t = Tree::new().file("k.tasks.ron", &tasks);

@@ -36,6 +36,7 @@ pub(crate) struct WorkerFiles {
     pub der: Vec<u8>,
 }
 
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(gen_err)`
 fn gen_err(e: rcgen::Error) -> PilotError {
     PilotError::Credentials(e.to_string())
 }

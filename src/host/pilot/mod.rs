@@ -158,10 +158,9 @@ fn split_addr(addr: &str) -> Result<(String, u16), PilotError> {
             }
             Ok((host.to_owned(), port.parse().map_err(|_| bad())?))
         }
-        // A bare IPv6 address.
-        Some(_) => Ok((addr.to_owned(), 0)),
         None if addr.is_empty() => Err(bad()),
-        None => Ok((addr.to_owned(), 0)),
+        // A host alone, or a bare IPv6 address.
+        _ => Ok((addr.to_owned(), 0)),
     }
 }
 
@@ -213,7 +212,7 @@ impl Pilots {
             format!("{reach}:{}", bound.port())
         };
         let dir = config.slurm.dir.join("workers");
-        let slurm = WorkerJobs::new(config.slurm.clone(), dir)?;
+        let slurm = WorkerJobs::new(config.slurm.clone(), &dir)?;
         let ca = creds::RunCa::new()?;
         let ca_file = slurm.dir().join("ca.pem");
         ca.write_cert(&ca_file)?;

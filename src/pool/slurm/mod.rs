@@ -151,7 +151,7 @@ pub fn check_shared(paths: &[&Path], sinfo: &str) -> Result<(), SlurmError> {
     if others.is_empty() {
         return Ok(());
     }
-    let mut shown: Vec<&str> = others.iter().take(5).map(|s| s.as_str()).collect();
+    let mut shown: Vec<&str> = others.iter().take(5).map(String::as_str).collect();
     if others.len() > 5 {
         shown.push("...");
     }

@@ -9,9 +9,10 @@
 //! cancelled ([`cancel_leftover_workers`]) before anything runs: they belong to a controller
 //! that is gone, and their credentials were made for it alone.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::fs;
-use std::io::Write;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -101,7 +102,7 @@ fn wait_over(squeue_cmd: &str, ids: &[String], limit: Duration) -> Vec<String> {
 
 impl WorkerJobs {
     /// Prepares `dir` (created fresh, mode 0700: it holds the workers' keys) and the journal.
-    pub(crate) fn new(config: SlurmConfig, dir: PathBuf) -> Result<Self, SlurmError> {
+    pub(crate) fn new(config: SlurmConfig, dir: &Path) -> Result<Self, SlurmError> {
         use std::os::unix::fs::DirBuilderExt;
         let dir_err = |path: &Path| {
             let path = path.to_path_buf();
@@ -110,14 +111,14 @@ impl WorkerJobs {
         fs::create_dir_all(&config.dir).map_err(dir_err(&config.dir))?;
         // What an earlier run left (credentials, batch output) is of no use to this one.
         if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(dir_err(&dir))?;
+            fs::remove_dir_all(dir).map_err(dir_err(dir))?;
         }
         fs::DirBuilder::new()
             .mode(0o700)
-            .create(&dir)
-            .map_err(dir_err(&dir))?;
+            .create(dir)
+            .map_err(dir_err(dir))?;
         // Slurm's nodes need absolute paths.
-        let dir = fs::canonicalize(&dir).map_err(dir_err(&dir))?;
+        let dir = fs::canonicalize(dir).map_err(dir_err(dir))?;
         Ok(Self {
             journal: config.dir.join(JOURNAL),
             poller: Poller::new(config.squeue.clone(), config.poll_interval),
@@ -143,7 +144,7 @@ impl WorkerJobs {
         cwd: &Path,
     ) -> Result<String, SlurmError> {
         let mut script = String::from("#!/bin/sh\n");
-        script.push_str(&format!("# pexen: pilot worker {name}\nexec"));
+        let _ = write!(script, "# pexen: pilot worker {name}\nexec");
         for word in command {
             script.push(' ');
             script.push_str(&quote(word));
@@ -250,11 +251,9 @@ impl WorkerJobs {
         }
         // Keys and certificates are of no use past the run; batch output stays for reading.
         if let Ok(entries) = fs::read_dir(&self.dir) {
-            let keep: HashSet<&str> = ["out"].into();
             for e in entries.flatten() {
                 let p = e.path();
-                let ext = p.extension().and_then(|x| x.to_str()).unwrap_or("");
-                if !keep.contains(ext) {
+                if p.extension().and_then(|x| x.to_str()) != Some("out") {
                     let _ = fs::remove_file(&p);
                 }
             }
