@@ -99,9 +99,7 @@ fn pilots(
             )));
         }
     }
-    let mut slurm =
-        SlurmConfig::new(args.state.join("slurm")).args(args.slurm_args.iter().cloned());
-    slurm.poll_interval = std::time::Duration::from_secs(1);
+    let slurm = SlurmConfig::new(args.state.join("slurm")).args(args.slurm_args.iter().cloned());
     let earlier: Vec<String> = journal
         .jobs_to_reattach()
         .iter()
