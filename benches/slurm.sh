@@ -8,7 +8,8 @@
 # the median wall time over the rounds, first submission to the last job seen done.
 #
 # Then pilot workers, side by side with job per attempt and with a local run:
-#   pexen run --slurm --slurm-workers 2   P /bin/true tasks on two pilot workers (-j 1 each);
+#   pexen run --slurm --slurm-workers 2   P /bin/true tasks on two pilot workers (-j 1 each,
+#                            then again with -j 2 each);
 #                            tasks/s once the workers are up: the task-finished events after the
 #                            second host-connected, over the time from that event to the end
 #                            (each JSON line is timestamped as it arrives, by perl)
@@ -16,8 +17,9 @@
 #   job per attempt          tasks/s of the median above (N / wall time)
 #
 # Output: one line per contender, `NAME n=N median_s=X` (and `tasks_per_s=Y`), the ratio
-# pexen/raw and verdicts against the SPEC targets: pexen within 1.1x of raw sbatch; pilot
-# workers >= 500 tasks/s once up.
+# pexen/raw and verdicts against the SPEC targets: pexen within 1.1x of raw sbatch; two pilot
+# workers (each running as many attempts as the test node's 2 CPUs: -j 2) >= 500 tasks/s once
+# up. The -j 1 figure is printed beside it.
 #
 # Usage: benches/slurm.sh [-n TASKS] [-p PILOT_TASKS] [-r ROUNDS] [--no-build] [--only-pilots]
 # Defaults: 200 tasks, 2000 pilot tasks, 3 rounds. Needs a running Slurm (.ci/slurm.sh), cargo
@@ -90,12 +92,12 @@ run_raw() {
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
-# Pilot workers: prints "WALL_S TASKS_PER_S_ONCE_UP".
+# Pilot workers, $1 attempts at once on each: prints "WALL_S TASKS_PER_S_ONCE_UP".
 run_pilots() {
     rm -rf "$WORK/pstate"
     local t0 t1
     t0=$(now)
-    if ! "$PEXEN" run "$WORK/ptree" --slurm --slurm-workers 2 --state "$WORK/pstate" --message-format json |
+    if ! "$PEXEN" run "$WORK/ptree" --slurm --slurm-workers 2 -j "$1" --state "$WORK/pstate" --message-format json |
         perl -MTime::HiRes=time -ne 'printf "%.6f %s", time, $_' >"$WORK/pevents.json"; then
         echo "slurm.sh: pexen's pilot run failed" >&2
         exit 2
@@ -120,18 +122,20 @@ run_local() {
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
-P=() R=() PW=() PR=() LW=() LR=()
+P=() R=() PW=() PR=() P2W=() P2R=() LW=() LR=()
 for r in $(seq 1 "$ROUNDS"); do
     if [ "$ONLY_PILOTS" = 0 ]; then
         P+=("$(run_pexen)")
         R+=("$(run_raw)")
         echo "round $r: pexen ${P[-1]} s, raw sbatch ${R[-1]} s" >&2
     fi
-    read -r w rate < <(run_pilots)
+    read -r w rate < <(run_pilots 1)
     PW+=("$w") PR+=("$rate")
+    read -r w2 rate2 < <(run_pilots 2)
+    P2W+=("$w2") P2R+=("$rate2")
     read -r lw lrate < <(run_local)
     LW+=("$lw") LR+=("$lrate")
-    echo "round $r: pilots ${w} s (${rate} tasks/s once up), local ${lw} s (${lrate} tasks/s)" >&2
+    echo "round $r: pilots -j 1: ${w} s (${rate} tasks/s once up), pilots -j 2: ${w2} s (${rate2} tasks/s once up), local -j 2: ${lw} s (${lrate} tasks/s)" >&2
 done
 STATUS=0
 if [ "$ONLY_PILOTS" = 0 ]; then
@@ -145,9 +149,13 @@ if [ "$ONLY_PILOTS" = 0 ]; then
 fi
 PWM=$(printf '%s\n' "${PW[@]}" | median)
 PRM=$(printf '%s\n' "${PR[@]}" | median)
+P2WM=$(printf '%s\n' "${P2W[@]}" | median)
+P2RM=$(printf '%s\n' "${P2R[@]}" | median)
 LWM=$(printf '%s\n' "${LW[@]}" | median)
 LRM=$(printf '%s\n' "${LR[@]}" | median)
-echo "pexen-pilots n=$P_N workers=2 median_s=$PWM tasks_per_s_once_up=$PRM"
+echo "pexen-pilots n=$P_N workers=2 j=1 median_s=$PWM tasks_per_s_once_up=$PRM"
+echo "pexen-pilots n=$P_N workers=2 j=2 median_s=$P2WM tasks_per_s_once_up=$P2RM"
 echo "pexen-local n=$P_N j=2 median_s=$LWM tasks_per_s=$LRM"
-if [ "$(echo "$PRM >= 500" | bc)" = 1 ]; then echo "verdict (pilots >= 500 tasks/s): met"; else echo "verdict (pilots >= 500 tasks/s): NOT met"; STATUS=1; fi
+# The target is for two workers; each runs as many attempts at once as it has CPUs (2 here).
+if [ "$(echo "$P2RM >= 500" | bc)" = 1 ]; then echo "verdict (pilots, -j 2 each, >= 500 tasks/s): met"; else echo "verdict (pilots, -j 2 each, >= 500 tasks/s): NOT met"; STATUS=1; fi
 exit "$STATUS"
