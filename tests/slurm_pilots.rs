@@ -357,7 +357,7 @@ fn ctrl_c_ends_every_worker_job_and_leaves_no_process() {
 
 #[test]
 #[ignore = "needs Slurm: run .ci/slurm.sh first"]
-fn resume_after_kill_9_cancels_the_old_workers_and_completes_each_task_once() {
+fn resume_after_kill_9_cancels_the_old_workers_and_reruns_only_unrecorded_tasks() {
     let _node = require_slurm();
     let log = tempfile::NamedTempFile::new().unwrap();
     let log: PathBuf = log.path().to_path_buf();
@@ -372,15 +372,14 @@ fn resume_after_kill_9_cancels_the_old_workers_and_completes_each_task_once() {
     tasks.push('}');
     let t = Tree::new().file("k.tasks.ron", &tasks);
     let state = t.path().join(".pexen");
-    let (mut child, _rx) = spawn_events(&t, &["--slurm", "--slurm-workers", "2"]);
-    // Kill pexen once a task completed and others run.
-    loop {
-        let lines = wait_lines(&log, 1);
-        if lines.iter().any(|l| l.ends_with("done")) {
-            break;
+    let (mut child, rx) = spawn_events(&t, &["--slurm", "--slurm-workers", "2"]);
+    // Kill pexen once a task is reported finished (so journaled) while others run.
+    let recorded = loop {
+        let e = rx.recv().expect("pexen ended before a task finished");
+        if e["type"] == "task-finished" {
+            break e["task"].as_str().unwrap().to_owned();
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    };
     child.kill().unwrap();
     child.wait().unwrap();
     let old: Vec<String> = journal(&state).into_iter().map(|(id, _)| id).collect();
@@ -394,6 +393,10 @@ fn resume_after_kill_9_cancels_the_old_workers_and_completes_each_task_once() {
         r.stderr
     );
     assert!(active(&old).is_empty(), "old worker jobs left: {old:?}");
+    // What the first run recorded is taken from the journal, not run again; every task
+    // completed. (A task that completed on a worker but was not reported before the kill runs
+    // again, as it would locally.)
+    assert_eq!(r.finished(&recorded)["resumed"], true);
     let c = counts(
         &std::fs::read_to_string(&log)
             .unwrap()
@@ -401,8 +404,15 @@ fn resume_after_kill_9_cancels_the_old_workers_and_completes_each_task_once() {
             .map(str::to_owned)
             .collect::<Vec<_>>(),
     );
+    let name = recorded.rsplit('/').next().unwrap();
+    assert_eq!(c.get(&format!("{name} done")), Some(&1), "{c:?}");
+    assert_eq!(c.get(&format!("{name} start")), Some(&1), "{c:?}");
     for i in 0..8 {
-        assert_eq!(c.get(&format!("k{i} done")), Some(&1), "{c:?}");
+        assert_eq!(r.outcome(&format!("k/k{i}")), "pass");
+        assert!(
+            c.get(&format!("k{i} done")).is_some_and(|&n| n >= 1),
+            "{c:?}"
+        );
     }
 }
 
