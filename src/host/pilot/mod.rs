@@ -3,7 +3,7 @@
 //! attempts as the hosts of SPEC section 9 do, in milliseconds instead of a job per attempt.
 //!
 //! - **Seats.** The run has N places named `pilot-1` ... `pilot-N` (`HostKind::Pilot`), each
-//!   served by one worker job at a time. Connecting a seat ([`Pilots::link`]) submits a job and
+//!   served by one worker job at a time. Connecting a seat (`Pilots::link`) submits a job and
 //!   waits until its worker connects back; so the hosts' own logic does the rest: placement,
 //!   `host-connected`, a lost connection (`host-lost`, its attempts put back in the queue),
 //!   and reconnection, which here submits a replacement job, only when a task wants the seat
