@@ -74,6 +74,7 @@ fn main() {
             key: var("PEXEN_BENCH_KEY"),
             ca: var("PEXEN_BENCH_CA"),
         }),
+        pilots: None,
     };
     measure(
         "tls-daemon",

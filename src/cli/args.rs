@@ -52,6 +52,13 @@ pub struct WorkerArgs {
     /// Only clients with a certificate signed by this CA (PEM) get in.
     #[arg(long, value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
+    /// Connect to a scheduler at ADDR and serve it (a Slurm pilot worker, started by
+    /// `pexen run --slurm-workers`), with mutual TLS.
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["stdio", "listen"], requires_all = ["tls_cert", "tls_key", "ca"])]
+    pub connect: Option<String>,
+    /// With --connect: the CA that signed the scheduler's certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// Attempts at once per scheduler (default: the number of CPUs).
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: Option<u32>,
@@ -180,6 +187,14 @@ pub struct RunArgs {
         requires = "slurm"
     )]
     pub slurm_args: Vec<String>,
+    /// With --slurm: N pilot workers (jobs running `pexen worker`) connect back and take the
+    /// attempts; -j is the attempts at once on each (default 1).
+    #[arg(long, value_name = "N", requires = "slurm", conflicts_with_all = ["hosts", "hosts_file", "no_local"], value_parser = clap::value_parser!(u32).range(1..))]
+    pub slurm_workers: Option<u32>,
+    /// With --slurm-workers: where to listen for them, `HOST[:PORT]` (default 127.0.0.1;
+    /// `0.0.0.0`: every interface, workers connect to this machine's name).
+    #[arg(long, value_name = "ADDR", requires = "slurm_workers")]
+    pub slurm_listen: Option<String>,
     /// Run command tasks on this host too (repeatable):
     /// `ssh://[user@]host[:port][?jobs=N&tags=a,b&shared_fs=1]`. `$PEXEN_SSH` is the ssh command.
     #[arg(long = "host", value_name = "SPEC")]

@@ -187,9 +187,33 @@ fn worker(args: &args::WorkerArgs) -> Result<i32, CliError> {
             Err(e) => Err(CliError::Usage(crate::error::error_chain(&e))),
         };
     }
+    if let Some(addr) = &args.connect {
+        let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.ca) else {
+            return Err(CliError::Usage(
+                "--connect needs --tls-cert, --tls-key and --ca".into(),
+            ));
+        };
+        let files = crate::host::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        };
+        let jobs = args.jobs.map(|j| j as usize);
+        return match crate::host::pilot::connect_back(addr, &files, jobs) {
+            Ok(()) => Ok(exit_code::OK),
+            Err(e) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "pexen worker: {}",
+                    crate::error::error_chain(&e)
+                );
+                Ok(exit_code::TASK_FAILED)
+            }
+        };
+    }
     if !args.stdio {
         return Err(CliError::Usage(
-            "pexen worker needs --stdio (started by pexen over ssh) or --listen ADDR".into(),
+            "pexen worker needs --stdio (started by pexen over ssh), --listen ADDR or --connect ADDR".into(),
         ));
     }
     match crate::host::serve::serve_stdio(args.groups_file.clone(), args.binary_hash.clone()) {

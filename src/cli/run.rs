@@ -240,6 +240,7 @@ fn hosts_config(args: &RunArgs) -> Result<Option<crate::host::HostsConfig>, CliE
         no_local: args.no_local,
         tree: None,
         tls,
+        pilots: None,
     }))
 }
 

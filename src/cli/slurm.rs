@@ -2,7 +2,8 @@
 
 use super::args::RunArgs;
 use super::CliError;
-use crate::pool::slurm::{cancel_jobs, check_shared, SlurmConfig};
+use crate::pool::slurm::workers::cancel_leftover_workers;
+use crate::pool::slurm::{cancel_jobs, check_shared, other_nodes, SlurmConfig};
 use crate::sched::SchedulerBuilder;
 use crate::state::RunJournal;
 
@@ -16,6 +17,17 @@ pub(super) fn configure(
     journal: &RunJournal,
 ) -> Result<SchedulerBuilder, CliError> {
     let pending = journal.jobs_to_reattach();
+    // Pilot workers of an earlier run that pexen could not end (it was killed): they serve a
+    // controller that is gone. Cancelled whatever this run does.
+    let slurm_dir = args.state.join("slurm");
+    let leftover = cancel_leftover_workers(&slurm_dir, &SlurmConfig::new(&slurm_dir))?;
+    if !leftover.is_empty() {
+        eprintln!(
+            "note: cancelled {} pilot worker job(s) of the earlier run: {}",
+            leftover.len(),
+            leftover.join(" ")
+        );
+    }
     if !args.slurm {
         if !pending.is_empty() {
             eprintln!(
@@ -31,6 +43,9 @@ pub(super) fn configure(
         path: args.state.clone(),
         source,
     })?;
+    if let Some(workers) = args.slurm_workers {
+        return pilots(builder, args, journal, workers as usize);
+    }
     check_shared(&[args.dir.as_path(), args.state.as_path()], "sinfo")?;
     let config = SlurmConfig::new(args.state.join("slurm"))
         .args(args.slurm_args.iter().cloned())
@@ -46,4 +61,82 @@ pub(super) fn configure(
         cancel_jobs(&config.scancel, &stale)?;
     }
     Ok(builder.slurm(config))
+}
+
+/// `--slurm-workers N`: command attempts go to N pilot workers, hosts of the run that are
+/// Slurm jobs connected back to it (see `host::pilot`). Jobs of an earlier job-per-attempt run
+/// that were to be re-attached are cancelled: their tasks run on the workers instead.
+fn pilots(
+    builder: SchedulerBuilder,
+    args: &RunArgs,
+    journal: &RunJournal,
+    workers: usize,
+) -> Result<SchedulerBuilder, CliError> {
+    use crate::host::pilot::{is_loopback, PilotConfig, Pilots};
+    let exe = std::env::current_exe().map_err(|source| CliError::Write {
+        path: "the pexen executable".into(),
+        source,
+    })?;
+    let exe_dir = exe.parent().unwrap_or(&exe).to_path_buf();
+    // The workers run this very executable, from the shared filesystem.
+    check_shared(
+        &[args.dir.as_path(), args.state.as_path(), exe_dir.as_path()],
+        "sinfo",
+    )?;
+    let listen = args
+        .slurm_listen
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1".to_owned());
+    if is_loopback(&listen) {
+        let others = other_nodes("sinfo")?;
+        if !others.is_empty() {
+            return Err(CliError::Usage(format!(
+                "pilot workers run on other machines ({}) and cannot reach {listen}: give \
+                 --slurm-listen with an address of this machine that the nodes reach \
+                 (`--slurm-listen 0.0.0.0`: every interface, workers connect to this \
+                 machine's name)",
+                others.join(", ")
+            )));
+        }
+    }
+    let slurm = SlurmConfig::new(args.state.join("slurm")).args(args.slurm_args.iter().cloned());
+    let earlier: Vec<String> = journal
+        .jobs_to_reattach()
+        .iter()
+        .chain(journal.stale_jobs())
+        .map(|j| j.job.clone())
+        .collect();
+    if !earlier.is_empty() {
+        eprintln!(
+            "note: cancelling {} Slurm job(s) of the earlier run; their tasks run on the pilot \
+             workers: {}",
+            earlier.len(),
+            earlier.join(" ")
+        );
+        cancel_jobs(&slurm.scancel, &earlier)?;
+    }
+    let tree = std::fs::canonicalize(&args.dir)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", args.dir.display())))?;
+    let cwd = std::env::current_dir().unwrap_or_else(|_| tree.clone());
+    let pilots = Pilots::start(PilotConfig {
+        workers,
+        jobs: args.jobs.map_or(1, |j| j as usize),
+        listen,
+        slurm,
+        cwd,
+        exe: Some(exe),
+    })
+    .map_err(|e| {
+        CliError::Usage(format!(
+            "--slurm-workers: {}",
+            crate::error::error_chain(&e)
+        ))
+    })?;
+    Ok(builder.hosts(crate::host::HostsConfig {
+        hosts: Vec::new(),
+        no_local: true,
+        tree: Some(tree),
+        tls: None,
+        pilots: Some(pilots),
+    }))
 }

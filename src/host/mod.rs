@@ -16,6 +16,7 @@
 //!   platform, a cache directory) is not retried.
 
 mod conn;
+pub mod pilot;
 pub(crate) mod placement;
 pub mod serve;
 pub mod spec;
@@ -62,6 +63,8 @@ pub struct HostsConfig {
     pub tree: Option<PathBuf>,
     /// This run's TLS identity for `tls://` hosts (`--tls-cert`, `--tls-key`, `--ca`).
     pub tls: Option<tls::TlsFiles>,
+    /// Slurm pilot workers, as hosts `pilot-1` ... `pilot-N` (`--slurm-workers`).
+    pub pilots: Option<Arc<pilot::Pilots>>,
 }
 
 #[derive(Debug)]
@@ -119,6 +122,7 @@ pub(crate) struct Hosts {
     /// They are given back once the run state has recorded the end ([`Hosts::release`]), so
     /// that no attempt starts on a place before the end that made room for it is an event.
     held: Mutex<HashMap<(u32, u32), Held>>,
+    pilots: Option<Arc<pilot::Pilots>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -158,6 +162,9 @@ impl Hosts {
                 .filter(|s| s.kind != HostKind::Local)
                 .cloned(),
         );
+        if let Some(p) = &config.pilots {
+            specs.extend(p.seats());
+        }
         // Before connecting, a daemon may carry any tag (it announces its own): the exact
         // check is made once the hosts answered.
         let remote = |t: &Task| remote_ok(t, process.default_pool);
@@ -221,6 +228,7 @@ impl Hosts {
             grace,
             worker_args: process.args.clone(),
             held: Mutex::new(HashMap::new()),
+            pilots: config.pilots.clone(),
         });
         std::thread::scope(|s| {
             // The tree's manifest is read while the hosts connect, not after.
@@ -231,7 +239,14 @@ impl Hosts {
                 });
             }
             for i in 0..hosts.places.len() {
-                if hosts.places[i].spec.kind != HostKind::Local {
+                if pilot::seat_of(&hosts.places[i].spec.kind).is_some() {
+                    // A worker job may wait in Slurm's queue for long: the run starts
+                    // without it, and its tasks wait for a seat that comes up.
+                    let hosts = hosts.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("pexen-pilot-seat".into())
+                        .spawn(move || hosts.connect(i, 0));
+                } else if hosts.places[i].spec.kind != HostKind::Local {
                     let hosts = &hosts;
                     s.spawn(move || hosts.connect(i, 0));
                 }
@@ -381,7 +396,11 @@ impl Hosts {
 
     fn open(self: &Arc<Self>, i: usize) -> Result<Arc<Conn>, ConnectError> {
         let place = &self.places[i];
-        let mut link = if let HostKind::Tls { host, port } = &place.spec.kind {
+        let seat = pilot::seat_of(&place.spec.kind);
+        let mut link = if let (Some(seat), Some(pilots)) = (seat, &self.pilots) {
+            // Submits a worker job and waits until it connects back.
+            pilots.link(seat)?
+        } else if let HostKind::Tls { host, port } = &place.spec.kind {
             let files = self.tls.as_ref().ok_or(ConnectError::NoTlsIdentity)?;
             let config = self
                 .tls_config
@@ -700,6 +719,9 @@ impl Hosts {
                 let _ = conn.send_with(|w| protocol::send(w, &ToWorker::Cancel { kill }));
             }
         }
+        if let Some(p) = &self.pilots {
+            p.cancel();
+        }
         self.freed.notify_all();
     }
 
@@ -710,6 +732,9 @@ impl Hosts {
             if let Some(conn) = conn {
                 conn.close();
             }
+        }
+        if let Some(p) = &self.pilots {
+            p.shutdown();
         }
     }
 }

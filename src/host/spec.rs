@@ -20,6 +20,9 @@ pub enum HostKind {
     },
     /// A `pexen worker --listen` daemon, reached with mutual TLS.
     Tls { host: String, port: u16 },
+    /// A pilot worker: a Slurm job running `pexen worker --connect` that connects back to
+    /// this run (`pexen run --slurm --slurm-workers N`); `seat` is its place among the N.
+    Pilot { seat: usize },
 }
 
 /// One host of a run.

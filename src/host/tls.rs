@@ -124,7 +124,7 @@ pub(crate) fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsEr
 }
 
 /// Runs the handshake on a blocking socket, within [`HANDSHAKE_LIMIT`] in all.
-fn handshake(conn: &mut Connection, sock: &mut TcpStream) -> io::Result<()> {
+pub(crate) fn handshake(conn: &mut Connection, sock: &mut TcpStream) -> io::Result<()> {
     let until = Instant::now() + HANDSHAKE_LIMIT;
     while conn.is_handshaking() {
         let rest = until.saturating_duration_since(Instant::now());
@@ -203,7 +203,7 @@ fn pipe() -> io::Result<(File, File)> {
 }
 
 /// Starts the pump of an established connection.
-fn piped(conn: Connection, sock: TcpStream) -> io::Result<Piped> {
+pub(crate) fn piped(conn: Connection, sock: TcpStream) -> io::Result<Piped> {
     let (input, to_app) = pipe()?;
     let (from_app, output) = pipe()?;
     sock.set_read_timeout(None)?;

@@ -101,6 +101,7 @@ fn closures_run_on_the_host(ssh: &str) {
         no_local: false,
         tree: None,
         tls: None,
+        pilots: None,
     };
     let events: Vec<Event> = Scheduler::builder()
         .jobs(1)
@@ -167,6 +168,7 @@ fn closures_run_on_the_host(ssh: &str) {
         no_local: true,
         tree: None,
         tls: None,
+        pilots: None,
     };
     let only_pool: Vec<Task> = tasks()
         .into_iter()

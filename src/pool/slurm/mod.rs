@@ -20,9 +20,10 @@
 //!   it; `--resume` hands the ids of unfinished jobs back ([`SlurmConfig::reattach`]), and the
 //!   attempt follows the job it already has instead of submitting one.
 
-mod poll;
+pub(crate) mod poll;
 mod script;
-mod verdict;
+pub(crate) mod verdict;
+pub(crate) mod workers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -146,6 +147,23 @@ pub fn check_shared(paths: &[&Path], sinfo: &str) -> Result<(), SlurmError> {
     let Some(&(path, fs)) = locals.first() else {
         return Ok(());
     };
+    let others = other_nodes(sinfo)?;
+    if others.is_empty() {
+        return Ok(());
+    }
+    let mut shown: Vec<&str> = others.iter().take(5).map(String::as_str).collect();
+    if others.len() > 5 {
+        shown.push("...");
+    }
+    Err(SlurmError::NotShared {
+        path: path.to_path_buf(),
+        fs,
+        nodes: shown.join(", "),
+    })
+}
+
+/// Slurm's nodes other than this machine (`sinfo --Node`), sorted, each once.
+pub fn other_nodes(sinfo: &str) -> Result<Vec<String>, SlurmError> {
     let out = Command::new(sinfo)
         .args(["--noheader", "--Node", "--format=%N"])
         .output()
@@ -163,23 +181,11 @@ pub fn check_shared(paths: &[&Path], sinfo: &str) -> Result<(), SlurmError> {
     let mut nodes: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty())
+        .filter(|l| !l.is_empty() && !is_this_host(l, &me))
         .collect();
     nodes.sort();
     nodes.dedup();
-    let others: Vec<&String> = nodes.iter().filter(|n| !is_this_host(n, &me)).collect();
-    if others.is_empty() {
-        return Ok(());
-    }
-    let mut shown: Vec<&str> = others.iter().take(5).map(|s| s.as_str()).collect();
-    if others.len() > 5 {
-        shown.push("...");
-    }
-    Err(SlurmError::NotShared {
-        path: path.to_path_buf(),
-        fs,
-        nodes: shown.join(", "),
-    })
+    Ok(nodes)
 }
 
 fn is_this_host(node: &str, me: &str) -> bool {
@@ -236,6 +242,37 @@ pub fn cancel_jobs(scancel: &str, jobs: &[String]) -> Result<(), SlurmError> {
         });
     }
     Ok(())
+}
+
+/// Submits the batch script at `script` with `args` (which must include `--parsable`); the
+/// job id.
+pub(crate) fn sbatch(program: &str, args: &[String], script: &Path) -> Result<String, SlurmError> {
+    let out = Command::new(program)
+        .args(args)
+        .arg(script)
+        .output()
+        .map_err(|source| SlurmError::Missing {
+            program: program.to_owned(),
+            source,
+        })?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // `--parsable` prints `ID` or `ID;CLUSTER`.
+    let id = stdout.trim().split(';').next().unwrap_or("").to_owned();
+    if !out.status.success() || id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SlurmError::Failed {
+            program: program.to_owned(),
+            message: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                if stdout.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(" (printed {:?})", stdout.trim())
+                }
+            ),
+        });
+    }
+    Ok(id)
 }
 
 /// One attempt of a command task, to run as a job.
@@ -407,34 +444,10 @@ impl SlurmRunner {
             &self.config.args,
             &job.spec.slurm_args,
         );
-        let out = Command::new(&self.config.sbatch)
-            .args(&args)
-            .arg(&path)
-            .output();
+        let id = sbatch(&self.config.sbatch, &args, &path);
         // sbatch keeps its own copy of the script.
         let _ = fs::remove_file(&path);
-        let out = out.map_err(|source| SlurmError::Missing {
-            program: self.config.sbatch.clone(),
-            source,
-        })?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        // `--parsable` prints `ID` or `ID;CLUSTER`.
-        let id = stdout.trim().split(';').next().unwrap_or("").to_owned();
-        if !out.status.success() || id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(SlurmError::Failed {
-                program: self.config.sbatch.clone(),
-                message: format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&out.stderr).trim(),
-                    if stdout.trim().is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (printed {:?})", stdout.trim())
-                    }
-                ),
-            });
-        }
-        Ok(id)
+        id
     }
 
     /// Follows job `id` until it is over: streams results, enforces the deadline, follows

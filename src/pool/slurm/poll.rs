@@ -192,7 +192,7 @@ fn poll_loop(inner: &Inner) {
 }
 
 /// One `squeue` call for `ids`: each listed job's state word.
-fn squeue(program: &str, ids: &[String]) -> Result<HashMap<String, String>, String> {
+pub(crate) fn squeue(program: &str, ids: &[String]) -> Result<HashMap<String, String>, String> {
     let out = Command::new(program)
         .args(["--noheader", "--states=all", "--format=%i|%T", "--jobs"])
         .arg(ids.join(","))
