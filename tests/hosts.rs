@@ -15,82 +15,19 @@ use std::process::{Child, Command, Stdio};
 use common::{pexen, wait_for_pid, RunResult, Tree};
 use serde_json::Value;
 
-/// How tests reach hosts `h1`, `h2`, `h3`.
-struct Net {
-    ssh: String,
-    extra_env: Vec<(String, String)>,
-    /// The home directory of each host (where its cache is).
-    homes: PathBuf,
-    _dir: Option<tempfile::TempDir>,
-    real: bool,
-}
+#[path = "common/net.rs"]
+mod net;
+use net::Net;
 
 impl Net {
-    /// The stand-in: `sh` under a per-host HOME.
-    fn fake() -> Net {
-        let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("fake-ssh");
-        std::fs::write(
-            &script,
-            r#"#!/bin/sh
-while [ $# -gt 0 ]; do case "$1" in -o|-p|-l|-e|-F|-i) shift 2;; -*) shift;; *) break;; esac; done
-host=$1; shift
-export HOME="$FAKE_SSH_HOMES/home${host#h}"; mkdir -p "$HOME"
-exec sh -c "$*"
-"#,
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let homes = dir.path().join("homes");
-        Net {
-            ssh: script.to_string_lossy().into_owned(),
-            extra_env: vec![(
-                "FAKE_SSH_HOMES".into(),
-                homes.to_string_lossy().into_owned(),
-            )],
-            homes,
-            _dir: Some(dir),
-            real: false,
-        }
-    }
-
-    /// Real sshd from `.ci/sshd.sh`.
-    fn sshd() -> Net {
-        let dir = std::env::var_os("PEXEN_TEST_SSH_DIR").map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ci-sshd"),
-            PathBuf::from,
-        );
-        let config = dir.join("ssh_config");
-        assert!(
-            config.is_file(),
-            "{} is missing: run .ci/sshd.sh first (as root) to start the test sshds",
-            config.display()
-        );
-        Net {
-            ssh: format!("ssh -F {}", config.display()),
-            extra_env: Vec::new(),
-            homes: dir,
-            _dir: None,
-            real: true,
-        }
-    }
-
-    fn home(&self, host: &str) -> PathBuf {
-        self.homes
-            .join(format!("home{}", host.trim_start_matches('h')))
-    }
-
     fn command(&self, tree: &Path, args: &[&str]) -> Command {
         let mut cmd = pexen();
         cmd.arg("run")
             .arg(tree)
             .args(["--message-format", "json", "--state"])
             .arg(tree.join(".pexen"))
-            .args(args)
-            .env("PEXEN_SSH", &self.ssh);
-        for (k, v) in &self.extra_env {
-            cmd.env(k, v);
-        }
+            .args(args);
+        self.apply(&mut cmd);
         cmd
     }
 

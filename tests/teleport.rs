@@ -13,73 +13,18 @@ use std::process::{Child, Command, Stdio};
 
 use common::{pexen, wait_for_pid, RunResult, Tree};
 
-/// How tests reach hosts `h1`, `h2`, `h3`.
-struct Net {
-    ssh: String,
-    extra_env: Vec<(String, String)>,
-    homes: PathBuf,
-    _dir: Option<tempfile::TempDir>,
-    real: bool,
-}
+#[path = "common/net.rs"]
+mod net;
+use net::Net;
 
 impl Net {
-    fn fake() -> Net {
-        let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("fake-ssh");
-        std::fs::write(
-            &script,
-            r#"#!/bin/sh
-while [ $# -gt 0 ]; do case "$1" in -o|-p|-l|-e|-F|-i) shift 2;; -*) shift;; *) break;; esac; done
-host=$1; shift
-export HOME="$FAKE_SSH_HOMES/home${host#h}"; mkdir -p "$HOME"
-exec sh -c "$*"
-"#,
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let homes = dir.path().join("homes");
-        Net {
-            ssh: script.to_string_lossy().into_owned(),
-            extra_env: vec![(
-                "FAKE_SSH_HOMES".into(),
-                homes.to_string_lossy().into_owned(),
-            )],
-            homes,
-            _dir: Some(dir),
-            real: false,
-        }
-    }
-
-    fn sshd() -> Net {
-        let dir = std::env::var_os("PEXEN_TEST_SSH_DIR").map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ci-sshd"),
-            PathBuf::from,
-        );
-        let config = dir.join("ssh_config");
-        assert!(
-            config.is_file(),
-            "{} is missing: run .ci/sshd.sh first (as root) to start the test sshds",
-            config.display()
-        );
-        Net {
-            ssh: format!("ssh -F {}", config.display()),
-            extra_env: Vec::new(),
-            homes: dir,
-            _dir: None,
-            real: true,
-        }
-    }
-
     /// `pexen teleport ARGS...` with JSON lines.
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = pexen();
         cmd.arg("teleport")
             .args(args)
-            .args(["--message-format", "json"])
-            .env("PEXEN_SSH", &self.ssh);
-        for (k, v) in &self.extra_env {
-            cmd.env(k, v);
-        }
+            .args(["--message-format", "json"]);
+        self.apply(&mut cmd);
         cmd
     }
 
@@ -97,19 +42,7 @@ exec sh -c "$*"
 
     /// The teleported runs' directories on host `h` (`h1`).
     fn runs_on(&self, host: &str) -> PathBuf {
-        let n = host.trim_start_matches('h');
-        let mut home = self.homes.join(format!("home{n}"));
-        if self.real {
-            // Where the host's user lives now (the account's home, as sshd sees it).
-            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-            let prefix = format!("pexen-h{n}:");
-            if let Some(line) = passwd.lines().find(|l| l.starts_with(&prefix)) {
-                if let Some(dir) = line.split(':').nth(5) {
-                    home = PathBuf::from(dir);
-                }
-            }
-        }
-        home.join(".cache/pexen/teleport")
+        self.home(host).join(".cache/pexen/teleport")
     }
 }
 
@@ -284,11 +217,8 @@ fn suspend_there_is_exit_4_and_continues(net: &Net) {
         .is_file());
     // The human display, as `pexen run` shows a resumed run.
     let mut cmd = pexen();
-    cmd.args(["teleport", "ssh://h1", &t, "--color", "never"])
-        .env("PEXEN_SSH", &net.ssh);
-    for (k, v) in &net.extra_env {
-        cmd.env(k, v);
-    }
+    cmd.args(["teleport", "ssh://h1", &t, "--color", "never"]);
+    net.apply(&mut cmd);
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");

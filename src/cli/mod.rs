@@ -9,6 +9,7 @@ mod report;
 mod run;
 #[cfg(feature = "serve")]
 mod serve;
+mod signals;
 mod slurm;
 mod teleport;
 

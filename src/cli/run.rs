@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::args::{Color, MessageFormat, RunArgs};
+use super::signals::SignalWatch;
 use super::CliError;
 use crate::engine::RunRequest;
 use crate::error::exit_code;
@@ -99,7 +100,7 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     let prepared = prepared.configure(|b, journal| super::slurm::configure(b, args, journal))?;
     let mut run = prepared.start()?;
     let interrupted = Arc::new(AtomicBool::new(false));
-    let signals = SignalWatch::start(run.handle(), interrupted.clone(), display.clone());
+    let signals = watch_signals(run.handle(), interrupted.clone(), display.clone());
 
     let json_options = JsonOptions {
         output: args.json_output,
@@ -256,59 +257,36 @@ fn say(line: std::fmt::Arguments<'_>) {
 /// SIGKILL), the second kills them at once; either way the run reports and journals every
 /// task, as nextest treats them. SIGTSTP (Ctrl-Z): running task groups are stopped and their
 /// timeouts paused, then pexen stops itself; SIGCONT continues them.
-struct SignalWatch {
-    handle: signal_hook::iterator::Handle,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl SignalWatch {
-    fn start(run: RunHandle, interrupted: Arc<AtomicBool>, display: Display) -> Option<Self> {
-        use signal_hook::consts::{SIGCONT, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTSTP};
-        let mut signals = signal_hook::iterator::Signals::new([
-            SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, SIGCONT,
-        ])
-        .ok()?;
-        let handle = signals.handle();
-        let thread = std::thread::Builder::new()
-            .name("pexen-signals".into())
-            .spawn(move || {
-                for signal in signals.forever() {
-                    let name = crate::pool::command::procs::signal_name(signal);
-                    match signal {
-                        SIGTSTP => {
-                            run.pause();
-                            // Then stop as the default action would (SIGSTOP to ourselves).
-                            let _ = signal_hook::low_level::emulate_default_handler(SIGTSTP);
-                        }
-                        SIGCONT => run.resume(),
-                        // Act first, then say: a terminal nobody reads (Ctrl-S, a full pty)
-                        // can block the write.
-                        _ if interrupted.swap(true, Ordering::SeqCst) => {
-                            run.kill();
-                            display.line(&format!("interrupted again ({name}): killing running tasks"));
-                        }
-                        _ => {
-                            run.cancel();
-                            display.line(&format!(
-                                "interrupted: {name}, stopping running tasks (interrupt again to kill them)"
-                            ));
-                        }
-                    }
-                }
-            })
-            .ok()?;
-        Some(Self {
-            handle,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for SignalWatch {
-    fn drop(&mut self) {
-        self.handle.close();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+fn watch_signals(
+    run: RunHandle,
+    interrupted: Arc<AtomicBool>,
+    display: Display,
+) -> Option<SignalWatch> {
+    use signal_hook::consts::{SIGCONT, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTSTP};
+    let signals = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, SIGCONT];
+    SignalWatch::start(&signals, move |signal| {
+        let name = crate::pool::command::procs::signal_name(signal);
+        match signal {
+            SIGTSTP => {
+                run.pause();
+                // Then stop as the default action would (SIGSTOP to ourselves).
+                let _ = signal_hook::low_level::emulate_default_handler(SIGTSTP);
+            }
+            SIGCONT => run.resume(),
+            // Act first, then say: a terminal nobody reads (Ctrl-S, a full pty) can block the
+            // write.
+            _ if interrupted.swap(true, Ordering::SeqCst) => {
+                run.kill();
+                display.line(&format!(
+                    "interrupted again ({name}): killing running tasks"
+                ));
+            }
+            _ => {
+                run.cancel();
+                display.line(&format!(
+                    "interrupted: {name}, stopping running tasks (interrupt again to kill them)"
+                ));
+            }
         }
-    }
+    })
 }

@@ -5,6 +5,7 @@
 use std::io::{IsTerminal, Write};
 
 use super::args::{Color, MessageFormat, TeleportArgs};
+use super::signals::SignalWatch;
 use super::CliError;
 use crate::error::exit_code;
 use crate::host::HostSpec;
@@ -111,7 +112,7 @@ pub(super) fn teleport(args: &TeleportArgs) -> Result<i32, CliError> {
 
     let stop = Stop::default();
     let display = Display::plain(color);
-    let watch = SignalWatch::start(stop.clone(), display.clone());
+    let watch = watch_signals(stop.clone(), display.clone());
     let session = if args.attach {
         t.attach(&stop)
     } else {
@@ -288,46 +289,18 @@ enum Line<'a> {
 
 /// SIGINT, SIGTERM, SIGHUP, SIGQUIT: relayed to the run there (the first stops it, the second
 /// kills its tasks).
-struct SignalWatch {
-    handle: signal_hook::iterator::Handle,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl SignalWatch {
-    fn start(stop: Stop, display: Display) -> Option<Self> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
-        let mut signals =
-            signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT]).ok()?;
-        let handle = signals.handle();
-        let thread = std::thread::Builder::new()
-            .name("pexen-signals".into())
-            .spawn(move || {
-                for signal in signals.forever() {
-                    let name = crate::pool::command::procs::signal_name(signal);
-                    if stop.interrupt() >= 2 {
-                        display.line(&format!(
-                            "interrupted again ({name}): killing the running tasks there"
-                        ));
-                    } else {
-                        display.line(&format!(
-                            "interrupted: {name}, stopping the run there (interrupt again to kill its tasks)"
-                        ));
-                    }
-                }
-            })
-            .ok()?;
-        Some(Self {
-            handle,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for SignalWatch {
-    fn drop(&mut self) {
-        self.handle.close();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+fn watch_signals(stop: Stop, display: Display) -> Option<SignalWatch> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+    SignalWatch::start(&[SIGINT, SIGTERM, SIGHUP, SIGQUIT], move |signal| {
+        let name = crate::pool::command::procs::signal_name(signal);
+        if stop.interrupt() >= 2 {
+            display.line(&format!(
+                "interrupted again ({name}): killing the running tasks there"
+            ));
+        } else {
+            display.line(&format!(
+                "interrupted: {name}, stopping the run there (interrupt again to kill its tasks)"
+            ));
         }
-    }
+    })
 }

@@ -61,11 +61,23 @@ pub(crate) fn cache_dir() -> PathBuf {
         .join("pexen")
 }
 
+/// This program's executable as a path that stays this program's while it runs: on Linux
+/// `/proc/self/exe`, which opens the running file even after `cargo build` or a package
+/// upgrade has replaced (or removed) the file at its path; elsewhere the path it was started
+/// from.
+pub(crate) fn running_exe() -> io::Result<PathBuf> {
+    let proc = PathBuf::from("/proc/self/exe");
+    if std::fs::metadata(&proc).is_ok() {
+        return Ok(proc);
+    }
+    std::env::current_exe()
+}
+
 /// The blake3 hash of this program's executable, computed once.
 pub(crate) fn self_hash() -> io::Result<String> {
     static HASH: OnceLock<Result<String, String>> = OnceLock::new();
     HASH.get_or_init(|| {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let exe = running_exe().map_err(|e| e.to_string())?;
         let bytes = std::fs::read(&exe).map_err(|e| format!("{}: {e}", exe.display()))?;
         Ok(blake3::hash(&bytes).to_hex().to_string())
     })
@@ -78,8 +90,7 @@ pub(crate) fn self_hash() -> io::Result<String> {
 /// not read its whole executable at every run.
 pub(crate) fn self_hash_cached() -> io::Result<String> {
     use std::os::unix::fs::MetadataExt;
-    let exe = std::env::current_exe()?;
-    let m = std::fs::metadata(&exe)?;
+    let m = std::fs::metadata(running_exe()?)?;
     let key = format!(
         "{}-{}-{}-{}.{}",
         m.dev(),

@@ -110,7 +110,7 @@ impl Binary {
     pub(crate) fn this() -> Result<&'static Binary, String> {
         static BIN: OnceLock<Result<Binary, String>> = OnceLock::new();
         BIN.get_or_init(|| {
-            let path = std::env::current_exe()
+            let path = super::serve::running_exe()
                 .map_err(|e| format!("cannot find this program's executable: {e}"))?;
             let hash = super::serve::self_hash_cached()
                 .map_err(|e| format!("cannot hash {}: {e}", path.display()))?;
@@ -320,7 +320,16 @@ fn setup(link: &mut Link, bin: &Binary, deadline: Instant) -> Result<(), Connect
         let mut file = File::open(&bin.path).map_err(|e| {
             ConnectError::Bootstrap(format!("cannot read {}: {e}", bin.path.display()))
         })?;
-        io::copy(&mut file, &mut link.stdin).map_err(|e| channel(ChannelError::Io(e)))?;
+        // Exactly the announced size: the host's `head -c` waits for every byte of it.
+        let sent = io::copy(&mut io::Read::take(&mut file, bin.size), &mut link.stdin)
+            .map_err(|e| channel(ChannelError::Io(e)))?;
+        if sent != bin.size {
+            return Err(ConnectError::Bootstrap(format!(
+                "{} is {sent} bytes, not the {} it was when pexen started",
+                bin.path.display(),
+                bin.size
+            )));
+        }
         link.stdin
             .flush()
             .map_err(|e| channel(ChannelError::Io(e)))?;

@@ -151,13 +151,15 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>, depth: usize) -> io::Re
     Ok(())
 }
 
-/// The manifest entry of one file.
+/// The manifest entry of `root/rel`, hashed as it is read (no whole-file buffer: a file may be
+/// bigger than memory allows).
 pub(crate) fn entry(root: &Path, rel: String) -> io::Result<FileEntry> {
     let path = root.join(&rel);
     let meta = fs::metadata(&path)?;
-    let hash = blake3::hash(&fs::read(&path)?);
+    let mut hash = blake3::Hasher::new();
+    hash.update_reader(fs::File::open(&path)?)?;
     Ok(FileEntry {
-        hash: hash.to_hex().to_string(),
+        hash: hash.finalize().to_hex().to_string(),
         mode: meta.permissions().mode() & 0o777,
         size: meta.len(),
         path: rel,

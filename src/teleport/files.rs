@@ -63,19 +63,7 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>, depth: usize) -> io::Re
     Ok(())
 }
 
-/// The manifest entry of `root/rel`, hashed as it is read (no whole-file buffer).
-pub(crate) fn entry(root: &Path, rel: String) -> io::Result<FileEntry> {
-    let path = root.join(&rel);
-    let meta = fs::metadata(&path)?;
-    let mut h = blake3::Hasher::new();
-    h.update_reader(File::open(&path)?)?;
-    Ok(FileEntry {
-        hash: h.finalize().to_hex().to_string(),
-        mode: meta.permissions().mode() & 0o777,
-        size: meta.len(),
-        path: rel,
-    })
-}
+pub(crate) use crate::host::tree::entry;
 
 /// `rel` as a path of the state under `root`: the journal or a file under `checkpoints/`,
 /// nothing else (a path from the other side is never trusted further).
