@@ -3,7 +3,7 @@
 //! only the network is not), or the real sshds of `.ci/sshd.sh`. Included with
 //! `#[path = "common/net.rs"] mod net;`.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
