@@ -75,6 +75,7 @@ fn main() {
             ca: var("PEXEN_BENCH_CA"),
         }),
         pilots: None,
+        connecting: pexen::host::Connecting::default(),
     };
     measure(
         "tls-daemon",

@@ -513,6 +513,54 @@ fn ctrl_c_leaves_no_task_process_on_any_host() {
     interrupt_leaves_nothing_on_any_host(&Net::fake());
 }
 
+/// A host that stalls during its setup (here: an ssh that never answers) does not hold the end
+/// of an interrupted run: the connection is ended at once, and named as such.
+#[test]
+fn ctrl_c_while_a_host_is_connecting_ends_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ssh.pid");
+    let script = dir.path().join("stalled-ssh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho $$ > '{}'\nexec sleep 1000\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tree = Tree::new().file("a.ron", r#"(run: Shell("true"))"#);
+    let child = pexen()
+        .arg("run")
+        .arg(tree.path())
+        .args([
+            "--message-format",
+            "json",
+            "--no-local",
+            "--host",
+            "ssh://h1",
+        ])
+        .env("PEXEN_SSH", &script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ssh = wait_for_pid(&marker);
+    // SAFETY: sending SIGINT to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let r = RunResult::new(child.wait_with_output().unwrap());
+    assert_eq!(r.code, 130, "{}", r.stderr);
+    let lost = r.of_type("host-lost");
+    assert_eq!(lost.len(), 1, "{:?}", r.events);
+    let why = lost[0]["reason"].as_str().unwrap();
+    assert!(why.contains("cancelled while connecting"), "{why}");
+    assert!(!running(ssh), "the stalled ssh client was left running");
+    // Not run: `skip`, or `error` "interrupted before it could start" when a worker had already
+    // taken its attempt to wait for a host.
+    assert_ne!(r.outcome("a"), "pass", "{:?}", r.events);
+    assert_eq!(r.of_type("task-finished").len(), 1);
+}
+
 #[test]
 fn a_task_no_host_can_take_is_a_validation_error() {
     let tree = Tree::new().file("gpu.ron", r#"(run: Shell("true"), host_tags: ["gpu"])"#);

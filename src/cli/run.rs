@@ -3,7 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::args::{Color, MessageFormat, RunArgs};
 use super::signals::SignalWatch;
@@ -37,7 +37,10 @@ fn request(args: &RunArgs) -> Result<RunRequest, CliError> {
 }
 
 pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
-    let prepared = request(args)?.prepare()?;
+    let request = request(args)?;
+    // Ends the hosts' setups on a Ctrl-C that comes before the run is there to cancel.
+    let connecting = request.hosts.as_ref().map(|h| h.connecting.clone());
+    let prepared = request.prepare()?;
 
     let tty = std::io::stderr().is_terminal();
     let color = match args.color {
@@ -98,9 +101,22 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
     let display = human.as_ref().map_or(display, HumanReporter::display);
 
     let prepared = prepared.configure(|b, journal| super::slurm::configure(b, args, journal))?;
-    let mut run = prepared.start()?;
+    // Signals are caught before the run starts: starting may take a while (hosts connecting),
+    // and a Ctrl-C then must stop the run, not kill pexen with its connections left behind.
     let interrupted = Arc::new(AtomicBool::new(false));
-    let signals = watch_signals(run.handle(), interrupted.clone(), display.clone());
+    let target = Arc::new(OnceLock::new());
+    let signals = watch_signals(
+        target.clone(),
+        connecting,
+        interrupted.clone(),
+        display.clone(),
+    );
+    let mut run = prepared.start()?;
+    let handle = run.handle();
+    if target.set(handle.clone()).is_ok() && interrupted.load(Ordering::SeqCst) {
+        // Interrupted while starting.
+        handle.cancel();
+    }
 
     let json_options = JsonOptions {
         output: args.json_output,
@@ -242,6 +258,7 @@ fn hosts_config(args: &RunArgs) -> Result<Option<crate::host::HostsConfig>, CliE
         tree: None,
         tls,
         pilots: None,
+        connecting: crate::host::Connecting::default(),
     }))
 }
 
@@ -257,8 +274,13 @@ fn say(line: std::fmt::Arguments<'_>) {
 /// SIGKILL), the second kills them at once; either way the run reports and journals every
 /// task, as nextest treats them. SIGTSTP (Ctrl-Z): running task groups are stopped and their
 /// timeouts paused, then pexen stops itself; SIGCONT continues them.
+///
+/// Until the run is in `target`, an interrupt ends the hosts' setups (`connecting`) and is
+/// recorded in `interrupted` (the caller cancels the run once it has started); Ctrl-Z stops
+/// pexen as usual.
 fn watch_signals(
-    run: RunHandle,
+    target: Arc<OnceLock<RunHandle>>,
+    connecting: Option<crate::host::Connecting>,
     interrupted: Arc<AtomicBool>,
     display: Display,
 ) -> Option<SignalWatch> {
@@ -266,6 +288,24 @@ fn watch_signals(
     let signals = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, SIGCONT];
     SignalWatch::start(&signals, move |signal| {
         let name = crate::pool::command::procs::signal_name(signal);
+        let Some(run) = target.get() else {
+            match signal {
+                SIGTSTP => {
+                    let _ = signal_hook::low_level::emulate_default_handler(SIGTSTP);
+                }
+                SIGCONT => {}
+                _ => {
+                    interrupted.store(true, Ordering::SeqCst);
+                    if let Some(c) = &connecting {
+                        c.cancel();
+                    }
+                    display.line(&format!(
+                        "interrupted: {name}, stopping the run as it starts"
+                    ));
+                }
+            }
+            return;
+        };
         match signal {
             SIGTSTP => {
                 run.pause();

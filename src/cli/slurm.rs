@@ -138,5 +138,6 @@ fn pilots(
         tree: Some(tree),
         tls: None,
         pilots: Some(pilots),
+        connecting: crate::host::Connecting::default(),
     }))
 }

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 pub use spec::{
     check_unique as check_unique_names, load_hosts_file, HostKind, HostSpec, SpecError,
 };
-pub use ssh::{ConnectError, SSH_ENV};
+pub use ssh::{ConnectError, Connecting, SSH_ENV};
 
 use crate::context::ResultSink;
 use crate::error::{GraphError, GraphErrors};
@@ -65,6 +65,9 @@ pub struct HostsConfig {
     pub tls: Option<tls::TlsFiles>,
     /// Slurm pilot workers, as hosts `pilot-1` ... `pilot-N` (`--slurm-workers`).
     pub pilots: Option<Arc<pilot::Pilots>>,
+    /// Ends the ssh hosts' setups of the runs started with this config, before the run is
+    /// there to cancel (keep a clone, call [`ssh::Connecting::cancel`]).
+    pub connecting: ssh::Connecting,
 }
 
 #[derive(Debug)]
@@ -94,6 +97,8 @@ struct Place {
     name: Arc<str>,
     spec: HostSpec,
     conn: Mutex<Option<Arc<Conn>>>,
+    /// The ssh connection being set up, which a cancel ends.
+    setup: Arc<ssh::Setup>,
 }
 
 /// What an ended attempt holds until its end is recorded: its place and its `slots`.
@@ -213,6 +218,7 @@ impl Hosts {
                     name: Arc::from(spec.name.as_str()),
                     spec,
                     conn: Mutex::new(None),
+                    setup: Arc::default(),
                 })
                 .collect(),
             freed: Condvar::new(),
@@ -230,6 +236,9 @@ impl Hosts {
             held: Mutex::new(HashMap::new()),
             pilots: config.pilots.clone(),
         });
+        for place in &hosts.places {
+            config.connecting.register(&place.setup);
+        }
         std::thread::scope(|s| {
             // The tree's manifest is read while the hosts connect, not after.
             if hosts.tree.is_some() && hosts.places.iter().any(|p| !p.spec.shared_fs) {
@@ -370,6 +379,12 @@ impl Hosts {
                     uploaded: conn.uploaded,
                     files_sent: conn.files_sent,
                 });
+                // A cancel that came while this host was connecting.
+                let level = self.level.load(Ordering::SeqCst);
+                if level > 0 {
+                    let kill = level >= 2;
+                    let _ = conn.send_with(|w| protocol::send(w, &ToWorker::Cancel { kill }));
+                }
                 *lock(&place.conn) = Some(conn);
                 slots[i].status = Status::Up;
             }
@@ -410,14 +425,22 @@ impl Hosts {
             ssh::connect_tls(host, *port, config)?
         } else {
             let bin = ssh::Binary::this().map_err(ConnectError::Bootstrap)?;
-            ssh::connect(&place.spec, bin, &self.worker_args)?
+            ssh::connect(&place.spec, bin, &self.worker_args, Some(&place.setup))?
+        };
+        // The sync below is part of the setup that a cancel ends.
+        let fail = |link: &mut ssh::Link, e: ConnectError| {
+            let e = if place.setup.cancelled() {
+                ConnectError::Cancelled
+            } else {
+                e
+            };
+            place.setup.end();
+            link.transport.kill();
+            Err(e)
         };
         let (manifest, manifest_hash) = match self.manifest() {
             Ok((m, h)) => (m.as_slice(), h.as_str()),
-            Err(e) => {
-                link.transport.kill();
-                return Err(ConnectError::Tree(e));
-            }
+            Err(e) => return fail(&mut link, ConnectError::Tree(e)),
         };
         let root = self.tree.clone().unwrap_or_default();
         let tree = ssh::TreeToSync {
@@ -427,9 +450,9 @@ impl Hosts {
         };
         let shared_fs = place.spec.shared_fs && self.tree.is_some();
         if let Err(e) = ssh::sync_tree(&mut link, &place.name, shared_fs, &tree) {
-            link.transport.kill();
-            return Err(e);
+            return fail(&mut link, e);
         }
+        place.setup.end();
         let me = Arc::downgrade(self);
         Ok(Conn::start(link, move |reason| {
             if let Some(hosts) = me.upgrade() {
@@ -715,6 +738,7 @@ impl Hosts {
         self.level
             .fetch_max(if kill { 2 } else { 1 }, Ordering::SeqCst);
         for place in &self.places {
+            place.setup.cancel();
             if let Some(conn) = lock(&place.conn).as_ref() {
                 let _ = conn.send_with(|w| protocol::send(w, &ToWorker::Cancel { kill }));
             }

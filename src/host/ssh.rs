@@ -13,6 +13,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,83 @@ pub enum ConnectError {
     Manifest(#[source] io::Error),
     #[error("setup took longer than {}", humantime::format_duration(SETUP_LIMIT))]
     Timeout,
+    #[error("the run was cancelled while connecting")]
+    Cancelled,
+}
+
+/// An ssh connection being set up (bootstrap, upload, handshake, sync), which a cancelled run
+/// ends at once: otherwise a host that stalls would hold the run's end for up to the setup
+/// limit.
+#[derive(Debug, Default)]
+pub(crate) struct Setup {
+    /// The ssh client's process group while the setup goes on.
+    group: Mutex<Option<i32>>,
+    cancelled: AtomicBool,
+}
+
+/// A handle that ends the connections of a run's hosts while they are being set up, before
+/// the run itself exists (a front end's Ctrl-C while `Scheduler::run` connects the hosts).
+/// Part of [`crate::host::HostsConfig`]; every run started with that config answers to it.
+#[derive(Clone, Debug, Default)]
+pub struct Connecting(Arc<ConnectingInner>);
+
+#[derive(Debug, Default)]
+struct ConnectingInner {
+    cancelled: AtomicBool,
+    setups: Mutex<Vec<std::sync::Weak<Setup>>>,
+}
+
+impl Connecting {
+    /// Ends every setup going on, and any later one as soon as it starts.
+    pub fn cancel(&self) {
+        self.0.cancelled.store(true, Ordering::SeqCst);
+        for setup in lock(&self.0.setups)
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+        {
+            setup.cancel();
+        }
+    }
+
+    pub(crate) fn register(&self, setup: &Arc<Setup>) {
+        let mut setups = lock(&self.0.setups);
+        setups.retain(|s| s.strong_count() > 0);
+        setups.push(Arc::downgrade(setup));
+        if self.0.cancelled.load(Ordering::SeqCst) {
+            setup.cancel();
+        }
+    }
+}
+
+impl Setup {
+    /// Ends the setup going on, if any, and any later one as soon as it starts.
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        if let Some(pgid) = *lock(&self.group) {
+            // SAFETY: kill(2) with a process group this setup started and has not reaped.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    }
+
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    fn begin(&self, pid: u32) {
+        let mut group = lock(&self.group);
+        *group = i32::try_from(pid).ok();
+        if self.cancelled() {
+            if let Some(pgid) = *group {
+                // SAFETY: as in `cancel`.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
+        }
+    }
+
+    /// The setup is over: before the client is reaped, so that its id is never reused here.
+    pub(crate) fn end(&self) {
+        *lock(&self.group) = None;
+    }
 }
 
 fn detail_suffix(detail: &str) -> String {
@@ -196,10 +274,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 ///
 /// `worker_args` go to the worker after `--` (an embedder's
 /// [`crate::SchedulerBuilder::worker_args`]); they must be plain words.
+///
+/// Under `under`, the ssh client can be ended by [`Setup::cancel`] until the caller says
+/// [`Setup::end`] (this function says it only when it fails).
 pub(crate) fn connect(
     spec: &HostSpec,
     bin: &Binary,
     worker_args: &[std::ffi::OsString],
+    under: Option<&Setup>,
 ) -> Result<Link, ConnectError> {
     let HostKind::Ssh { user, host, port } = &spec.kind else {
         return Err(ConnectError::Bootstrap("not an ssh host".into()));
@@ -251,6 +333,9 @@ pub(crate) fn connect(
         program: argv[0].clone(),
         source,
     })?;
+    if let Some(s) = under {
+        s.begin(child.id());
+    }
     let stdin = child.stdin.take().expect("piped stdin");
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = Arc::new(Mutex::new(String::new()));
@@ -288,10 +373,14 @@ pub(crate) fn connect(
         Ok(()) => Ok(link),
         Err(e) => {
             let e = match e {
+                _ if under.is_some_and(Setup::cancelled) => ConnectError::Cancelled,
                 // The connection ended: ssh's own words say why.
                 ConnectError::Channel { source, .. } => classify(&mut link, source),
                 other => other,
             };
+            if let Some(s) = under {
+                s.end();
+            }
             link.transport.kill();
             Err(e)
         }

@@ -283,7 +283,7 @@ impl Teleport {
             return Err(TeleportError::Interrupted(host));
         }
         let mut link =
-            ssh::connect(&self.host, bin, &[]).map_err(|source| TeleportError::Connect {
+            ssh::connect(&self.host, bin, &[], None).map_err(|source| TeleportError::Connect {
                 host: host.clone(),
                 source,
             })?;

@@ -102,6 +102,7 @@ fn closures_run_on_the_host(ssh: &str) {
         tree: None,
         tls: None,
         pilots: None,
+        connecting: pexen::host::Connecting::default(),
     };
     let events: Vec<Event> = Scheduler::builder()
         .jobs(1)
@@ -169,6 +170,7 @@ fn closures_run_on_the_host(ssh: &str) {
         tree: None,
         tls: None,
         pilots: None,
+        connecting: pexen::host::Connecting::default(),
     };
     let only_pool: Vec<Task> = tasks()
         .into_iter()
