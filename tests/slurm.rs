@@ -5,32 +5,17 @@
 //! temporary directories of this machine, which the one local node shares.
 
 mod common;
+#[path = "common/slurm.rs"]
+mod slurm;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Command;
-use std::sync::{mpsc, Mutex, MutexGuard, PoisonError};
+use std::sync::mpsc;
 
 use common::{RunResult, Tree};
 use serde_json::Value;
-
-const NEEDS: &str = "needs Slurm: run .ci/slurm.sh first";
-
-/// One test at a time on the one node: a test that fails the node must not disturb another's
-/// jobs, and each test's job counts stay its own.
-static NODE: Mutex<()> = Mutex::new(());
-
-/// Fails with what to run when Slurm is not there; holds the node for the test.
-fn require_slurm() -> MutexGuard<'static, ()> {
-    let guard = NODE.lock().unwrap_or_else(PoisonError::into_inner);
-    let ok = Command::new("sinfo")
-        .args(["--noheader", "--format=%T"])
-        .output()
-        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
-    assert!(ok, "{NEEDS} (sinfo did not answer)");
-    guard
-}
+use slurm::{active, require_slurm, spawn_events};
 
 /// Job ids of the `task-submitted` events.
 fn submitted(r: &RunResult) -> BTreeMap<String, Vec<String>> {
@@ -41,28 +26,6 @@ fn submitted(r: &RunResult) -> BTreeMap<String, Vec<String>> {
             .push(e["job"].as_str().unwrap().to_owned());
     }
     jobs
-}
-
-/// Jobs among `ids` that Slurm still has queued, running or finishing.
-fn active(ids: &[String]) -> Vec<String> {
-    if ids.is_empty() {
-        return Vec::new();
-    }
-    let out = Command::new("squeue")
-        .args([
-            "--noheader",
-            "--states=PENDING,RUNNING,COMPLETING,CONFIGURING,SUSPENDED",
-            "--format=%i",
-            "--jobs",
-        ])
-        .arg(ids.join(","))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty())
-        .collect()
 }
 
 fn outcomes(r: &RunResult) -> BTreeMap<String, (String, Value)> {
@@ -229,24 +192,6 @@ fn a_task_over_its_timeout_is_timeout_and_its_job_is_cancelled() {
     let ids: Vec<String> = submitted(&r).into_values().flatten().collect();
     assert_eq!(ids.len(), 1);
     assert!(active(&ids).is_empty(), "job {ids:?} still in the queue");
-}
-
-/// Starts `pexen` and returns the child and a channel of its JSON events as they come.
-fn spawn_events(t: &Tree, args: &[&str]) -> (std::process::Child, mpsc::Receiver<Value>) {
-    let mut child = t.spawn(args);
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    (child, rx)
 }
 
 /// Takes events until `n` jobs were submitted; their ids, and every event seen.

@@ -6,53 +6,17 @@
 //! reach: `.ci/slurm.sh` installs and starts them (one node on loopback).
 
 mod common;
+#[path = "common/slurm.rs"]
+mod slurm;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{mpsc, Mutex, MutexGuard, PoisonError};
 
 use common::Tree;
 use serde_json::Value;
-
-const NEEDS: &str = "needs Slurm: run .ci/slurm.sh first";
-
-/// One test at a time on the one node.
-static NODE: Mutex<()> = Mutex::new(());
-
-fn require_slurm() -> MutexGuard<'static, ()> {
-    let guard = NODE.lock().unwrap_or_else(PoisonError::into_inner);
-    let ok = Command::new("sinfo")
-        .args(["--noheader", "--format=%T"])
-        .output()
-        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
-    assert!(ok, "{NEEDS} (sinfo did not answer)");
-    guard
-}
-
-/// Jobs among `ids` that Slurm still has queued, running or finishing.
-fn active(ids: &[String]) -> Vec<String> {
-    if ids.is_empty() {
-        return Vec::new();
-    }
-    let out = Command::new("squeue")
-        .args([
-            "--noheader",
-            "--states=PENDING,RUNNING,COMPLETING,CONFIGURING,SUSPENDED",
-            "--format=%i",
-            "--jobs",
-        ])
-        .arg(ids.join(","))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty())
-        .collect()
-}
+use slurm::{active, require_slurm, spawn_events};
 
 /// The worker jobs of the run in `state`: their batch output files are named after them.
 fn worker_jobs(state: &Path) -> Vec<String> {
@@ -77,23 +41,6 @@ fn journal(state: &Path) -> Vec<(String, String)> {
             Some((id.to_owned(), name.to_owned()))
         })
         .collect()
-}
-
-fn spawn_events(t: &Tree, args: &[&str]) -> (std::process::Child, mpsc::Receiver<Value>) {
-    let mut child = t.spawn(args);
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    (child, rx)
 }
 
 /// Waits until `path` has at least `n` lines; returns them.
