@@ -166,6 +166,17 @@ pub(crate) fn entry(root: &Path, rel: String) -> io::Result<FileEntry> {
     })
 }
 
+/// Where a file is written before it is renamed to `path` (an atomic write): a hidden name
+/// beside it, unique to this process, that walks of the tree and of the state skip.
+pub(crate) fn temp_beside(path: &Path) -> PathBuf {
+    path.with_file_name(format!(
+        ".{}.pexen-tmp-{}",
+        path.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        std::process::id()
+    ))
+}
+
 /// `rel` as a path under `root`, refusing anything that could leave it (absolute paths, `..`).
 pub(crate) fn under(root: &Path, rel: &str) -> io::Result<PathBuf> {
     let p = Path::new(rel);
@@ -186,12 +197,7 @@ pub(crate) fn write_file(root: &Path, rel: &str, mode: u32, bytes: &[u8]) -> io:
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
-    let tmp = path.with_file_name(format!(
-        ".{}.pexen-tmp-{}",
-        path.file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-        std::process::id()
-    ));
+    let tmp = temp_beside(&path);
     let result = (|| {
         let mut f = fs::OpenOptions::new()
             .write(true)

@@ -133,12 +133,7 @@ pub(crate) fn receive_chunks(
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).map_err(io_err)?;
     }
-    let tmp = dest.with_file_name(format!(
-        ".{}.pexen-tmp-{}",
-        dest.file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-        std::process::id()
-    ));
+    let tmp = tree::temp_beside(dest);
     let result = (|| {
         let mut f = fs::OpenOptions::new()
             .write(true)
