@@ -140,6 +140,16 @@ fn big_tree() -> tempfile::TempDir {
     dir
 }
 
+/// A child process killed and reaped when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn page_usable() {
     let chromedriver =
         std::env::var("PEXEN_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
@@ -157,12 +167,15 @@ fn page_usable() {
         .local_addr()
         .unwrap()
         .port();
-    let mut driver = Command::new(&chromedriver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver");
+    // Ended when dropped, also when a step below panics.
+    let driver = Killed(
+        Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver"),
+    );
     let driver_url = format!("http://127.0.0.1:{port}");
     while ureq::get(&format!("{driver_url}/status")).call().is_err() {
         std::thread::sleep(Duration::from_millis(20));
@@ -244,8 +257,7 @@ fn page_usable() {
         );
         c.close().await.unwrap();
     });
-    let _ = driver.kill();
-    let _ = driver.wait();
+    drop(driver);
 }
 
 fn main() {
