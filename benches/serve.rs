@@ -12,6 +12,7 @@
 
 use std::fmt::Write;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -140,12 +141,14 @@ fn big_tree() -> tempfile::TempDir {
     dir
 }
 
-/// A child process killed and reaped when dropped.
+/// A child process started in its own process group; the group (chromedriver and the browsers
+/// it started) is killed, and the child reaped, when dropped.
 struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // SAFETY: kill(2) of the process group this bench started and has not reaped.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
         let _ = self.0.wait();
     }
 }
@@ -171,6 +174,7 @@ fn page_usable() {
     let driver = Killed(
         Command::new(&chromedriver)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -5,6 +5,7 @@
 //! Programs: `PEXEN_CHROMEDRIVER` (default `chromedriver`), `PEXEN_CHROMIUM` (default
 //! `/usr/lib/chromium/chromium`, else `/usr/bin/chromium`).
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -30,8 +31,10 @@ impl Driver {
             .local_addr()
             .unwrap()
             .port();
+        // Its own process group, with the browsers it starts: all are ended together.
         let child = Command::new(&program)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -47,7 +50,8 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SAFETY: kill(2) of the process group this test started and has not reaped.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }
