@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use common::{pexen, wait_for_pid, RunResult, Tree};
+use common::{pexen, running, wait_for_pid, RunResult, Tree};
 use serde_json::Value;
 
 #[path = "common/net.rs"]
@@ -49,16 +49,6 @@ fn shared_tree() -> Tree {
     let tree = Tree::new();
     std::fs::set_permissions(tree.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     tree
-}
-
-/// True while `pid` runs (a zombie does not run).
-fn running(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 fn host_of(r: &RunResult, task: &str) -> String {

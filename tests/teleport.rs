@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{pexen, wait_for_pid, RunResult, Tree};
+use common::{pexen, running, wait_for_pid, RunResult, Tree};
 
 #[path = "common/net.rs"]
 mod net;
@@ -55,16 +55,6 @@ fn shared_tree() -> Tree {
     std::fs::write(&runs, "").unwrap();
     std::fs::set_permissions(&runs, std::fs::Permissions::from_mode(0o666)).unwrap();
     tree
-}
-
-/// True while `pid` runs (a zombie does not run).
-fn running(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 fn lines(path: &Path) -> Vec<String> {

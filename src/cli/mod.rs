@@ -156,17 +156,12 @@ fn worker(args: &args::WorkerArgs) -> Result<i32, CliError> {
         return Ok(crate::teleport::supervise(dir));
     }
     if let Some(addr) = &args.listen {
-        let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.client_ca)
-        else {
-            return Err(CliError::Usage(
-                "--listen needs --tls-cert, --tls-key and --client-ca".into(),
-            ));
-        };
-        let files = crate::host::tls::TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-            ca: ca.clone(),
-        };
+        let files = tls_files(
+            args.tls_cert.as_ref(),
+            args.tls_key.as_ref(),
+            args.client_ca.as_ref(),
+        )
+        .ok_or_else(|| usage("--listen needs --tls-cert, --tls-key and --client-ca"))?;
         // Loopback unless an address is given.
         let addr = if addr.contains(':') {
             addr.clone()
@@ -189,16 +184,12 @@ fn worker(args: &args::WorkerArgs) -> Result<i32, CliError> {
         };
     }
     if let Some(addr) = &args.connect {
-        let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.ca) else {
-            return Err(CliError::Usage(
-                "--connect needs --tls-cert, --tls-key and --ca".into(),
-            ));
-        };
-        let files = crate::host::tls::TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-            ca: ca.clone(),
-        };
+        let files = tls_files(
+            args.tls_cert.as_ref(),
+            args.tls_key.as_ref(),
+            args.ca.as_ref(),
+        )
+        .ok_or_else(|| usage("--connect needs --tls-cert, --tls-key and --ca"))?;
         let jobs = args.jobs.map(|j| j as usize);
         return match crate::host::pilot::connect_back(addr, &files, jobs) {
             Ok(()) => Ok(exit_code::OK),
@@ -294,4 +285,21 @@ fn drop_in_background<T: Send + 'static>(value: T) {
     let _ = std::thread::Builder::new()
         .name("pexen-drop".into())
         .spawn(move || drop(value));
+}
+
+/// A TLS identity given as three options (certificate, its key, a CA), if all three are.
+pub(super) fn tls_files(
+    cert: Option<&PathBuf>,
+    key: Option<&PathBuf>,
+    ca: Option<&PathBuf>,
+) -> Option<crate::host::tls::TlsFiles> {
+    Some(crate::host::tls::TlsFiles {
+        cert: cert?.clone(),
+        key: key?.clone(),
+        ca: ca?.clone(),
+    })
+}
+
+fn usage(message: &str) -> CliError {
+    CliError::Usage(message.to_string())
 }

@@ -233,14 +233,11 @@ fn hosts_config(args: &RunArgs) -> Result<Option<crate::host::HostsConfig>, CliE
     if args.no_local {
         hosts.remove(0);
     }
-    let tls = match (&args.tls_cert, &args.tls_key, &args.ca) {
-        (Some(cert), Some(key), Some(ca)) => Some(crate::host::tls::TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-            ca: ca.clone(),
-        }),
-        _ => None,
-    };
+    let tls = super::tls_files(
+        args.tls_cert.as_ref(),
+        args.tls_key.as_ref(),
+        args.ca.as_ref(),
+    );
     if tls.is_none() {
         if let Some(h) = hosts
             .iter()

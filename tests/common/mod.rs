@@ -164,6 +164,17 @@ pub fn alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
+/// True while process `pid` runs: a zombie (ended, not yet reaped by a parent that is not this
+/// test) does not run.
+pub fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
 /// Waits until a task has written a pid (a whole line) to `path`, and returns it.
 pub fn wait_for_pid(path: &Path) -> i32 {
     loop {
