@@ -334,3 +334,58 @@ fn a_daemon_announces_its_tags_and_capacities() {
         r.stderr
     );
 }
+
+/// A worker ended by a signal (Slurm's `scancel`, a Ctrl-C, a hang-up) kills its tasks first:
+/// they run in process groups of their own, so the default action would leave them running
+/// while the scheduler starts their attempts again elsewhere.
+#[test]
+fn a_terminated_daemon_leaves_no_task_running() {
+    let pki = pki();
+    let mut d = daemon(&pki);
+    let tree = Tree::new();
+    let dir = tree.path().to_string_lossy().into_owned();
+    let tree = tree.file(
+        "slow.ron",
+        &format!(r#"(run: Shell("sleep 300 & echo $! > {dir}/sleep.pid; wait"))"#),
+    );
+    let mut run = pexen()
+        .arg("run")
+        .arg(tree.path())
+        .args(["--message-format", "json", "--no-local", "--state"])
+        .arg(tree.path().join(".pexen"))
+        .args([
+            "--host",
+            &format!("tls://127.0.0.1:{}", d.port),
+            "--tls-cert",
+        ])
+        .arg(&pki.client.0)
+        .arg("--tls-key")
+        .arg(&pki.client.1)
+        .arg("--ca")
+        .arg(&pki.ca)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sleeper = common::wait_for_pid(&tree.path().join("sleep.pid"));
+    // SAFETY: kill(2) with a pid and a signal.
+    assert_eq!(unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) }, 0);
+    let status = d.child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        None,
+        "the daemon died of the signal instead of ending its tasks"
+    );
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+    // Killed before the daemon exited: at most the moment the kernel takes to reap it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while common::running(sleeper) && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert!(
+        !common::running(sleeper),
+        "the task's process {sleeper} outlived its worker"
+    );
+    let _ = run.kill();
+    let _ = run.wait();
+}

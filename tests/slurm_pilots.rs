@@ -182,11 +182,13 @@ fn a_cancelled_worker_job_is_a_lost_host_replaced_and_no_task_completes_twice() 
     for i in 0..10 {
         let _ = writeln!(
             tasks,
-            "  \"s{i}\": (run: Shell(\"echo s{i} start $PEXEN_HOST >> '{log}'; sleep 1; echo s{i} done >> '{log}'\")),",
+            "  \"s{i}\": (run: Shell(\"echo s{i} start $PEXEN_HOST >> '{log}'; sleep 1 && echo s{i} done >> '{log}'\")),",
             log = log.display()
         );
     }
     tasks.push('}');
+    // `&&`: `scancel` signals every process of the job at once, so the `sleep` of the attempt
+    // it interrupts may die before its shell does; a task completes only when its sleep did.
     let t = Tree::new().file("s.tasks.ron", &tasks);
     let state = t.path().join(".pexen");
     let (child, rx) = spawn_events(&t, &["--slurm", "--slurm-workers", "2"]);
@@ -208,7 +210,7 @@ fn a_cancelled_worker_job_is_a_lost_host_replaced_and_no_task_completes_twice() 
     assert_eq!(
         out.status.code(),
         Some(0),
-        "{}",
+        "{}\n{events:#?}",
         String::from_utf8_lossy(&out.stderr)
     );
     // The loss names the job; the seat came back with a replacement job.

@@ -155,6 +155,12 @@ fn worker(args: &args::WorkerArgs) -> Result<i32, CliError> {
     if let Some(dir) = &args.teleport_run {
         return Ok(crate::teleport::supervise(dir));
     }
+    if let Err(e) = crate::host::serve::exit_on_signals() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "pexen worker: cannot catch signals ({e}); a signal will leave its tasks running"
+        );
+    }
     if let Some(addr) = &args.listen {
         let files = tls_files(
             args.tls_cert.as_ref(),

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use rayon::prelude::*;
@@ -160,6 +160,58 @@ pub(crate) fn serve_embedded(args: Vec<std::ffi::OsString>, tasks: Vec<crate::Ta
     }
     crate::cli::main_with_args(args)
 }
+
+/// Signals that end processes, sent by whoever ends a whole worker (see [`exit_on_signals`]).
+const ENDING_SIGNALS: [i32; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGKILL];
+
+/// How long an attempt ended by one of [`ENDING_SIGNALS`] that pexen did not send (or exiting
+/// with 128 + one of them, as a shell whose child was killed does) waits to be reported, in case
+/// the worker itself is being ended by the same hand.
+const EXTERNAL_KILL_GRACE: Duration = Duration::from_secs(1);
+
+/// Every connection this process serves, so that a signal can end the tasks of each.
+static SERVED: Mutex<Vec<Weak<State>>> = Mutex::new(Vec::new());
+
+/// Makes SIGTERM, SIGINT and SIGHUP (Slurm's `scancel`, a Ctrl-C, the ssh session or terminal
+/// going away) end this worker process only after the process group of every task it runs was
+/// killed: tasks run in groups of their own, so the default action would leave them running,
+/// and the scheduler would start their attempts again elsewhere. What the connections already
+/// carry (the end of an attempt that finished just before) still reaches the scheduler: each
+/// connection is closed in order, and the process exits once they are all served out (at most
+/// [`DRAIN_LIMIT`]), with 128 + the signal.
+pub fn exit_on_signals() -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("pexen-worker-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let served: Vec<Arc<State>> =
+                    lock(&SERVED).iter().filter_map(Weak::upgrade).collect();
+                let _ = writeln!(
+                    io::stderr(),
+                    "pexen worker: {}: ending {} connection(s) and their tasks",
+                    crate::pool::command::procs::signal_name(signal),
+                    served.len()
+                );
+                for state in &served {
+                    state.end();
+                }
+                drop(served);
+                let until = std::time::Instant::now() + DRAIN_LIMIT;
+                while lock(&SERVED).iter().any(|s| s.strong_count() > 0)
+                    && std::time::Instant::now() < until
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                std::process::exit(128 + signal);
+            }
+        })?;
+    Ok(())
+}
+
+/// How long a worker ending on a signal waits for its connections to carry what they hold.
+const DRAIN_LIMIT: Duration = Duration::from_secs(3);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -313,6 +365,11 @@ pub(crate) fn serve_offer(
         group_file,
         cancelled: crate::context::Cancellation::new(),
     });
+    {
+        let mut served = lock(&SERVED);
+        served.retain(|s| s.strong_count() > 0);
+        served.push(Arc::downgrade(&state));
+    }
     let beat = {
         let state = state.clone();
         std::thread::spawn(move || beat(&state))
@@ -517,10 +574,46 @@ struct State {
 }
 
 impl State {
+    /// Ends this connection for a signal: no attempt's end is sent from now on (the scheduler
+    /// puts the attempts back in its queue), every task's group is killed, and the connection
+    /// is closed after what was already written to it, so that the serving loop ends.
+    fn end(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.cancelled.cancel();
+        if let Some(Ok(runner)) = self.runner.get() {
+            runner.kill_all();
+        }
+        let mut out = lock(&self.out);
+        let _ = out.flush();
+        // Closes the connection's write end where the serving loop and the threads still hold
+        // it: the descriptor now names /dev/null, so that later writes go nowhere.
+        if let Ok(null) = File::options().write(true).open("/dev/null") {
+            use std::os::fd::AsRawFd;
+            // SAFETY: dup2(2) onto a descriptor this process owns (the writer's), from one it
+            // just opened; the writer's descriptor stays valid, naming /dev/null.
+            unsafe { libc::dup2(null.as_raw_fd(), out.get_ref().as_raw_fd()) };
+        }
+    }
+
     fn attempt(&self, run: &RunOwned) {
         let done = self.run_one(run);
         let (done, blobs) = match done {
-            Ok(pair) => pair,
+            Ok(Ended {
+                done,
+                blobs,
+                signal,
+            }) => {
+                if signal.is_some_and(|s| ENDING_SIGNALS.contains(&s)) {
+                    // Killed from outside with a signal that ends processes: Slurm's `scancel`
+                    // or a shutdown signals every process of the worker at once, and this task
+                    // may have died before this worker got its own signal. Its attempt is then
+                    // the scheduler's to put back in the queue, not a failure: give the worker
+                    // the time to learn that it is ending before reporting.
+                    self.cancelled
+                        .wait(Some(std::time::Instant::now() + EXTERNAL_KILL_GRACE));
+                }
+                (done, blobs)
+            }
             Err(message) => (
                 FromWorker::Done {
                     id: run.id,
@@ -537,6 +630,11 @@ impl State {
             ),
         };
         let mut out = lock(&self.out);
+        // Closed: the connection ended, or a signal ends this worker and killed the task, whose
+        // attempt the scheduler puts back in its queue; it must not read this end as an outcome.
+        if self.closed.load(Ordering::SeqCst) {
+            return;
+        }
         // A broken connection ends the worker's main loop; nothing more to do here.
         if protocol::send(&mut *out, &done).is_ok() {
             for blob in &blobs {
@@ -596,10 +694,14 @@ impl State {
         }
     }
 
-    fn run_one(&self, run: &RunOwned) -> Result<(FromWorker, Vec<Vec<u8>>), String> {
+    fn run_one(&self, run: &RunOwned) -> Result<Ended, String> {
         if !self.tasks.contains_key(&run.task) {
             if let Some(f) = CLOSURES.get().and_then(|c| c.get(&run.task)) {
-                return Ok((self.run_closure(f.as_ref(), run), Vec::new()));
+                return Ok(Ended {
+                    done: self.run_closure(f.as_ref(), run),
+                    blobs: Vec::new(),
+                    signal: None,
+                });
             }
         }
         let spec = self.tasks.get(&run.task).ok_or_else(|| {
@@ -665,8 +767,8 @@ impl State {
                 blobs.clear();
             }
         }
-        Ok((
-            FromWorker::Done {
+        Ok(Ended {
+            done: FromWorker::Done {
                 id: run.id,
                 outcome,
                 message,
@@ -678,8 +780,18 @@ impl State {
                 files,
             },
             blobs,
-        ))
+            signal: attempt.signal,
+        })
     }
+}
+
+/// How an attempt ended on this worker.
+struct Ended {
+    done: FromWorker,
+    /// The files of its outputs, sent after `done`.
+    blobs: Vec<Vec<u8>>,
+    /// The signal that ended it if pexen did not (see [`crate::pool::Attempt::signal`]).
+    signal: Option<i32>,
 }
 
 /// Streams a running attempt's `PEXEN_RESULTS` lines to the scheduler as they are written.

@@ -38,6 +38,10 @@ pub struct Attempt {
     /// Set when the host running the attempt was lost before it ended: the attempt is put back
     /// in the queue (not counted), with this reason.
     pub host_lost: Option<String>,
+    /// The signal that ended the task when pexen did not end it (a timeout or a cancel is said
+    /// by `message`): the one that killed its process, or N when it exited with 128 + N as a
+    /// shell whose command was killed does. Someone else ended it, perhaps the whole machine.
+    pub signal: Option<i32>,
 }
 
 impl Attempt {
@@ -51,6 +55,7 @@ impl Attempt {
             duration: Duration::ZERO,
             suspend: false,
             host_lost: None,
+            signal: None,
         }
     }
 

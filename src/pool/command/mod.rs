@@ -593,9 +593,16 @@ fn exit_attempt(status: &io::Result<ExitStatus>) -> Attempt {
             (Some(0), _) => Attempt::new(Outcome::Pass),
             (Some(77), _) => Attempt::new(Outcome::Skip).message("exit code 77"),
             (Some(SUSPEND_EXIT), _) => Attempt::suspended(format!("exit code {SUSPEND_EXIT}")),
-            (Some(code), _) => Attempt::new(Outcome::Fail).message(format!("exit code {code}")),
-            (None, Some(signal)) => Attempt::new(Outcome::Error)
-                .message(format!("killed by signal {}", procs::signal_name(signal))),
+            (Some(code), _) => Attempt {
+                // Past 128: a shell's way of saying that a signal ended its command.
+                signal: code.checked_sub(128).filter(|s| (1..32).contains(s)),
+                ..Attempt::new(Outcome::Fail).message(format!("exit code {code}"))
+            },
+            (None, Some(signal)) => Attempt {
+                signal: Some(signal),
+                ..Attempt::new(Outcome::Error)
+                    .message(format!("killed by signal {}", procs::signal_name(signal)))
+            },
             (None, None) => {
                 Attempt::new(Outcome::Error).message(format!("ended abnormally: {status}"))
             }
