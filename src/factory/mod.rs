@@ -36,6 +36,7 @@ use self::defaults::{normalize, Layer};
 pub use self::error::{FactoryError, FactoryErrors, Location};
 use self::ron::{OrderedMap, Source, TaskDef};
 use self::scan::split_map;
+pub(crate) use self::walk::Ignores;
 use self::walk::{Found, Item, Kind};
 use crate::sched::Group;
 use crate::task::{Run, Task, TaskName};

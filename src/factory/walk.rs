@@ -97,7 +97,7 @@ pub(crate) fn walk(root: &Path, shown_root: &Path) -> Walk {
         shown_root,
         out: Walk::default(),
         ancestors: Vec::new(),
-        gitignores: Vec::new(),
+        gitignores: Ignores::default(),
     };
     match fs::metadata(root) {
         Ok(meta) => walker.dir(root, "", &Arc::new(Layer::default()), &meta),
@@ -111,8 +111,51 @@ struct Walker<'a> {
     out: Walk,
     /// `(device, inode)` of the directories being walked, to catch a link back to one of them.
     ancestors: Vec<(u64, u64)>,
-    /// The `.gitignore` matchers of the directories being walked, outermost first.
-    gitignores: Vec<Gitignore>,
+    /// The `.gitignore` matchers of the directories being walked.
+    gitignores: Ignores,
+}
+
+/// The `.gitignore` files of the directories being walked, outermost first: what the factory
+/// skips, and what the tree sync to hosts leaves out (`host::tree`).
+#[derive(Default)]
+pub(crate) struct Ignores(Vec<Gitignore>);
+
+impl Ignores {
+    /// Reads `dir/.gitignore` onto the stack; false when it cannot be used (then it is not).
+    pub(crate) fn push(&mut self, dir: &Path) -> bool {
+        let mut builder = GitignoreBuilder::new(dir);
+        // A bad line makes `add` report it, but the other lines still apply, as with git.
+        let _ = builder.add(dir.join(".gitignore"));
+        match builder.build() {
+            Ok(gi) => {
+                self.0.push(gi);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub(crate) fn pop(&mut self) {
+        self.0.pop();
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether the innermost `.gitignore` that says anything about `path` excludes it.
+    pub(crate) fn is_ignored(&self, path: &Path, is_dir: bool) -> bool {
+        for gi in self.0.iter().rev() {
+            let m = gi.matched(path, is_dir);
+            if m.is_ignore() {
+                return true;
+            }
+            if m.is_whitelist() {
+                return false;
+            }
+        }
+        false
+    }
 }
 
 impl Walker<'_> {
@@ -165,10 +208,12 @@ impl Walker<'_> {
             let b = b.0.as_bytes().iter().chain(b_dir.then_some(&b'/'));
             a.cmp(b)
         });
-        let pushed = has_gitignore && self.push_gitignore(dir);
+        let pushed = has_gitignore && self.gitignores.push(dir);
         if !self.gitignores.is_empty() {
             let before = keyed.len();
-            keyed.retain(|(is_dir, (name, _))| !self.is_ignored(&dir.join(name), *is_dir));
+            keyed.retain(|(is_dir, (name, _))| {
+                !self.gitignores.is_ignored(&dir.join(name), *is_dir)
+            });
             self.out.ignored += before - keyed.len();
         }
         let mut entries: Vec<(OsString, fs::FileType)> =
@@ -209,34 +254,6 @@ impl Walker<'_> {
         if pushed {
             self.gitignores.pop();
         }
-    }
-
-    /// Reads `dir/.gitignore` onto the stack; false when it cannot be used (then it is not).
-    fn push_gitignore(&mut self, dir: &Path) -> bool {
-        let mut builder = GitignoreBuilder::new(dir);
-        // A bad line makes `add` report it, but the other lines still apply, as with git.
-        let _ = builder.add(dir.join(".gitignore"));
-        match builder.build() {
-            Ok(gi) => {
-                self.gitignores.push(gi);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// Whether the innermost `.gitignore` that says anything about `path` excludes it.
-    fn is_ignored(&self, path: &Path, is_dir: bool) -> bool {
-        for gi in self.gitignores.iter().rev() {
-            let m = gi.matched(path, is_dir);
-            if m.is_ignore() {
-                return true;
-            }
-            if m.is_whitelist() {
-                return false;
-            }
-        }
-        false
     }
 
     fn entry(

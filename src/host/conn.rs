@@ -22,6 +22,8 @@ use crate::task::Outcome;
 pub(crate) enum Msg {
     Result(Outcome, String),
     Done(Box<Done>),
+    /// The checkpoint files the host lacks (see `host::checkpoint`).
+    Need(Vec<String>),
     Lost(String),
 }
 
@@ -32,7 +34,10 @@ pub(crate) struct Done {
     pub exit_code: Option<i32>,
     pub output: Option<Output>,
     pub suspend: bool,
-    pub files: Vec<(FileEntry, Vec<u8>)>,
+    pub files: super::checkpoint::Files,
+    /// What the host's copy of the checkpoint holds after an attempt that did not succeed,
+    /// and the files that changed.
+    pub checkpoint: Option<super::checkpoint::Back>,
 }
 
 pub(crate) struct Conn {
@@ -165,19 +170,23 @@ impl Conn {
                     output,
                     files,
                     suspend,
+                    checkpoint,
+                    checkpoint_files,
                     ..
                 } => {
-                    let mut blobs = Vec::with_capacity(files.len());
-                    for entry in files {
-                        match frames.next_file(Some(Instant::now() + SILENCE_LIMIT), entry.size) {
-                            Ok(Some(bytes)) => blobs.push((entry, bytes)),
-                            Ok(None) => return "the worker stopped sending an output file".into(),
-                            Err(e) => {
-                                return format!("protocol error: {}", crate::error::error_chain(&e))
-                            }
-                        }
-                    }
+                    let blobs = match read_files(&mut frames, files) {
+                        Ok(blobs) => blobs,
+                        Err(reason) => return reason,
+                    };
+                    let checkpoint = match checkpoint {
+                        Some(held) => match read_files(&mut frames, checkpoint_files) {
+                            Ok(changed) => Some(super::checkpoint::Back { held, changed }),
+                            Err(reason) => return reason,
+                        },
+                        None => None,
+                    };
                     let done = Done {
+                        checkpoint,
                         outcome,
                         message,
                         exports,
@@ -188,6 +197,11 @@ impl Conn {
                     };
                     if let Some(tx) = lock(&self.pending).remove(&id) {
                         let _ = tx.send(Msg::Done(Box::new(done)));
+                    }
+                }
+                FromWorker::CheckpointNeed { id, paths } => {
+                    if let Some(tx) = lock(&self.pending).get(&id) {
+                        let _ = tx.send(Msg::Need(paths));
                     }
                 }
                 other => return format!("protocol error: unexpected {other:?}"),
@@ -241,4 +255,21 @@ impl Conn {
             let _ = r.join();
         }
     }
+}
+
+/// The content of `files` (announced by a `Done`), as raw frames; on failure, why the
+/// connection is lost.
+fn read_files(
+    frames: &mut FrameReader,
+    files: Vec<FileEntry>,
+) -> Result<super::checkpoint::Files, String> {
+    let mut blobs = Vec::with_capacity(files.len());
+    for entry in files {
+        match frames.next_file(Some(Instant::now() + SILENCE_LIMIT), entry.size) {
+            Ok(Some(bytes)) => blobs.push((entry, bytes)),
+            Ok(None) => return Err("the worker stopped sending a file".into()),
+            Err(e) => return Err(format!("protocol error: {}", crate::error::error_chain(&e))),
+        }
+    }
+    Ok(blobs)
 }

@@ -15,6 +15,7 @@
 //!   be reached is reported with the real reason; a refusal that will not change (a key, a
 //!   platform, a cache directory) is not retried.
 
+mod checkpoint;
 mod conn;
 pub mod pilot;
 pub(crate) mod placement;
@@ -128,6 +129,8 @@ pub(crate) struct Hosts {
     /// that no attempt starts on a place before the end that made room for it is an event.
     held: Mutex<HashMap<(u32, u32), Held>>,
     pilots: Option<Arc<pilot::Pilots>>,
+    /// The run's checkpoints, as attempts on hosts get them (see [`checkpoint`]).
+    copies: checkpoint::Copies,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -235,6 +238,7 @@ impl Hosts {
             worker_args: process.args.clone(),
             held: Mutex::new(HashMap::new()),
             pilots: config.pilots.clone(),
+            copies: checkpoint::Copies::default(),
         });
         for place in &hosts.places {
             config.connecting.register(&place.setup);
@@ -504,6 +508,9 @@ impl Hosts {
         sink.begin(&place.name);
         let attempt = if place.spec.kind == HostKind::Local {
             let mut attempt = local(&place.name);
+            if attempt.outcome.is_success() && !attempt.suspend {
+                self.checkpoint_passed_here(job);
+            }
             if attempt.outcome.is_success() && !job.outputs.is_empty() {
                 if let Err(e) = self.note_local_outputs(job) {
                     attempt.outcome = Outcome::Error;
@@ -615,6 +622,13 @@ impl Hosts {
         if !conn.expect(id, tx) {
             return Attempt::lost("the connection closed");
         }
+        let given = match self.checkpoint_before(place, &conn, job, id, &rx) {
+            Ok(given) => given,
+            Err(attempt) => {
+                conn.forget(id);
+                return *attempt;
+            }
+        };
         let request = ToWorkerRef::Run(RunRef {
             id,
             task: &job.name,
@@ -623,7 +637,8 @@ impl Hosts {
             timeout_ms: job.timeout.map(|t| t.as_millis() as u64),
             grace_ms: self.grace.as_millis() as u64,
             outputs: &job.outputs,
-            checkpoint: None,
+            checkpoint: given.shared(),
+            checkpoint_key: given.key(),
         });
         // Any other error is a broken connection: the reader notices and tells this attempt.
         if let Err(
@@ -650,11 +665,16 @@ impl Hosts {
                         attempt.outcome = Outcome::Error;
                         attempt.message = Some(e);
                     }
+                    // Before the end is recorded: the journal sees what the task saved.
+                    if let Err(e) = self.checkpoint_after(place, &given, done.checkpoint) {
+                        attempt.outcome = Outcome::Error;
+                        attempt.message = Some(e);
+                    }
                     attempt.duration = started.elapsed();
                     return attempt;
                 }
                 Ok(Msg::Lost(reason)) => return Attempt::lost(reason),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Ok(Msg::Need(_)) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                     return Attempt::lost("the connection closed")
                 }

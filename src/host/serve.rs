@@ -18,7 +18,7 @@ use std::time::Duration;
 use rayon::prelude::*;
 use thiserror::Error;
 
-use super::tree;
+use super::{checkpoint, tree};
 use crate::context::{ResultSink, Shared};
 use crate::pool::command::{CommandConfig, CommandJob, CommandRunner};
 use crate::protocol::{
@@ -364,6 +364,7 @@ pub(crate) fn serve_offer(
         closed: AtomicBool::new(false),
         group_file,
         cancelled: crate::context::Cancellation::new(),
+        broken: Mutex::new(HashMap::new()),
     });
     {
         let mut served = lock(&SERVED);
@@ -405,6 +406,25 @@ pub(crate) fn serve_offer(
                     });
                 }
             }
+            Ok(Some(ToWorker::Checkpoint { id, key, files })) => {
+                if let Some(need) = state.checkpoint_arrives(&key, &files) {
+                    let need = FromWorker::CheckpointNeed { id, paths: need };
+                    protocol::send(&mut *lock(&state.out), &need)?;
+                }
+            }
+            Ok(Some(ToWorker::CheckpointFile {
+                key,
+                path,
+                mode,
+                size,
+            })) => {
+                let bytes = input.next_file(None, size)?.unwrap_or_default();
+                if bytes.len() as u64 != size {
+                    break Err(WorkerError::Protocol(format!("{path}: size mismatch")));
+                }
+                state.checkpoint_file(&key, &path, mode, &bytes);
+            }
+            Ok(Some(ToWorker::ForgetCheckpoint { key })) => checkpoint::forget(&key),
             Ok(Some(other)) => break Err(WorkerError::Protocol(format!("unexpected {other:?}"))),
             Ok(None) => {}
             // The scheduler is gone: the run is over, or the connection dropped.
@@ -571,6 +591,9 @@ struct State {
     group_file: Option<PathBuf>,
     /// Cooperative cancellation of the closures running here.
     cancelled: crate::context::Cancellation,
+    /// Checkpoint copies that could not be brought up to date: key -> why (the attempt's
+    /// error).
+    broken: Mutex<HashMap<String, String>>,
 }
 
 impl State {
@@ -596,7 +619,20 @@ impl State {
     }
 
     fn attempt(&self, run: &RunOwned) {
-        let done = self.run_one(run);
+        let sink = FrameSink {
+            out: &self.out,
+            id: run.id,
+            worst: Mutex::new(None),
+        };
+        let done = self.prepare_checkpoint(run).and_then(|given| {
+            let dir = given.as_ref().map(|(dir, _)| dir.as_path());
+            let mut ended = self.run_one(run, dir, &sink)?;
+            if let Some((dir, Some(before))) = given {
+                let worst = *lock(&sink.worst);
+                checkpoint_end(&dir, &before, worst, &mut ended.done, &mut ended.blobs);
+            }
+            Ok(ended)
+        });
         let (done, blobs) = match done {
             Ok(Ended {
                 done,
@@ -625,6 +661,8 @@ impl State {
                     output: None,
                     duration_ms: 0,
                     files: Vec::new(),
+                    checkpoint: None,
+                    checkpoint_files: Vec::new(),
                 },
                 Vec::new(),
             ),
@@ -645,22 +683,74 @@ impl State {
         }
     }
 
+    /// The checkpoint directory of attempt `run`: the controller's (`shared_fs`), or this
+    /// host's copy, with its manifest as the attempt starts.
+    fn prepare_checkpoint(&self, run: &RunOwned) -> Result<Option<Prepared>, String> {
+        if let Some(dir) = &run.checkpoint {
+            return Ok(Some((dir.clone(), None)));
+        }
+        let Some(key) = &run.checkpoint_key else {
+            return Ok(None);
+        };
+        if let Some(why) = lock(&self.broken).remove(key) {
+            return Err(why);
+        }
+        let dir = checkpoint::host_dir(key)
+            .map_err(|e| format!("cannot create the checkpoint directory here: {e}"))?;
+        let before = checkpoint::manifest(&dir)
+            .map_err(|e| format!("cannot read checkpoint {}: {e}", dir.display()))?;
+        Ok(Some((dir, Some(before))))
+    }
+
+    /// `ToWorker::Checkpoint`: brings copy `key` to hold `files`' paths; the paths it lacks,
+    /// when there are files.
+    fn checkpoint_arrives(&self, key: &str, files: &[FileEntry]) -> Option<Vec<String>> {
+        lock(&self.broken).remove(key);
+        let need = checkpoint::host_dir(key).and_then(|dir| checkpoint::prepare(&dir, files));
+        let need = match need {
+            Ok(need) => need,
+            Err(e) => {
+                lock(&self.broken).insert(
+                    key.to_string(),
+                    format!("cannot prepare the checkpoint here: {e}"),
+                );
+                // Nothing more is written; the attempt ends with the error.
+                Vec::new()
+            }
+        };
+        (!files.is_empty()).then_some(need)
+    }
+
+    /// `ToWorker::CheckpointFile`: one file of copy `key`.
+    fn checkpoint_file(&self, key: &str, path: &str, mode: u32, bytes: &[u8]) {
+        let written =
+            checkpoint::host_dir(key).and_then(|dir| tree::write_file(&dir, path, mode, bytes));
+        if let Err(e) = written {
+            lock(&self.broken)
+                .entry(key.to_string())
+                .or_insert_with(|| format!("cannot write checkpoint file {path} here: {e}"));
+        }
+    }
+
     /// A closure attempt, on this thread; a panic is the attempt's error.
-    fn run_closure(&self, f: &TaskFn, run: &RunOwned) -> FromWorker {
+    fn run_closure(
+        &self,
+        f: &TaskFn,
+        run: &RunOwned,
+        checkpoint: Option<&Path>,
+        sink: &FrameSink<'_>,
+    ) -> FromWorker {
         let started = std::time::Instant::now();
         let limit = run.timeout_ms.map(Duration::from_millis);
-        let sink = FrameSink {
-            out: &self.out,
-            id: run.id,
-        };
         let ctx = crate::context::Context::new(
             &run.task,
             run.attempt,
             &run.shared,
-            &sink,
+            sink,
             &self.cancelled,
             limit.map(|l| started + l),
-        );
+        )
+        .with_checkpoint(checkpoint);
         let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&ctx)));
         let mut attempt = match ended {
             Ok(Ok(())) => {
@@ -691,14 +781,21 @@ impl State {
             output: None,
             duration_ms: took.as_millis() as u64,
             files: Vec::new(),
+            checkpoint: None,
+            checkpoint_files: Vec::new(),
         }
     }
 
-    fn run_one(&self, run: &RunOwned) -> Result<Ended, String> {
+    fn run_one(
+        &self,
+        run: &RunOwned,
+        checkpoint: Option<&Path>,
+        sink: &FrameSink<'_>,
+    ) -> Result<Ended, String> {
         if !self.tasks.contains_key(&run.task) {
             if let Some(f) = CLOSURES.get().and_then(|c| c.get(&run.task)) {
                 return Ok(Ended {
-                    done: self.run_closure(f.as_ref(), run),
+                    done: self.run_closure(f.as_ref(), run, checkpoint, sink),
                     blobs: Vec::new(),
                     signal: None,
                 });
@@ -724,19 +821,14 @@ impl State {
             })
             .as_ref()
             .map_err(Clone::clone)?;
-        let sink = FrameSink {
-            out: &self.out,
-            id: run.id,
-        };
         let attempt = runner.run(CommandJob {
             task: &run.task,
             attempt: run.attempt,
             spec,
             shared: &run.shared,
             timeout: run.timeout_ms.map(Duration::from_millis),
-            // A checkpoint lives under the controller's state directory, not here.
-            checkpoint: None,
-            sink: &sink,
+            checkpoint,
+            sink,
             host: &self.host,
         });
         let mut files = Vec::new();
@@ -778,6 +870,8 @@ impl State {
                 output: attempt.output,
                 duration_ms: attempt.duration.as_millis() as u64,
                 files,
+                checkpoint: None,
+                checkpoint_files: Vec::new(),
             },
             blobs,
             signal: attempt.signal,
@@ -794,14 +888,67 @@ struct Ended {
     signal: Option<i32>,
 }
 
+/// The end of an attempt that used this host's copy of its checkpoint (`before`: the copy
+/// when it started): removed after a success (worst of the attempt and its streamed results,
+/// no suspend); otherwise what it holds goes back with `done`, the changed files' content
+/// after the outputs' in `blobs`.
+fn checkpoint_end(
+    dir: &Path,
+    before: &[FileEntry],
+    worst: Option<Outcome>,
+    done: &mut FromWorker,
+    blobs: &mut Vec<Vec<u8>>,
+) {
+    let FromWorker::Done {
+        outcome,
+        message,
+        suspend,
+        checkpoint: held,
+        checkpoint_files,
+        ..
+    } = done
+    else {
+        return;
+    };
+    let ended = worst.map_or(*outcome, |w| outcome.worst(w));
+    if ended.is_success() && !*suspend {
+        let _ = std::fs::remove_dir_all(dir);
+        return;
+    }
+    match checkpoint::changed(dir, before) {
+        Ok(back) => {
+            *held = Some(back.held);
+            for (entry, bytes) in back.changed {
+                checkpoint_files.push(entry);
+                blobs.push(bytes);
+            }
+        }
+        Err(e) => {
+            // Nothing comes back: the controller keeps what the attempt started with.
+            *outcome = Outcome::Error;
+            *message = Some(format!("cannot read checkpoint {}: {e}", dir.display()));
+        }
+    }
+}
+
+/// An attempt's checkpoint directory and, for this host's own copy, its manifest when the
+/// attempt starts.
+type Prepared = (PathBuf, Option<Vec<FileEntry>>);
+
 /// Streams a running attempt's `PEXEN_RESULTS` lines to the scheduler as they are written.
 struct FrameSink<'a> {
     out: &'a Out,
     id: u64,
+    /// The worst result streamed so far.
+    worst: Mutex<Option<Outcome>>,
 }
 
 impl ResultSink for FrameSink<'_> {
     fn result(&self, status: Outcome, message: String) {
+        {
+            let mut worst = lock(&self.worst);
+            *worst = Some(worst.map_or(status, |w| w.worst(status)));
+        }
         let _ = protocol::send(
             &mut *lock(self.out),
             &FromWorker::Result {

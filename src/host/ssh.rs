@@ -722,7 +722,7 @@ fn same_platform(os: &str, arch: &str) -> bool {
     os.eq_ignore_ascii_case(std::env::consts::OS) && arch == std::env::consts::ARCH
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()

@@ -8,15 +8,15 @@ use std::path::{Component, Path, PathBuf};
 
 use rayon::prelude::*;
 
+use crate::factory::Ignores;
 use crate::protocol::FileEntry;
 
-/// Every regular file under `root` (symbolic links followed, hidden entries skipped as the
-/// factory skips them), sorted by path, with its content hash: what [`manifest_cached`] must
-/// give.
+/// Every regular file under `root` (symbolic links followed; hidden entries and what a
+/// `.gitignore` of the tree excludes skipped, as the factory skips them), sorted by path, with
+/// its content hash: what [`manifest_cached`] must give.
 #[cfg(test)]
 pub(crate) fn manifest(root: &Path) -> io::Result<Vec<FileEntry>> {
-    let mut files = Vec::new();
-    walk(root, "", &mut files, 0)?;
+    let mut files = list(root)?;
     files.sort();
     files.into_par_iter().map(|rel| entry(root, rel)).collect()
 }
@@ -108,11 +108,19 @@ pub(crate) fn manifest_cached(root: &Path, index: &Path) -> io::Result<Vec<FileE
 /// Every regular file under `root` (as [`manifest`] sees them), unsorted, without hashing.
 pub(crate) fn list(root: &Path) -> io::Result<Vec<String>> {
     let mut files = Vec::new();
-    walk(root, "", &mut files, 0)?;
+    walk(root, "", &mut files, &mut Ignores::default(), 0)?;
     Ok(files)
 }
 
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>, depth: usize) -> io::Result<()> {
+/// Lists the files under `dir` into `out`, skipping hidden entries and what the `.gitignore`
+/// files on the way (`ignores`, outermost first) exclude, as the factory's walk does.
+fn walk(
+    dir: &Path,
+    prefix: &str,
+    out: &mut Vec<String>,
+    ignores: &mut Ignores,
+    depth: usize,
+) -> io::Result<()> {
     // A link loop would recurse forever; trees are never this deep.
     if depth > 64 {
         return Err(io::Error::other(format!(
@@ -120,8 +128,23 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>, depth: usize) -> io::Re
             dir.display()
         )));
     }
-    for item in fs::read_dir(dir)? {
-        let item = item?;
+    let items = fs::read_dir(dir)?.collect::<io::Result<Vec<_>>>()?;
+    let pushed = items.iter().any(|i| i.file_name() == ".gitignore") && ignores.push(dir);
+    let result = walk_items(items, prefix, out, ignores, depth);
+    if pushed {
+        ignores.pop();
+    }
+    result
+}
+
+fn walk_items(
+    items: Vec<fs::DirEntry>,
+    prefix: &str,
+    out: &mut Vec<String>,
+    ignores: &mut Ignores,
+    depth: usize,
+) -> io::Result<()> {
+    for item in items {
         let name = item.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.starts_with('.') {
@@ -142,8 +165,11 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>, depth: usize) -> io::Re
             };
             kind = meta.file_type();
         }
+        if !ignores.is_empty() && ignores.is_ignored(&item.path(), kind.is_dir()) {
+            continue;
+        }
         if kind.is_dir() {
-            walk(&item.path(), &rel, out, depth + 1)?;
+            walk(&item.path(), &rel, out, ignores, depth + 1)?;
         } else if kind.is_file() {
             out.push(rel);
         }
@@ -263,6 +289,29 @@ mod tests {
         let m2 = manifest(dir.path()).unwrap();
         assert_eq!(m1[0], m2[0]);
         assert_ne!(m1[1].hash, m2[1].hash);
+    }
+
+    #[test]
+    fn manifests_leave_out_what_a_gitignore_excludes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("target/debug")).unwrap();
+        fs::create_dir_all(root.join("sub")).unwrap();
+        fs::write(root.join(".gitignore"), "target/\n*.big\n").unwrap();
+        fs::write(root.join("sub/.gitignore"), "!keep.big\nlocal.txt\n").unwrap();
+        fs::write(root.join("target/debug/app"), "x").unwrap();
+        fs::write(root.join("data.big"), "x").unwrap();
+        fs::write(root.join("sub/keep.big"), "x").unwrap();
+        fs::write(root.join("sub/other.big"), "x").unwrap();
+        fs::write(root.join("sub/local.txt"), "x").unwrap();
+        fs::write(root.join("task.ron"), "x").unwrap();
+        fs::write(root.join("local.txt"), "x").unwrap();
+        let paths: Vec<_> = manifest(root)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(paths, ["local.txt", "sub/keep.big", "task.ron"]);
     }
 
     #[test]

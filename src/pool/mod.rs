@@ -89,6 +89,9 @@ impl Executor {
     /// Gives every attempt its task's checkpoint directory (SPEC section 12).
     #[must_use]
     pub(crate) fn with_checkpoints(mut self, checkpoints: Option<Checkpoints>) -> Self {
+        if let (Some(hosts), Some(cp)) = (&self.hosts, &checkpoints) {
+            hosts.set_checkpoints(cp.clone());
+        }
         self.checkpoints = checkpoints;
         self
     }

@@ -34,7 +34,7 @@ use crate::sched::events::Output;
 use crate::task::{Outcome, TaskName};
 
 /// Version of the protocol; bumped on any change of the messages below.
-pub const PROTOCOL: u32 = 4;
+pub const PROTOCOL: u32 = 5;
 
 /// How often a remote worker says it is alive while the connection is otherwise quiet.
 pub(crate) const BEAT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -103,8 +103,13 @@ pub(crate) struct RunRef<'a> {
     pub grace_ms: u64,
     /// The task's `outputs` globs, sent back after a success.
     pub outputs: &'a [String],
-    /// The task's checkpoint directory (SPEC section 12; process workers only).
+    /// The task's checkpoint directory (SPEC section 12): process workers and `shared_fs`
+    /// hosts use it as is.
     pub checkpoint: Option<&'a std::path::Path>,
+    /// Other hosts: the key of the host's copy of the checkpoint, brought up to date by a
+    /// `ToWorker::Checkpoint` sent before (see `host::checkpoint`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_key: Option<&'a str>,
 }
 
 /// What the worker reads for a [`RunRef`].
@@ -122,6 +127,8 @@ pub(crate) struct RunOwned {
     pub outputs: Vec<String>,
     #[serde(default)]
     pub checkpoint: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub checkpoint_key: Option<String>,
 }
 
 /// Scheduler to worker, as sent (borrowing).
@@ -168,6 +175,25 @@ pub(crate) enum ToWorker {
     },
     /// A teleported run (SPEC section 12; see [`teleport`]).
     Teleport(teleport::ToAgent),
+    /// Before `Run` `id` on a host without `shared_fs`: the manifest of the task's checkpoint
+    /// directory. The host makes its copy `key` hold exactly these paths and, when `files` is
+    /// not empty, answers `FromWorker::CheckpointNeed`.
+    Checkpoint {
+        id: u64,
+        key: String,
+        files: Vec<FileEntry>,
+    },
+    /// One file of checkpoint `key`; its content follows as raw frames.
+    CheckpointFile {
+        key: String,
+        path: String,
+        mode: u32,
+        size: u64,
+    },
+    /// The task succeeded elsewhere: remove the copy `key`.
+    ForgetCheckpoint {
+        key: String,
+    },
 }
 
 /// Worker to scheduler.
@@ -199,6 +225,19 @@ pub(crate) enum FromWorker {
         duration_ms: u64,
         #[serde(default)]
         files: Vec<FileEntry>,
+        /// After an attempt that did not succeed, on a host that keeps its own copy of the
+        /// checkpoint: the paths the copy holds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkpoint: Option<Vec<String>>,
+        /// The checkpoint files that changed during the attempt: their raw frames follow
+        /// those of `files`, in order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        checkpoint_files: Vec<FileEntry>,
+    },
+    /// The paths of a `ToWorker::Checkpoint` the host's copy lacks or holds with other content.
+    CheckpointNeed {
+        id: u64,
+        paths: Vec<String>,
     },
     /// The worker's copy of a deferred `Tree` differs: send the manifest.
     SendManifest,

@@ -399,7 +399,13 @@ impl Run {
         );
         let plan = Plan {
             groups: config.groups,
-            jobs: config.jobs,
+            // With hosts, a group without its own `jobs` may use every job slot of the run;
+            // each host's own `jobs` still bound it where its attempts are placed.
+            jobs: if hosts.is_some() {
+                threads
+            } else {
+                config.jobs
+            },
             virtuals: config.virtuals,
             unmet,
             first: config.run_first,

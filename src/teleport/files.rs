@@ -32,7 +32,13 @@ pub(crate) fn state_manifest(state: &Path) -> io::Result<Vec<FileEntry>> {
 }
 
 /// Regular files only: a symbolic link in a checkpoint is not followed (it may point anywhere).
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>, depth: usize) -> io::Result<()> {
+/// Paths are `prefix/...` (just the names below `dir` with an empty `prefix`).
+pub(crate) fn walk(
+    dir: &Path,
+    prefix: &str,
+    out: &mut Vec<String>,
+    depth: usize,
+) -> io::Result<()> {
     if depth > 64 {
         return Err(io::Error::other(format!(
             "{} is nested more than 64 levels deep",
@@ -52,7 +58,11 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>, depth: usize) -> io::Re
         if name.contains(".pexen-tmp-") {
             continue;
         }
-        let rel = format!("{prefix}/{name}");
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
         let kind = item.file_type()?;
         if kind.is_dir() {
             walk(&item.path(), &rel, out, depth + 1)?;
@@ -178,7 +188,7 @@ pub(crate) fn mirror(root: &Path, keep: &HashSet<&str>) -> io::Result<()> {
 }
 
 /// Removes the empty directories below `dir` (and `dir` itself with `this`).
-fn remove_empty_dirs(dir: &Path, this: bool) -> io::Result<bool> {
+pub(crate) fn remove_empty_dirs(dir: &Path, this: bool) -> io::Result<bool> {
     let items = match fs::read_dir(dir) {
         Ok(items) => items,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),

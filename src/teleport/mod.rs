@@ -28,7 +28,7 @@
 //! ```
 
 pub(crate) mod agent;
-mod files;
+pub(crate) mod files;
 mod supervise;
 
 use std::collections::HashSet;

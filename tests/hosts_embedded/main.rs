@@ -42,8 +42,38 @@ fn tasks() -> Vec<Task> {
     ]
 }
 
+/// Closures that use their checkpoint (SPEC 12): `twice` fails on its first attempt after
+/// saving, and passes on the next only if it finds what it saved; `keeps` always fails after
+/// saving, so its checkpoint must come back here.
+fn checkpoint_tasks() -> Vec<Task> {
+    let step = |ctx: &pexen::Context| -> Result<String, TaskError> {
+        let dir = ctx
+            .checkpoint()
+            .ok_or_else(|| TaskError::error("no checkpoint directory"))?;
+        let n = std::fs::read_to_string(dir.join("n")).unwrap_or_default();
+        std::fs::write(dir.join("n"), format!("{n}x"))
+            .map_err(|e| TaskError::error(e.to_string()))?;
+        Ok(n)
+    };
+    vec![
+        Task::closure("twice", move |ctx| match step(ctx)?.as_str() {
+            "x" => Ok(()),
+            n => Err(TaskError::fail(format!("found `{n}`"))),
+        })
+        .retries(1),
+        Task::closure("keeps", move |ctx| {
+            step(ctx)?;
+            Err(TaskError::fail("keeps its checkpoint"))
+        }),
+    ]
+}
+
 fn main() {
-    pexen::worker::serve_if_worker(tasks);
+    pexen::worker::serve_if_worker(|| {
+        let mut all = tasks();
+        all.extend(checkpoint_tasks());
+        all
+    });
     let mut nets = vec![("stand-in ssh", fake_ssh())];
     if std::env::args().any(|a| a == "--include-ignored" || a == "--ignored") {
         nets.push(("sshd", real_ssh()));
@@ -53,6 +83,8 @@ fn main() {
     for (label, (ssh, _dir)) in nets {
         closures_run_on_the_host(&ssh);
         println!("test closures_on_an_ssh_host [{label}] ... ok");
+        closures_get_their_checkpoints_on_the_host(&ssh);
+        println!("test closures_get_their_checkpoints_on_an_ssh_host [{label}] ... ok");
     }
     println!("\ntest result: ok.");
 }
@@ -195,4 +227,38 @@ fn closures_run_on_the_host(ssh: &str) {
         }
     }
     assert_eq!(seen, 4, "{events:?}");
+}
+
+fn closures_get_their_checkpoints_on_the_host(ssh: &str) {
+    std::env::set_var(pexen::host::SSH_ENV, ssh);
+    let state = tempfile::tempdir().unwrap();
+    let checkpoints = pexen::state::checkpoint::Checkpoints::in_state_dir(state.path());
+    let hosts = HostsConfig {
+        hosts: vec![HostSpec::parse("ssh://h1?jobs=2").unwrap()],
+        no_local: true,
+        tree: None,
+        tls: None,
+        pilots: None,
+        connecting: pexen::host::Connecting::default(),
+    };
+    let events: Vec<Event> = Scheduler::builder()
+        .default_pool(PoolKind::Processes)
+        .checkpoints(checkpoints.clone())
+        .hosts(hosts)
+        .build()
+        .run(checkpoint_tasks())
+        .unwrap()
+        .collect();
+    let mut finished = BTreeMap::new();
+    for e in &events {
+        if let Event::TaskFinished(f) = e {
+            assert_eq!(f.host.as_deref(), Some("h1"), "{f:?}");
+            finished.insert(f.task.to_string(), (f.outcome, f.attempt));
+        }
+    }
+    assert_eq!(finished["twice"], (Outcome::Pass, 2), "{events:?}");
+    assert_eq!(finished["keeps"].0, Outcome::Fail, "{events:?}");
+    // What `keeps` saved on the host came back here.
+    let kept = checkpoints.dir(&pexen::TaskName::new("keeps"));
+    assert_eq!(std::fs::read_to_string(kept.join("n")).unwrap(), "x");
 }

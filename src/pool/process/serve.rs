@@ -269,6 +269,8 @@ fn done(outcome: Outcome, message: Option<String>, exports: crate::context::Shar
         output: None,
         duration_ms: 0,
         files: Vec::new(),
+        checkpoint: None,
+        checkpoint_files: Vec::new(),
     }
 }
 

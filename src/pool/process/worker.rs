@@ -141,6 +141,7 @@ impl WorkerProc {
             grace_ms: 0,
             outputs: &[],
             checkpoint,
+            checkpoint_key: None,
         });
         match channel::send(&mut self.stdin, &request) {
             Ok(()) => {}

@@ -1,0 +1,410 @@
+//! Checkpoints of attempts that run on hosts (SPEC 12 with SPEC 9).
+//!
+//! The checkpoint of a task lives in the controller's state directory
+//! (`STATE/checkpoints/NAME`, see [`crate::state::checkpoint`]). A host with `shared_fs=1` is
+//! given that directory as is. Any other host keeps a copy of its own, private to its user
+//! (`~/.cache/pexen/checkpoints/KEY/`, mode 0700; `KEY` from this machine's name and the
+//! directory's path), brought up to date before each attempt the way the tree is synced: the
+//! controller sends the directory's manifest (`ToWorker::Checkpoint`), the worker makes its copy
+//! hold exactly those paths and answers with the ones it lacks or has with other content
+//! (`FromWorker::CheckpointNeed`), and only those travel (`ToWorker::CheckpointFile`). An empty
+//! checkpoint (most tasks save nothing) costs one frame and no round trip.
+//!
+//! When the attempt ends without success (fail, error, timeout, cancel, suspend) the worker
+//! sends back, with its `Done`, the paths the copy holds and the content of the files that
+//! changed during the attempt; the controller writes them into its directory before the end of
+//! the attempt is recorded, so the journal, `--resume` and `--explain` see them. After a
+//! success the copy is removed there (and, on the other hosts of the run that kept one, by
+//! `ToWorker::ForgetCheckpoint`); the controller's directory goes as in a local run.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use super::conn::{Conn, Msg};
+use super::{Hosts, Place};
+use crate::host::tree;
+use crate::pool::attempt::Attempt;
+use crate::pool::Job;
+use crate::protocol::{self, ChannelError, FileEntry, ToWorker};
+use crate::state::checkpoint::Checkpoints;
+use crate::task::Outcome;
+use crate::teleport::files;
+
+/// Files with their content.
+pub(crate) type Files = Vec<(FileEntry, Vec<u8>)>;
+
+/// What a host's copy holds after an attempt that did not succeed: its paths, and the files
+/// that changed during the attempt.
+pub(crate) struct Back {
+    pub held: Vec<String>,
+    pub changed: Files,
+}
+
+/// The name of a task's copy on a host: from this machine's name and the path of the task's
+/// checkpoint directory here (so two runs or two state directories never share one).
+pub(crate) fn key(dir: &Path) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(super::ssh::hostname().as_bytes());
+    h.update(&[0]);
+    h.update(dir.as_os_str().as_encoded_bytes());
+    h.finalize().to_hex()[..32].to_string()
+}
+
+/// Every regular file of a checkpoint directory (hidden ones too: a task may save
+/// `.progress`), sorted by path, with its content hash. A missing directory is empty.
+pub(crate) fn manifest(dir: &Path) -> io::Result<Vec<FileEntry>> {
+    let mut rels = Vec::new();
+    files::walk(dir, "", &mut rels, 0)?;
+    rels.sort();
+    rels.into_iter().map(|rel| tree::entry(dir, rel)).collect()
+}
+
+/// The copy of checkpoint `key` on this host, created private to its user if needed.
+pub(crate) fn host_dir(key: &str) -> io::Result<PathBuf> {
+    if key.len() != 32 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad checkpoint key `{key}`"),
+        ));
+    }
+    let root = super::serve::cache_dir().join("checkpoints");
+    let dir = root.join(key);
+    if !dir.is_dir() {
+        fs::create_dir_all(&dir)?;
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o700))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(dir)
+}
+
+/// Removes the files of `dir` whose paths are not in `keep`, then the directories left empty.
+pub(crate) fn mirror<'a>(dir: &Path, keep: impl IntoIterator<Item = &'a str>) -> io::Result<()> {
+    let keep: HashSet<&str> = keep.into_iter().collect();
+    let mut rels = Vec::new();
+    files::walk(dir, "", &mut rels, 0)?;
+    for rel in rels {
+        if !keep.contains(rel.as_str()) {
+            fs::remove_file(dir.join(&rel))?;
+        }
+    }
+    files::remove_empty_dirs(dir, false)?;
+    Ok(())
+}
+
+/// Worker: makes the copy at `dir` hold the paths of `wanted` (the controller's manifest) and
+/// returns the ones it lacks or holds with other content.
+pub(crate) fn prepare(dir: &Path, wanted: &[FileEntry]) -> io::Result<Vec<String>> {
+    mirror(dir, wanted.iter().map(|e| e.path.as_str()))?;
+    Ok(files::needed(dir, wanted))
+}
+
+/// Worker, after an attempt that did not succeed: the copy's paths, and the files that differ
+/// from `before` (the copy when the attempt started), with their content.
+pub(crate) fn changed(dir: &Path, before: &[FileEntry]) -> io::Result<Back> {
+    let after = manifest(dir)?;
+    let mut changed = Vec::new();
+    for e in &after {
+        let same = before
+            .binary_search_by(|b| b.path.cmp(&e.path))
+            .is_ok_and(|i| before[i].hash == e.hash && before[i].mode == e.mode);
+        if !same {
+            let bytes = fs::read(dir.join(&e.path))?;
+            // The size the frames will carry, whatever happened since the hash.
+            changed.push((
+                FileEntry {
+                    size: bytes.len() as u64,
+                    ..e.clone()
+                },
+                bytes,
+            ));
+        }
+    }
+    Ok(Back {
+        held: after.into_iter().map(|e| e.path).collect(),
+        changed,
+    })
+}
+
+/// Controller: what an attempt that did not succeed left on its host, written into the task's
+/// directory here: the changed files (atomically), and every file the host's copy no longer
+/// holds removed.
+pub(crate) fn bring_back(dir: &Path, held: &[String], files: Files) -> Result<(), String> {
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for (entry, bytes) in files {
+        if !held.contains(&entry.path) {
+            return Err(format!(
+                "the host sent checkpoint file {} that it does not hold",
+                entry.path
+            ));
+        }
+        tree::write_file(dir, &entry.path, entry.mode, &bytes)
+            .map_err(|e| format!("cannot write checkpoint file {}: {e}", entry.path))?;
+    }
+    mirror(dir, held.iter().map(String::as_str))
+        .map_err(|e| format!("cannot update {}: {e}", dir.display()))
+}
+
+/// Removes this host's copy of checkpoint `key` (the task succeeded).
+pub(crate) fn forget(key: &str) {
+    if let Ok(dir) = host_dir(key) {
+        let _ = fs::remove_dir_all(dir);
+    }
+}
+
+/// The checkpoints of a run with hosts, on the controller: where they are (set when the run
+/// keeps state) and which hosts keep a copy of which (to remove them once the task succeeds).
+#[derive(Default)]
+pub(crate) struct Copies {
+    checkpoints: OnceLock<Checkpoints>,
+    /// Key -> the hosts that kept a copy after an attempt that did not succeed there.
+    holders: Mutex<HashMap<String, Vec<Arc<str>>>>,
+}
+
+/// How an attempt on a host gets its checkpoint.
+pub(crate) enum Given {
+    /// The run keeps no checkpoints.
+    None,
+    /// `shared_fs=1`: the directory here, as is.
+    Shared(PathBuf),
+    /// The host's copy `key` of the directory here, `dir`.
+    Copy { dir: PathBuf, key: String },
+}
+
+impl Given {
+    pub(crate) fn shared(&self) -> Option<&Path> {
+        match self {
+            Given::Shared(dir) => Some(dir),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn key(&self) -> Option<&str> {
+        match self {
+            Given::Copy { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Hosts {
+    /// Gives attempts on hosts their tasks' checkpoint directories (SPEC 12).
+    pub(crate) fn set_checkpoints(&self, checkpoints: Checkpoints) {
+        let _ = self.copies.checkpoints.set(checkpoints);
+    }
+
+    /// Before attempt `id` of `job` on `place`: the task's directory here, and on a host
+    /// without `shared_fs` its copy there brought up to date (only the files it lacks
+    /// travel). On failure, the attempt's end.
+    pub(super) fn checkpoint_before(
+        &self,
+        place: &Place,
+        conn: &Conn,
+        job: &Job,
+        id: u64,
+        rx: &Receiver<Msg>,
+    ) -> Result<Given, Box<Attempt>> {
+        let Some(cp) = self.copies.checkpoints.get() else {
+            return Ok(Given::None);
+        };
+        let error = |m: String| Box::new(Attempt::new(Outcome::Error).message(m));
+        let dir = cp.prepare(&job.name).map_err(|e| {
+            error(format!(
+                "cannot create checkpoint directory {}: {e}",
+                cp.dir(&job.name).display()
+            ))
+        })?;
+        if place.spec.shared_fs {
+            return Ok(Given::Shared(dir));
+        }
+        let files = manifest(&dir)
+            .map_err(|e| error(format!("cannot read checkpoint {}: {e}", dir.display())))?;
+        let key = key(&dir);
+        let sent = conn.send_with(|w| {
+            protocol::send(
+                w,
+                &ToWorker::Checkpoint {
+                    id,
+                    key: key.clone(),
+                    files: files.clone(),
+                },
+            )
+        });
+        // Any other error is a broken connection: the reader tells this attempt.
+        if let Err(e @ (ChannelError::TooLarge { .. } | ChannelError::Encode(_))) = &sent {
+            return Err(error(format!(
+                "cannot send the checkpoint: {}",
+                crate::error::error_chain(e)
+            )));
+        }
+        if files.is_empty() {
+            return Ok(Given::Copy { dir, key });
+        }
+        let need = loop {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(Msg::Need(paths)) => break paths,
+                Ok(Msg::Lost(reason)) => return Err(Box::new(Attempt::lost(reason))),
+                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Box::new(Attempt::lost("the connection closed")))
+                }
+            }
+        };
+        for rel in need {
+            let Ok(i) = files.binary_search_by(|e| e.path.as_str().cmp(rel.as_str())) else {
+                return Err(error(format!(
+                    "the host asked for `{rel}`, which is not in the checkpoint"
+                )));
+            };
+            let entry = &files[i];
+            // Read whole before the header goes: a read that fails half-way must not leave
+            // the stream short of the announced bytes.
+            let bytes = fs::read(dir.join(&rel))
+                .map_err(|e| error(format!("cannot read checkpoint file {rel}: {e}")))?;
+            // A broken connection is the reader's to report, as above.
+            let _ = conn.send_with(|w| {
+                protocol::send(
+                    w,
+                    &ToWorker::CheckpointFile {
+                        key: key.clone(),
+                        path: rel.clone(),
+                        mode: entry.mode,
+                        size: bytes.len() as u64,
+                    },
+                )?;
+                protocol::send_file(w, &bytes)
+            });
+        }
+        Ok(Given::Copy { dir, key })
+    }
+
+    /// After an attempt on `place` that ended with `back` (see `conn::Done`): what the
+    /// host's copy holds is written here; a copy removed there (the task succeeded) is
+    /// removed from the other hosts too.
+    pub(super) fn checkpoint_after(
+        &self,
+        place: &Place,
+        given: &Given,
+        back: Option<Back>,
+    ) -> Result<(), String> {
+        let Given::Copy { dir, key } = given else {
+            return Ok(());
+        };
+        let Some(back) = back else {
+            // Removed there: the task succeeded.
+            self.forget_elsewhere(key, Some(&place.name));
+            return Ok(());
+        };
+        bring_back(dir, &back.held, back.changed)?;
+        let mut holders = lock(&self.copies.holders);
+        let on = holders.entry(key.clone()).or_default();
+        if !on.contains(&place.name) {
+            on.push(place.name.clone());
+        }
+        Ok(())
+    }
+
+    /// An attempt of `job` succeeded on this machine: the hosts that kept a copy drop it.
+    pub(super) fn checkpoint_passed_here(&self, job: &Job) {
+        if lock(&self.copies.holders).is_empty() {
+            return;
+        }
+        if let Some(cp) = self.copies.checkpoints.get() {
+            self.forget_elsewhere(&key(&cp.dir(&job.name)), None);
+        }
+    }
+
+    fn forget_elsewhere(&self, key: &str, except: Option<&Arc<str>>) {
+        let Some(on) = lock(&self.copies.holders).remove(key) else {
+            return;
+        };
+        for name in on.iter().filter(|n| Some(*n) != except) {
+            let Some(place) = self.places.iter().find(|p| p.name == *name) else {
+                continue;
+            };
+            let conn = lock(&place.conn).clone();
+            if let Some(conn) = conn.filter(|c| c.is_alive()) {
+                // Best effort: a copy left behind is never trusted (mirrored before use).
+                let _ = conn.send_with(|w| {
+                    protocol::send(
+                        w,
+                        &ToWorker::ForgetCheckpoint {
+                            key: key.to_string(),
+                        },
+                    )
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_is_mirrored_and_only_changes_come_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let here = tmp.path().join("here");
+        let there = tmp.path().join("there");
+        fs::create_dir_all(here.join(".sub")).unwrap();
+        fs::write(here.join("a"), "1").unwrap();
+        fs::write(here.join(".sub/b"), "2").unwrap();
+        fs::create_dir_all(there.join("old")).unwrap();
+        fs::write(there.join("old/stale"), "x").unwrap();
+        fs::write(there.join("a"), "1").unwrap();
+        let wanted = manifest(&here).unwrap();
+        let paths: Vec<_> = wanted.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, [".sub/b", "a"]);
+        // The stale file goes, `a` is there already: only `.sub/b` is needed.
+        assert_eq!(prepare(&there, &wanted).unwrap(), [".sub/b"]);
+        assert!(!there.join("old").exists());
+        tree::write_file(&there, ".sub/b", 0o644, b"2").unwrap();
+        let before = manifest(&there).unwrap();
+        assert_eq!(before, wanted);
+        // The attempt changes `a`, removes `.sub/b`, adds `c`.
+        fs::write(there.join("a"), "2").unwrap();
+        fs::remove_file(there.join(".sub/b")).unwrap();
+        fs::write(there.join("c"), "3").unwrap();
+        let back = changed(&there, &before).unwrap();
+        assert_eq!(back.held, ["a", "c"]);
+        let sent: Vec<_> = back.changed.iter().map(|(e, _)| e.path.as_str()).collect();
+        assert_eq!(sent, ["a", "c"]);
+        bring_back(&here, &back.held, back.changed).unwrap();
+        assert_eq!(manifest(&here).unwrap(), manifest(&there).unwrap());
+        assert!(!here.join(".sub").exists());
+    }
+
+    #[test]
+    fn keys_are_hex_and_nothing_else_names_a_copy() {
+        let k = key(Path::new("/state/checkpoints/a"));
+        assert_eq!(k.len(), 32);
+        assert_ne!(k, key(Path::new("/state/checkpoints/b")));
+        for bad in ["../x", "", "zz", &"g".repeat(32)] {
+            assert!(host_dir(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_file_the_host_does_not_hold_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let entry = FileEntry {
+            path: "x".into(),
+            hash: String::new(),
+            mode: 0o644,
+            size: 1,
+        };
+        let err = bring_back(tmp.path(), &[], vec![(entry, b"1".to_vec())]).unwrap_err();
+        assert!(err.contains("does not hold"), "{err}");
+    }
+}
