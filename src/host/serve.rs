@@ -178,7 +178,7 @@ static SERVED: Mutex<Vec<Weak<State>>> = Mutex::new(Vec::new());
 /// and the scheduler would start their attempts again elsewhere. What the connections already
 /// carry (the end of an attempt that finished just before) still reaches the scheduler: each
 /// connection is closed in order, and the process exits once they are all served out (at most
-/// [`DRAIN_LIMIT`]), with 128 + the signal.
+/// `DRAIN_LIMIT`, 3 s), with 128 + the signal.
 pub fn exit_on_signals() -> io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
