@@ -3,12 +3,13 @@
 //! The checkpoint of a task lives in the controller's state directory
 //! (`STATE/checkpoints/NAME`, see [`crate::state::checkpoint`]). A host with `shared_fs=1` is
 //! given that directory as is. Any other host keeps a copy of its own, private to its user
-//! (`~/.cache/pexen/checkpoints/KEY/`, mode 0700; `KEY` from this machine's name and the
+//! (`~/.cache/pexen/checkpoints/KEY/`, under a directory of mode 0700; `KEY` from this machine's name and the
 //! directory's path), brought up to date before each attempt the way the tree is synced: the
 //! controller sends the directory's manifest (`ToWorker::Checkpoint`), the worker makes its copy
 //! hold exactly those paths and answers with the ones it lacks or has with other content
 //! (`FromWorker::CheckpointNeed`), and only those travel (`ToWorker::CheckpointFile`). An empty
-//! checkpoint (most tasks save nothing) costs one frame and no round trip.
+//! checkpoint (most tasks save nothing) costs no frame: a `Run` with a checkpoint key and no
+//! `Checkpoint` before it empties the copy.
 //!
 //! When the attempt ends without success (fail, error, timeout, cancel, suspend) the worker
 //! sends back, with its `Done`, the paths the copy holds and the content of the files that
@@ -34,7 +35,7 @@ use crate::pool::attempt::Attempt;
 use crate::pool::Job;
 use crate::protocol::{self, ChannelError, FileEntry, ToWorker};
 use crate::state::checkpoint::Checkpoints;
-use crate::task::Outcome;
+use crate::task::{Outcome, TaskName};
 use crate::teleport::files;
 
 /// Files with their content.
@@ -66,22 +67,67 @@ pub(crate) fn manifest(dir: &Path) -> io::Result<Vec<FileEntry>> {
     rels.into_iter().map(|rel| tree::entry(dir, rel)).collect()
 }
 
-/// The copy of checkpoint `key` on this host, created private to its user if needed.
-pub(crate) fn host_dir(key: &str) -> io::Result<PathBuf> {
-    if key.len() != 32 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(io::Error::new(
+fn check_key(key: &str) -> io::Result<()> {
+    if key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("bad checkpoint key `{key}`"),
-        ));
+        ))
     }
-    let root = super::serve::cache_dir().join("checkpoints");
-    let dir = root.join(key);
-    if !dir.is_dir() {
-        fs::create_dir_all(&dir)?;
-        fs::set_permissions(&root, fs::Permissions::from_mode(0o700))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+}
+
+/// This host's copies of checkpoints (the worker's side): `~/.cache/pexen/checkpoints/KEY/`,
+/// in a directory private to the user (mode 0700). The copy of a task that succeeded is
+/// released and recycled as the controller's directories are ([`Checkpoints`]): creating and
+/// removing a directory per attempt would cost as much as a no-op command.
+#[derive(Default)]
+pub(crate) struct HostCopies(OnceLock<Result<Checkpoints, String>>);
+
+impl HostCopies {
+    fn get(&self) -> io::Result<&Checkpoints> {
+        self.0
+            .get_or_init(|| {
+                let cp = Checkpoints::in_state_dir(&super::serve::cache_dir());
+                fs::create_dir_all(cp.root())
+                    .and_then(|()| {
+                        fs::set_permissions(cp.root(), fs::Permissions::from_mode(0o700))
+                    })
+                    .map_err(|e| format!("{}: {e}", cp.root().display()))?;
+                Ok(cp)
+            })
+            .as_ref()
+            .map_err(|e| io::Error::other(e.clone()))
     }
-    Ok(dir)
+
+    /// The copy `key`, created if needed.
+    pub(crate) fn dir(&self, key: &str) -> io::Result<PathBuf> {
+        check_key(key)?;
+        self.get()?.prepare(&TaskName::new(key))
+    }
+
+    /// The task of copy `key` succeeded: the copy goes (recycled, or removed by
+    /// [`HostCopies::flush`]).
+    pub(crate) fn release(&self, key: &str) {
+        if let (Ok(()), Ok(cp)) = (check_key(key), self.get()) {
+            cp.release(&TaskName::new(key));
+        }
+    }
+
+    /// The task of copy `key` succeeded elsewhere: the copy goes now.
+    pub(crate) fn forget(&self, key: &str) {
+        if let (Ok(()), Ok(cp)) = (check_key(key), self.get()) {
+            let _ = cp.remove(&TaskName::new(key));
+        }
+    }
+
+    /// The connection ends: released copies not recycled are removed.
+    pub(crate) fn flush(&self) {
+        if let Some(Ok(cp)) = self.0.get() {
+            let _ = cp.flush();
+        }
+    }
 }
 
 /// Removes the files of `dir` whose paths are not in `keep`, then the directories left empty.
@@ -149,13 +195,6 @@ pub(crate) fn bring_back(dir: &Path, held: &[String], files: Files) -> Result<()
     }
     mirror(dir, held.iter().map(String::as_str))
         .map_err(|e| format!("cannot update {}: {e}", dir.display()))
-}
-
-/// Removes this host's copy of checkpoint `key` (the task succeeded).
-pub(crate) fn forget(key: &str) {
-    if let Ok(dir) = host_dir(key) {
-        let _ = fs::remove_dir_all(dir);
-    }
 }
 
 /// The checkpoints of a run with hosts, on the controller: where they are (set when the run
@@ -230,6 +269,11 @@ impl Hosts {
         let files = manifest(&dir)
             .map_err(|e| error(format!("cannot read checkpoint {}: {e}", dir.display())))?;
         let key = key(&dir);
+        // An empty checkpoint (most tasks save nothing) costs nothing more: the `Run` with a
+        // key and no `Checkpoint` before it tells the host to empty its copy.
+        if files.is_empty() {
+            return Ok(Given::Copy { dir, key });
+        }
         let sent = conn.send_with(|w| {
             protocol::send(
                 w,
@@ -246,9 +290,6 @@ impl Hosts {
                 "cannot send the checkpoint: {}",
                 crate::error::error_chain(e)
             )));
-        }
-        if files.is_empty() {
-            return Ok(Given::Copy { dir, key });
         }
         let need = loop {
             match rx.recv_timeout(Duration::from_secs(1)) {
@@ -391,8 +432,9 @@ mod tests {
         assert_eq!(k.len(), 32);
         assert_ne!(k, key(Path::new("/state/checkpoints/b")));
         for bad in ["../x", "", "zz", &"g".repeat(32)] {
-            assert!(host_dir(bad).is_err(), "{bad}");
+            assert!(check_key(bad).is_err(), "{bad}");
         }
+        assert!(check_key(&k).is_ok());
     }
 
     #[test]

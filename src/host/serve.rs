@@ -364,7 +364,8 @@ pub(crate) fn serve_offer(
         closed: AtomicBool::new(false),
         group_file,
         cancelled: crate::context::Cancellation::new(),
-        broken: Mutex::new(HashMap::new()),
+        synced: Mutex::new(HashMap::new()),
+        copies: checkpoint::HostCopies::default(),
     });
     {
         let mut served = lock(&SERVED);
@@ -407,10 +408,11 @@ pub(crate) fn serve_offer(
                 }
             }
             Ok(Some(ToWorker::Checkpoint { id, key, files })) => {
-                if let Some(need) = state.checkpoint_arrives(&key, &files) {
-                    let need = FromWorker::CheckpointNeed { id, paths: need };
-                    protocol::send(&mut *lock(&state.out), &need)?;
-                }
+                let need = FromWorker::CheckpointNeed {
+                    id,
+                    paths: state.checkpoint_arrives(&key, &files),
+                };
+                protocol::send(&mut *lock(&state.out), &need)?;
             }
             Ok(Some(ToWorker::CheckpointFile {
                 key,
@@ -424,7 +426,7 @@ pub(crate) fn serve_offer(
                 }
                 state.checkpoint_file(&key, &path, mode, &bytes);
             }
-            Ok(Some(ToWorker::ForgetCheckpoint { key })) => checkpoint::forget(&key),
+            Ok(Some(ToWorker::ForgetCheckpoint { key })) => state.copies.forget(&key),
             Ok(Some(other)) => break Err(WorkerError::Protocol(format!("unexpected {other:?}"))),
             Ok(None) => {}
             // The scheduler is gone: the run is over, or the connection dropped.
@@ -440,6 +442,7 @@ pub(crate) fn serve_offer(
     for h in running {
         let _ = h.join();
     }
+    state.copies.flush();
     let _ = beat.join();
     result
 }
@@ -591,9 +594,11 @@ struct State {
     group_file: Option<PathBuf>,
     /// Cooperative cancellation of the closures running here.
     cancelled: crate::context::Cancellation,
-    /// Checkpoint copies that could not be brought up to date: key -> why (the attempt's
-    /// error).
-    broken: Mutex<HashMap<String, String>>,
+    /// Checkpoint copies brought up to date for the next attempt of their task (a
+    /// `ToWorker::Checkpoint` came): key -> done, or why not (the attempt's error).
+    synced: Mutex<HashMap<String, Result<(), String>>>,
+    /// This host's copies of the checkpoints.
+    copies: checkpoint::HostCopies,
 }
 
 impl State {
@@ -627,9 +632,11 @@ impl State {
         let done = self.prepare_checkpoint(run).and_then(|given| {
             let dir = given.as_ref().map(|(dir, _)| dir.as_path());
             let mut ended = self.run_one(run, dir, &sink)?;
-            if let Some((dir, Some(before))) = given {
+            if let Some((dir, Some((key, before)))) = given {
                 let worst = *lock(&sink.worst);
-                checkpoint_end(&dir, &before, worst, &mut ended.done, &mut ended.blobs);
+                if checkpoint_end(&dir, &before, worst, &mut ended.done, &mut ended.blobs) {
+                    self.copies.release(&key);
+                }
             }
             Ok(ended)
         });
@@ -692,43 +699,53 @@ impl State {
         let Some(key) = &run.checkpoint_key else {
             return Ok(None);
         };
-        if let Some(why) = lock(&self.broken).remove(key) {
-            return Err(why);
-        }
-        let dir = checkpoint::host_dir(key)
+        let synced = lock(&self.synced).remove(key);
+        let dir = self
+            .copies
+            .dir(key)
             .map_err(|e| format!("cannot create the checkpoint directory here: {e}"))?;
+        match synced {
+            Some(Err(why)) => return Err(why),
+            Some(Ok(())) => {}
+            // No `Checkpoint` came first: the controller's directory is empty.
+            None => checkpoint::mirror(&dir, [])
+                .map_err(|e| format!("cannot empty checkpoint {}: {e}", dir.display()))?,
+        }
         let before = checkpoint::manifest(&dir)
             .map_err(|e| format!("cannot read checkpoint {}: {e}", dir.display()))?;
-        Ok(Some((dir, Some(before))))
+        Ok(Some((dir, Some((key.clone(), before)))))
     }
 
-    /// `ToWorker::Checkpoint`: brings copy `key` to hold `files`' paths; the paths it lacks,
-    /// when there are files.
-    fn checkpoint_arrives(&self, key: &str, files: &[FileEntry]) -> Option<Vec<String>> {
-        lock(&self.broken).remove(key);
-        let need = checkpoint::host_dir(key).and_then(|dir| checkpoint::prepare(&dir, files));
-        let need = match need {
-            Ok(need) => need,
-            Err(e) => {
-                lock(&self.broken).insert(
-                    key.to_string(),
-                    format!("cannot prepare the checkpoint here: {e}"),
-                );
-                // Nothing more is written; the attempt ends with the error.
-                Vec::new()
-            }
+    /// `ToWorker::Checkpoint`: brings copy `key` to hold `files`' paths; the paths it lacks.
+    fn checkpoint_arrives(&self, key: &str, files: &[FileEntry]) -> Vec<String> {
+        let need = self
+            .copies
+            .dir(key)
+            .and_then(|dir| checkpoint::prepare(&dir, files));
+        let (need, synced) = match need {
+            Ok(need) => (need, Ok(())),
+            // Nothing more is written; the attempt ends with the error.
+            Err(e) => (
+                Vec::new(),
+                Err(format!("cannot prepare the checkpoint here: {e}")),
+            ),
         };
-        (!files.is_empty()).then_some(need)
+        lock(&self.synced).insert(key.to_string(), synced);
+        need
     }
 
     /// `ToWorker::CheckpointFile`: one file of copy `key`.
     fn checkpoint_file(&self, key: &str, path: &str, mode: u32, bytes: &[u8]) {
-        let written =
-            checkpoint::host_dir(key).and_then(|dir| tree::write_file(&dir, path, mode, bytes));
+        let written = self
+            .copies
+            .dir(key)
+            .and_then(|dir| tree::write_file(&dir, path, mode, bytes));
         if let Err(e) = written {
-            lock(&self.broken)
-                .entry(key.to_string())
-                .or_insert_with(|| format!("cannot write checkpoint file {path} here: {e}"));
+            let mut synced = lock(&self.synced);
+            let entry = synced.entry(key.to_string()).or_insert(Ok(()));
+            if entry.is_ok() {
+                *entry = Err(format!("cannot write checkpoint file {path} here: {e}"));
+            }
         }
     }
 
@@ -889,16 +906,16 @@ struct Ended {
 }
 
 /// The end of an attempt that used this host's copy of its checkpoint (`before`: the copy
-/// when it started): removed after a success (worst of the attempt and its streamed results,
-/// no suspend); otherwise what it holds goes back with `done`, the changed files' content
-/// after the outputs' in `blobs`.
+/// when it started): true after a success (worst of the attempt and its streamed results, no
+/// suspend), when the copy goes; otherwise what it holds goes back with `done`, the changed
+/// files' content after the outputs' in `blobs`.
 fn checkpoint_end(
     dir: &Path,
     before: &[FileEntry],
     worst: Option<Outcome>,
     done: &mut FromWorker,
     blobs: &mut Vec<Vec<u8>>,
-) {
+) -> bool {
     let FromWorker::Done {
         outcome,
         message,
@@ -908,12 +925,11 @@ fn checkpoint_end(
         ..
     } = done
     else {
-        return;
+        return false;
     };
     let ended = worst.map_or(*outcome, |w| outcome.worst(w));
     if ended.is_success() && !*suspend {
-        let _ = std::fs::remove_dir_all(dir);
-        return;
+        return true;
     }
     match checkpoint::changed(dir, before) {
         Ok(back) => {
@@ -929,11 +945,12 @@ fn checkpoint_end(
             *message = Some(format!("cannot read checkpoint {}: {e}", dir.display()));
         }
     }
+    false
 }
 
 /// An attempt's checkpoint directory and, for this host's own copy, its manifest when the
 /// attempt starts.
-type Prepared = (PathBuf, Option<Vec<FileEntry>>);
+type Prepared = (PathBuf, Option<(String, Vec<FileEntry>)>);
 
 /// Streams a running attempt's `PEXEN_RESULTS` lines to the scheduler as they are written.
 struct FrameSink<'a> {

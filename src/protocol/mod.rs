@@ -175,9 +175,10 @@ pub(crate) enum ToWorker {
     },
     /// A teleported run (SPEC section 12; see [`teleport`]).
     Teleport(teleport::ToAgent),
-    /// Before `Run` `id` on a host without `shared_fs`: the manifest of the task's checkpoint
-    /// directory. The host makes its copy `key` hold exactly these paths and, when `files` is
-    /// not empty, answers `FromWorker::CheckpointNeed`.
+    /// Before `Run` `id` on a host without `shared_fs`, when the task's checkpoint directory
+    /// holds files: its manifest. The host makes its copy `key` hold exactly these paths and
+    /// answers `FromWorker::CheckpointNeed`. (A `Run` with a `checkpoint_key` and no
+    /// `Checkpoint` before it: the directory is empty.)
     Checkpoint {
         id: u64,
         key: String,
