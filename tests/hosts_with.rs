@@ -70,11 +70,18 @@ fn find_dirs(dir: &Path, name: &str, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Every checkpoint directory a host holds (under its cache), with what it holds.
-fn host_checkpoints(net: &Net, host: &str) -> Vec<(PathBuf, Vec<String>)> {
+/// The checkpoint copies a host holds (under its cache) for the tasks of one test: those whose
+/// file `mark` holds `mark` (the test's `$LOG`; the sshd hosts' caches are shared by every
+/// test), with the names of their files.
+fn host_checkpoints(net: &Net, host: &str, mark: &Path) -> Vec<(PathBuf, Vec<String>)> {
     let root = net.home(host).join(".cache/pexen/checkpoints");
     let mut dirs = Vec::new();
     for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        let ours = std::fs::read_to_string(e.path().join("mark"))
+            .is_ok_and(|m| Path::new(m.trim()) == mark);
+        if !ours {
+            continue;
+        }
         let mut files: Vec<String> = std::fs::read_dir(e.path())
             .into_iter()
             .flatten()
@@ -96,6 +103,7 @@ fn host_checkpoints(net: &Net, host: &str) -> Vec<(PathBuf, Vec<String>)> {
 const COUNTER: &str = r#"umask 000
 cp="$PEXEN_CHECKPOINT"
 [ -d "$cp" ] || exit 9
+echo "$LOG" > "$cp/mark"
 n=$(cat "$cp/count" 2>/dev/null || echo 0)
 echo "$n $PEXEN_HOST" >> "$LOG/found.log"
 n=$((n + 1))
@@ -194,9 +202,9 @@ fn counting_task_resumes_from_its_checkpoint_on_a_host(net: &Net) {
     assert_eq!(host_of(&r, "count"), found.lines().last().unwrap()[2..]);
     let last = host_of(&r, "count");
     assert!(
-        host_checkpoints(net, &last).is_empty(),
+        host_checkpoints(net, &last, &log).is_empty(),
         "removed on {last}: {:?}",
-        host_checkpoints(net, &last)
+        host_checkpoints(net, &last, &log)
     );
 }
 
@@ -218,6 +226,7 @@ fn suspend_on_a_host_then_resume(net: &Net) {
     let log = log_dir(&tree);
     let body = r#"umask 000
 echo "$PEXEN_HOST $(cd "$PEXEN_CHECKPOINT" && find . -type f | LC_ALL=C sort | tr '\n' ' ')" >> "$LOG/runs.log"
+echo "$LOG" > "$PEXEN_CHECKPOINT/mark"
 if [ -e "$PEXEN_CHECKPOINT/before-boot" ]; then exit 0; fi
 echo booting > "$PEXEN_CHECKPOINT/before-boot"
 mkdir -p "$PEXEN_CHECKPOINT/.state" && echo 7 > "$PEXEN_CHECKPOINT/.state/n"
@@ -263,11 +272,14 @@ exit 75"#;
     let runs = std::fs::read_to_string(log.join("runs.log")).unwrap();
     assert_eq!(
         runs.lines().collect::<Vec<_>>(),
-        ["h1 ", "h2 ./.state/n ./before-boot "],
+        ["h1 ", "h2 ./.state/n ./before-boot ./mark "],
         "{runs}"
     );
     assert!(!checkpoint.exists(), "removed here once it passed");
-    assert!(host_checkpoints(net, "h2").is_empty(), "removed on h2");
+    assert!(
+        host_checkpoints(net, "h2", &log).is_empty(),
+        "removed on h2"
+    );
 }
 
 #[test]
@@ -284,21 +296,34 @@ fn sshd_a_suspend_on_a_host_then_resume_continues_from_the_checkpoint() {
 /// A task that fails twice then passes on the same host: the host keeps its copy between
 /// attempts (what it saved is not sent back to it), and both sides drop it once it passes.
 fn checkpoint_removed_on_both_sides_after_a_pass(net: &Net) {
-    let tree = shared_tree().file(
+    let tree = shared_tree();
+    let log = log_dir(&tree);
+    let task = |script: &str, more: &str| {
+        format!(
+            "(run: Shell({:?}), env: {{\"LOG\": {:?}}}{more})",
+            format!("echo \"$LOG\" > $PEXEN_CHECKPOINT/mark; {script}"),
+            log.to_str().unwrap()
+        )
+    };
+    let tree = tree.file(
         "flaky.ron",
-        r#"(run: Shell("n=$(cat $PEXEN_CHECKPOINT/n 2>/dev/null || echo 0); echo $((n+1)) > $PEXEN_CHECKPOINT/n; [ $n -ge 2 ]"), retries: 2)"#,
+        &task(
+            "n=$(cat $PEXEN_CHECKPOINT/n 2>/dev/null || echo 0); echo $((n+1)) > $PEXEN_CHECKPOINT/n; [ $n -ge 2 ]",
+            ", retries: 2",
+        ),
     );
     let r = run(net, tree.path(), &["--no-local", "--host", "ssh://h1"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.finished("flaky")["attempt"], 3);
     assert_eq!(r.of_type("task-retry").len(), 2);
     assert!(!tree.path().join(".pexen/checkpoints/flaky").exists());
-    assert!(host_checkpoints(net, "h1").is_empty());
+    assert!(host_checkpoints(net, "h1", &log).is_empty());
 
     // A failure keeps it on both sides, with the same content.
-    let tree = shared_tree().file(
+    std::fs::remove_file(tree.path().join("flaky.ron")).unwrap();
+    let tree = tree.file(
         "fails.ron",
-        r#"(run: Shell("echo saved > $PEXEN_CHECKPOINT/s; exit 1"))"#,
+        &task("echo saved > $PEXEN_CHECKPOINT/s; exit 1", ""),
     );
     let r = run(net, tree.path(), &["--no-local", "--host", "ssh://h1"]);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
@@ -306,9 +331,9 @@ fn checkpoint_removed_on_both_sides_after_a_pass(net: &Net) {
         std::fs::read_to_string(tree.path().join(".pexen/checkpoints/fails/s")).unwrap(),
         "saved\n"
     );
-    let held = host_checkpoints(net, "h1");
+    let held = host_checkpoints(net, "h1", &log);
     assert_eq!(held.len(), 1, "{held:?}");
-    assert_eq!(held[0].1, ["s"]);
+    assert_eq!(held[0].1, ["mark", "s"]);
 }
 
 #[test]
@@ -339,7 +364,9 @@ fn a_shared_fs_host_uses_the_checkpoint_directory_in_place() {
     let dir = tree.path().join(".pexen/checkpoints/where");
     let said = std::fs::read_to_string(dir.join("where")).unwrap();
     assert_eq!(Path::new(said.trim()), dir);
-    assert!(host_checkpoints(&net, "h1").is_empty());
+    // No copy of it on the host.
+    let copies = net.home("h1").join(".cache/pexen/checkpoints");
+    assert_eq!(std::fs::read_dir(&copies).map_or(0, Iterator::count), 0);
 }
 
 // ---- exclusivity groups (SPEC 13) ----
