@@ -147,7 +147,16 @@ impl Graph {
     ) -> Result<Vec<String>, GraphErrors> {
         let new = &all[start..];
         let mut errors = Vec::new();
-        check_tasks(new, capacity, &mut errors);
+        // One pass over the definitions for what each shows alone, the name hashes and the
+        // number of provided tokens; one more for the tokens. At 10^6 tasks each pass over the
+        // definitions is a cache miss per task, so they are few.
+        let mut name_hashes = Vec::with_capacity(new.len());
+        let mut provided = 0;
+        for t in new {
+            check_task(t, capacity, &mut errors);
+            name_hashes.push(name_hash(&t.name));
+            provided += t.meta.provides.len();
+        }
 
         let hash_of = |j: &u32| name_hash(&all[*j as usize].name);
         self.names.reserve(new.len(), hash_of);
@@ -156,7 +165,8 @@ impl Graph {
         // names keep definition order, so the first one wins and the others are the duplicates,
         // reported in definition order.
         let mut duplicates = Vec::new();
-        for (h, idx) in bucket_order(new.iter().map(|t| name_hash(&t.name)), start, &self.names) {
+        for i in bucket_order(&name_hashes, &self.names) {
+            let (h, idx) = (name_hashes[i as usize], start as u32 + i);
             let name = &all[idx as usize].name;
             if self
                 .names
@@ -168,6 +178,7 @@ impl Graph {
                 self.names.insert_unique(h, idx, hash_of);
             }
         }
+        drop(name_hashes);
         duplicates.sort_unstable();
         errors.extend(duplicates.into_iter().map(|idx| GraphError::DuplicateName {
             task: all[idx as usize].name.clone(),
@@ -178,7 +189,6 @@ impl Graph {
         let old_tokens = self.token_count();
         let old_text = self.token_text.len();
         // Most tokens are named by their provider: reserve once instead of doubling.
-        let provided: usize = new.iter().map(|t| t.meta.provides.len()).sum();
         self.token_ends.reserve(provided);
         self.reserve_token_ids(provided);
         let mut requires = Csr::with_capacity(new.len());
@@ -394,31 +404,25 @@ impl Graph {
     }
 }
 
-/// `(hash, start + i)` for each of `hashes`, ordered by the part of the hash that picks a
-/// bucket of `table` (its high bits first), ties in definition order: one counting pass over
-/// the top bits of the bucket index, so that inserting in this order walks the table's
-/// memory front to back. Small batches keep their order.
-fn bucket_order(
-    hashes: impl ExactSizeIterator<Item = u64>,
-    start: usize,
-    table: &HashTable<u32>,
-) -> Vec<(u64, u32)> {
+/// The positions `0..hashes.len()`, ordered by the part of each hash that picks a bucket of
+/// `table` (its high bits first), ties in definition order: one counting pass over the top
+/// bits of the bucket index, so that inserting in this order walks the table's memory front
+/// to back. Small batches keep their order.
+fn bucket_order(hashes: &[u64], table: &HashTable<u32>) -> Vec<u32> {
     /// Partitions of the table: each a few KiB of it at 10^6 tasks.
     const PARTS_LOG2: u32 = 12;
-    let n = hashes.len();
-    let pairs = hashes.zip(start as u32..);
+    let n = hashes.len() as u32;
     // hashbrown's bucket index is the hash's low bits, as many as the table has buckets.
     let buckets = (table.capacity() / 7 * 8).max(1).next_power_of_two();
     let bits = buckets.trailing_zeros();
     if n < 1 << 14 || bits <= PARTS_LOG2 {
-        return pairs.collect();
+        return (0..n).collect();
     }
     let shift = bits - PARTS_LOG2;
     let mask = (buckets - 1) as u64;
     let part = |h: u64| ((h & mask) >> shift) as usize;
-    let pairs: Vec<(u64, u32)> = pairs.collect();
-    let mut next = vec![0usize; 1 << PARTS_LOG2];
-    for &(h, _) in &pairs {
+    let mut next = vec![0u32; 1 << PARTS_LOG2];
+    for &h in hashes {
         next[part(h)] += 1;
     }
     let mut total = 0;
@@ -427,10 +431,10 @@ fn bucket_order(
         *slot = total;
         total += count;
     }
-    let mut out = vec![(0, 0); n];
-    for &(h, idx) in &pairs {
+    let mut out = vec![0; n as usize];
+    for (&h, i) in hashes.iter().zip(0..) {
         let p = part(h);
-        out[next[p]] = (h, idx);
+        out[next[p] as usize] = i;
         next[p] += 1;
     }
     out
@@ -484,26 +488,24 @@ impl NewEdges<'_> {
 }
 
 /// Problems visible in one task alone.
-fn check_tasks(tasks: &[Task], capacity: &BTreeMap<String, u32>, errors: &mut Vec<GraphError>) {
-    for t in tasks {
-        for r in &t.meta.claims {
-            if t.meta.uses.contains(r) {
-                errors.push(GraphError::ClaimsAndUses {
-                    task: t.name.clone(),
-                    resource: r.clone(),
-                });
-            }
+fn check_task(t: &Task, capacity: &BTreeMap<String, u32>, errors: &mut Vec<GraphError>) {
+    for r in &t.meta.claims {
+        if t.meta.uses.contains(r) {
+            errors.push(GraphError::ClaimsAndUses {
+                task: t.name.clone(),
+                resource: r.clone(),
+            });
         }
-        for (slot, &wanted) in &t.meta.slots {
-            let cap = capacity.get(slot).copied().unwrap_or(0);
-            if wanted > cap {
-                errors.push(GraphError::SlotsOverCapacity {
-                    task: t.name.clone(),
-                    slot: slot.clone(),
-                    wanted,
-                    capacity: cap,
-                });
-            }
+    }
+    for (slot, &wanted) in &t.meta.slots {
+        let cap = capacity.get(slot).copied().unwrap_or(0);
+        if wanted > cap {
+            errors.push(GraphError::SlotsOverCapacity {
+                task: t.name.clone(),
+                slot: slot.clone(),
+                wanted,
+                capacity: cap,
+            });
         }
     }
 }

@@ -51,6 +51,58 @@ struct TaskState {
     attempt: u32,
     /// Worst result streamed during the current attempt.
     worst_result: Option<Outcome>,
+    /// What starting the task needs to know of its definition, copied here when it is admitted
+    /// (reading the definition again at each start was a cache miss per task at 10^6).
+    kind: Kind,
+}
+
+/// The kind of work of a task and the pool it chose, in one byte (the task state stays 16
+/// bytes): see [`RunState::kind`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Kind(u8);
+
+impl Kind {
+    const CLOSURE: u8 = 1;
+    const TIMEOUT: u8 = 2;
+    const THREADS: u8 = 4;
+    const PROCESSES: u8 = 8;
+
+    fn of(task: &Task) -> Self {
+        let mut bits = 0;
+        if matches!(task.work, crate::task::Work::Closure(_)) {
+            bits |= Self::CLOSURE;
+        }
+        if task.meta.timeout.is_some() {
+            bits |= Self::TIMEOUT;
+        }
+        bits |= match task.meta.pool {
+            None => 0,
+            Some(PoolKind::Threads) => Self::THREADS,
+            Some(PoolKind::Processes) => Self::PROCESSES,
+        };
+        Kind(bits)
+    }
+
+    /// A closure (not a command).
+    pub(crate) fn closure(self) -> bool {
+        self.0 & Self::CLOSURE != 0
+    }
+
+    /// Whether the task has a timeout.
+    pub(crate) fn timeout(self) -> bool {
+        self.0 & Self::TIMEOUT != 0
+    }
+
+    /// The pool the task chose (`Task::pool`), if any.
+    pub(crate) fn pool(self) -> Option<PoolKind> {
+        if self.0 & Self::THREADS != 0 {
+            Some(PoolKind::Threads)
+        } else if self.0 & Self::PROCESSES != 0 {
+            Some(PoolKind::Processes)
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +135,8 @@ pub(crate) struct Plan {
     /// Tasks that go ahead of every other once their requires are satisfied (tasks a suspended
     /// run left to continue).
     pub first: Vec<crate::task::TaskName>,
+    /// Known: no task names a group (then none needs checking against the declared ones).
+    pub no_group_named: bool,
 }
 
 /// A task the dispatcher should start now.
@@ -185,12 +239,13 @@ impl RunState {
             virtuals: virtual_tokens,
             unmet,
             first,
+            no_group_named,
         } = plan;
         let mut groups = Groups::new(&declared, jobs.max(1));
         let mut errors = Vec::new();
         if let Some(g) = &mut groups {
             g.assign(&tasks, &mut errors);
-        } else {
+        } else if !no_group_named {
             errors.extend(crate::sched::groups::check_groups(&tasks, &declared));
         }
         let (graph, warnings) = match Graph::build(&tasks, &capacity) {
@@ -300,13 +355,16 @@ impl RunState {
         self.tokens
             .resize_with(self.graph.token_count(), TokenState::default);
         for idx in start..self.tasks.len() {
-            self.resources.register(&self.tasks[idx].meta);
             for &tok in &self.graph.provides[idx] {
                 self.tokens[tok as usize].pending += 1;
             }
         }
         let mut broken_at_admission = Vec::new();
+        // One pass over the definitions (at 10^6 tasks, a cache miss per task and pass).
         for idx in start..self.tasks.len() {
+            let task = &self.tasks[idx];
+            let meta = &task.meta;
+            self.resources.register(meta);
             let mut unsatisfied = 0;
             for &tok in &self.graph.requires[idx] {
                 let t = &self.tokens[tok as usize];
@@ -318,10 +376,11 @@ impl RunState {
             }
             self.states.push(TaskState {
                 phase: Phase::Waiting,
-                priority: self.tasks[idx].meta.priority,
+                priority: meta.priority,
                 unsatisfied,
                 attempt: 0,
                 worst_result: None,
+                kind: Kind::of(task),
             });
             self.exports.push(None);
         }
@@ -361,6 +420,11 @@ impl RunState {
 
     pub(crate) fn task(&self, idx: u32) -> &Task {
         &self.tasks[idx as usize]
+    }
+
+    /// Task `idx`'s kind of work and pool, without reading its definition.
+    pub(crate) fn kind(&self, idx: u32) -> Kind {
+        self.states[idx as usize].kind
     }
 
     pub(crate) fn len(&self) -> usize {
