@@ -14,13 +14,24 @@ use crate::task::Meta;
 pub(crate) use super::queue::Key;
 use super::queue::TaskQueue;
 
-/// What one task holds while it runs (resource ids).
-#[derive(Debug, Default)]
-struct Needs {
-    claims: Box<[u32]>,
-    uses: Box<[u32]>,
-    slots: Box<[(u32, u32)]>,
+/// What one task holds while it runs (resource ids), as a view of its row in
+/// [`Resources::items`].
+#[derive(Debug, Clone, Copy)]
+struct Needs<'a> {
+    claims: &'a [u32],
+    uses: &'a [u32],
+    /// `(slot id, units)` pairs, end to end.
+    slots: &'a [u32],
 }
+
+impl Needs<'_> {
+    fn slots(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.slots.chunks_exact(2).map(|p| (p[0], p[1]))
+    }
+}
+
+/// Marks a task that needs nothing in [`Resources::needs`].
+const NOTHING: u32 = u32::MAX;
 
 #[derive(Debug, Default)]
 struct Lock {
@@ -50,8 +61,13 @@ pub(crate) struct Resources {
     slot_ids: HashMap<String, u32>,
     locks: Vec<Lock>,
     slots: Vec<Slot>,
-    /// Per task; `None` for the common task that needs nothing.
-    needs: Vec<Option<Box<Needs>>>,
+    /// Per task: where its needs start in `items`; [`NOTHING`] for the common task that needs
+    /// nothing.
+    needs: Vec<u32>,
+    /// Every task's needs, end to end, each row `[claims, uses, slots, claim ids..., use
+    /// ids..., (slot id, units)...]` (counts first): a few blocks for a whole run, not one or
+    /// more per task to allocate and free.
+    items: Vec<u32>,
     /// Whether any task needs anything: until one does, no task's needs are looked up (a
     /// cache miss per start and per end on a large run).
     any_needs: bool,
@@ -90,29 +106,31 @@ impl Resources {
     /// Registers the next task's needs (tasks are registered in index order).
     pub(crate) fn register(&mut self, meta: &Meta) {
         if meta.claims.is_empty() && meta.uses.is_empty() && meta.slots.is_empty() {
-            self.needs.push(None);
+            self.needs.push(NOTHING);
             return;
         }
-        let ids = |names: &[String], r: &mut Self| -> Box<[u32]> {
+        let ids = |names: &[String], r: &mut Self| -> Vec<u32> {
             let mut v: Vec<u32> = names.iter().map(|n| r.lock_id(n)).collect();
             v.sort_unstable();
             v.dedup();
-            v.into_boxed_slice()
+            v
         };
         let claims = ids(&meta.claims, self);
         let uses = ids(&meta.uses, self);
-        let slots = meta
+        let slots: Vec<(u32, u32)> = meta
             .slots
             .iter()
             .filter(|(_, &n)| n > 0)
             .map(|(name, &n)| (self.slot_id(name), n))
             .collect();
         self.any_needs = true;
-        self.needs.push(Some(Box::new(Needs {
-            claims,
-            uses,
-            slots,
-        })));
+        self.needs.push(self.items.len() as u32);
+        self.items
+            .extend([claims.len() as u32, uses.len() as u32, slots.len() as u32]);
+        self.items.extend(claims);
+        self.items.extend(uses);
+        self.items
+            .extend(slots.into_iter().flat_map(|(s, n)| [s, n]));
     }
 
     /// Takes every resource of task `idx`, or nothing and names the first that is busy.
@@ -120,37 +138,54 @@ impl Resources {
         if !self.any_needs {
             return Ok(());
         }
-        let Some(needs) = &self.needs[idx as usize] else {
+        let Some(needs) = Self::needs_in(&self.needs, &self.items, idx) else {
             return Ok(());
         };
-        for &l in &needs.claims {
+        for &l in needs.claims {
             if self.locks[l as usize].holders > 0 {
                 return Err(Blocker::Lock(l));
             }
         }
-        for &l in &needs.uses {
+        for &l in needs.uses {
             if self.locks[l as usize].exclusive {
                 return Err(Blocker::Lock(l));
             }
         }
-        for &(s, n) in &needs.slots {
+        for (s, n) in needs.slots() {
             let slot = &self.slots[s as usize];
             if slot.used + n > slot.capacity {
                 return Err(Blocker::Slot(s));
             }
         }
-        for &l in &needs.claims {
+        for &l in needs.claims {
             let lock = &mut self.locks[l as usize];
             lock.holders = 1;
             lock.exclusive = true;
         }
-        for &l in &needs.uses {
+        for &l in needs.uses {
             self.locks[l as usize].holders += 1;
         }
-        for &(s, n) in &needs.slots {
+        for (s, n) in needs.slots() {
             self.slots[s as usize].used += n;
         }
         Ok(())
+    }
+
+    /// Task `idx`'s needs, if it has any (on borrowed fields, so that the locks and slots can
+    /// change meanwhile).
+    fn needs_in<'a>(needs: &[u32], items: &'a [u32], idx: u32) -> Option<Needs<'a>> {
+        let start = needs[idx as usize];
+        if start == NOTHING {
+            return None;
+        }
+        let row = &items[start as usize..];
+        let (claims, uses, slots) = (row[0] as usize, row[1] as usize, row[2] as usize);
+        let row = &row[3..];
+        Some(Needs {
+            claims: &row[..claims],
+            uses: &row[claims..claims + uses],
+            slots: &row[claims + uses..claims + uses + 2 * slots],
+        })
     }
 
     /// Parks a task in the queue of the resource that blocked it.
@@ -167,59 +202,55 @@ impl Resources {
         if !self.any_needs {
             return;
         }
-        let Some(needs) = self.needs[idx as usize].take() else {
+        let Some(needs) = Self::needs_in(&self.needs, &self.items, idx) else {
             return;
         };
-        for &l in &needs.claims {
+        for &l in needs.claims {
             let lock = &mut self.locks[l as usize];
             lock.holders = 0;
             lock.exclusive = false;
-            self.wake_lock(l, woken);
+            wake_lock(&mut self.locks, &self.needs, &self.items, l, woken);
         }
-        for &l in &needs.uses {
+        for &l in needs.uses {
             let lock = &mut self.locks[l as usize];
             lock.holders -= 1;
             if lock.holders == 0 {
-                self.wake_lock(l, woken);
+                wake_lock(&mut self.locks, &self.needs, &self.items, l, woken);
             }
         }
-        for &(s, n) in &needs.slots {
+        for (s, n) in needs.slots() {
             self.slots[s as usize].used -= n;
-            self.wake_slot(s, woken);
-        }
-        // Put the needs back: a retried attempt acquires them again.
-        self.needs[idx as usize] = Some(needs);
-    }
-
-    /// A free lock can take a run of sharers, or one claimer: wake them, best first.
-    fn wake_lock(&mut self, l: u32, woken: &mut Vec<Key>) {
-        while let Some(key) = self.locks[l as usize].waiters.pop() {
-            let claims = self.needs[key.0 .1 as usize]
-                .as_ref()
-                .is_some_and(|n| n.claims.contains(&l));
-            woken.push(key);
-            if claims {
-                break;
-            }
+            wake_slot(&mut self.slots, &self.needs, &self.items, s, woken);
         }
     }
+}
 
-    /// Wake waiters while the freed units cover what they want of this slot.
-    fn wake_slot(&mut self, s: u32, woken: &mut Vec<Key>) {
-        let slot = &self.slots[s as usize];
-        let mut free = slot.capacity - slot.used;
-        while let Some(key) = self.slots[s as usize].waiters.peek() {
-            let want = self.needs[key.0 .1 as usize]
-                .as_ref()
-                .and_then(|n| n.slots.iter().find(|(id, _)| *id == s))
-                .map_or(0, |&(_, n)| n);
-            if want > free {
-                break;
-            }
-            free -= want;
-            self.slots[s as usize].waiters.pop();
-            woken.push(key);
+/// A free lock can take a run of sharers, or one claimer: wake them, best first.
+fn wake_lock(locks: &mut [Lock], needs: &[u32], items: &[u32], l: u32, woken: &mut Vec<Key>) {
+    while let Some(key) = locks[l as usize].waiters.pop() {
+        let claims =
+            Resources::needs_in(needs, items, key.0 .1).is_some_and(|n| n.claims.contains(&l));
+        woken.push(key);
+        if claims {
+            break;
         }
+    }
+}
+
+/// Wake waiters while the freed units cover what they want of this slot.
+fn wake_slot(slots: &mut [Slot], needs: &[u32], items: &[u32], s: u32, woken: &mut Vec<Key>) {
+    let slot = &slots[s as usize];
+    let mut free = slot.capacity - slot.used;
+    while let Some(key) = slots[s as usize].waiters.peek() {
+        let want = Resources::needs_in(needs, items, key.0 .1)
+            .and_then(|n| n.slots().find(|&(id, _)| id == s))
+            .map_or(0, |(_, n)| n);
+        if want > free {
+            break;
+        }
+        free -= want;
+        slots[s as usize].waiters.pop();
+        woken.push(key);
     }
 }
 
