@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+pub use thin_vec::ThinVec;
 
 use crate::condition::Condition;
 use crate::context::{Context, TaskError};
@@ -167,13 +168,13 @@ pub enum PoolKind {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Meta {
     /// Tokens that must be satisfied before the task starts.
-    pub requires: Vec<String>,
+    pub requires: ThinVec<String>,
     /// Tokens the task satisfies when it finishes successfully.
-    pub provides: Vec<String>,
+    pub provides: ThinVec<String>,
     /// Exclusive locks held while the task runs.
-    pub claims: Vec<String>,
+    pub claims: ThinVec<String>,
     /// Shared locks held while the task runs.
-    pub uses: Vec<String>,
+    pub uses: ThinVec<String>,
     /// Counted resources held while the task runs.
     pub slots: BTreeMap<String, u32>,
     /// Lowest starts first among runnable tasks.
@@ -183,9 +184,9 @@ pub struct Meta {
     /// Extra attempts after `fail`, `error` or `timeout`.
     pub retries: u32,
     pub on_failure: OnFailure,
-    pub tags: Vec<String>,
+    pub tags: ThinVec<String>,
     /// Paths or globs, relative to the task's working directory, hashed into its fingerprint.
-    pub inputs: Vec<String>,
+    pub inputs: ThinVec<String>,
     /// Which pool runs a closure task (ignored for command tasks); `None` takes the run's
     /// default ([`crate::SchedulerBuilder::default_pool`]).
     pub pool: Option<PoolKind>,
@@ -199,14 +200,14 @@ pub struct Meta {
     pub group: Option<String>,
     /// Conditions that must all hold when the run starts, or the task ends `skip`.
     #[serde(default)]
-    pub when: Vec<Condition>,
+    pub when: ThinVec<Condition>,
     /// Globs (relative to the task's working directory) copied back from a remote host after
     /// the task succeeds there (SPEC 9).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub outputs: Vec<String>,
+    #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
+    pub outputs: ThinVec<String>,
     /// The task runs only on a host that carries every one of these tags (SPEC 9).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub host_tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
+    pub host_tags: ThinVec<String>,
 }
 
 /// What a command task runs.
@@ -465,6 +466,13 @@ mod tests {
         assert_eq!((n.dir(), n.base()), ("net/tcp", "connect"));
         let n = TaskName::new("top");
         assert_eq!((n.dir(), n.base()), ("", "top"));
+    }
+
+    #[test]
+    fn a_definition_stays_small() {
+        // 10^6 definitions are walked during validation and freed at the end: every byte
+        // counts (issue 15). Empty lists take 8 bytes each.
+        assert!(std::mem::size_of::<Task>() <= 216, "{}", std::mem::size_of::<Task>());
     }
 
     #[test]

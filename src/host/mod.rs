@@ -809,7 +809,7 @@ fn no_host_for(
         if !fits {
             errors.push(GraphError::NoHost {
                 task: t.name.clone(),
-                tags: t.meta.host_tags.clone(),
+                tags: t.meta.host_tags.to_vec(),
             });
         }
     }

@@ -130,12 +130,12 @@ impl Core {
                 std::collections::BTreeMap::new()
             },
             host_tags: if self.placed {
-                task.meta.host_tags.clone()
+                task.meta.host_tags.to_vec()
             } else {
                 Vec::new()
             },
             outputs: if self.placed {
-                task.meta.outputs.clone()
+                task.meta.outputs.to_vec()
             } else {
                 Vec::new()
             },

@@ -12,7 +12,7 @@ fn tree(dir: &Path) -> Vec<Task> {
     spec.cwd = Some(dir.to_path_buf());
     spec.program = Some("run.sh".into());
     let mut app = Task::command("app", spec).requires(["lib"]);
-    app.meta.inputs = vec!["*.txt".into(), "config.toml".into()];
+    app.meta.inputs = ["*.txt".into(), "config.toml".into()].into();
     vec![
         Task::closure("lib", |_| Ok(())).provides(["lib"]),
         app,
@@ -166,7 +166,7 @@ fn a_tree_moved_elsewhere_keeps_its_fingerprints_when_its_root_is_given() {
         spec.cwd = Some(root.join("sub"));
         spec.program = Some(root.join("sub/run.sh"));
         let mut t = Task::command("t", spec);
-        t.meta.inputs = vec!["*.txt".into()];
+        t.meta.inputs = ["*.txt".into()].into();
         vec![t]
     };
     let (ta, tb) = (task(a.path()), task(b.path()));
