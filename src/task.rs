@@ -165,6 +165,17 @@ pub enum PoolKind {
 }
 
 /// Everything the scheduler needs to know about a task besides its work.
+///
+/// The lists are [`ThinVec`]s: 8 bytes when empty (as most are), so that a definition stays
+/// small when a run has 10^6 of them. Read them like `Vec`s; assign with `.into()`:
+///
+/// ```
+/// use pexen::Task;
+/// let mut t = Task::closure("lint", |_| Ok(())).tags(["fast"]);
+/// t.meta.inputs = vec!["src/**/*.rs".to_string()].into();
+/// assert_eq!(t.meta.tags, ["fast"]);
+/// assert_eq!(t.meta.inputs.to_vec(), ["src/**/*.rs"]);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Meta {
     /// Tokens that must be satisfied before the task starts.
