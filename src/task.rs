@@ -483,7 +483,8 @@ mod tests {
     fn a_definition_stays_small() {
         // 10^6 definitions are walked during validation and freed at the end: every byte
         // counts (issue 15). Empty lists take 8 bytes each.
-        assert!(std::mem::size_of::<Task>() <= 216, "{}", std::mem::size_of::<Task>());
+        let size = std::mem::size_of::<Task>();
+        assert!(size <= 216, "a Task is {size} bytes");
     }
 
     #[test]
