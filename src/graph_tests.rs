@@ -113,3 +113,29 @@ fn extend_rejects_late_providers_and_rolls_back() {
     assert!(g.extend(&all, 2, &BTreeMap::new()).unwrap().is_empty());
     assert_eq!(g.providers_of(3), [2]);
 }
+
+#[test]
+fn duplicates_in_a_large_batch_are_found_in_bucket_order_and_reported_in_definition_order() {
+    // Above the size at which names go into their table in bucket order.
+    let n = 40_000;
+    let mut tasks: Vec<Task> = (0..n).map(|i| t(&format!("task{i}"))).collect();
+    tasks.push(t("task31000"));
+    tasks.push(t("task7"));
+    tasks.push(t("task7"));
+    let e = errors(&tasks);
+    let names: Vec<String> = e
+        .iter()
+        .map(|e| match e {
+            GraphError::DuplicateName { task } => task.to_string(),
+            other => panic!("unexpected error {other}"),
+        })
+        .collect();
+    assert_eq!(names, ["task31000", "task7", "task7"]);
+    let ok: Vec<Task> = (0..n).map(|i| t(&format!("task{i}"))).collect();
+    assert_eq!(
+        Graph::build(&ok, &BTreeMap::new())
+            .map(|(g, _)| g.len())
+            .ok(),
+        Some(n)
+    );
+}
