@@ -101,7 +101,14 @@ impl Room {
 
     /// Whether an attempt needing `slots` can start here now.
     pub(crate) fn can_take(&self, slots: &BTreeMap<String, u32>) -> bool {
-        self.busy < self.jobs
+        self.can_hold(self.jobs, slots)
+    }
+
+    /// Whether the place can hold one more attempt needing `slots` when it may hold `window`
+    /// at once (its `jobs`, and those queued ahead on a remote worker). Per-host resources are
+    /// taken from the moment an attempt is placed, queued or not.
+    pub(crate) fn can_hold(&self, window: usize, slots: &BTreeMap<String, u32>) -> bool {
+        self.busy < window
             && slots.iter().all(|(name, &n)| {
                 self.capacity.get(name).is_none_or(|&cap| {
                     self.used.get(name).copied().unwrap_or(0).saturating_add(n) <= cap

@@ -126,7 +126,10 @@ impl Executor {
     pub(crate) fn run(&self, job: &Job, sink: &dyn ResultSink) -> Attempt {
         // A job still queued when the run was cancelled must not start anything.
         if self.cancelled.is_cancelled() {
-            return Attempt::new(Outcome::Error).message("interrupted before it could start");
+            if let Some(hosts) = &self.hosts {
+                hosts.unpromise();
+            }
+            return Attempt::not_started();
         }
         match (&self.hosts, &job.work) {
             (None, _) => self.run_here(job, sink, "local"),
@@ -139,10 +142,25 @@ impl Executor {
             {
                 hosts.run(job, sink, |host| self.run_here(job, sink, host))
             }
-            (Some(_), Work::Closure(_)) => {
+            (Some(hosts), Work::Closure(_)) => {
+                // Closures on threads take no place.
+                hosts.unpromise();
                 sink.begin(&crate::host::Hosts::local_name());
                 self.run_here(job, sink, "local")
             }
+        }
+    }
+
+    /// Whether a job may be handed out now: in runs with hosts, only when some place has room
+    /// for it (see [`crate::host::Hosts::promise`]); always otherwise.
+    pub(crate) fn promise(&self) -> bool {
+        self.hosts.as_ref().is_none_or(|h| h.promise())
+    }
+
+    /// A job [`Executor::promise`]d will not be handed out after all.
+    pub(crate) fn unpromise(&self) {
+        if let Some(hosts) = &self.hosts {
+            hosts.unpromise();
         }
     }
 
