@@ -355,6 +355,12 @@ impl Hosts {
         errors
     }
 
+    /// Whether the setup of some host was cancelled ([`HostsConfig::connecting`], a Ctrl-C
+    /// while `pexen run` connected its hosts): the run starts cancelled, its tasks not run.
+    pub(crate) fn cancelled_while_connecting(&self) -> bool {
+        self.places.iter().any(|p| p.setup.cancelled())
+    }
+
     /// The capacities the run state enforces across every host (see [`placement`]).
     pub(crate) fn run_capacity(
         &self,

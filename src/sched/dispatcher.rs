@@ -456,6 +456,12 @@ impl Run {
             RunState::with_plan(tasks, capacity, config.fail_fast, config.resumed, plan)?;
         // With hosts the executor says where each attempt starts, and only then is it reported.
         state.defer_begin = hosts.is_some();
+        if hosts
+            .as_ref()
+            .is_some_and(|h| h.cancelled_while_connecting())
+        {
+            state.cancel();
+        }
         let jobs = hosts.as_ref().map_or(config.jobs, |h| h.jobs());
         state.events.push_front(Event::RunStarted {
             tasks: state.len(),
