@@ -228,4 +228,23 @@ mod tests {
         assert_eq!(pick(&rooms, &gpu), None, "the only gpu is taken");
         assert_eq!(pick(&rooms, &BTreeMap::new()), Some(0));
     }
+
+    #[test]
+    fn a_window_holds_more_than_jobs_but_never_more_of_a_resource() {
+        let names = per_host_names([&map(&[("gpu", 1)])]);
+        let mut room = Room::new(2, &map(&[("gpu", 1)]), &names);
+        let none = BTreeMap::new();
+        let gpu = map(&[("gpu", 1)]);
+        room.take(&gpu);
+        room.take(&none);
+        assert!(!room.can_take(&none), "both job slots are busy");
+        assert!(room.can_hold(4, &none), "two more may queue ahead");
+        assert!(!room.can_hold(4, &gpu), "a queued attempt holds its per-host slots too");
+        room.take(&none);
+        room.take(&none);
+        assert!(!room.can_hold(4, &none), "the window is full");
+        room.give_back(&gpu);
+        assert!(room.can_hold(4, &gpu));
+        assert!(!room.can_take(&gpu), "three still in flight for two slots");
+    }
 }
