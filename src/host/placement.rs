@@ -239,7 +239,10 @@ mod tests {
         room.take(&none);
         assert!(!room.can_take(&none), "both job slots are busy");
         assert!(room.can_hold(4, &none), "two more may queue ahead");
-        assert!(!room.can_hold(4, &gpu), "a queued attempt holds its per-host slots too");
+        assert!(
+            !room.can_hold(4, &gpu),
+            "a queued attempt holds its per-host slots too"
+        );
         room.take(&none);
         room.take(&none);
         assert!(!room.can_hold(4, &none), "the window is full");

@@ -516,36 +516,78 @@ struct Waiting {
 }
 
 impl Queue {
-    /// A runner thread: takes the oldest queued attempt, says it starts, runs it; until the
-    /// connection ends.
+    /// A runner thread: takes the oldest queued attempt, says it starts, runs it, and so on
+    /// until the connection ends. The end of an attempt and the start of the next one queued
+    /// go out in one write (one packet through ssh or TLS instead of two).
     fn serve(&self, state: &State) {
+        let mut next = None;
         loop {
-            let run = {
-                let mut q = lock(&self.state);
-                loop {
-                    if q.closed {
+            let run = match next.take() {
+                Some(run) => run,
+                None => {
+                    let mut q = lock(&self.state);
+                    loop {
+                        if q.closed {
+                            return;
+                        }
+                        if !q.waiting.is_empty() {
+                            break;
+                        }
+                        q.idle += 1;
+                        q = self.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
+                        q.idle -= 1;
+                    }
+                    let run = q.waiting.pop_front().expect("checked above");
+                    // Under the queue's lock: a cancel either dropped this attempt or comes
+                    // after its start (and then ends it as it ends every running attempt).
+                    let mut out = lock(&state.out);
+                    if started(&mut out, run.id)
+                        .and_then(|()| flush(&mut out))
+                        .is_err()
+                    {
                         return;
                     }
-                    if !q.waiting.is_empty() {
-                        break;
-                    }
-                    q.idle += 1;
-                    q = self.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
-                    q.idle -= 1;
+                    run
                 }
-                let run = q.waiting.pop_front().expect("checked above");
-                // Under the queue's lock: a cancel either dropped this attempt or comes after
-                // its start (and then ends it as it ends every running attempt).
-                if protocol::send(&mut *lock(&state.out), &FromWorker::Started { id: run.id })
-                    .is_err()
-                {
-                    return;
-                }
-                run
             };
-            state.attempt(&run);
+            let (done, blobs) = state.attempt(&run);
+            let mut q = lock(&self.state);
+            next = if q.closed {
+                None
+            } else {
+                q.waiting.pop_front()
+            };
+            let mut out = lock(&state.out);
+            // Closed: the connection ended, or a signal ends this worker and killed the task,
+            // whose attempt the scheduler puts back in its queue; it must not read this end as
+            // an outcome.
+            if state.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            let sent = protocol::send_unflushed(&mut *out, &done)
+                .and_then(|()| {
+                    blobs
+                        .iter()
+                        .try_for_each(|blob| protocol::send_file(&mut *out, blob))
+                })
+                .and_then(|()| next.as_ref().map_or(Ok(()), |n| started(&mut out, n.id)))
+                .and_then(|()| flush(&mut out));
+            drop(q);
+            // A broken connection ends the worker's main loop, which ends the runners.
+            if sent.is_err() {
+                return;
+            }
         }
     }
+}
+
+/// Writes `Started` for attempt `id` (not flushed).
+fn started(out: &mut BufWriter<File>, id: u64) -> Result<(), ChannelError> {
+    protocol::send_unflushed(out, &FromWorker::Started { id })
+}
+
+fn flush(out: &mut BufWriter<File>) -> Result<(), ChannelError> {
+    out.flush().map_err(ChannelError::Io)
 }
 
 /// Receives the tree of a `ToWorker::Tree` into `root`: the manifest if it was deferred and this
@@ -724,7 +766,8 @@ impl State {
         }
     }
 
-    fn attempt(&self, run: &RunOwned) {
+    /// Runs an attempt; returns its `Done` and the raw frames that follow it.
+    fn attempt(&self, run: &RunOwned) -> (FromWorker, Vec<Vec<u8>>) {
         let sink = FrameSink {
             out: &self.out,
             id: run.id,
@@ -741,7 +784,7 @@ impl State {
             }
             Ok(ended)
         });
-        let (done, blobs) = match done {
+        match done {
             Ok(Ended {
                 done,
                 blobs,
@@ -774,20 +817,6 @@ impl State {
                 },
                 Vec::new(),
             ),
-        };
-        let mut out = lock(&self.out);
-        // Closed: the connection ended, or a signal ends this worker and killed the task, whose
-        // attempt the scheduler puts back in its queue; it must not read this end as an outcome.
-        if self.closed.load(Ordering::SeqCst) {
-            return;
-        }
-        // A broken connection ends the worker's main loop; nothing more to do here.
-        if protocol::send(&mut *out, &done).is_ok() {
-            for blob in &blobs {
-                if protocol::send_file(&mut *out, blob).is_err() {
-                    break;
-                }
-            }
         }
     }
 
