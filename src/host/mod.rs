@@ -58,6 +58,14 @@ const TICK: Duration = Duration::from_millis(25);
 /// gain nothing from it, and an attempt queued behind one could wait there while another
 /// host frees: those places hold only their `jobs`.
 const QUEUE_AHEAD_BELOW: Duration = Duration::from_millis(50);
+/// Attempts shorter than this on average queue deeper: three per job slot (at most
+/// [`MAX_AHEAD`] per place). A round trip through ssh on a busy machine can take several of
+/// them; with one per slot, the worker's queue ran dry for 7% of 3 000 `/bin/true`, with
+/// three for 0.1-1%.
+const DEEP_AHEAD_BELOW: Duration = Duration::from_millis(5);
+/// Attempts queued ahead on one place at most: a host with many slots has slots freeing at
+/// different times, so its queue is refilled more often.
+const MAX_AHEAD: usize = 32;
 
 /// The hosts of a run (see [`crate::SchedulerBuilder::hosts`]).
 #[derive(Clone, Debug, Default)]
@@ -100,8 +108,9 @@ struct Slot {
     status: Status,
     /// A place on another machine (queues ahead, see [`QUEUE_AHEAD_BELOW`]).
     remote: bool,
-    /// Moving average of its attempts' durations from their real start (starts at zero: the
-    /// first attempts queue ahead, and a long one closes the window).
+    /// Moving average of its attempts' durations from their real start. It starts between
+    /// the two thresholds: the first attempts queue one per slot ahead, short ones deepen
+    /// the queue, a long one closes it.
     avg: Duration,
 }
 
@@ -109,8 +118,18 @@ impl Slot {
     /// How many attempts the place may hold now: its `jobs`, and as many more queued on a
     /// remote worker while its attempts are short.
     fn window(&self) -> usize {
-        if self.remote && self.avg < QUEUE_AHEAD_BELOW {
-            self.room.jobs * 2
+        let jobs = self.room.jobs;
+        if !self.remote || self.avg >= QUEUE_AHEAD_BELOW {
+            return jobs;
+        }
+        let per_slot = if self.avg < DEEP_AHEAD_BELOW { 3 } else { 1 };
+        jobs + (jobs * per_slot).min(MAX_AHEAD)
+    }
+
+    /// The largest [`Slot::window`] the place may have.
+    fn most(&self) -> usize {
+        if self.remote {
+            self.room.jobs + (self.room.jobs * 3).min(MAX_AHEAD)
         } else {
             self.room.jobs
         }
@@ -246,7 +265,7 @@ impl Hosts {
                             Status::Connecting
                         },
                         remote: s.kind != HostKind::Local,
-                        avg: Duration::ZERO,
+                        avg: DEEP_AHEAD_BELOW * 2,
                     })
                     .collect(),
             ),
@@ -379,17 +398,11 @@ impl Hosts {
     }
 
     /// The run's worker threads: one per attempt the places may hold at once (queued ahead
-    /// included, see [`QUEUE_AHEAD_BELOW`]).
+    /// included, see [`QUEUE_AHEAD_BELOW`] and [`DEEP_AHEAD_BELOW`]).
     pub(crate) fn threads(&self) -> usize {
         lock(&self.slots)
             .iter()
-            .map(|s| {
-                if s.remote {
-                    s.room.jobs * 2
-                } else {
-                    s.room.jobs
-                }
-            })
+            .map(Slot::most)
             .sum::<usize>()
             .max(1)
     }
