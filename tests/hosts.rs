@@ -422,6 +422,11 @@ fn slots_are_per_host(net: &Net) {
     );
 }
 
+/// A host queues attempts ahead once one of its attempts was short: a first task that is.
+fn warmed(tree: Tree) -> Tree {
+    tree.file("warm.ron", r#"(run: Shell("true"), priority: -20)"#)
+}
+
 /// How many attempts each host ran at once at most, from the recorded events.
 fn most_at_once(r: &RunResult) -> BTreeMap<String, usize> {
     let mut now: BTreeMap<String, usize> = BTreeMap::new();
@@ -492,7 +497,7 @@ fn a_host_runs_at_most_its_jobs_with_attempts_queued(net: &Net) {
 /// the queue (not counted), the queued ones too (they never started: no second
 /// `task-started`), and every task runs to its end once.
 fn a_lost_host_requeues_queued_and_running_attempts(net: &Net) {
-    let mut tree = shared_tree();
+    let mut tree = warmed(shared_tree());
     let dir = tree.path().to_string_lossy().into_owned();
     tree = tree.file(
         "slow.ron",
@@ -543,7 +548,7 @@ fn a_lost_host_requeues_queued_and_running_attempts(net: &Net) {
 /// A cancel with attempts queued on a host: the running one is ended, the queued ones never
 /// start and end `skip` like every task the run did not start; nothing is left running.
 fn a_cancel_ends_queued_attempts_as_not_run(net: &Net) {
-    let mut tree = shared_tree();
+    let mut tree = warmed(shared_tree());
     let dir = tree.path().to_string_lossy().into_owned();
     tree = tree.file(
         "first.ron",
@@ -561,7 +566,7 @@ fn a_cancel_ends_queued_attempts_as_not_run(net: &Net) {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let r = RunResult::new(child.wait_with_output().unwrap());
     assert_eq!(r.code, 130, "{}", r.stderr);
-    assert_eq!(r.started(), ["first"], "{}", r.stdout);
+    assert_eq!(r.started(), ["warm", "first"], "{}", r.stdout);
     for i in 0..3 {
         let task = format!("later{i}");
         assert_eq!(r.outcome(&task), "skip", "{}", r.stdout);
@@ -573,13 +578,13 @@ fn a_cancel_ends_queued_attempts_as_not_run(net: &Net) {
 /// A task's timeout counts from its real start on the host, not from when it was queued there
 /// behind a longer task.
 fn timeouts_count_from_the_real_start(net: &Net) {
-    let tree = shared_tree()
+    let tree = warmed(shared_tree())
         .file("long.ron", r#"(run: Shell("sleep 4"), priority: -10)"#)
         .file("short.ron", r#"(run: Shell("true"), timeout: "3s")"#);
     let r = net.run(tree.path(), &["--no-local", "--host", "ssh://h1?jobs=1"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.outcome("short"), "pass", "{}", r.stdout);
-    assert_eq!(r.started(), ["long", "short"]);
+    assert_eq!(r.started(), ["warm", "long", "short"]);
     assert!(r.finished("short")["duration_s"].as_f64().unwrap() < 3.0);
 }
 

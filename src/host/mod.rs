@@ -108,9 +108,10 @@ struct Slot {
     status: Status,
     /// A place on another machine (queues ahead, see [`QUEUE_AHEAD_BELOW`]).
     remote: bool,
-    /// Moving average of its attempts' durations from their real start. It starts between
-    /// the two thresholds: the first attempts queue one per slot ahead, short ones deepen
-    /// the queue, a long one closes it.
+    /// Moving average of its attempts' durations from their real start. It starts at
+    /// [`QUEUE_AHEAD_BELOW`]: nothing is queued ahead on a host before one of its attempts
+    /// was short (a task queued behind a long first attempt would wait there while another
+    /// host frees or connects); short ones open the window and deepen it, long ones close it.
     avg: Duration,
 }
 
@@ -265,7 +266,7 @@ impl Hosts {
                             Status::Connecting
                         },
                         remote: s.kind != HostKind::Local,
-                        avg: DEEP_AHEAD_BELOW * 2,
+                        avg: QUEUE_AHEAD_BELOW,
                     })
                     .collect(),
             ),
