@@ -143,6 +143,68 @@ struct Place {
     conn: Mutex<Option<Arc<Conn>>>,
     /// The ssh connection being set up, which a cancel ends.
     setup: Arc<ssh::Setup>,
+    /// The order in which attempts placed here send their `Run`: the order they were placed.
+    turns: Turns,
+}
+
+/// Attempts placed on a place send their `Run` in the order they were placed (which is the
+/// order the dispatcher handed them out, see `Hosts::arriving`), whatever the threads that
+/// carry them do in between (outputs, a checkpoint): the worker starts them in that order.
+#[derive(Default)]
+struct Turns {
+    state: Mutex<TurnState>,
+    moved: Condvar,
+}
+
+#[derive(Default)]
+struct TurnState {
+    handed: u64,
+    /// The first turn not passed yet.
+    next: u64,
+    /// Turns passed out of order.
+    passed: std::collections::BTreeSet<u64>,
+}
+
+impl Turns {
+    fn take(&self) -> u64 {
+        let mut s = lock(&self.state);
+        s.handed += 1;
+        s.handed - 1
+    }
+
+    /// Waits until every turn before `turn` passed (or `give_up`).
+    fn wait(&self, turn: u64, give_up: impl Fn() -> bool) {
+        let mut s = lock(&self.state);
+        while s.next < turn && !give_up() {
+            s = self
+                .moved
+                .wait_timeout(s, TICK)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn pass(&self, turn: u64) {
+        let mut s = lock(&self.state);
+        s.passed.insert(turn);
+        loop {
+            let next = s.next;
+            if !s.passed.remove(&next) {
+                break;
+            }
+            s.next += 1;
+        }
+        self.moved.notify_all();
+    }
+}
+
+/// Passes a turn when dropped (every way out of an attempt's start).
+struct Pass<'a>(&'a Turns, u64);
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        self.0.pass(self.1);
+    }
 }
 
 /// What an ended attempt holds until its end is recorded: its place, its `slots`, the
@@ -184,6 +246,12 @@ pub(crate) struct Hosts {
     /// Jobs the dispatcher handed out for places that have room, not placed yet (changed
     /// under the lock of `slots`; see [`Hosts::promise`]).
     promised: std::sync::atomic::AtomicUsize,
+    /// Tickets of the jobs handed out that have not come to [`Hosts::acquire`] yet, and the
+    /// next ticket (changed under the lock of `slots`): a job is placed only once every job
+    /// handed out before it (a better task) came to be placed, so that the race between
+    /// the threads that took them does not decide which starts first.
+    arriving: Mutex<std::collections::BTreeSet<u64>>,
+    next_ticket: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -277,6 +345,7 @@ impl Hosts {
                     spec,
                     conn: Mutex::new(None),
                     setup: Arc::default(),
+                    turns: Turns::default(),
                 })
                 .collect(),
             freed: Condvar::new(),
@@ -295,6 +364,8 @@ impl Hosts {
             pilots: config.pilots.clone(),
             copies: checkpoint::Copies::default(),
             promised: std::sync::atomic::AtomicUsize::new(0),
+            arriving: Mutex::new(std::collections::BTreeSet::new()),
+            next_ticket: AtomicU64::new(0),
         });
         for place in &hosts.places {
             config.connecting.register(&place.setup);
@@ -414,7 +485,7 @@ impl Hosts {
     /// state's queue (priorities, locks) to wait for a place. Places that are down count (a
     /// job waits there for the reconnection, as before); with no place left, every job goes
     /// on, to fail with the reason.
-    pub(crate) fn promise(&self) -> bool {
+    pub(crate) fn promise(&self) -> Option<u64> {
         let slots = lock(&self.slots);
         let mut free = 0;
         let mut alive = false;
@@ -427,18 +498,19 @@ impl Hosts {
         }
         let promised = self.promised.load(Ordering::SeqCst);
         if alive && promised >= free {
-            return false;
+            return None;
         }
         self.promised.store(promised + 1, Ordering::SeqCst);
-        true
+        let ticket = self.next_ticket.fetch_add(1, Ordering::SeqCst);
+        lock(&self.arriving).insert(ticket);
+        Some(ticket)
     }
 
-    /// A job handed out after [`Hosts::promise`] is placed, or will not be.
-    pub(crate) fn unpromise(&self) {
+    /// A job handed out after [`Hosts::promise`] will not be placed after all.
+    pub(crate) fn unpromise(&self, ticket: Option<u64>) {
         let _slots = lock(&self.slots);
-        let promised = self.promised.load(Ordering::SeqCst);
-        self.promised
-            .store(promised.saturating_sub(1), Ordering::SeqCst);
+        self.placed(ticket);
+        self.freed.notify_all();
     }
 
     /// The manifest of the tree, read once per run.
@@ -608,13 +680,15 @@ impl Hosts {
         sink: &dyn ResultSink,
         local: impl FnOnce(&str) -> Attempt,
     ) -> Attempt {
-        let i = match self.acquire(&job.host_tags, &job.slots) {
-            Ok(i) => i,
+        let (i, turn) = match self.acquire(job.ticket, &job.host_tags, &job.slots) {
+            Ok(placed) => placed,
             Err(None) => return Attempt::not_started(),
             Err(Some(message)) => return Attempt::new(Outcome::Error).message(message),
         };
         let place = &self.places[i];
+        let pass = Pass(&place.turns, turn);
         let (attempt, conn, ran) = if place.spec.kind == HostKind::Local {
+            drop(pass);
             sink.begin(&place.name);
             let mut attempt = local(&place.name);
             if attempt.outcome.is_success() && !attempt.suspend {
@@ -628,7 +702,7 @@ impl Hosts {
             }
             (attempt, None, None)
         } else {
-            self.run_remote(place, job, sink)
+            self.run_remote(place, job, sink, pass)
         };
         lock(&self.held).insert(
             (job.idx, job.attempt),
@@ -673,13 +747,31 @@ impl Hosts {
     /// (`Some(reason)`), or on cancellation (`None`: the attempt never started).
     fn acquire(
         self: &Arc<Self>,
+        ticket: Option<u64>,
         tags: &[String],
         wanted: &std::collections::BTreeMap<String, u32>,
-    ) -> Result<usize, Option<String>> {
+    ) -> Result<(usize, u64), Option<String>> {
         let mut slots = lock(&self.slots);
+        // The jobs handed out before this one come to be placed first.
+        while let Some(t) = ticket {
+            let first = lock(&self.arriving).first().copied();
+            if first.is_none_or(|f| f >= t) || self.level.load(Ordering::SeqCst) != 0 {
+                break;
+            }
+            slots = self
+                .freed
+                .wait_timeout(slots, TICK)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        // Came: the jobs after it may be placed once this one had its pick.
+        if let Some(t) = ticket {
+            lock(&self.arriving).remove(&t);
+            self.freed.notify_all();
+        }
         loop {
             if self.level.load(Ordering::SeqCst) != 0 {
-                self.placed();
+                self.placed(None);
                 return Err(None);
             }
             let now = Instant::now();
@@ -698,8 +790,8 @@ impl Hosts {
                         alive = true;
                         if slot.room.can_take(wanted) {
                             slot.room.take(wanted);
-                            self.placed();
-                            return Ok(i);
+                            self.placed(None);
+                            return Ok((i, place.turns.take()));
                         }
                         if ahead.is_none() && slot.room.can_hold(slot.window(), wanted) {
                             ahead = Some(i);
@@ -720,8 +812,8 @@ impl Hosts {
             }
             if let Some(i) = ahead {
                 slots[i].room.take(wanted);
-                self.placed();
-                return Ok(i);
+                self.placed(None);
+                return Ok((i, self.places[i].turns.take()));
             }
             if let Some((i, failures)) = retry {
                 slots[i].status = Status::Connecting;
@@ -731,7 +823,7 @@ impl Hosts {
                 continue;
             }
             if !alive {
-                self.placed();
+                self.placed(None);
                 let what = if tags.is_empty() {
                     String::new()
                 } else {
@@ -752,10 +844,13 @@ impl Hosts {
     }
 
     /// A promised job is placed or given up ([`Hosts::promise`]); under the lock of `slots`.
-    fn placed(&self) {
+    fn placed(&self, ticket: Option<u64>) {
         let promised = self.promised.load(Ordering::SeqCst);
         self.promised
             .store(promised.saturating_sub(1), Ordering::SeqCst);
+        if let Some(t) = ticket {
+            lock(&self.arriving).remove(&t);
+        }
     }
 
     /// Runs an attempt on a remote place. Returns the attempt, the connection if its `Done`
@@ -765,6 +860,7 @@ impl Hosts {
         place: &Place,
         job: &Job,
         sink: &dyn ResultSink,
+        pass: Pass<'_>,
     ) -> (Attempt, Option<Arc<Conn>>, Option<Duration>) {
         let conn = lock(&place.conn).clone();
         let Some(conn) = conn.filter(|c| c.is_alive()) else {
@@ -806,10 +902,16 @@ impl Hosts {
             checkpoint: given.shared(),
             checkpoint_key: given.key(),
         });
+        // The attempts placed here before this one send theirs first.
+        place.turns.wait(pass.1, || {
+            self.level.load(Ordering::SeqCst) != 0 || !conn.is_alive()
+        });
+        let sent = conn.send_with(|w| protocol::send(w, &request));
+        drop(pass);
         // Any other error is a broken connection: the reader notices and tells this attempt.
         if let Err(
             e @ (protocol::ChannelError::TooLarge { .. } | protocol::ChannelError::Encode(_)),
-        ) = conn.send_with(|w| protocol::send(w, &request))
+        ) = sent
         {
             conn.forget(id);
             return failed(format!(

@@ -143,6 +143,7 @@ impl Core {
                 Vec::new()
             },
             clock: std::cell::Cell::new(None),
+            ticket: None,
         }
     }
 
@@ -196,16 +197,19 @@ impl Core {
     /// workers) and have threads for all of them; without the gate, a thread would take a
     /// task out of the queue (its priority, its locks) only to wait for a place.
     fn next_job(&mut self) -> Option<Job> {
-        if self.gate.as_ref().is_some_and(|g| !g.promise()) {
-            return None;
-        }
+        let ticket = match &self.gate {
+            Some(g) => g.promise()?,
+            None => None,
+        };
         let Some(start) = self.state.next_start(false) else {
             if let Some(g) = &self.gate {
-                g.unpromise();
+                g.unpromise(ticket);
             }
             return None;
         };
-        Some(self.job(start))
+        let mut job = self.job(start);
+        job.ticket = ticket;
+        Some(job)
     }
 
     /// Hands ready tasks to idle workers; with `mine`, first takes one for the calling worker.
