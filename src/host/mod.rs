@@ -729,7 +729,7 @@ impl Hosts {
         let slot = &mut slots[held.place];
         slot.room.give_back(&held.slots);
         if let Some(ran) = held.ran {
-            slot.avg = slot.avg - slot.avg / 8 + ran / 8;
+            slot.avg = slot.avg.saturating_sub(slot.avg / 8) + ran / 8;
         }
         drop(slots);
         self.freed.notify_all();

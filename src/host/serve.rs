@@ -394,8 +394,8 @@ pub(crate) fn serve_offer(
                     }
                     continue;
                 }
-                q.waiting.push_back(run);
-                if q.waiting.len() > q.idle && runners.len() < jobs {
+                q.queued.push_back(run);
+                if q.queued.len() > q.idle && runners.len() < jobs {
                     let (state, queue) = (state.clone(), queue.clone());
                     runners.push(std::thread::spawn(move || queue.serve(&state)));
                 } else {
@@ -406,7 +406,7 @@ pub(crate) fn serve_offer(
                 let dropped: Vec<u64> = {
                     let mut q = lock(&queue.state);
                     q.cancelled = true;
-                    q.waiting.drain(..).map(|r| r.id).collect()
+                    q.queued.drain(..).map(|r| r.id).collect()
                 };
                 state.cancelled.cancel();
                 if let Some(Ok(runner)) = state.runner.get() {
@@ -469,7 +469,7 @@ pub(crate) fn serve_offer(
         // Queued attempts never start; idle runners exit.
         let mut q = lock(&queue.state);
         q.closed = true;
-        q.waiting.clear();
+        q.queued.clear();
         queue.ready.notify_all();
     }
     // Nothing may outlive the connection: kill every running task's group.
@@ -506,7 +506,7 @@ struct Queue {
 
 #[derive(Default)]
 struct Waiting {
-    waiting: std::collections::VecDeque<RunOwned>,
+    queued: std::collections::VecDeque<RunOwned>,
     /// Runner threads waiting for an attempt.
     idle: usize,
     /// A cancel came: queued attempts were dropped, and any that come after are.
@@ -522,41 +522,36 @@ impl Queue {
     fn serve(&self, state: &State) {
         let mut next = None;
         loop {
-            let run = match next.take() {
-                Some(run) => run,
-                None => {
-                    let mut q = lock(&self.state);
-                    loop {
-                        if q.closed {
-                            return;
-                        }
-                        if !q.waiting.is_empty() {
-                            break;
-                        }
-                        q.idle += 1;
-                        q = self.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
-                        q.idle -= 1;
-                    }
-                    let run = q.waiting.pop_front().expect("checked above");
-                    // Under the queue's lock: a cancel either dropped this attempt or comes
-                    // after its start (and then ends it as it ends every running attempt).
-                    let mut out = lock(&state.out);
-                    if started(&mut out, run.id)
-                        .and_then(|()| flush(&mut out))
-                        .is_err()
-                    {
+            let run = if let Some(run) = next.take() {
+                run
+            } else {
+                let mut q = lock(&self.state);
+                loop {
+                    if q.closed {
                         return;
                     }
-                    run
+                    if !q.queued.is_empty() {
+                        break;
+                    }
+                    q.idle += 1;
+                    q = self.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
+                    q.idle -= 1;
                 }
+                let run = q.queued.pop_front().expect("checked above");
+                // Under the queue's lock: a cancel either dropped this attempt or comes
+                // after its start (and then ends it as it ends every running attempt).
+                let mut out = lock(&state.out);
+                if started(&mut out, run.id)
+                    .and_then(|()| flush(&mut out))
+                    .is_err()
+                {
+                    return;
+                }
+                run
             };
             let (done, blobs) = state.attempt(&run);
             let mut q = lock(&self.state);
-            next = if q.closed {
-                None
-            } else {
-                q.waiting.pop_front()
-            };
+            next = if q.closed { None } else { q.queued.pop_front() };
             let mut out = lock(&state.out);
             // Closed: the connection ended, or a signal ends this worker and killed the task,
             // whose attempt the scheduler puts back in its queue; it must not read this end as

@@ -154,11 +154,11 @@ impl Executor {
 
     /// Whether a job may be handed out now: in runs with hosts, only when some place has room
     /// for it (see [`crate::host::Hosts::promise`]); always otherwise.
-    /// `Some(ticket)` when it may (see [`Job::ticket`]).
-    pub(crate) fn promise(&self) -> Option<Option<u64>> {
+    /// `Ok(ticket)` when it may (see [`Job::ticket`]), `Err(())` when it may not now.
+    pub(crate) fn promise(&self) -> Result<Option<u64>, ()> {
         match &self.hosts {
-            None => Some(None),
-            Some(h) => h.promise().map(Some),
+            None => Ok(None),
+            Some(h) => h.promise().map(Some).ok_or(()),
         }
     }
 

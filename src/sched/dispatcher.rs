@@ -198,7 +198,7 @@ impl Core {
     /// task out of the queue (its priority, its locks) only to wait for a place.
     fn next_job(&mut self) -> Option<Job> {
         let ticket = match &self.gate {
-            Some(g) => g.promise()?,
+            Some(g) => g.promise().ok()?,
             None => None,
         };
         let Some(start) = self.state.next_start(false) else {
