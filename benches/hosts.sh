@@ -16,19 +16,24 @@
 #             (`PEXEN_WORKER=host BIN worker --listen`, -j 2), vs the local process pool at -j2:
 #             tasks/s (target: >= 5 000 on the daemon)
 # Each figure is the median over the rounds, rounds interleaved (every case once per round).
+# With `--compare DIR` (a directory holding an earlier build's `pexen` and `host_closures`
+# executables), the spawn, tls and closures cases also run with those, interleaved in the
+# same rounds: before and after side by side, same machine, same load.
 #
-# Usage: benches/hosts.sh [-n TASKS] [-r ROUNDS] [--no-build]
+# Usage: benches/hosts.sh [-n TASKS] [-r ROUNDS] [--no-build] [--compare DIR]
 # Defaults: 3000 tasks, 5 rounds. Needs .ci/sshd.sh to have run (as root).
 set -euo pipefail
 
 N=3000
 ROUNDS=5
 BUILD=1
+BASE=
 while [ $# -gt 0 ]; do
     case "$1" in
     -n) N="${2:?-n needs a number}"; shift 2 ;;
     -r) ROUNDS="${2:?-r needs a number}"; shift 2 ;;
     --no-build) BUILD=0; shift ;;
+    --compare) BASE="$(cd "${2:?--compare needs a directory}" && pwd)"; shift 2 ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 done
@@ -95,13 +100,35 @@ PEXEN_WORKER=host XDG_CACHE_HOME="$work/daemon-cache" "$closures" worker --liste
     --tls-cert "$tlsdir/server.pem" --tls-key "$tlsdir/server.key" --client-ca "$tlsdir/ca.pem" \
     > "$work/cdaemon.out" 2> "$work/cdaemon.err" &
 cdaemon=$!
+bdaemon=
+bcdaemon=
+if [ -n "$BASE" ]; then
+    # The earlier build's own daemons (the protocol may differ).
+    XDG_CACHE_HOME="$work/base-cache" "$BASE/pexen" worker --listen 127.0.0.1:0 -j 2 \
+        --tls-cert "$tlsdir/server.pem" --tls-key "$tlsdir/server.key" --client-ca "$tlsdir/ca.pem" \
+        > "$work/bdaemon.out" 2> "$work/bdaemon.err" &
+    bdaemon=$!
+    PEXEN_WORKER=host XDG_CACHE_HOME="$work/base-cache" "$BASE/host_closures" worker --listen 127.0.0.1:0 -j 2 \
+        --tls-cert "$tlsdir/server.pem" --tls-key "$tlsdir/server.key" --client-ca "$tlsdir/ca.pem" \
+        > "$work/bcdaemon.out" 2> "$work/bcdaemon.err" &
+    bcdaemon=$!
+fi
 cm=(-o ControlMaster=auto -o "ControlPath=$work/cm-%C" -o ControlPersist=120)
-trap 'ssh -F "$config" "${cm[@]}" -O exit h1 2>/dev/null; kill $daemon $cdaemon 2>/dev/null; rm -rf "$work"' EXIT
+trap 'ssh -F "$config" "${cm[@]}" -O exit h1 2>/dev/null; kill $daemon $cdaemon $bdaemon $bcdaemon 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do [ -s "$work/daemon.out" ] && [ -s "$work/cdaemon.out" ] && break; sleep 0.1; done
 tlsport=$(sed 's/.*://' "$work/daemon.out")
 cport=$(sed 's/.*://' "$work/cdaemon.out")
 tlsargs=(--no-local --host "tls://127.0.0.1:$tlsport" --tls-cert "$tlsdir/client.pem"
     --tls-key "$tlsdir/client.key" --ca "$tlsdir/ca.pem")
+if [ -n "$BASE" ]; then
+    for _ in $(seq 100); do [ -s "$work/bdaemon.out" ] && [ -s "$work/bcdaemon.out" ] && break; sleep 0.1; done
+    btlsport=$(sed 's/.*://' "$work/bdaemon.out")
+    bcport=$(sed 's/.*://' "$work/bcdaemon.out")
+    btlsargs=(--no-local --host "tls://127.0.0.1:$btlsport" --tls-cert "$tlsdir/client.pem"
+        --tls-key "$tlsdir/client.key" --ca "$tlsdir/ca.pem")
+    # The earlier binary on h1's cache too.
+    "$BASE/pexen" run "$work/spawn" --state "$work/state-base" --no-local --host ssh://h1 --message-format json > /dev/null
+fi
 
 # Warm up: the binary and every tree on h1, once.
 for t in first sync spawn; do
@@ -139,6 +166,18 @@ for _ in $(seq 1 "$ROUNDS"); do
         PEXEN_BENCH_KEY="$tlsdir/client.key" PEXEN_BENCH_CA="$tlsdir/ca.pem" "$closures")
     add "closures-local" "$(echo "$out" | sed -n 's/^local-processes-j2 .*tasks_per_s=//p')"
     add "closures-h1" "$(echo "$out" | sed -n 's/^tls-daemon .*tasks_per_s=//p')"
+    if [ -n "$BASE" ]; then
+        t0=$(now)
+        "$BASE/pexen" run "$work/spawn" -j2 --state "$work/state-base" --no-local --host "ssh://h1?jobs=2" \
+            --message-format json > /dev/null
+        add "spawn-base" "$(echo "$(now) - $t0" | bc)"
+        t0=$(now)
+        "$BASE/pexen" run "$work/spawn" --state "$work/state-base-tls" "${btlsargs[@]}" --message-format json > /dev/null
+        add "tls-base" "$(echo "$(now) - $t0" | bc)"
+        out=$(PEXEN_BENCH_TLS="127.0.0.1:$bcport" PEXEN_BENCH_CERT="$tlsdir/client.pem" \
+            PEXEN_BENCH_KEY="$tlsdir/client.key" PEXEN_BENCH_CA="$tlsdir/ca.pem" "$BASE/host_closures")
+        add "closures-base" "$(echo "$out" | sed -n 's/^tls-daemon .*tasks_per_s=//p')"
+    fi
 done
 times[tls-local]="${times[spawn-local]}"
 
@@ -152,4 +191,12 @@ done
 printf 'first over a reused ssh master connection: h1_s=%.3f\n' "$(echo "${times[first-cm]}" | median)"
 printf 'closures (10^4, tasks/s) local_processes_j2=%.0f tls_daemon=%.0f\n' \
     "$(echo "${times[closures-local]}" | median)" "$(echo "${times[closures-h1]}" | median)"
+if [ -n "$BASE" ]; then
+    l=$(echo "${times[spawn-local]}" | median)
+    for case in spawn tls; do
+        b=$(echo "${times[$case-base]}" | median)
+        printf '%-6s earlier build (%s): h1_s=%.3f ratio=%.2f\n' "$case" "$BASE" "$b" "$(echo "$b / $l" | bc -l)"
+    done
+    printf 'closures earlier build: tls_daemon=%.0f tasks/s\n' "$(echo "${times[closures-base]}" | median)"
+fi
 

@@ -2,11 +2,17 @@
 //! reader thread that routes each frame to the attempt it belongs to (by id). A connection that
 //! ends, breaks the protocol or stays silent past `SILENCE_LIMIT` is lost: every attempt
 //! waiting on it hears so, and the host is told.
+//!
+//! The worker queues attempts beyond its `jobs` and says when each really starts; it starts
+//! one only after sending the `Done` of the one whose place it takes. Each attempt is recorded
+//! by its own thread, so a start heard here is reported only once every end the reader routed
+//! before it is recorded ([`Conn::wait_recorded`]): the run's events never show the host
+//! running more than its `jobs`.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,6 +26,11 @@ use crate::task::Outcome;
 
 /// What an attempt waiting on a connection hears.
 pub(crate) enum Msg {
+    /// The attempt starts on the worker; report it once this many ends of attempts of this
+    /// connection are recorded.
+    Started(u64),
+    /// The worker dropped the queued attempt (cancel): it never started.
+    Dropped,
     Result(Outcome, String),
     Done(Box<Done>),
     /// The checkpoint files the host lacks (see `host::checkpoint`).
@@ -56,6 +67,11 @@ pub(crate) struct Conn {
     pub(crate) capacity: std::collections::BTreeMap<String, u32>,
     pub(crate) uploaded: bool,
     pub(crate) files_sent: usize,
+    /// `Done`s routed to an attempt so far (the reader's count).
+    routed: std::sync::atomic::AtomicU64,
+    /// Ends of attempts of this connection recorded by the run so far.
+    recorded: Mutex<u64>,
+    recorded_more: Condvar,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -90,6 +106,9 @@ impl Conn {
             capacity: hello.capacity,
             uploaded,
             files_sent,
+            routed: std::sync::atomic::AtomicU64::new(0),
+            recorded: Mutex::new(0),
+            recorded_more: Condvar::new(),
         });
         let reader = {
             let conn = conn.clone();
@@ -124,6 +143,29 @@ impl Conn {
         lock(&self.pending).remove(&id);
     }
 
+    /// The end of an attempt whose `Done` came through this connection is recorded.
+    pub(crate) fn end_recorded(&self) {
+        *lock(&self.recorded) += 1;
+        self.recorded_more.notify_all();
+    }
+
+    /// Waits until `ends` ends of this connection's attempts are recorded; false if the
+    /// connection is lost meanwhile.
+    pub(crate) fn wait_recorded(&self, ends: u64) -> bool {
+        let mut recorded = lock(&self.recorded);
+        while *recorded < ends {
+            if !self.is_alive() {
+                return false;
+            }
+            recorded = self
+                .recorded_more
+                .wait_timeout(recorded, Duration::from_millis(25))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
     /// Sends frames (a message, and raw frames after it) as one unit.
     pub(crate) fn send_with<F>(&self, f: F) -> Result<(), ChannelError>
     where
@@ -152,6 +194,17 @@ impl Conn {
             };
             match msg {
                 FromWorker::Beat => {}
+                FromWorker::Started { id } => {
+                    if let Some(tx) = lock(&self.pending).get(&id) {
+                        let ends = self.routed.load(Ordering::SeqCst);
+                        let _ = tx.send(Msg::Started(ends));
+                    }
+                }
+                FromWorker::Dropped { id } => {
+                    if let Some(tx) = lock(&self.pending).remove(&id) {
+                        let _ = tx.send(Msg::Dropped);
+                    }
+                }
                 FromWorker::Result {
                     id,
                     status,
@@ -196,7 +249,12 @@ impl Conn {
                         files: blobs,
                     };
                     if let Some(tx) = lock(&self.pending).remove(&id) {
-                        let _ = tx.send(Msg::Done(Box::new(done)));
+                        // Counted before it is routed: a start read after it waits for it.
+                        self.routed.fetch_add(1, Ordering::SeqCst);
+                        if tx.send(Msg::Done(Box::new(done))).is_err() {
+                            // Nobody will record it (its attempt gave up waiting).
+                            self.end_recorded();
+                        }
                     }
                 }
                 FromWorker::CheckpointNeed { id, paths } => {

@@ -52,6 +52,20 @@ const MAX_RECONNECTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// How often a waiting attempt looks at cancellation.
 const TICK: Duration = Duration::from_millis(25);
+/// A remote place whose attempts take less than this on average (a moving average, from
+/// their real start) holds up to twice its `jobs` in flight: the worker queues the extra ones
+/// and starts each the moment a slot frees, instead of a round trip later. Longer attempts
+/// gain nothing from it, and an attempt queued behind one could wait there while another
+/// host frees: those places hold only their `jobs`.
+const QUEUE_AHEAD_BELOW: Duration = Duration::from_millis(50);
+/// Attempts shorter than this on average queue deeper: three per job slot (at most
+/// [`MAX_AHEAD`] per place). A round trip through ssh on a busy machine can take several of
+/// them; with one per slot, the worker's queue ran dry for 7% of 3 000 `/bin/true`, with
+/// three for 0.1-1%.
+const DEEP_AHEAD_BELOW: Duration = Duration::from_millis(5);
+/// Attempts queued ahead on one place at most: a host with many slots has slots freeing at
+/// different times, so its queue is refilled more often.
+const MAX_AHEAD: usize = 32;
 
 /// The hosts of a run (see [`crate::SchedulerBuilder::hosts`]).
 #[derive(Clone, Debug, Default)]
@@ -92,6 +106,35 @@ struct Slot {
     /// Its tags: its spec's, and those a daemon announces.
     tags: Vec<String>,
     status: Status,
+    /// A place on another machine (queues ahead, see [`QUEUE_AHEAD_BELOW`]).
+    remote: bool,
+    /// Moving average of its attempts' durations from their real start. It starts at
+    /// [`QUEUE_AHEAD_BELOW`]: nothing is queued ahead on a host before one of its attempts
+    /// was short (a task queued behind a long first attempt would wait there while another
+    /// host frees or connects); short ones open the window and deepen it, long ones close it.
+    avg: Duration,
+}
+
+impl Slot {
+    /// How many attempts the place may hold now: its `jobs`, and as many more queued on a
+    /// remote worker while its attempts are short.
+    fn window(&self) -> usize {
+        let jobs = self.room.jobs;
+        if !self.remote || self.avg >= QUEUE_AHEAD_BELOW {
+            return jobs;
+        }
+        let per_slot = if self.avg < DEEP_AHEAD_BELOW { 3 } else { 1 };
+        jobs + (jobs * per_slot).min(MAX_AHEAD)
+    }
+
+    /// The largest [`Slot::window`] the place may have.
+    fn most(&self) -> usize {
+        if self.remote {
+            self.room.jobs + (self.room.jobs * 3).min(MAX_AHEAD)
+        } else {
+            self.room.jobs
+        }
+    }
 }
 
 struct Place {
@@ -100,10 +143,79 @@ struct Place {
     conn: Mutex<Option<Arc<Conn>>>,
     /// The ssh connection being set up, which a cancel ends.
     setup: Arc<ssh::Setup>,
+    /// The order in which attempts placed here send their `Run`: the order they were placed.
+    turns: Turns,
 }
 
-/// What an ended attempt holds until its end is recorded: its place and its `slots`.
-type Held = (usize, std::collections::BTreeMap<String, u32>);
+/// Attempts placed on a place send their `Run` in the order they were placed (which is the
+/// order the dispatcher handed them out, see `Hosts::arriving`), whatever the threads that
+/// carry them do in between (outputs, a checkpoint): the worker starts them in that order.
+#[derive(Default)]
+struct Turns {
+    state: Mutex<TurnState>,
+    moved: Condvar,
+}
+
+#[derive(Default)]
+struct TurnState {
+    handed: u64,
+    /// The first turn not passed yet.
+    next: u64,
+    /// Turns passed out of order.
+    passed: std::collections::BTreeSet<u64>,
+}
+
+impl Turns {
+    fn take(&self) -> u64 {
+        let mut s = lock(&self.state);
+        s.handed += 1;
+        s.handed - 1
+    }
+
+    /// Waits until every turn before `turn` passed (or `give_up`).
+    fn wait(&self, turn: u64, give_up: impl Fn() -> bool) {
+        let mut s = lock(&self.state);
+        while s.next < turn && !give_up() {
+            s = self
+                .moved
+                .wait_timeout(s, TICK)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn pass(&self, turn: u64) {
+        let mut s = lock(&self.state);
+        s.passed.insert(turn);
+        loop {
+            let next = s.next;
+            if !s.passed.remove(&next) {
+                break;
+            }
+            s.next += 1;
+        }
+        self.moved.notify_all();
+    }
+}
+
+/// Passes a turn when dropped (every way out of an attempt's start).
+struct Pass<'a>(&'a Turns, u64);
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        self.0.pass(self.1);
+    }
+}
+
+/// What an ended attempt holds until its end is recorded: its place, its `slots`, the
+/// connection whose `Done` it was (its end counts there, see [`Conn::wait_recorded`]) and how
+/// long it ran (`None`: it never started).
+struct Held {
+    place: usize,
+    slots: std::collections::BTreeMap<String, u32>,
+    conn: Option<Arc<Conn>>,
+    ran: Option<Duration>,
+}
 
 /// The places of a run and their free job slots.
 pub(crate) struct Hosts {
@@ -131,6 +243,15 @@ pub(crate) struct Hosts {
     pilots: Option<Arc<pilot::Pilots>>,
     /// The run's checkpoints, as attempts on hosts get them (see [`checkpoint`]).
     copies: checkpoint::Copies,
+    /// Jobs the dispatcher handed out for places that have room, not placed yet (changed
+    /// under the lock of `slots`; see [`Hosts::promise`]).
+    promised: std::sync::atomic::AtomicUsize,
+    /// Tickets of the jobs handed out that have not come to [`Hosts::acquire`] yet, and the
+    /// next ticket (changed under the lock of `slots`): a job is placed only once every job
+    /// handed out before it (a better task) came to be placed, so that the race between
+    /// the threads that took them does not decide which starts first.
+    arriving: Mutex<std::collections::BTreeSet<u64>>,
+    next_ticket: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -212,6 +333,8 @@ impl Hosts {
                         } else {
                             Status::Connecting
                         },
+                        remote: s.kind != HostKind::Local,
+                        avg: QUEUE_AHEAD_BELOW,
                     })
                     .collect(),
             ),
@@ -222,6 +345,7 @@ impl Hosts {
                     spec,
                     conn: Mutex::new(None),
                     setup: Arc::default(),
+                    turns: Turns::default(),
                 })
                 .collect(),
             freed: Condvar::new(),
@@ -239,6 +363,9 @@ impl Hosts {
             held: Mutex::new(HashMap::new()),
             pilots: config.pilots.clone(),
             copies: checkpoint::Copies::default(),
+            promised: std::sync::atomic::AtomicUsize::new(0),
+            arriving: Mutex::new(std::collections::BTreeSet::new()),
+            next_ticket: AtomicU64::new(0),
         });
         for place in &hosts.places {
             config.connecting.register(&place.setup);
@@ -319,6 +446,12 @@ impl Hosts {
         errors
     }
 
+    /// Whether the setup of some host was cancelled ([`HostsConfig::connecting`], a Ctrl-C
+    /// while `pexen run` connected its hosts): the run starts cancelled, its tasks not run.
+    pub(crate) fn cancelled_while_connecting(&self) -> bool {
+        self.places.iter().any(|p| p.setup.cancelled())
+    }
+
     /// The capacities the run state enforces across every host (see [`placement`]).
     pub(crate) fn run_capacity(
         &self,
@@ -327,13 +460,57 @@ impl Hosts {
         placement::run_capacity(declared, lock(&self.slots).iter().map(|s| &s.declared))
     }
 
-    /// Job slots over every place: the run's worker threads.
+    /// Job slots over every place: how many attempts run at once at most.
     pub(crate) fn jobs(&self) -> usize {
         lock(&self.slots)
             .iter()
             .map(|s| s.room.jobs)
             .sum::<usize>()
             .max(1)
+    }
+
+    /// The run's worker threads: one per attempt the places may hold at once (queued ahead
+    /// included, see [`QUEUE_AHEAD_BELOW`] and [`DEEP_AHEAD_BELOW`]).
+    pub(crate) fn threads(&self) -> usize {
+        lock(&self.slots)
+            .iter()
+            .map(Slot::most)
+            .sum::<usize>()
+            .max(1)
+    }
+
+    /// The dispatcher asks before it hands out a job: true (and counted until the job is
+    /// placed or given up, [`Hosts::unpromise`]) when some place has room for one more
+    /// attempt now, counting those handed out and not placed yet. So no task leaves the run
+    /// state's queue (priorities, locks) to wait for a place. Places that are down count (a
+    /// job waits there for the reconnection, as before); with no place left, every job goes
+    /// on, to fail with the reason.
+    pub(crate) fn promise(&self) -> Option<u64> {
+        let slots = lock(&self.slots);
+        let mut free = 0;
+        let mut alive = false;
+        for s in slots
+            .iter()
+            .filter(|s| !matches!(s.status, Status::Dead(_)))
+        {
+            alive = true;
+            free += s.window().saturating_sub(s.room.busy);
+        }
+        let promised = self.promised.load(Ordering::SeqCst);
+        if alive && promised >= free {
+            return None;
+        }
+        self.promised.store(promised + 1, Ordering::SeqCst);
+        let ticket = self.next_ticket.fetch_add(1, Ordering::SeqCst);
+        lock(&self.arriving).insert(ticket);
+        Some(ticket)
+    }
+
+    /// A job handed out after [`Hosts::promise`] will not be placed after all.
+    pub(crate) fn unpromise(&self, ticket: Option<u64>) {
+        let _slots = lock(&self.slots);
+        self.placed(ticket);
+        self.freed.notify_all();
     }
 
     /// The manifest of the tree, read once per run.
@@ -451,6 +628,7 @@ impl Hosts {
             root: &root,
             manifest,
             manifest_hash,
+            jobs: place.spec.jobs.unwrap_or(link.hello.cpus),
         };
         let shared_fs = place.spec.shared_fs && self.tree.is_some();
         if let Err(e) = ssh::sync_tree(&mut link, &place.name, shared_fs, &tree) {
@@ -494,19 +672,24 @@ impl Hosts {
     }
 
     /// Runs one attempt of a command task where it can run: `local` runs it with `local`.
+    /// The attempt is reported started (`ResultSink::begin`, with the host) when it really
+    /// starts: here at once, on a remote worker when the worker says so.
     pub(crate) fn run(
         self: &Arc<Self>,
         job: &Job,
         sink: &dyn ResultSink,
         local: impl FnOnce(&str) -> Attempt,
     ) -> Attempt {
-        let i = match self.acquire(&job.host_tags, &job.slots) {
-            Ok(i) => i,
-            Err(message) => return Attempt::new(Outcome::Error).message(message),
+        let (i, turn) = match self.acquire(job.ticket, &job.host_tags, &job.slots) {
+            Ok(placed) => placed,
+            Err(None) => return Attempt::not_started(),
+            Err(Some(message)) => return Attempt::new(Outcome::Error).message(message),
         };
         let place = &self.places[i];
-        sink.begin(&place.name);
-        let attempt = if place.spec.kind == HostKind::Local {
+        let pass = Pass(&place.turns, turn);
+        let (attempt, conn, ran) = if place.spec.kind == HostKind::Local {
+            drop(pass);
+            sink.begin(&place.name);
             let mut attempt = local(&place.name);
             if attempt.outcome.is_success() && !attempt.suspend {
                 self.checkpoint_passed_here(job);
@@ -517,20 +700,38 @@ impl Hosts {
                     attempt.message = Some(e);
                 }
             }
-            attempt
+            (attempt, None, None)
         } else {
-            self.run_remote(place, job, sink)
+            self.run_remote(place, job, sink, pass)
         };
-        lock(&self.held).insert((job.idx, job.attempt), (i, job.slots.clone()));
+        lock(&self.held).insert(
+            (job.idx, job.attempt),
+            Held {
+                place: i,
+                slots: job.slots.clone(),
+                conn,
+                ran,
+            },
+        );
         attempt
     }
 
-    /// The end of attempt `attempt` of task `idx` is recorded: its place takes others.
+    /// The end of attempt `attempt` of task `idx` is recorded: its place takes others, and a
+    /// start the worker sent after its end may be reported.
     pub(crate) fn release(&self, idx: u32, attempt: u32) {
-        let Some((i, wanted)) = lock(&self.held).remove(&(idx, attempt)) else {
+        let Some(held) = lock(&self.held).remove(&(idx, attempt)) else {
             return;
         };
-        lock(&self.slots)[i].room.give_back(&wanted);
+        if let Some(conn) = &held.conn {
+            conn.end_recorded();
+        }
+        let mut slots = lock(&self.slots);
+        let slot = &mut slots[held.place];
+        slot.room.give_back(&held.slots);
+        if let Some(ran) = held.ran {
+            slot.avg = slot.avg.saturating_sub(slot.avg / 8) + ran / 8;
+        }
+        drop(slots);
         self.freed.notify_all();
     }
 
@@ -539,23 +740,44 @@ impl Hosts {
         Arc::from("local")
     }
 
-    /// Waits for a job slot on a place that carries `tags` and has the per-host part of
-    /// `wanted` free (the first such place in the order of the hosts); reconnects a down place
-    /// whose backoff has passed on the way. Fails when no such place is left, or on
-    /// cancellation.
+    /// Waits for room on a place that carries `tags` and has the per-host part of `wanted`
+    /// free: first a place with a free job slot (the first in the order of the hosts), else a
+    /// remote place that may queue one more ahead (see [`QUEUE_AHEAD_BELOW`]); reconnects a
+    /// down place whose backoff has passed on the way. Fails when no such place is left
+    /// (`Some(reason)`), or on cancellation (`None`: the attempt never started).
     fn acquire(
         self: &Arc<Self>,
+        ticket: Option<u64>,
         tags: &[String],
         wanted: &std::collections::BTreeMap<String, u32>,
-    ) -> Result<usize, String> {
+    ) -> Result<(usize, u64), Option<String>> {
         let mut slots = lock(&self.slots);
+        // The jobs handed out before this one come to be placed first.
+        while let Some(t) = ticket {
+            let first = lock(&self.arriving).first().copied();
+            if first.is_none_or(|f| f >= t) || self.level.load(Ordering::SeqCst) != 0 {
+                break;
+            }
+            slots = self
+                .freed
+                .wait_timeout(slots, TICK)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        // Came: the jobs after it may be placed once this one had its pick.
+        if let Some(t) = ticket {
+            lock(&self.arriving).remove(&t);
+            self.freed.notify_all();
+        }
         loop {
             if self.level.load(Ordering::SeqCst) != 0 {
-                return Err("interrupted before it could start".into());
+                self.placed(None);
+                return Err(None);
             }
             let now = Instant::now();
             let mut alive = false;
             let mut retry = None;
+            let mut ahead = None;
             let mut wake = now + Duration::from_secs(1);
             let mut reasons = Vec::new();
             for (i, place) in self.places.iter().enumerate() {
@@ -568,7 +790,11 @@ impl Hosts {
                         alive = true;
                         if slot.room.can_take(wanted) {
                             slot.room.take(wanted);
-                            return Ok(i);
+                            self.placed(None);
+                            return Ok((i, place.turns.take()));
+                        }
+                        if ahead.is_none() && slot.room.can_hold(slot.window(), wanted) {
+                            ahead = Some(i);
                         }
                     }
                     Status::Connecting => alive = true,
@@ -584,6 +810,11 @@ impl Hosts {
                     Status::Dead(reason) => reasons.push(format!("{}: {reason}", place.name)),
                 }
             }
+            if let Some(i) = ahead {
+                slots[i].room.take(wanted);
+                self.placed(None);
+                return Ok((i, self.places[i].turns.take()));
+            }
             if let Some((i, failures)) = retry {
                 slots[i].status = Status::Connecting;
                 drop(slots);
@@ -592,12 +823,16 @@ impl Hosts {
                 continue;
             }
             if !alive {
+                self.placed(None);
                 let what = if tags.is_empty() {
                     String::new()
                 } else {
                     format!(" with tags {}", tags.join(", "))
                 };
-                return Err(format!("no host{what} can run it: {}", reasons.join("; ")));
+                return Err(Some(format!(
+                    "no host{what} can run it: {}",
+                    reasons.join("; ")
+                )));
             }
             let rest = wake.saturating_duration_since(Instant::now()).max(TICK);
             slots = self
@@ -608,25 +843,52 @@ impl Hosts {
         }
     }
 
-    fn run_remote(&self, place: &Place, job: &Job, sink: &dyn ResultSink) -> Attempt {
-        let started = Instant::now();
+    /// A promised job is placed or given up ([`Hosts::promise`]); under the lock of `slots`.
+    fn placed(&self, ticket: Option<u64>) {
+        let promised = self.promised.load(Ordering::SeqCst);
+        self.promised
+            .store(promised.saturating_sub(1), Ordering::SeqCst);
+        if let Some(t) = ticket {
+            lock(&self.arriving).remove(&t);
+        }
+    }
+
+    /// Runs an attempt on a remote place. Returns the attempt, the connection if its `Done`
+    /// came through it, and how long it ran if it started.
+    fn run_remote(
+        &self,
+        place: &Place,
+        job: &Job,
+        sink: &dyn ResultSink,
+        pass: Pass<'_>,
+    ) -> (Attempt, Option<Arc<Conn>>, Option<Duration>) {
         let conn = lock(&place.conn).clone();
         let Some(conn) = conn.filter(|c| c.is_alive()) else {
-            return Attempt::lost("not connected");
+            return (Attempt::not_started(), None, None);
+        };
+        // An attempt that fails before it is sent is reported where it was placed.
+        let failed = |message: String| {
+            sink.begin(&place.name);
+            (Attempt::new(Outcome::Error).message(message), None, None)
         };
         if let Err(e) = self.push_outputs(&conn) {
-            return Attempt::new(Outcome::Error).message(e);
+            return failed(e);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = crossbeam_channel::unbounded();
         if !conn.expect(id, tx) {
-            return Attempt::lost("the connection closed");
+            return (Attempt::not_started(), None, None);
         }
         let given = match self.checkpoint_before(place, &conn, job, id, &rx) {
             Ok(given) => given,
             Err(attempt) => {
                 conn.forget(id);
-                return *attempt;
+                if attempt.host_lost.is_some() {
+                    // Lost before the attempt was even sent.
+                    return (Attempt::not_started(), None, None);
+                }
+                sink.begin(&place.name);
+                return (*attempt, None, None);
             }
         };
         let request = ToWorkerRef::Run(RunRef {
@@ -640,21 +902,50 @@ impl Hosts {
             checkpoint: given.shared(),
             checkpoint_key: given.key(),
         });
+        // The attempts placed here before this one send theirs first.
+        place.turns.wait(pass.1, || {
+            self.level.load(Ordering::SeqCst) != 0 || !conn.is_alive()
+        });
+        let sent = conn.send_with(|w| protocol::send(w, &request));
+        drop(pass);
         // Any other error is a broken connection: the reader notices and tells this attempt.
         if let Err(
             e @ (protocol::ChannelError::TooLarge { .. } | protocol::ChannelError::Encode(_)),
-        ) = conn.send_with(|w| protocol::send(w, &request))
+        ) = sent
         {
             conn.forget(id);
-            return Attempt::new(Outcome::Error).message(format!(
+            return failed(format!(
                 "cannot send the attempt: {}",
                 crate::error::error_chain(&e)
             ));
         }
+        // Until the worker says it started, the attempt waits in the worker's queue.
+        let mut started: Option<Instant> = None;
+        let lost = |started: Option<Instant>, reason: String| {
+            if started.is_some() {
+                (Attempt::lost(reason), None, None)
+            } else {
+                // It never started (or its start was not reported): back to the queue.
+                (Attempt::not_started(), None, None)
+            }
+        };
         loop {
             match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(Msg::Started(ends)) => {
+                    // Reported once the ends the worker sent before are recorded.
+                    if !conn.wait_recorded(ends) {
+                        return lost(None, String::new());
+                    }
+                    sink.begin(&place.name);
+                    started = Some(Instant::now());
+                }
+                Ok(Msg::Dropped) => return (Attempt::not_started(), None, None),
                 Ok(Msg::Result(status, message)) => sink.result(status, message),
                 Ok(Msg::Done(done)) => {
+                    let started = started.unwrap_or_else(|| {
+                        sink.begin(&place.name);
+                        Instant::now()
+                    });
                     let mut attempt = Attempt::new(done.outcome);
                     attempt.message = done.message;
                     attempt.exports = done.exports;
@@ -671,12 +962,13 @@ impl Hosts {
                         attempt.message = Some(e);
                     }
                     attempt.duration = started.elapsed();
-                    return attempt;
+                    let ran = attempt.duration;
+                    return (attempt, Some(conn), Some(ran));
                 }
-                Ok(Msg::Lost(reason)) => return Attempt::lost(reason),
+                Ok(Msg::Lost(reason)) => return lost(started, reason),
                 Ok(Msg::Need(_)) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                    return Attempt::lost("the connection closed")
+                    return lost(started, "the connection closed".into())
                 }
             }
         }

@@ -101,7 +101,14 @@ impl Room {
 
     /// Whether an attempt needing `slots` can start here now.
     pub(crate) fn can_take(&self, slots: &BTreeMap<String, u32>) -> bool {
-        self.busy < self.jobs
+        self.can_hold(self.jobs, slots)
+    }
+
+    /// Whether the place can hold one more attempt needing `slots` when it may hold `window`
+    /// at once (its `jobs`, and those queued ahead on a remote worker). Per-host resources are
+    /// taken from the moment an attempt is placed, queued or not.
+    pub(crate) fn can_hold(&self, window: usize, slots: &BTreeMap<String, u32>) -> bool {
+        self.busy < window
             && slots.iter().all(|(name, &n)| {
                 self.capacity.get(name).is_none_or(|&cap| {
                     self.used.get(name).copied().unwrap_or(0).saturating_add(n) <= cap
@@ -220,5 +227,27 @@ mod tests {
         rooms[1].take(&gpu);
         assert_eq!(pick(&rooms, &gpu), None, "the only gpu is taken");
         assert_eq!(pick(&rooms, &BTreeMap::new()), Some(0));
+    }
+
+    #[test]
+    fn a_window_holds_more_than_jobs_but_never_more_of_a_resource() {
+        let names = per_host_names([&map(&[("gpu", 1)])]);
+        let mut room = Room::new(2, &map(&[("gpu", 1)]), &names);
+        let none = BTreeMap::new();
+        let gpu = map(&[("gpu", 1)]);
+        room.take(&gpu);
+        room.take(&none);
+        assert!(!room.can_take(&none), "both job slots are busy");
+        assert!(room.can_hold(4, &none), "two more may queue ahead");
+        assert!(
+            !room.can_hold(4, &gpu),
+            "a queued attempt holds its per-host slots too"
+        );
+        room.take(&none);
+        room.take(&none);
+        assert!(!room.can_hold(4, &none), "the window is full");
+        room.give_back(&gpu);
+        assert!(room.can_hold(4, &gpu));
+        assert!(!room.can_take(&gpu), "three still in flight for two slots");
     }
 }

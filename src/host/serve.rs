@@ -2,8 +2,9 @@
 //!
 //! It says hello, receives the tree (only the files it lacks), loads it with the factory, and
 //! runs command attempts **by task name** with the same `CommandRunner` as local runs
-//! (process groups, capture, streamed results, exports, TERM/grace/KILL), several at once,
-//! each on its own thread. A `Beat` every few seconds tells the scheduler it is alive. When the
+//! (process groups, capture, streamed results, exports, TERM/grace/KILL): at most the host's
+//! `jobs` at once, on as many threads, the others queued in the order they came (each says
+//! `Started` when it really starts). A `Beat` every few seconds tells the scheduler it is alive. When the
 //! scheduler goes away (end of file on stdin: the run ended, the connection dropped, the
 //! scheduler was killed), every running task's group is killed before the worker exits.
 
@@ -290,6 +291,7 @@ pub(crate) fn serve_offer(
         mut manifest,
         manifest_hash,
         deferred,
+        jobs,
     }) = first
     else {
         return Err(WorkerError::Protocol("expected the tree first".into()));
@@ -376,15 +378,36 @@ pub(crate) fn serve_offer(
         let state = state.clone();
         std::thread::spawn(move || beat(&state))
     };
-    let mut running = Vec::new();
+    let jobs = if jobs == 0 { offer_cpus(offer) } else { jobs };
+    let queue = Arc::new(Queue::default());
+    let mut runners: Vec<std::thread::JoinHandle<()>> = Vec::new();
     let result = loop {
         match input.next::<ToWorker>(None) {
             Ok(Some(ToWorker::Run(run))) => {
-                let state = state.clone();
-                running.retain(|h: &std::thread::JoinHandle<()>| !h.is_finished());
-                running.push(std::thread::spawn(move || state.attempt(&run)));
+                let mut q = lock(&queue.state);
+                if q.cancelled {
+                    // Sent after the cancel crossed it: never started.
+                    drop(q);
+                    let dropped = FromWorker::Dropped { id: run.id };
+                    if let Err(e) = protocol::send(&mut *lock(&out), &dropped) {
+                        break Err(e.into());
+                    }
+                    continue;
+                }
+                q.queued.push_back(run);
+                if q.queued.len() > q.idle && runners.len() < jobs {
+                    let (state, queue) = (state.clone(), queue.clone());
+                    runners.push(std::thread::spawn(move || queue.serve(&state)));
+                } else {
+                    queue.ready.notify_one();
+                }
             }
             Ok(Some(ToWorker::Cancel { kill })) => {
+                let dropped: Vec<u64> = {
+                    let mut q = lock(&queue.state);
+                    q.cancelled = true;
+                    q.queued.drain(..).map(|r| r.id).collect()
+                };
                 state.cancelled.cancel();
                 if let Some(Ok(runner)) = state.runner.get() {
                     if kill {
@@ -392,6 +415,13 @@ pub(crate) fn serve_offer(
                     } else {
                         runner.terminate_all();
                     }
+                }
+                let mut o = lock(&out);
+                let sent = dropped
+                    .into_iter()
+                    .try_for_each(|id| protocol::send(&mut *o, &FromWorker::Dropped { id }));
+                if let Err(e) = sent {
+                    break Err(e.into());
                 }
             }
             Ok(Some(ToWorker::File { path, mode, size })) => {
@@ -435,16 +465,124 @@ pub(crate) fn serve_offer(
         }
     };
     state.closed.store(true, Ordering::SeqCst);
+    {
+        // Queued attempts never start; idle runners exit.
+        let mut q = lock(&queue.state);
+        q.closed = true;
+        q.queued.clear();
+        queue.ready.notify_all();
+    }
     // Nothing may outlive the connection: kill every running task's group.
     if let Some(Ok(runner)) = state.runner.get() {
         runner.kill_all();
     }
-    for h in running {
+    for h in runners {
         let _ = h.join();
     }
     state.copies.flush();
     let _ = beat.join();
     result
+}
+
+/// The CPUs a worker announces (`--jobs` of a daemon, else this machine's).
+fn offer_cpus(offer: &Offer) -> usize {
+    offer
+        .jobs
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+        .max(1)
+}
+
+/// The attempts a scheduler sent: at most `jobs` run at once, each on one of as many runner
+/// threads (started as needed); the rest wait here in the order they came. A scheduler keeps
+/// a few more in flight than `jobs`, so that a slot that frees starts the next attempt at once
+/// instead of after a round trip to the scheduler.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<Waiting>,
+    ready: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Waiting {
+    queued: std::collections::VecDeque<RunOwned>,
+    /// Runner threads waiting for an attempt.
+    idle: usize,
+    /// A cancel came: queued attempts were dropped, and any that come after are.
+    cancelled: bool,
+    /// The connection ended: runners exit.
+    closed: bool,
+}
+
+impl Queue {
+    /// A runner thread: takes the oldest queued attempt, says it starts, runs it, and so on
+    /// until the connection ends. The end of an attempt and the start of the next one queued
+    /// go out in one write (one packet through ssh or TLS instead of two).
+    fn serve(&self, state: &State) {
+        let mut next = None;
+        loop {
+            let run = if let Some(run) = next.take() {
+                run
+            } else {
+                let mut q = lock(&self.state);
+                loop {
+                    if q.closed {
+                        return;
+                    }
+                    if !q.queued.is_empty() {
+                        break;
+                    }
+                    q.idle += 1;
+                    q = self.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
+                    q.idle -= 1;
+                }
+                let run = q.queued.pop_front().expect("checked above");
+                // Under the queue's lock: a cancel either dropped this attempt or comes
+                // after its start (and then ends it as it ends every running attempt).
+                let mut out = lock(&state.out);
+                if started(&mut out, run.id)
+                    .and_then(|()| flush(&mut out))
+                    .is_err()
+                {
+                    return;
+                }
+                run
+            };
+            let (done, blobs) = state.attempt(&run);
+            let mut q = lock(&self.state);
+            next = if q.closed { None } else { q.queued.pop_front() };
+            let mut out = lock(&state.out);
+            // Closed: the connection ended, or a signal ends this worker and killed the task,
+            // whose attempt the scheduler puts back in its queue; it must not read this end as
+            // an outcome.
+            if state.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            let sent = protocol::send_unflushed(&mut *out, &done)
+                .and_then(|()| {
+                    blobs
+                        .iter()
+                        .try_for_each(|blob| protocol::send_file(&mut *out, blob))
+                })
+                .and_then(|()| next.as_ref().map_or(Ok(()), |n| started(&mut out, n.id)))
+                .and_then(|()| flush(&mut out));
+            drop(q);
+            // A broken connection ends the worker's main loop, which ends the runners.
+            if sent.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Writes `Started` for attempt `id` (not flushed).
+fn started(out: &mut BufWriter<File>, id: u64) -> Result<(), ChannelError> {
+    protocol::send_unflushed(out, &FromWorker::Started { id })
+}
+
+fn flush(out: &mut BufWriter<File>) -> Result<(), ChannelError> {
+    out.flush().map_err(ChannelError::Io)
 }
 
 /// Receives the tree of a `ToWorker::Tree` into `root`: the manifest if it was deferred and this
@@ -623,7 +761,8 @@ impl State {
         }
     }
 
-    fn attempt(&self, run: &RunOwned) {
+    /// Runs an attempt; returns its `Done` and the raw frames that follow it.
+    fn attempt(&self, run: &RunOwned) -> (FromWorker, Vec<Vec<u8>>) {
         let sink = FrameSink {
             out: &self.out,
             id: run.id,
@@ -640,7 +779,7 @@ impl State {
             }
             Ok(ended)
         });
-        let (done, blobs) = match done {
+        match done {
             Ok(Ended {
                 done,
                 blobs,
@@ -673,20 +812,6 @@ impl State {
                 },
                 Vec::new(),
             ),
-        };
-        let mut out = lock(&self.out);
-        // Closed: the connection ended, or a signal ends this worker and killed the task, whose
-        // attempt the scheduler puts back in its queue; it must not read this end as an outcome.
-        if self.closed.load(Ordering::SeqCst) {
-            return;
-        }
-        // A broken connection ends the worker's main loop; nothing more to do here.
-        if protocol::send(&mut *out, &done).is_ok() {
-            for blob in &blobs {
-                if protocol::send_file(&mut *out, blob).is_err() {
-                    break;
-                }
-            }
         }
     }
 

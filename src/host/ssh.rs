@@ -223,6 +223,8 @@ pub(crate) struct TreeToSync<'a> {
     pub root: &'a Path,
     pub manifest: &'a [FileEntry],
     pub manifest_hash: &'a str,
+    /// Attempts the worker runs at once (the host's `jobs`; 0: its CPUs).
+    pub jobs: usize,
 }
 
 /// The ssh command: `$PEXEN_SSH` split on whitespace, or `ssh`.
@@ -530,6 +532,7 @@ pub(crate) fn sync_tree(
             // Sent only if the host's copy differs (see `deferred`).
             manifest: Vec::new(),
             deferred: !shared_fs,
+            jobs: tree.jobs,
             manifest_hash: if shared_fs {
                 protocol::manifest_hash(&[])
             } else {

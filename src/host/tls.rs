@@ -208,6 +208,9 @@ pub(crate) fn piped(conn: Connection, sock: TcpStream) -> io::Result<Piped> {
     let (from_app, output) = pipe()?;
     sock.set_read_timeout(None)?;
     sock.set_write_timeout(None)?;
+    // Frames are small and each waits for an answer (a start, an end, the next attempt):
+    // Nagle's algorithm held the second of two small writes until the peer's delayed ACK.
+    sock.set_nodelay(true)?;
     let pump_sock = sock.try_clone()?;
     let thread = std::thread::Builder::new()
         .name("pexen-tls".into())

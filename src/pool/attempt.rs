@@ -42,6 +42,10 @@ pub struct Attempt {
     /// by `message`): the one that killed its process, or N when it exited with 128 + N as a
     /// shell whose command was killed does. Someone else ended it, perhaps the whole machine.
     pub signal: Option<i32>,
+    /// Set when the attempt never started (the run was cancelled first, or its host dropped
+    /// it from its queue or was lost before it started): the run state gives a task whose
+    /// start was not reported back to the queue (then skipped on a cancel), uncounted.
+    pub not_started: bool,
 }
 
 impl Attempt {
@@ -56,6 +60,7 @@ impl Attempt {
             suspend: false,
             host_lost: None,
             signal: None,
+            not_started: false,
         }
     }
 
@@ -79,6 +84,15 @@ impl Attempt {
     pub fn lost(reason: impl Into<String>) -> Self {
         let mut a = Attempt::new(Outcome::Error);
         a.host_lost = Some(reason.into());
+        a
+    }
+
+    /// An attempt that never started (see [`Attempt::not_started`]). A task already reported
+    /// started (runs without hosts report a start when the attempt is handed out) ends
+    /// `error` with this message.
+    pub fn not_started() -> Self {
+        let mut a = Attempt::new(Outcome::Error).message("interrupted before it could start");
+        a.not_started = true;
         a
     }
 }

@@ -42,6 +42,9 @@ pub(crate) struct Job {
     /// The task's `host_tags` and `outputs` (runs with hosts).
     pub host_tags: Vec<String>,
     pub outputs: Vec<String>,
+    /// Runs with hosts: the order in which the dispatcher handed the job out (the run's
+    /// priority order), so that jobs handed out together are placed in that order.
+    pub ticket: Option<u64>,
     /// A clock reading shared by attempts run back to back: when set as the attempt starts,
     /// the instant the previous one ended (its start, without reading the clock again); set by
     /// the attempt to the instant it ended. Only closures on threads use it.
@@ -126,7 +129,8 @@ impl Executor {
     pub(crate) fn run(&self, job: &Job, sink: &dyn ResultSink) -> Attempt {
         // A job still queued when the run was cancelled must not start anything.
         if self.cancelled.is_cancelled() {
-            return Attempt::new(Outcome::Error).message("interrupted before it could start");
+            self.unpromise(job.ticket);
+            return Attempt::not_started();
         }
         match (&self.hosts, &job.work) {
             (None, _) => self.run_here(job, sink, "local"),
@@ -139,10 +143,29 @@ impl Executor {
             {
                 hosts.run(job, sink, |host| self.run_here(job, sink, host))
             }
-            (Some(_), Work::Closure(_)) => {
+            (Some(hosts), Work::Closure(_)) => {
+                // Closures on threads take no place.
+                hosts.unpromise(job.ticket);
                 sink.begin(&crate::host::Hosts::local_name());
                 self.run_here(job, sink, "local")
             }
+        }
+    }
+
+    /// Whether a job may be handed out now: in runs with hosts, only when some place has room
+    /// for it (see [`crate::host::Hosts::promise`]); always otherwise.
+    /// `Ok(ticket)` when it may (see [`Job::ticket`]), `Err(())` when it may not now.
+    pub(crate) fn promise(&self) -> Result<Option<u64>, ()> {
+        match &self.hosts {
+            None => Ok(None),
+            Some(h) => h.promise().map(Some).ok_or(()),
+        }
+    }
+
+    /// A job [`Executor::promise`]d will not be handed out after all.
+    pub(crate) fn unpromise(&self, ticket: Option<u64>) {
+        if let Some(hosts) = &self.hosts {
+            hosts.unpromise(ticket);
         }
     }
 

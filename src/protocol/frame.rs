@@ -55,6 +55,15 @@ pub(crate) fn send<W: Write + ?Sized, T: Serialize>(
     out.flush().map_err(ChannelError::Io)
 }
 
+/// Writes one whole frame without flushing (more follow in the same write).
+pub(crate) fn send_unflushed<W: Write + ?Sized, T: Serialize>(
+    out: &mut W,
+    msg: &T,
+) -> Result<(), ChannelError> {
+    let frame = encode(msg)?;
+    out.write_all(&frame).map_err(ChannelError::Io)
+}
+
 /// Writes one raw frame (a file's content), refusing payloads over the limit.
 pub(crate) fn send_raw<W: Write + ?Sized>(out: &mut W, bytes: &[u8]) -> Result<(), ChannelError> {
     if bytes.len() > MAX_FRAME {

@@ -15,8 +15,12 @@
 //! 3. `ToWorker::Run` asks for one attempt of a task **by name** (no code travels); the
 //!    worker streams `FromWorker::Result`s as the task reports them and ends the attempt
 //!    with `FromWorker::Done` (outcome, exports, output, and the task's `outputs` files as
-//!    raw frames after it). Attempts carry an id so that a remote worker runs several at once.
-//! 4. `ToWorker::Cancel` terminates (TERM, grace, KILL) or kills every running attempt;
+//!    raw frames after it). Attempts carry an id so that a remote worker runs several at once:
+//!    a scheduler keeps more attempts in flight than the host's `jobs` (given in `Tree`); the
+//!    worker queues them, runs at most `jobs` at once, and says `FromWorker::Started` when one
+//!    really starts (after the `Done` of the attempt whose place it takes).
+//! 4. `ToWorker::Cancel` terminates (TERM, grace, KILL) or kills every running attempt and
+//!    drops the queued ones (`FromWorker::Dropped`: never started);
 //!    `FromWorker::Beat` every few seconds tells the scheduler a quiet worker is alive.
 //!    End of file on either side ends the conversation; a remote worker then kills what it runs.
 
@@ -27,14 +31,14 @@ use serde::{Deserialize, Serialize};
 
 pub use frame::ChannelError;
 pub use frame::MAX_FRAME;
-pub(crate) use frame::{send, send_file, send_raw, FrameReader};
+pub(crate) use frame::{send, send_file, send_raw, send_unflushed, FrameReader};
 
 use crate::context::Shared;
 use crate::sched::events::Output;
 use crate::task::{Outcome, TaskName};
 
 /// Version of the protocol; bumped on any change of the messages below.
-pub const PROTOCOL: u32 = 5;
+pub const PROTOCOL: u32 = 6;
 
 /// How often a remote worker says it is alive while the connection is otherwise quiet.
 pub(crate) const BEAT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -155,6 +159,10 @@ pub(crate) enum ToWorker {
         /// with `FromWorker::SendManifest`.
         #[serde(default)]
         deferred: bool,
+        /// How many attempts the worker runs at once (the host's `jobs`; 0: its CPUs). More
+        /// may be sent: they wait in the worker's queue, in the order they came.
+        #[serde(default)]
+        jobs: usize,
     },
     /// The manifest of a deferred `Tree`, when the worker asked for it.
     Manifest {
@@ -169,7 +177,8 @@ pub(crate) enum ToWorker {
     /// Every needed file was sent: load the tree.
     TreeDone,
     Run(RunOwned),
-    /// Terminate (TERM, grace, KILL) or, with `kill`, kill every running attempt.
+    /// Terminate (TERM, grace, KILL) or, with `kill`, kill every running attempt; queued
+    /// attempts (and any that come after) are dropped, each answered with `Dropped`.
     Cancel {
         kill: bool,
     },
@@ -201,6 +210,15 @@ pub(crate) enum ToWorker {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum FromWorker {
     Hello(Hello),
+    /// A queued attempt really starts now (its duration and timeout count from here). Sent
+    /// after the `Done` of the attempt whose place it takes, before any frame of its own.
+    Started {
+        id: u64,
+    },
+    /// A queued attempt that will never start (the run was cancelled): no `Done` follows.
+    Dropped {
+        id: u64,
+    },
     /// One result reported while the task runs (`ctx.report`, a `PEXEN_RESULTS` line).
     Result {
         #[serde(default)]

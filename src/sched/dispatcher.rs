@@ -52,6 +52,9 @@ struct Core {
     /// Whether attempts may run elsewhere (hosts, Slurm): only then do jobs carry the task's
     /// `slots`, `host_tags` and `outputs` (copying them cost more than a no-op closure's run).
     placed: bool,
+    /// Runs with hosts: asked before each job is handed out, so that a task leaves the run
+    /// state's queue only when some place has room for it (see `next_job`).
+    gate: Option<Arc<Executor>>,
 }
 
 /// Closure attempts shorter than this on average are batched (see `Core::reserve`).
@@ -140,6 +143,7 @@ impl Core {
                 Vec::new()
             },
             clock: std::cell::Cell::new(None),
+            ticket: None,
         }
     }
 
@@ -188,21 +192,40 @@ impl Core {
         }
     }
 
+    /// The next job to hand out: a task the run state starts now, if (runs with hosts) some
+    /// place has room for it. Hosts hold more attempts than they run (queued ahead on remote
+    /// workers) and have threads for all of them; without the gate, a thread would take a
+    /// task out of the queue (its priority, its locks) only to wait for a place.
+    fn next_job(&mut self) -> Option<Job> {
+        let ticket = match &self.gate {
+            Some(g) => g.promise().ok()?,
+            None => None,
+        };
+        let Some(start) = self.state.next_start(false) else {
+            if let Some(g) = &self.gate {
+                g.unpromise(ticket);
+            }
+            return None;
+        };
+        let mut job = self.job(start);
+        job.ticket = ticket;
+        Some(job)
+    }
+
     /// Hands ready tasks to idle workers; with `mine` (the calling worker's empty batch), first
     /// pushes one onto it. Then checks whether the run is over. Returns whether it took one.
     fn dispatch(&mut self, mine: Option<&mut Vec<Job>>) -> bool {
         let mut own = false;
         if let Some(batch) = mine {
-            if let Some(start) = self.state.next_start(false) {
-                batch.push(self.job(start));
+            if let Some(job) = self.next_job() {
+                batch.push(job);
                 own = true;
             }
         }
         while self.idle > 0 {
-            let Some(start) = self.state.next_start(false) else {
+            let Some(job) = self.next_job() else {
                 break;
             };
-            let job = self.job(start);
             if let Some(tx) = &self.jobs {
                 // Idle workers hold the receiver until `jobs` is dropped, so this succeeds.
                 let _ = tx.send(job);
@@ -414,10 +437,11 @@ impl Run {
         } else {
             Vec::new()
         };
-        // With hosts, one worker thread per job slot of every host.
+        // With hosts, one worker thread per attempt the hosts may hold at once (those queued
+        // ahead on remote workers included).
         let threads = hosts.as_ref().map_or_else(
             || super::groups::max_jobs(&config.groups, config.jobs),
-            |h| h.jobs(),
+            |h| h.threads(),
         );
         let plan = Plan {
             groups: config.groups,
@@ -442,11 +466,13 @@ impl Run {
             RunState::with_plan(tasks, capacity, config.fail_fast, config.resumed, plan)?;
         // With hosts the executor says where each attempt starts, and only then is it reported.
         state.defer_begin = hosts.is_some();
-        let jobs = if state.defer_begin {
-            threads
-        } else {
-            config.jobs
-        };
+        if hosts
+            .as_ref()
+            .is_some_and(|h| h.cancelled_while_connecting())
+        {
+            state.cancel();
+        }
+        let jobs = hosts.as_ref().map_or(config.jobs, |h| h.jobs());
         state.events.push_front(Event::RunStarted {
             tasks: state.len(),
             jobs,
@@ -462,6 +488,13 @@ impl Run {
             );
         }
         let placed = hosts.is_some() || config.slurm.is_some();
+        let gated = hosts.is_some();
+        let default_pool = config.process.default_pool;
+        let exec = Arc::new(
+            Executor::new(config.command, config.process, hosts)
+                .with_checkpoints(config.checkpoints)
+                .with_slurm(config.slurm),
+        );
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
@@ -472,19 +505,16 @@ impl Run {
                 open: config.keep_open,
                 consumer_waiting: false,
                 started,
-                batching: !config.fail_fast && config.observers.is_empty() && hosts.is_none(),
+                batching: !config.fail_fast && config.observers.is_empty() && !gated,
                 avg_attempt_ns: SHORT_ATTEMPT_NS,
-                default_pool: config.process.default_pool,
+                default_pool,
                 observers: config.observers,
                 observed: 0,
                 placed,
+                gate: gated.then(|| exec.clone()),
             }),
             events_ready: Condvar::new(),
-            exec: Arc::new(
-                Executor::new(config.command, config.process, hosts)
-                    .with_checkpoints(config.checkpoints)
-                    .with_slurm(config.slurm),
-            ),
+            exec,
         });
         {
             let mut core = shared.lock();

@@ -695,6 +695,12 @@ impl RunState {
 
     /// An attempt ended. Releases its resources, then retries or finishes the task.
     pub(crate) fn on_done(&mut self, idx: u32, attempt: u32, report: Attempt) {
+        let st = &self.states[idx as usize];
+        if report.not_started && st.phase == Phase::Reserved && st.attempt == attempt {
+            // Never started nor reported: back to the queue, uncounted (skipped on a cancel).
+            self.give_back(idx, attempt);
+            return;
+        }
         self.begin(idx, attempt, None);
         let st = &mut self.states[idx as usize];
         if st.phase != Phase::Running || st.attempt != attempt {

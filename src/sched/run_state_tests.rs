@@ -691,3 +691,51 @@ fn a_lost_host_puts_the_attempt_back_twice_then_it_is_an_error() {
     assert_eq!(f.host.as_deref(), Some("h2"));
     assert_eq!(start(&mut s).map(|(n, _)| n), Some("b".to_string()));
 }
+
+#[test]
+fn an_attempt_that_never_started_goes_back_uncounted_and_a_cancel_skips_it() {
+    let mut s = state(vec![t("a").claims(["L"]), t("b").claims(["L"])]);
+    s.defer_begin = true;
+    let a = s.next_start(false).unwrap();
+    assert_eq!((s.task(a.idx).name.as_str(), a.attempt), ("a", 1));
+    // Dropped from a host's queue, or its host lost before it started: back to the queue
+    // with its lock free, no event, not an attempt, no requeue counted.
+    s.on_done(a.idx, a.attempt, Attempt::not_started());
+    assert!(s.events.is_empty(), "{:?}", s.events);
+    assert_eq!(s.running(), 0);
+    for _ in 0..=MAX_REQUEUES {
+        let a = s.next_start(false).unwrap();
+        assert_eq!((s.task(a.idx).name.as_str(), a.attempt), ("a", 1));
+        s.on_done(a.idx, a.attempt, Attempt::not_started());
+    }
+    assert!(s.events.is_empty(), "{:?}", s.events);
+    // On a cancel, a task that never started is skipped as the run's unstarted tasks are.
+    let a = s.next_start(false).unwrap();
+    s.cancel();
+    s.on_done(a.idx, a.attempt, Attempt::not_started());
+    assert!(s.settle_stopped());
+    for name in ["a", "b"] {
+        let f = finished(&s, name).unwrap();
+        assert_eq!(
+            (f.outcome, f.cause.as_deref()),
+            (Outcome::Skip, Some("not run: the run was interrupted"))
+        );
+    }
+    assert!(!s
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::TaskStarted { .. })));
+}
+
+#[test]
+fn a_reported_start_that_did_not_happen_is_still_an_error() {
+    // Runs without hosts report the start when the attempt is handed out.
+    let mut s = state(vec![t("a")]);
+    let a = s.next_start(false).unwrap();
+    s.on_done(a.idx, a.attempt, Attempt::not_started());
+    let f = finished(&s, "a").unwrap();
+    assert_eq!(
+        (f.outcome, f.message.as_deref()),
+        (Outcome::Error, Some("interrupted before it could start"))
+    );
+}

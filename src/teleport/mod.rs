@@ -204,6 +204,7 @@ impl Teleport {
                 root: &root,
                 manifest: &manifest,
                 manifest_hash: &manifest_hash,
+                jobs: 0,
             },
         )
         .map_err(|e| s.connect_error(e))?;
