@@ -269,10 +269,16 @@ fn a_task_writing_a_gibibyte_is_held_to_the_cap_while_it_runs() {
 
 #[test]
 fn ctrl_z_stops_the_tasks_and_their_timers_and_fg_continues_them() {
+    // The task waits without a child: a loop of `sleep`s could be caught between dash's vfork
+    // and exec, where the stopped child leaves its parent in `D`, never `T`.
     let t = Tree::new().file(
         "waits.ron",
-        r#"(run: Shell("echo $$ > leader.pid; while [ ! -e go ]; do sleep 0.01; done"), timeout: "2s")"#,
+        r#"(run: Shell("echo $$ > leader.pid; read go < go.fifo"), timeout: "2s")"#,
     );
+    let fifo =
+        std::ffi::CString::new(t.path().join("go.fifo").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo(3) with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     let tmp = tempfile::tempdir().unwrap();
     let mut child = spawn(&t, tmp.path(), &[], Stdio::null());
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -289,7 +295,7 @@ fn ctrl_z_stops_the_tasks_and_their_timers_and_fg_continues_them() {
 
     signal(child.id(), libc::SIGCONT);
     wait_state(leader, false);
-    std::fs::write(t.path().join("go"), "").unwrap();
+    std::fs::write(t.path().join("go.fifo"), "go\n").unwrap();
     let rest: Vec<String> = lines.map(Result::unwrap).collect();
     assert_eq!(child.wait().unwrap().code(), Some(0), "{rest:#?}");
     let finished = rest
