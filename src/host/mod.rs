@@ -778,6 +778,10 @@ impl Hosts {
             let mut alive = false;
             let mut retry = None;
             let mut ahead = None;
+            // A place that fits and is still being connected (an ssh host being set up, a
+            // pilot whose job has not started): the task waits for a free slot rather than
+            // queue on a busy host, where it would stay when the other one comes up.
+            let mut coming = false;
             let mut wake = now + Duration::from_secs(1);
             let mut reasons = Vec::new();
             for (i, place) in self.places.iter().enumerate() {
@@ -797,7 +801,10 @@ impl Hosts {
                             ahead = Some(i);
                         }
                     }
-                    Status::Connecting => alive = true,
+                    Status::Connecting => {
+                        alive = true;
+                        coming = true;
+                    }
                     Status::Down {
                         retry_at, failures, ..
                     } => {
@@ -810,7 +817,7 @@ impl Hosts {
                     Status::Dead(reason) => reasons.push(format!("{}: {reason}", place.name)),
                 }
             }
-            if let Some(i) = ahead {
+            if let Some(i) = ahead.filter(|_| !coming) {
                 slots[i].room.take(wanted);
                 self.placed(None);
                 return Ok((i, self.places[i].turns.take()));
