@@ -197,32 +197,31 @@ fn worker(args: &args::WorkerArgs) -> Result<i32, CliError> {
         )
         .ok_or_else(|| usage("--connect needs --tls-cert, --tls-key and --ca"))?;
         let jobs = args.jobs.map(|j| j as usize);
-        return match crate::host::pilot::connect_back(addr, &files, jobs) {
-            Ok(()) => Ok(exit_code::OK),
-            Err(e) => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "pexen worker: {}",
-                    crate::error::error_chain(&e)
-                );
-                Ok(exit_code::TASK_FAILED)
-            }
-        };
+        return Ok(served(crate::host::pilot::connect_back(addr, &files, jobs)));
     }
     if !args.stdio {
         return Err(CliError::Usage(
             "pexen worker needs --stdio (started by pexen over ssh), --listen ADDR or --connect ADDR".into(),
         ));
     }
-    match crate::host::serve::serve_stdio(args.groups_file.clone(), args.binary_hash.clone()) {
-        Ok(()) => Ok(exit_code::OK),
+    Ok(served(crate::host::serve::serve_stdio(
+        args.groups_file.clone(),
+        args.binary_hash.clone(),
+    )))
+}
+
+/// The exit code of a worker that served until its scheduler went away, or why it could not
+/// (said on stderr: the one who started it reads it there).
+fn served<E: std::error::Error>(result: Result<(), E>) -> i32 {
+    match result {
+        Ok(()) => exit_code::OK,
         Err(e) => {
             let _ = writeln!(
                 std::io::stderr(),
                 "pexen worker: {}",
                 crate::error::error_chain(&e)
             );
-            Ok(exit_code::TASK_FAILED)
+            exit_code::TASK_FAILED
         }
     }
 }
