@@ -389,3 +389,66 @@ fn a_terminated_daemon_leaves_no_task_running() {
     let _ = run.kill();
     let _ = run.wait();
 }
+
+/// An attempt queued ahead on a busy worker (its attempts were short) moves to another host
+/// that has a free slot, rather than wait behind a long attempt there: here the long one
+/// waits for the queued one, so only the move lets the run end.
+#[test]
+fn an_attempt_queued_behind_a_long_one_moves_to_a_free_host() {
+    let pki = pki();
+    let a = daemon_with(&pki, &["-j", "1"]);
+    let b = daemon_with(&pki, &["-j", "1"]);
+    let tree = Tree::new();
+    let dir = tree.path().to_string_lossy().into_owned();
+    let mut tree = tree
+        .file(
+            "block.ron",
+            &format!(
+                r#"(run: Shell("until [ -e {dir}/late.ran ]; do sleep 0.02; done"),
+                    host_tags: ["a"], priority: -5, timeout: "60s")"#
+            ),
+        )
+        .file(
+            "hold.ron",
+            r#"(run: Shell("sleep 0.5"), host_tags: ["b"], priority: -5)"#,
+        )
+        .file(
+            "late.ron",
+            &format!(r#"(run: Shell("touch {dir}/late.ran"), priority: 0)"#),
+        );
+    // Short attempts on `a` first: its worker then takes attempts ahead of its free slots.
+    for i in 0..6 {
+        tree = tree.file(
+            &format!("warm{i}.ron"),
+            r#"(run: Shell("true"), host_tags: ["a"], priority: -10)"#,
+        );
+    }
+    let out = pexen()
+        .arg("run")
+        .arg(tree.path())
+        .args(["--message-format", "json", "--no-local", "--state"])
+        .arg(tree.path().join(".pexen"))
+        .args([
+            "--host",
+            &format!("tls://127.0.0.1:{}?name=a&tags=a", a.port),
+        ])
+        .args([
+            "--host",
+            &format!("tls://127.0.0.1:{}?name=b&tags=b", b.port),
+        ])
+        .arg("--tls-cert")
+        .arg(&pki.client.0)
+        .arg("--tls-key")
+        .arg(&pki.client.1)
+        .arg("--ca")
+        .arg(&pki.ca)
+        .output()
+        .unwrap();
+    let r = RunResult::new(out);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.finished("block")["host"], "a");
+    assert_eq!(r.finished("late")["host"], "b");
+    // Every task started once: a move is not an attempt.
+    assert_eq!(r.of_type("task-started").len(), 9);
+    assert_eq!(r.finished("late")["attempt"], 1);
+}

@@ -88,8 +88,17 @@ fn concurrency(events: &[Value]) -> (usize, BTreeMap<String, usize>) {
     (max, per_host)
 }
 
+/// A small tree with a dependency, a lock, a failure, a skip and four parallel tasks, two of
+/// which meet: each waits until the other started, so they run at once, on both workers.
 fn dag_tree() -> Tree {
-    Tree::new()
+    let t = Tree::new();
+    let meet = t.path().join("meet").to_string_lossy().into_owned();
+    let meets = format!(
+        r#"(run: Shell("echo $PEXEN_HOST >> {meet}; until [ $(wc -l < {meet}) -ge 2 ]; do sleep 0.02; done"),
+            timeout: "120s")"#
+    );
+    t.file("par/p1.ron", &meets)
+        .file("par/p2.ron", &meets)
         .file(
             "build/lib.ron",
             r#"(run: Shell("echo LIB=libfoo >> \"$PEXEN_EXPORT\"; echo \"pass built on $PEXEN_HOST\" >> \"$PEXEN_RESULTS\""),
@@ -101,11 +110,8 @@ fn dag_tree() -> Tree {
         )
         .file("test/fails.ron", r#"(run: Shell("echo on stderr >&2; exit 3"), requires: ["lib"])"#)
         .file("test/skipped.ron", r#"(run: Shell("exit 77"))"#)
-        .file(
-            "par.tasks.ron",
-            r#"{ "p1": (run: Shell("sleep 0.5")), "p2": (run: Shell("sleep 0.5")),
-                 "p3": (run: Shell("sleep 0.5")), "p4": (run: Shell("sleep 0.5")) }"#,
-        )
+        .file("par/p3.ron", r#"(run: Shell("sleep 0.2"))"#)
+        .file("par/p4.ron", r#"(run: Shell("sleep 0.2"))"#)
 }
 
 #[test]
@@ -115,6 +121,7 @@ fn a_tree_runs_on_pilot_workers_with_the_host_in_events_and_junit() {
     let t = dag_tree();
     let junit = t.path().join("report.xml");
     let local = t.run(&["-j", "2"]);
+    std::fs::remove_file(t.path().join("meet")).unwrap();
     let r = t.run(&[
         "--slurm",
         "--slurm-workers",
@@ -141,6 +148,14 @@ fn a_tree_runs_on_pilot_workers_with_the_host_in_events_and_junit() {
         .collect();
     assert_eq!(connected.len(), 2, "{connected:?}");
     assert!(connected.contains(&"pilot-1") && connected.contains(&"pilot-2"));
+    // The two tasks that met ran at once, one on each worker.
+    let mut met: Vec<String> = std::fs::read_to_string(t.path().join("meet"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    met.sort();
+    assert_eq!(met, ["pilot-1", "pilot-2"]);
     for e in r.of_type("task-started") {
         let host = e["host"].as_str().unwrap();
         assert!(host == "pilot-1" || host == "pilot-2", "{e}");

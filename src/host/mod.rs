@@ -66,6 +66,10 @@ const DEEP_AHEAD_BELOW: Duration = Duration::from_millis(5);
 /// Attempts queued ahead on one place at most: a host with many slots has slots freeing at
 /// different times, so its queue is refilled more often.
 const MAX_AHEAD: usize = 32;
+/// An attempt still waiting in a worker's queue this long after it was sent (behind attempts
+/// longer than the host's short average) moves to a place that has a free slot, if one does:
+/// taken back with `Unqueue` unless it starts first.
+const MOVE_AFTER: Duration = Duration::from_millis(100);
 
 /// The hosts of a run (see [`crate::SchedulerBuilder::hosts`]).
 #[derive(Clone, Debug, Default)]
@@ -200,6 +204,40 @@ impl Turns {
 
 /// Passes a turn when dropped (every way out of an attempt's start).
 struct Pass<'a>(&'a Turns, u64);
+
+/// How an attempt on a remote place went.
+enum Remote<'a> {
+    /// It ended (or never started): the attempt, the connection its `Done` came through, how
+    /// long it ran.
+    Ended(Attempt, Option<Arc<Conn>>, Option<Duration>),
+    /// It was taken back from the worker's queue, to run where room was reserved for it.
+    Moved(Reserved<'a>),
+}
+
+/// Room taken on a place for an attempt that may move there, with its turn; given back
+/// (and the turn passed) unless [`Reserved::keep`] keeps it.
+struct Reserved<'a> {
+    hosts: &'a Hosts,
+    place: usize,
+    turn: u64,
+    wanted: &'a std::collections::BTreeMap<String, u32>,
+}
+
+impl Reserved<'_> {
+    /// The place and turn, now the attempt's.
+    fn keep(self) -> (usize, u64) {
+        let kept = (self.place, self.turn);
+        std::mem::forget(self);
+        kept
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.hosts.places[self.place].turns.pass(self.turn);
+        self.hosts.give_back(self.place, self.wanted);
+    }
+}
 
 impl Drop for Pass<'_> {
     fn drop(&mut self) {
@@ -685,24 +723,36 @@ impl Hosts {
             Err(None) => return Attempt::not_started(),
             Err(Some(message)) => return Attempt::new(Outcome::Error).message(message),
         };
-        let place = &self.places[i];
-        let pass = Pass(&place.turns, turn);
-        let (attempt, conn, ran) = if place.spec.kind == HostKind::Local {
-            drop(pass);
-            sink.begin(&place.name);
-            let mut attempt = local(&place.name);
-            if attempt.outcome.is_success() && !attempt.suspend {
-                self.checkpoint_passed_here(job);
+        let (mut i, mut turn) = (i, turn);
+        let mut local = Some(local);
+        let (attempt, conn, ran) = loop {
+            let place = &self.places[i];
+            let pass = Pass(&place.turns, turn);
+            if place.spec.kind == HostKind::Local {
+                drop(pass);
+                sink.begin(&place.name);
+                let local = local.take().expect("an attempt runs here once");
+                let mut attempt = local(&place.name);
+                if attempt.outcome.is_success() && !attempt.suspend {
+                    self.checkpoint_passed_here(job);
+                }
+                if attempt.outcome.is_success() && !job.outputs.is_empty() {
+                    if let Err(e) = self.note_local_outputs(job) {
+                        attempt.outcome = Outcome::Error;
+                        attempt.message = Some(e);
+                    }
+                }
+                break (attempt, None, None);
             }
-            if attempt.outcome.is_success() && !job.outputs.is_empty() {
-                if let Err(e) = self.note_local_outputs(job) {
-                    attempt.outcome = Outcome::Error;
-                    attempt.message = Some(e);
+            match self.run_remote(i, job, sink, pass) {
+                Remote::Ended(attempt, conn, ran) => break (attempt, conn, ran),
+                Remote::Moved(to) => {
+                    // Taken back from the worker's queue before it started: its room there is
+                    // free, and it goes where room was reserved for it.
+                    self.give_back(i, &job.slots);
+                    (i, turn) = to.keep();
                 }
             }
-            (attempt, None, None)
-        } else {
-            self.run_remote(place, job, sink, pass)
         };
         lock(&self.held).insert(
             (job.idx, job.attempt),
@@ -860,23 +910,54 @@ impl Hosts {
         }
     }
 
-    /// Runs an attempt on a remote place. Returns the attempt, the connection if its `Done`
-    /// came through it, and how long it ran if it started.
-    fn run_remote(
-        &self,
-        place: &Place,
-        job: &Job,
+    /// Gives back the room an attempt held on place `i`, for others.
+    fn give_back(&self, i: usize, wanted: &std::collections::BTreeMap<String, u32>) {
+        lock(&self.slots)[i].room.give_back(wanted);
+        self.freed.notify_all();
+    }
+
+    /// Room for `job` on a place other than `besides` that is up and can start it now, taken
+    /// (with a turn there): where an attempt waiting in a busy worker's queue may move.
+    fn room_elsewhere<'a>(&'a self, besides: usize, job: &'a Job) -> Option<Reserved<'a>> {
+        if self.level.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        let mut slots = lock(&self.slots);
+        let i = (0..self.places.len()).find(|&i| {
+            let slot = &slots[i];
+            i != besides
+                && matches!(slot.status, Status::Up)
+                && job.host_tags.iter().all(|t| slot.tags.contains(t))
+                && slot.room.can_take(&job.slots)
+        })?;
+        slots[i].room.take(&job.slots);
+        Some(Reserved {
+            hosts: self,
+            place: i,
+            turn: self.places[i].turns.take(),
+            wanted: &job.slots,
+        })
+    }
+
+    /// Runs an attempt on remote place `i`. Returns the attempt, the connection if its `Done`
+    /// came through it, and how long it ran if it started; or the place it moves to, when it
+    /// waited in the worker's queue past [`MOVE_AFTER`] while another place had room for it.
+    fn run_remote<'a>(
+        &'a self,
+        i: usize,
+        job: &'a Job,
         sink: &dyn ResultSink,
         pass: Pass<'_>,
-    ) -> (Attempt, Option<Arc<Conn>>, Option<Duration>) {
+    ) -> Remote<'a> {
+        let place = &self.places[i];
         let conn = lock(&place.conn).clone();
         let Some(conn) = conn.filter(|c| c.is_alive()) else {
-            return (Attempt::not_started(), None, None);
+            return Remote::Ended(Attempt::not_started(), None, None);
         };
         // An attempt that fails before it is sent is reported where it was placed.
         let failed = |message: String| {
             sink.begin(&place.name);
-            (Attempt::new(Outcome::Error).message(message), None, None)
+            Remote::Ended(Attempt::new(Outcome::Error).message(message), None, None)
         };
         if let Err(e) = self.push_outputs(&conn) {
             return failed(e);
@@ -884,7 +965,7 @@ impl Hosts {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = crossbeam_channel::unbounded();
         if !conn.expect(id, tx) {
-            return (Attempt::not_started(), None, None);
+            return Remote::Ended(Attempt::not_started(), None, None);
         }
         let given = match self.checkpoint_before(place, &conn, job, id, &rx) {
             Ok(given) => given,
@@ -892,10 +973,10 @@ impl Hosts {
                 conn.forget(id);
                 if attempt.host_lost.is_some() {
                     // Lost before the attempt was even sent.
-                    return (Attempt::not_started(), None, None);
+                    return Remote::Ended(Attempt::not_started(), None, None);
                 }
                 sink.begin(&place.name);
-                return (*attempt, None, None);
+                return Remote::Ended(*attempt, None, None);
             }
         };
         let request = ToWorkerRef::Run(RunRef {
@@ -927,18 +1008,28 @@ impl Hosts {
             ));
         }
         // Until the worker says it started, the attempt waits in the worker's queue.
+        let sent_at = Instant::now();
         let mut started: Option<Instant> = None;
+        // Room taken elsewhere while this attempt is being taken back from the queue here.
+        let mut moving: Option<Reserved<'a>> = None;
         let lost = |started: Option<Instant>, reason: String| {
             if started.is_some() {
-                (Attempt::lost(reason), None, None)
+                Remote::Ended(Attempt::lost(reason), None, None)
             } else {
                 // It never started (or its start was not reported): back to the queue.
-                (Attempt::not_started(), None, None)
+                Remote::Ended(Attempt::not_started(), None, None)
             }
         };
         loop {
-            match rx.recv_timeout(Duration::from_secs(1)) {
+            let wait = if started.is_none() && moving.is_none() {
+                MOVE_AFTER
+            } else {
+                Duration::from_secs(1)
+            };
+            match rx.recv_timeout(wait) {
                 Ok(Msg::Started(ends)) => {
+                    // It started here after all: the room taken elsewhere goes back.
+                    moving = None;
                     // Reported once the ends the worker sent before are recorded.
                     if !conn.wait_recorded(ends) {
                         return lost(None, String::new());
@@ -946,7 +1037,13 @@ impl Hosts {
                     sink.begin(&place.name);
                     started = Some(Instant::now());
                 }
-                Ok(Msg::Dropped) => return (Attempt::not_started(), None, None),
+                Ok(Msg::Dropped) => {
+                    return match moving {
+                        Some(to) if self.level.load(Ordering::SeqCst) == 0 => Remote::Moved(to),
+                        // Dropped by a cancel.
+                        _ => Remote::Ended(Attempt::not_started(), None, None),
+                    };
+                }
                 Ok(Msg::Result(status, message)) => sink.result(status, message),
                 Ok(Msg::Done(done)) => {
                     let started = started.unwrap_or_else(|| {
@@ -970,9 +1067,21 @@ impl Hosts {
                     }
                     attempt.duration = started.elapsed();
                     let ran = attempt.duration;
-                    return (attempt, Some(conn), Some(ran));
+                    return Remote::Ended(attempt, Some(conn), Some(ran));
                 }
                 Ok(Msg::Lost(reason)) => return lost(started, reason),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                    if started.is_none() && moving.is_none() && sent_at.elapsed() >= MOVE_AFTER =>
+                {
+                    // Still queued behind longer attempts while a place has room: take it
+                    // back, unless it starts first.
+                    if let Some(to) = self.room_elsewhere(i, job) {
+                        let unqueue = ToWorker::Unqueue { id };
+                        if conn.send_with(|w| protocol::send(w, &unqueue)).is_ok() {
+                            moving = Some(to);
+                        }
+                    }
+                }
                 Ok(Msg::Need(_)) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                     return lost(started, "the connection closed".into())

@@ -424,6 +424,19 @@ pub(crate) fn serve_offer(
                     break Err(e.into());
                 }
             }
+            Ok(Some(ToWorker::Unqueue { id })) => {
+                // Under the queue's lock: a runner either took it (and says it started) or
+                // never will.
+                let mut q = lock(&queue.state);
+                let Some(at) = q.queued.iter().position(|r| r.id == id) else {
+                    continue;
+                };
+                q.queued.remove(at);
+                drop(q);
+                if let Err(e) = protocol::send(&mut *lock(&out), &FromWorker::Dropped { id }) {
+                    break Err(e.into());
+                }
+            }
             Ok(Some(ToWorker::File { path, mode, size })) => {
                 // An output of another host's task, for a dependent that runs here.
                 let bytes = input.next_file(None, size)?.unwrap_or_default();

@@ -20,7 +20,9 @@
 //!    worker queues them, runs at most `jobs` at once, and says `FromWorker::Started` when one
 //!    really starts (after the `Done` of the attempt whose place it takes).
 //! 4. `ToWorker::Cancel` terminates (TERM, grace, KILL) or kills every running attempt and
-//!    drops the queued ones (`FromWorker::Dropped`: never started);
+//!    drops the queued ones (`FromWorker::Dropped`: never started); `ToWorker::Unqueue` takes
+//!    one queued attempt back (`Dropped`, unless it already started) when another place has
+//!    room for it;
 //!    `FromWorker::Beat` every few seconds tells the scheduler a quiet worker is alive.
 //!    End of file on either side ends the conversation; a remote worker then kills what it runs.
 
@@ -38,7 +40,7 @@ use crate::sched::events::Output;
 use crate::task::{Outcome, TaskName};
 
 /// Version of the protocol; bumped on any change of the messages below.
-pub const PROTOCOL: u32 = 6;
+pub const PROTOCOL: u32 = 7;
 
 /// How often a remote worker says it is alive while the connection is otherwise quiet.
 pub(crate) const BEAT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -182,6 +184,12 @@ pub(crate) enum ToWorker {
     Cancel {
         kill: bool,
     },
+    /// Take back queued attempt `id` if it has not started: the worker answers `Dropped`
+    /// (it will never start there), or nothing if it already started (its `Started` went or
+    /// goes out). The scheduler moves it to a place that has a free slot.
+    Unqueue {
+        id: u64,
+    },
     /// A teleported run (SPEC section 12; see [`teleport`]).
     Teleport(teleport::ToAgent),
     /// Before `Run` `id` on a host without `shared_fs`, when the task's checkpoint directory
@@ -215,7 +223,8 @@ pub(crate) enum FromWorker {
     Started {
         id: u64,
     },
-    /// A queued attempt that will never start (the run was cancelled): no `Done` follows.
+    /// A queued attempt that will never start (the run was cancelled, or the scheduler took it
+    /// back with `Unqueue`): no `Done` follows.
     Dropped {
         id: u64,
     },
