@@ -237,6 +237,12 @@ fn pump(
     sock.set_nonblocking(true)?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut app_open = true;
+    // What the peer sent right after its last handshake message came in the handshake's
+    // reads: it waits in the connection, and the socket may not become readable again (a
+    // worker's `Hello` stayed there while the scheduler waited for it).
+    if !deliver(&mut conn, &mut to_app, &mut buf)? {
+        return Ok(());
+    }
     loop {
         while conn.wants_write() {
             match conn.write_tls(&mut sock) {
@@ -274,17 +280,7 @@ fn pump(
             match conn.read_tls(&mut sock) {
                 Ok(0) => return Ok(()),
                 Ok(_) => {
-                    let state = conn
-                        .process_new_packets()
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    let mut plain = state.plaintext_bytes_to_read();
-                    while plain > 0 {
-                        let cap = buf.len();
-                        let n = conn.reader().read(&mut buf[..plain.min(cap)])?;
-                        to_app.write_all(&buf[..n])?;
-                        plain -= n;
-                    }
-                    if state.peer_has_closed() {
+                    if !deliver(&mut conn, &mut to_app, &mut buf)? {
                         return Ok(());
                     }
                 }
@@ -302,6 +298,22 @@ fn pump(
             }
         }
     }
+}
+
+/// Processes the records the connection holds and writes their plaintext to the app.
+/// `Ok(false)`: the peer closed the connection.
+fn deliver(conn: &mut Connection, to_app: &mut File, buf: &mut [u8]) -> io::Result<bool> {
+    let state = conn
+        .process_new_packets()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let mut plain = state.plaintext_bytes_to_read();
+    while plain > 0 {
+        let cap = buf.len();
+        let n = conn.reader().read(&mut buf[..plain.min(cap)])?;
+        to_app.write_all(&buf[..n])?;
+        plain -= n;
+    }
+    Ok(!state.peer_has_closed())
 }
 
 /// Connects to a daemon as a client with this run's identity.
@@ -407,4 +419,75 @@ pub enum ListenError {
     },
     #[error("cannot accept connections")]
     Accept(#[source] io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::pilot::creds::RunCa;
+
+    /// What a client sends right after the handshake, in the same read as the handshake's last
+    /// flight, reaches the application (a pilot worker's `Hello` once stayed in the
+    /// connection's buffer while the controller waited for it).
+    #[test]
+    fn data_that_came_with_the_handshake_is_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = RunCa::new().unwrap();
+        let server = ca.server_config("127.0.0.1").unwrap();
+        let worker = ca.worker(dir.path(), "w").unwrap();
+        let files = TlsFiles {
+            cert: worker.cert,
+            key: worker.key,
+            ca: dir.path().join("ca.pem"),
+        };
+        ca.write_cert(&files.ca).unwrap();
+        let client = client_config(&files).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            let mut sock = TcpStream::connect(addr).unwrap();
+            let name = ServerName::try_from("127.0.0.1").unwrap();
+            let mut conn = Connection::Client(ClientConnection::new(client, name).unwrap());
+            // The handshake by hand, so that its last flight and the data go out in one write.
+            while conn.is_handshaking() {
+                while conn.wants_write() && conn.is_handshaking() {
+                    conn.write_tls(&mut sock).unwrap();
+                }
+                if conn.is_handshaking() {
+                    conn.read_tls(&mut sock).unwrap();
+                    conn.process_new_packets().unwrap();
+                }
+            }
+            conn.writer().write_all(b"hello").unwrap();
+            let mut wire = Vec::new();
+            while conn.wants_write() {
+                conn.write_tls(&mut wire).unwrap();
+            }
+            sock.write_all(&wire).unwrap();
+            // Open until the test ends.
+            let mut rest = Vec::new();
+            let _ = sock.read_to_end(&mut rest);
+        });
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut conn = Connection::Server(ServerConnection::new(server).unwrap());
+        handshake(&mut conn, &mut sock).unwrap();
+        let mut piped = piped(conn, sock).unwrap();
+        let mut fd = libc::pollfd {
+            fd: piped.input.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // A deadline only to fail rather than hang: the data is there at once or never.
+        // SAFETY: one valid pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(&raw mut fd, 1, 60_000) };
+        assert_eq!(
+            ready, 1,
+            "the data sent with the handshake never came through"
+        );
+        let mut got = [0u8; 5];
+        piped.input.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello");
+        piped.pump.kill();
+        peer.join().unwrap();
+    }
 }

@@ -16,7 +16,7 @@
 //!   handshake must finish within [`super::tls::HANDSHAKE_LIMIT`].
 //! - **The Slurm side** (submit, journal, poll, cancel) is `pool::slurm::workers`.
 
-mod creds;
+pub(crate) mod creds;
 
 use std::collections::HashMap;
 use std::net::{TcpListener, TcpStream};
