@@ -103,8 +103,13 @@ impl HostCopies {
 
     /// The copy `key`, created if needed.
     pub(crate) fn dir(&self, key: &str) -> io::Result<PathBuf> {
+        self.dir_telling(key).map(|(dir, _)| dir)
+    }
+
+    /// [`HostCopies::dir`], telling whether the copy was there already (`false`: it is empty).
+    pub(crate) fn dir_telling(&self, key: &str) -> io::Result<(PathBuf, bool)> {
         check_key(key)?;
-        self.get()?.prepare(&TaskName::new(key))
+        self.get()?.prepare_telling(&TaskName::new(key))
     }
 
     /// The task of copy `key` succeeded: the copy goes (recycled, or removed by
@@ -257,17 +262,25 @@ impl Hosts {
             return Ok(Given::None);
         };
         let error = |m: String| Box::new(Attempt::new(Outcome::Error).message(m));
-        let dir = cp.prepare(&job.name).map_err(|e| {
-            error(format!(
-                "cannot create checkpoint directory {}: {e}",
-                cp.dir(&job.name).display()
-            ))
-        })?;
         if place.spec.shared_fs {
+            let dir = cp.prepare(&job.name).map_err(|e| {
+                error(format!(
+                    "cannot create checkpoint directory {}: {e}",
+                    cp.dir(&job.name).display()
+                ))
+            })?;
             return Ok(Given::Shared(dir));
         }
-        let files = manifest(&dir)
-            .map_err(|e| error(format!("cannot read checkpoint {}: {e}", dir.display())))?;
+        // The directory here is created only when files come back into it: most tasks save
+        // nothing, and their attempts cost one `stat` here rather than a directory made,
+        // read and removed.
+        let dir = cp.dir(&job.name);
+        let files = if dir.is_dir() {
+            manifest(&dir)
+                .map_err(|e| error(format!("cannot read checkpoint {}: {e}", dir.display())))?
+        } else {
+            Vec::new()
+        };
         let key = key(&dir);
         // An empty checkpoint (most tasks save nothing) costs nothing more: the `Run` with a
         // key and no `Checkpoint` before it tells the host to empty its copy.

@@ -838,19 +838,24 @@ impl State {
             return Ok(None);
         };
         let synced = lock(&self.synced).remove(key);
-        let dir = self
+        let (dir, existed) = self
             .copies
-            .dir(key)
+            .dir_telling(key)
             .map_err(|e| format!("cannot create the checkpoint directory here: {e}"))?;
-        match synced {
+        let before = match synced {
             Some(Err(why)) => return Err(why),
-            Some(Ok(())) => {}
-            // No `Checkpoint` came first: the controller's directory is empty.
-            None => checkpoint::mirror(&dir, [])
-                .map_err(|e| format!("cannot empty checkpoint {}: {e}", dir.display()))?,
-        }
-        let before = checkpoint::manifest(&dir)
-            .map_err(|e| format!("cannot read checkpoint {}: {e}", dir.display()))?;
+            Some(Ok(())) => checkpoint::manifest(&dir)
+                .map_err(|e| format!("cannot read checkpoint {}: {e}", dir.display()))?,
+            // No `Checkpoint` came first: the controller's directory is empty, and so is the
+            // copy once emptied (made or recycled empty: nothing to do).
+            None => {
+                if existed {
+                    checkpoint::mirror(&dir, [])
+                        .map_err(|e| format!("cannot empty checkpoint {}: {e}", dir.display()))?;
+                }
+                Vec::new()
+            }
+        };
         Ok(Some((dir, Some((key.clone(), before)))))
     }
 

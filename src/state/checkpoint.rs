@@ -71,9 +71,15 @@ impl Checkpoints {
     /// Creates `task`'s directory if needed, recycling a released one when it can, and returns
     /// it: called before each attempt, on the worker thread.
     pub fn prepare(&self, task: &TaskName) -> io::Result<PathBuf> {
+        self.prepare_telling(task).map(|(dir, _)| dir)
+    }
+
+    /// [`Checkpoints::prepare`], telling whether the directory was there already (`false`:
+    /// it was made or recycled empty).
+    pub(crate) fn prepare_telling(&self, task: &TaskName) -> io::Result<(PathBuf, bool)> {
         let dir = self.dir(task);
         if dir.is_dir() {
-            return Ok(dir);
+            return Ok((dir, true));
         }
         loop {
             let old = self.lock().pop();
@@ -84,16 +90,18 @@ impl Checkpoints {
                 Err(_) => false,
             };
             if empty && fs::rename(&old, &dir).is_ok() {
-                return Ok(dir);
+                return Ok((dir, false));
             }
             remove_all(&old)?;
         }
         match fs::create_dir(&dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(&dir)?,
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-            _ => {}
+            // Made by another thread in between: it may hold files by now.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok((dir, true)),
+            Err(e) => return Err(e),
+            Ok(()) => {}
         }
-        Ok(dir)
+        Ok((dir, false))
     }
 
     /// `task` succeeded: its directory goes (recycled by a later [`Checkpoints::prepare`], or
