@@ -191,48 +191,36 @@ impl Graph {
         // ones it added.
         let old_tokens = self.token_count();
         let old_text = self.token_text.len();
+        let old_errors = errors.len();
         // Most tokens are named by their provider: reserve once instead of doubling.
         self.token_ends.reserve(provided);
         self.reserve_token_ids(provided);
-        let mut requires = Csr::with_capacity(new.len());
-        let mut provides = Csr::with_capacity(new.len());
-        let mut provider_pairs: Vec<(u32, u32)> = Vec::with_capacity(provided);
-        let mut dependent_pairs: Vec<(u32, u32)> = Vec::with_capacity(provided);
-        let mut row: Vec<u32> = Vec::new();
-        // Per token: (last provider + 1, first dependent). When every provider comes before
-        // every dependent, definition order is a topological order and there is no cycle.
-        let mut order: Vec<(u32, u32)> = Vec::new();
-        for (i, t) in new.iter().enumerate() {
-            let idx = (start + i) as u32;
-            row.clear();
-            for tok in &t.meta.requires {
-                let id = self.intern(tok);
-                if !row.contains(&id) {
-                    row.push(id);
-                    dependent_pairs.push((id, idx));
-                    order.resize(self.token_count(), (0, u32::MAX));
-                    order[id as usize].1 = order[id as usize].1.min(idx);
+        // A large first batch: every token occurrence's id decided from its hash, in the order
+        // of the table's buckets (see `BulkTokens`).
+        let mut bulk = (old_tokens == 0 && new.len() >= BULK_TASKS)
+            .then(|| BulkTokens::new(new, &self.token_ids));
+        let rows = loop {
+            match self.token_rows(new, start, old_tokens, provided, bulk.as_mut(), &mut errors) {
+                Ok(rows) => break rows,
+                Err(Collision) => {
+                    // Two different tokens with one 64-bit hash: start again, one by one.
+                    self.token_text.truncate(old_text);
+                    self.token_ends.truncate(old_tokens);
+                    errors.truncate(old_errors);
+                    bulk = None;
                 }
             }
-            requires.push_row(&row);
-            row.clear();
-            for tok in &t.meta.provides {
-                let id = self.intern(tok);
-                if !row.contains(&id) {
-                    if (id as usize) < old_tokens {
-                        errors.push(GraphError::LateProvider {
-                            task: t.name.clone(),
-                            token: tok.clone(),
-                        });
-                    }
-                    row.push(id);
-                    provider_pairs.push((id, idx));
-                    order.resize(self.token_count(), (0, u32::MAX));
-                    order[id as usize].0 = order[id as usize].0.max(idx + 1);
-                }
-            }
-            provides.push_row(&row);
+        };
+        if let Some(b) = bulk {
+            b.insert_into(&mut self.token_ids, &self.token_text, &self.token_ends);
         }
+        let TokenRows {
+            requires,
+            provides,
+            provider_pairs,
+            dependent_pairs,
+            order,
+        } = rows;
 
         // Rows of the new tokens (ids from `old_tokens`); dependents of older tokens apart.
         let fresh = self.token_count() - old_tokens;
@@ -322,6 +310,95 @@ impl Graph {
         Ok(warnings)
     }
 
+    /// Each task's rows of required and provided tokens, interning the tokens (from `bulk`'s ids
+    /// when given), with the pairs and order the rest of [`Graph::extend`] needs. Fails only
+    /// when `bulk` met two different tokens with one hash.
+    fn token_rows(
+        &mut self,
+        new: &[Task],
+        start: usize,
+        old_tokens: usize,
+        provided: usize,
+        mut bulk: Option<&mut BulkTokens>,
+        errors: &mut Vec<GraphError>,
+    ) -> Result<TokenRows, Collision> {
+        let mut rows = TokenRows {
+            requires: Csr::with_capacity(new.len()),
+            provides: Csr::with_capacity(new.len()),
+            provider_pairs: Vec::with_capacity(provided),
+            dependent_pairs: Vec::with_capacity(provided),
+            order: Vec::new(),
+        };
+        let mut row: Vec<u32> = Vec::new();
+        let mut occurrence = 0;
+        for (i, t) in new.iter().enumerate() {
+            let idx = (start + i) as u32;
+            row.clear();
+            for tok in &t.meta.requires {
+                let id = match bulk.as_deref_mut() {
+                    Some(b) => self.bulk_id(b, &mut occurrence, tok)?,
+                    None => self.intern(tok),
+                };
+                if !row.contains(&id) {
+                    row.push(id);
+                    rows.dependent_pairs.push((id, idx));
+                    rows.order.resize(self.token_count(), (0, u32::MAX));
+                    rows.order[id as usize].1 = rows.order[id as usize].1.min(idx);
+                }
+            }
+            rows.requires.push_row(&row);
+            row.clear();
+            for tok in &t.meta.provides {
+                let id = match bulk.as_deref_mut() {
+                    Some(b) => self.bulk_id(b, &mut occurrence, tok)?,
+                    None => self.intern(tok),
+                };
+                if !row.contains(&id) {
+                    if (id as usize) < old_tokens {
+                        errors.push(GraphError::LateProvider {
+                            task: t.name.clone(),
+                            token: tok.clone(),
+                        });
+                    }
+                    row.push(id);
+                    rows.provider_pairs.push((id, idx));
+                    rows.order.resize(self.token_count(), (0, u32::MAX));
+                    rows.order[id as usize].0 = rows.order[id as usize].0.max(idx + 1);
+                }
+            }
+            rows.provides.push_row(&row);
+        }
+        Ok(rows)
+    }
+
+    /// The id of occurrence `occurrence` (counted in definition order), `tok`: a new one if it
+    /// is the first occurrence of its token, that of the first occurrence otherwise.
+    fn bulk_id(
+        &mut self,
+        bulk: &mut BulkTokens,
+        occurrence: &mut usize,
+        tok: &str,
+    ) -> Result<u32, Collision> {
+        let o = *occurrence;
+        *occurrence += 1;
+        let first = bulk.ids[o] as usize;
+        let id = if first == o {
+            let id = self.token_ends.len() as u32;
+            self.token_text.push_str(tok);
+            self.token_ends.push(self.token_text.len() as u32);
+            id
+        } else {
+            // Equal hashes: the same token, unless they collide (then the slow way).
+            let id = bulk.ids[first];
+            if self.token_name(id) != tok {
+                return Err(Collision);
+            }
+            id
+        };
+        bulk.ids[o] = id;
+        Ok(id)
+    }
+
     fn intern(&mut self, name: &str) -> u32 {
         let h = str_hash(name);
         let (text, ends) = (&self.token_text, &self.token_ends);
@@ -407,18 +484,109 @@ impl Graph {
     }
 }
 
+/// Tasks in a first batch from which its tokens are interned in bulk ([`BulkTokens`]).
+const BULK_TASKS: usize = 1 << 14;
+
+/// Two different tokens with the same 64-bit hash, met by [`BulkTokens`].
+struct Collision;
+
+/// What [`Graph::token_rows`] builds.
+struct TokenRows {
+    requires: Csr,
+    provides: Csr,
+    provider_pairs: Vec<(u32, u32)>,
+    dependent_pairs: Vec<(u32, u32)>,
+    /// Per token: (last provider + 1, first dependent).
+    order: Vec<(u32, u32)>,
+}
+
+/// Token ids for a large first batch, decided without a random probe of the token table per
+/// occurrence (at 10^6 tasks, a cache miss or two each: most of a chain's validation).
+///
+/// Every occurrence of a token (each task's requires, then its provides, in definition order)
+/// is hashed in one pass; sorting the hashes in the order of the table's buckets puts equal
+/// ones side by side, the first occurrence first. Then, in definition order, a first occurrence
+/// gets the next id, and any other the id of its first (its text compared, so that a hash
+/// collision is never taken for the same token); at the end the tokens go into the table in
+/// bucket order, front to back.
+struct BulkTokens {
+    /// `(hash, occurrence)` of each first occurrence, in bucket order.
+    firsts: Vec<(u64, u32)>,
+    /// Per occurrence: its first occurrence, replaced by its token id once decided.
+    ids: Vec<u32>,
+}
+
+impl BulkTokens {
+    fn new(new: &[Task], table: &HashTable<u32>) -> Self {
+        let mut hashes = Vec::new();
+        for t in new {
+            for tok in t.meta.requires.iter().chain(&t.meta.provides) {
+                hashes.push(str_hash(tok));
+            }
+        }
+        let mut sorted = bucket_order(&hashes, table);
+        drop(hashes);
+        // Within a part of the table, the full order: by bucket (the hash's low bits, which
+        // the rotation puts on top), equal hashes side by side in definition order.
+        let buckets = (table.capacity() / 7 * 8).max(1).next_power_of_two();
+        let bits = buckets.trailing_zeros();
+        let key = |&(h, o): &(u64, u32)| (h.rotate_right(bits), o);
+        let shift = bits.saturating_sub(BUCKET_PARTS_LOG2);
+        let parts = partitioned(sorted.len(), bits);
+        let part = |h: u64| {
+            if parts {
+                (h & (buckets as u64 - 1)) >> shift
+            } else {
+                0
+            }
+        };
+        for chunk in sorted.chunk_by_mut(|a, b| part(a.0) == part(b.0)) {
+            chunk.sort_unstable_by_key(key);
+        }
+        let mut ids = vec![0u32; sorted.len()];
+        let mut firsts = Vec::with_capacity(sorted.len());
+        let mut prev = None;
+        for &(h, o) in &sorted {
+            match prev {
+                Some((ph, first)) if ph == h => ids[o as usize] = first,
+                _ => {
+                    ids[o as usize] = o;
+                    prev = Some((h, o));
+                    firsts.push((h, o));
+                }
+            }
+        }
+        Self { firsts, ids }
+    }
+
+    /// Inserts every token into `table`, in bucket order (ids decided by `Graph::bulk_id`).
+    fn insert_into(self, table: &mut HashTable<u32>, text: &str, ends: &[u32]) {
+        for (h, o) in self.firsts {
+            table.insert_unique(h, self.ids[o as usize], |&id| str_hash(token_str(text, ends, id)));
+        }
+    }
+}
+
+/// Whether [`bucket_order`] partitions `n` positions for a table of `2^bits` buckets (else it
+/// keeps their order: small batches, small tables).
+fn partitioned(n: usize, bits: u32) -> bool {
+    n >= 1 << 14 && bits > BUCKET_PARTS_LOG2
+}
+
+/// Partitions of a table in [`bucket_order`]: each a few KiB of it at 10^6 tasks.
+const BUCKET_PARTS_LOG2: u32 = 12;
+
 /// The positions `0..hashes.len()`, each with its hash, ordered by the part of each hash that
 /// picks a bucket of `table` (its high bits first), ties in definition order: one counting pass
 /// over the top bits of the bucket index, so that inserting in this order walks the table's
 /// memory front to back. Small batches keep their order.
 fn bucket_order(hashes: &[u64], table: &HashTable<u32>) -> Vec<(u64, u32)> {
-    /// Partitions of the table: each a few KiB of it at 10^6 tasks.
-    const PARTS_LOG2: u32 = 12;
+    const PARTS_LOG2: u32 = BUCKET_PARTS_LOG2;
     let n = hashes.len() as u32;
     // hashbrown's bucket index is the hash's low bits, as many as the table has buckets.
     let buckets = (table.capacity() / 7 * 8).max(1).next_power_of_two();
     let bits = buckets.trailing_zeros();
-    if n < 1 << 14 || bits <= PARTS_LOG2 {
+    if !partitioned(hashes.len(), bits) {
         return hashes.iter().copied().zip(0..).collect();
     }
     let shift = bits - PARTS_LOG2;
