@@ -189,16 +189,18 @@ impl Graph {
 
         // Tokens are interned into the graph's tables right away; a rejected batch removes the
         // ones it added.
+        self.index_tokens();
         let old_tokens = self.token_count();
         let old_text = self.token_text.len();
         let old_errors = errors.len();
         // Most tokens are named by their provider: reserve once instead of doubling.
         self.token_ends.reserve(provided);
-        self.reserve_token_ids(provided);
-        // A large first batch: every token occurrence's id decided from its hash, in the order
-        // of the table's buckets (see `BulkTokens`).
-        let mut bulk = (old_tokens == 0 && new.len() >= BULK_TASKS)
-            .then(|| BulkTokens::new(new, &self.token_ids));
+        // A large first batch: every token occurrence's id decided from its hash, without the
+        // table of token ids (see `BulkTokens`).
+        let mut bulk = (old_tokens == 0 && new.len() >= BULK_TASKS).then(|| BulkTokens::new(new));
+        if bulk.is_none() {
+            self.reserve_token_ids(provided);
+        }
         let rows = loop {
             match self.token_rows(new, start, old_tokens, provided, bulk.as_mut(), &mut errors) {
                 Ok(rows) => break rows,
@@ -208,12 +210,10 @@ impl Graph {
                     self.token_ends.truncate(old_tokens);
                     errors.truncate(old_errors);
                     bulk = None;
+                    self.reserve_token_ids(provided);
                 }
             }
         };
-        if let Some(b) = bulk {
-            b.insert_into(&mut self.token_ids, &self.token_text, &self.token_ends);
-        }
         let TokenRows {
             requires,
             provides,
@@ -399,6 +399,29 @@ impl Graph {
         Ok(id)
     }
 
+    /// Whether every token is in `token_ids` (a first batch interned in bulk leaves it empty
+    /// until a lookup by name needs it).
+    fn tokens_indexed(&self) -> bool {
+        self.token_ids.len() == self.token_count()
+    }
+
+    /// Puts every token into `token_ids` if a bulk batch left them out, in bucket order.
+    pub fn index_tokens(&mut self) {
+        if self.tokens_indexed() {
+            return;
+        }
+        let hashes: Vec<u64> = (0..self.token_count() as u32)
+            .map(|id| str_hash(self.token_name(id)))
+            .collect();
+        self.token_ids.clear();
+        self.reserve_token_ids(hashes.len());
+        let (text, ends) = (&self.token_text, &self.token_ends);
+        for (h, id) in bucket_order(&hashes, &self.token_ids) {
+            self.token_ids
+                .insert_unique(h, id, |&id| str_hash(token_str(text, ends, id)));
+        }
+    }
+
     fn intern(&mut self, name: &str) -> u32 {
         let h = str_hash(name);
         let (text, ends) = (&self.token_text, &self.token_ends);
@@ -431,7 +454,12 @@ impl Graph {
     }
 
     /// The id of a token by name.
+    /// Looks through every token when a large first batch left the table of ids unbuilt
+    /// (see [`Graph::index_tokens`]).
     pub fn token_id(&self, name: &str) -> Option<u32> {
+        if !self.tokens_indexed() {
+            return (0..self.token_count() as u32).find(|&id| self.token_name(id) == name);
+        }
         self.token_ids
             .find(str_hash(name), |&id| self.token_name(id) == name)
             .copied()
@@ -500,51 +528,55 @@ struct TokenRows {
     order: Vec<(u32, u32)>,
 }
 
-/// Token ids for a large first batch, decided without a random probe of the token table per
-/// occurrence (at 10^6 tasks, a cache miss or two each: most of a chain's validation).
+/// Token ids for a large first batch, decided without a hash table (at 10^6 tasks, a probe
+/// of the table of token ids is a cache miss or two per occurrence, most of a chain's
+/// validation).
 ///
 /// Every occurrence of a token (each task's requires, then its provides, in definition order)
-/// is hashed in one pass; sorting the hashes in the order of the table's buckets puts equal
-/// ones side by side, the first occurrence first. Then, in definition order, a first occurrence
-/// gets the next id, and any other the id of its first (its text compared, so that a hash
-/// collision is never taken for the same token); at the end the tokens go into the table in
-/// bucket order, front to back.
+/// is hashed in one pass; sorting the hashes puts equal ones side by side, the first occurrence
+/// first. Then, in definition order, a first occurrence gets the next id, and any other the id
+/// of its first (its text compared, so that a hash collision is never taken for the same
+/// token). The table of ids is built only when a lookup by name needs it
+/// ([`Graph::index_tokens`]): tasks added to the run, virtual tokens.
 struct BulkTokens {
-    /// `(hash, occurrence)` of each first occurrence, in bucket order.
-    firsts: Vec<(u64, u32)>,
     /// Per occurrence: its first occurrence, replaced by its token id once decided.
     ids: Vec<u32>,
 }
 
 impl BulkTokens {
-    fn new(new: &[Task], table: &HashTable<u32>) -> Self {
+    fn new(new: &[Task]) -> Self {
         let mut hashes = Vec::new();
         for t in new {
             for tok in t.meta.requires.iter().chain(&t.meta.provides) {
                 hashes.push(str_hash(tok));
             }
         }
-        let mut sorted = bucket_order(&hashes, table);
-        drop(hashes);
-        // Within a part of the table, the full order: by bucket (the hash's low bits, which
-        // the rotation puts on top), equal hashes side by side in definition order.
-        let buckets = (table.capacity() / 7 * 8).max(1).next_power_of_two();
-        let bits = buckets.trailing_zeros();
-        let key = |&(h, o): &(u64, u32)| (h.rotate_right(bits), o);
-        let shift = bits.saturating_sub(BUCKET_PARTS_LOG2);
-        let parts = partitioned(sorted.len(), bits);
-        let part = |h: u64| {
-            if parts {
-                (h & (buckets as u64 - 1)) >> shift
-            } else {
-                0
-            }
-        };
-        for chunk in sorted.chunk_by_mut(|a, b| part(a.0) == part(b.0)) {
-            chunk.sort_unstable_by_key(key);
+        // Equal hashes side by side, in definition order: a counting pass on the hashes' top
+        // bits, then each part (a few hundred) sorted where it lies.
+        let n = hashes.len();
+        let bits = if n < 1 << 14 { 0 } else { BUCKET_PARTS_LOG2 };
+        let part = |h: u64| h.checked_shr(64 - bits).unwrap_or(0) as usize;
+        let mut next = vec![0u32; 1 << bits];
+        for &h in &hashes {
+            next[part(h)] += 1;
         }
-        let mut ids = vec![0u32; sorted.len()];
-        let mut firsts = Vec::with_capacity(sorted.len());
+        let mut total = 0;
+        for slot in &mut next {
+            let count = *slot;
+            *slot = total;
+            total += count;
+        }
+        let mut sorted = vec![(0u64, 0u32); n];
+        for (&h, o) in hashes.iter().zip(0..) {
+            let p = part(h);
+            sorted[next[p] as usize] = (h, o);
+            next[p] += 1;
+        }
+        drop(hashes);
+        for chunk in sorted.chunk_by_mut(|a, b| part(a.0) == part(b.0)) {
+            chunk.sort_unstable();
+        }
+        let mut ids = vec![0u32; n];
         let mut prev = None;
         for &(h, o) in &sorted {
             match prev {
@@ -552,18 +584,10 @@ impl BulkTokens {
                 _ => {
                     ids[o as usize] = o;
                     prev = Some((h, o));
-                    firsts.push((h, o));
                 }
             }
         }
-        Self { firsts, ids }
-    }
-
-    /// Inserts every token into `table`, in bucket order (ids decided by `Graph::bulk_id`).
-    fn insert_into(self, table: &mut HashTable<u32>, text: &str, ends: &[u32]) {
-        for (h, o) in self.firsts {
-            table.insert_unique(h, self.ids[o as usize], |&id| str_hash(token_str(text, ends, id)));
-        }
+        Self { ids }
     }
 }
 

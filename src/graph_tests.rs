@@ -179,6 +179,12 @@ fn a_large_batch_interns_its_tokens_in_bulk_with_the_ids_of_one_by_one() {
     let (g, warnings) = Graph::build(&tasks, &BTreeMap::new()).unwrap();
     let ids = first_occurrence_ids(&tasks);
     assert_eq!(g.token_count(), ids.len());
+    // Looked up without the table of ids (left unbuilt by the bulk batch), then with it.
+    assert!(!g.tokens_indexed());
+    assert_eq!(g.token_id("s6"), Some(ids["s6"]));
+    let mut g = g;
+    g.index_tokens();
+    assert!(g.tokens_indexed());
     for (name, &id) in &ids {
         assert_eq!(g.token_name(id), name);
         assert_eq!(g.token_id(name), Some(id));
@@ -247,7 +253,6 @@ fn a_hash_collision_in_bulk_interning_falls_back_to_one_by_one() {
     let tasks = vec![t("a").provides(["x"]), t("b").requires(["y"]).provides(["y2"])];
     let mut g = Graph::default();
     let mut bulk = BulkTokens {
-        firsts: vec![(1, 0), (2, 2)],
         ids: vec![0, 0, 2],
     };
     let mut errors = Vec::new();
@@ -258,4 +263,27 @@ fn a_hash_collision_in_bulk_interning_falls_back_to_one_by_one() {
     assert!(rows.is_ok());
     assert_eq!(g.token_count(), 3);
     assert_eq!(g.token_id("y"), Some(1));
+}
+
+#[test]
+fn tasks_added_after_a_bulk_batch_find_its_tokens() {
+    let n = BULK_TASKS + 5;
+    let mut all: Vec<Task> = (0..n)
+        .map(|i| t(&format!("t{i}")).provides([format!("k{i}")]))
+        .collect();
+    let (mut g, _) = Graph::build(&all, &BTreeMap::new()).unwrap();
+    assert!(!g.tokens_indexed());
+    all.push(t("late").requires(["k17", "new"]).provides(["new"]));
+    all.push(t("again").provides(["k3"]));
+    let e = g.extend(&all, n, &BTreeMap::new()).unwrap_err().0;
+    let text: Vec<String> = e.iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 2, "{text:?}");
+    assert!(text[0].contains("`again`") && text[0].contains("`k3`"), "{text:?}");
+    assert_eq!(text[1], "dependency cycle: late -> late");
+    all.truncate(n);
+    all.push(t("late").requires(["k17"]).provides(["new"]));
+    assert!(g.extend(&all, n, &BTreeMap::new()).is_ok());
+    assert_eq!(g.token_id("k17"), Some(17));
+    assert_eq!(g.token_id("new"), Some(n as u32));
+    assert_eq!(g.providers_of(n as u32), [17]);
 }

@@ -248,7 +248,7 @@ impl RunState {
         } else if !no_group_named {
             errors.extend(crate::sched::groups::check_groups(&tasks, &declared));
         }
-        let (graph, warnings) = match Graph::build(&tasks, &capacity) {
+        let (mut graph, warnings) = match Graph::build(&tasks, &capacity) {
             Ok(built) if errors.is_empty() => built,
             Ok(_) => return Err(GraphErrors(errors)),
             Err(GraphErrors(mut e)) => {
@@ -257,6 +257,10 @@ impl RunState {
             }
         };
         let mut virtuals = rustc_hash::FxHashMap::default();
+        if !virtual_tokens.is_empty() {
+            // Lookups by name: the table of token ids (see `Graph::index_tokens`).
+            graph.index_tokens();
+        }
         for token in &virtual_tokens {
             match graph.token_id(token) {
                 Some(id) if !graph.providers(id).is_empty() => {
