@@ -214,6 +214,8 @@ impl Graph {
                 }
             }
         };
+        // Freed as soon as done with (peak memory at 10^6 tasks).
+        drop(bulk);
         let TokenRows {
             requires,
             provides,
@@ -236,7 +238,15 @@ impl Graph {
             Csr::from_pairs(fresh, &pairs)
         };
         let new_providers = rel(&provider_pairs);
+        drop(provider_pairs);
         let new_dependents = rel(&dependent_pairs);
+        // Dependents of older tokens, recorded once the batch is accepted.
+        let late: Vec<(u32, u32)> = dependent_pairs
+            .iter()
+            .copied()
+            .filter(|&(tok, _)| (tok as usize) < old_tokens)
+            .collect();
+        drop(dependent_pairs);
 
         // Only new tokens can lack a provider; reported in task order.
         let mut missing: Vec<(u32, u32)> = (0..fresh)
@@ -298,10 +308,8 @@ impl Graph {
                 "{more} more tokens are provided but required by no task"
             ));
         }
-        for &(tok, idx) in &dependent_pairs {
-            if (tok as usize) < old_tokens {
-                self.late_dependents.entry(tok).or_default().push(idx);
-            }
+        for (tok, idx) in late {
+            self.late_dependents.entry(tok).or_default().push(idx);
         }
         self.providers.append(&new_providers);
         self.dependents.append(&new_dependents);
