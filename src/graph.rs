@@ -202,17 +202,17 @@ impl Graph {
             self.reserve_token_ids(provided);
         }
         let rows = loop {
-            match self.token_rows(new, start, old_tokens, provided, bulk.as_mut(), &mut errors) {
-                Ok(rows) => break rows,
-                Err(Collision) => {
-                    // Two different tokens with one 64-bit hash: start again, one by one.
-                    self.token_text.truncate(old_text);
-                    self.token_ends.truncate(old_tokens);
-                    errors.truncate(old_errors);
-                    bulk = None;
-                    self.reserve_token_ids(provided);
-                }
+            let tried =
+                self.token_rows(new, start, old_tokens, provided, bulk.as_mut(), &mut errors);
+            if let Ok(rows) = tried {
+                break rows;
             }
+            // Two different tokens with one 64-bit hash: start again, one by one.
+            self.token_text.truncate(old_text);
+            self.token_ends.truncate(old_tokens);
+            errors.truncate(old_errors);
+            bulk = None;
+            self.reserve_token_ids(provided);
         };
         // Freed as soon as done with (peak memory at 10^6 tasks).
         drop(bulk);

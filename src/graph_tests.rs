@@ -241,8 +241,14 @@ fn a_large_batch_reports_every_error_as_one_by_one() {
     let e = errors(&tasks);
     let text: Vec<String> = e.iter().map(ToString::to_string).collect();
     assert_eq!(text.len(), 3, "{text:?}");
-    assert!(text[0].contains("`late`") && text[0].contains("`zz`"), "{text:?}");
-    assert!(text[1].contains("`late`") && text[1].contains("`yy`"), "{text:?}");
+    assert!(
+        text[0].contains("`late`") && text[0].contains("`zz`"),
+        "{text:?}"
+    );
+    assert!(
+        text[1].contains("`late`") && text[1].contains("`yy`"),
+        "{text:?}"
+    );
     assert_eq!(text[2], "dependency cycle: t5 -> t6 -> t5");
 }
 
@@ -250,11 +256,12 @@ fn a_large_batch_reports_every_error_as_one_by_one() {
 fn a_hash_collision_in_bulk_interning_falls_back_to_one_by_one() {
     // Two different tokens given as one by their hashes: `token_rows` notices when it
     // compares the text, and `extend` starts again without the bulk ids.
-    let tasks = vec![t("a").provides(["x"]), t("b").requires(["y"]).provides(["y2"])];
+    let tasks = vec![
+        t("a").provides(["x"]),
+        t("b").requires(["y"]).provides(["y2"]),
+    ];
     let mut g = Graph::default();
-    let mut bulk = BulkTokens {
-        ids: vec![0, 0, 2],
-    };
+    let mut bulk = BulkTokens { ids: vec![0, 0, 2] };
     let mut errors = Vec::new();
     let rows = g.token_rows(&tasks, 0, 0, 2, Some(&mut bulk), &mut errors);
     assert!(rows.is_err());
@@ -278,7 +285,10 @@ fn tasks_added_after_a_bulk_batch_find_its_tokens() {
     let e = g.extend(&all, n, &BTreeMap::new()).unwrap_err().0;
     let text: Vec<String> = e.iter().map(ToString::to_string).collect();
     assert_eq!(text.len(), 2, "{text:?}");
-    assert!(text[0].contains("`again`") && text[0].contains("`k3`"), "{text:?}");
+    assert!(
+        text[0].contains("`again`") && text[0].contains("`k3`"),
+        "{text:?}"
+    );
     assert_eq!(text[1], "dependency cycle: late -> late");
     all.truncate(n);
     all.push(t("late").requires(["k17"]).provides(["new"]));

@@ -105,7 +105,6 @@ impl Kind {
     }
 }
 
-
 /// A virtual token (SPEC 13): satisfied by the first provider that succeeds.
 #[derive(Debug, Default)]
 struct VirtualToken {
@@ -369,7 +368,9 @@ impl RunState {
             for &tok in &self.graph.requires[idx] {
                 if let Some(cause) = self.broken_cause(tok) {
                     broken_at_admission.push((idx as u32, cause.to_string()));
-                } else if self.pending[tok as usize] > 0 && !self.virtuals.get(&tok).is_some_and(|v| v.satisfied) {
+                } else if self.pending[tok as usize] > 0
+                    && !self.virtuals.get(&tok).is_some_and(|v| v.satisfied)
+                {
                     unsatisfied += 1;
                 }
             }
