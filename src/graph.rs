@@ -189,50 +189,40 @@ impl Graph {
 
         // Tokens are interned into the graph's tables right away; a rejected batch removes the
         // ones it added.
+        self.index_tokens();
         let old_tokens = self.token_count();
         let old_text = self.token_text.len();
+        let old_errors = errors.len();
         // Most tokens are named by their provider: reserve once instead of doubling.
         self.token_ends.reserve(provided);
-        self.reserve_token_ids(provided);
-        let mut requires = Csr::with_capacity(new.len());
-        let mut provides = Csr::with_capacity(new.len());
-        let mut provider_pairs: Vec<(u32, u32)> = Vec::with_capacity(provided);
-        let mut dependent_pairs: Vec<(u32, u32)> = Vec::with_capacity(provided);
-        let mut row: Vec<u32> = Vec::new();
-        // Per token: (last provider + 1, first dependent). When every provider comes before
-        // every dependent, definition order is a topological order and there is no cycle.
-        let mut order: Vec<(u32, u32)> = Vec::new();
-        for (i, t) in new.iter().enumerate() {
-            let idx = (start + i) as u32;
-            row.clear();
-            for tok in &t.meta.requires {
-                let id = self.intern(tok);
-                if !row.contains(&id) {
-                    row.push(id);
-                    dependent_pairs.push((id, idx));
-                    order.resize(self.token_count(), (0, u32::MAX));
-                    order[id as usize].1 = order[id as usize].1.min(idx);
-                }
-            }
-            requires.push_row(&row);
-            row.clear();
-            for tok in &t.meta.provides {
-                let id = self.intern(tok);
-                if !row.contains(&id) {
-                    if (id as usize) < old_tokens {
-                        errors.push(GraphError::LateProvider {
-                            task: t.name.clone(),
-                            token: tok.clone(),
-                        });
-                    }
-                    row.push(id);
-                    provider_pairs.push((id, idx));
-                    order.resize(self.token_count(), (0, u32::MAX));
-                    order[id as usize].0 = order[id as usize].0.max(idx + 1);
-                }
-            }
-            provides.push_row(&row);
+        // A large first batch: every token occurrence's id decided from its hash, without the
+        // table of token ids (see `BulkTokens`).
+        let mut bulk = (old_tokens == 0 && new.len() >= BULK_TASKS).then(|| BulkTokens::new(new));
+        if bulk.is_none() {
+            self.reserve_token_ids(provided);
         }
+        let rows = loop {
+            let tried =
+                self.token_rows(new, start, old_tokens, provided, bulk.as_mut(), &mut errors);
+            if let Ok(rows) = tried {
+                break rows;
+            }
+            // Two different tokens with one 64-bit hash: start again, one by one.
+            self.token_text.truncate(old_text);
+            self.token_ends.truncate(old_tokens);
+            errors.truncate(old_errors);
+            bulk = None;
+            self.reserve_token_ids(provided);
+        };
+        // Freed as soon as done with (peak memory at 10^6 tasks).
+        drop(bulk);
+        let TokenRows {
+            requires,
+            provides,
+            provider_pairs,
+            dependent_pairs,
+            order,
+        } = rows;
 
         // Rows of the new tokens (ids from `old_tokens`); dependents of older tokens apart.
         let fresh = self.token_count() - old_tokens;
@@ -248,7 +238,15 @@ impl Graph {
             Csr::from_pairs(fresh, &pairs)
         };
         let new_providers = rel(&provider_pairs);
+        drop(provider_pairs);
         let new_dependents = rel(&dependent_pairs);
+        // Dependents of older tokens, recorded once the batch is accepted.
+        let late: Vec<(u32, u32)> = dependent_pairs
+            .iter()
+            .copied()
+            .filter(|&(tok, _)| (tok as usize) < old_tokens)
+            .collect();
+        drop(dependent_pairs);
 
         // Only new tokens can lack a provider; reported in task order.
         let mut missing: Vec<(u32, u32)> = (0..fresh)
@@ -310,16 +308,126 @@ impl Graph {
                 "{more} more tokens are provided but required by no task"
             ));
         }
-        for &(tok, idx) in &dependent_pairs {
-            if (tok as usize) < old_tokens {
-                self.late_dependents.entry(tok).or_default().push(idx);
-            }
+        for (tok, idx) in late {
+            self.late_dependents.entry(tok).or_default().push(idx);
         }
         self.providers.append(&new_providers);
         self.dependents.append(&new_dependents);
         self.requires.append(&requires);
         self.provides.append(&provides);
         Ok(warnings)
+    }
+
+    /// Each task's rows of required and provided tokens, interning the tokens (from `bulk`'s ids
+    /// when given), with the pairs and order the rest of [`Graph::extend`] needs. Fails only
+    /// when `bulk` met two different tokens with one hash.
+    fn token_rows(
+        &mut self,
+        new: &[Task],
+        start: usize,
+        old_tokens: usize,
+        provided: usize,
+        mut bulk: Option<&mut BulkTokens>,
+        errors: &mut Vec<GraphError>,
+    ) -> Result<TokenRows, Collision> {
+        let mut rows = TokenRows {
+            requires: Csr::with_capacity(new.len()),
+            provides: Csr::with_capacity(new.len()),
+            provider_pairs: Vec::with_capacity(provided),
+            dependent_pairs: Vec::with_capacity(provided),
+            order: Vec::new(),
+        };
+        let mut row: Vec<u32> = Vec::new();
+        let mut occurrence = 0;
+        for (i, t) in new.iter().enumerate() {
+            let idx = (start + i) as u32;
+            row.clear();
+            for tok in &t.meta.requires {
+                let id = match bulk.as_deref_mut() {
+                    Some(b) => self.bulk_id(b, &mut occurrence, tok)?,
+                    None => self.intern(tok),
+                };
+                if !row.contains(&id) {
+                    row.push(id);
+                    rows.dependent_pairs.push((id, idx));
+                    rows.order.resize(self.token_count(), (0, u32::MAX));
+                    rows.order[id as usize].1 = rows.order[id as usize].1.min(idx);
+                }
+            }
+            rows.requires.push_row(&row);
+            row.clear();
+            for tok in &t.meta.provides {
+                let id = match bulk.as_deref_mut() {
+                    Some(b) => self.bulk_id(b, &mut occurrence, tok)?,
+                    None => self.intern(tok),
+                };
+                if !row.contains(&id) {
+                    if (id as usize) < old_tokens {
+                        errors.push(GraphError::LateProvider {
+                            task: t.name.clone(),
+                            token: tok.clone(),
+                        });
+                    }
+                    row.push(id);
+                    rows.provider_pairs.push((id, idx));
+                    rows.order.resize(self.token_count(), (0, u32::MAX));
+                    rows.order[id as usize].0 = rows.order[id as usize].0.max(idx + 1);
+                }
+            }
+            rows.provides.push_row(&row);
+        }
+        Ok(rows)
+    }
+
+    /// The id of occurrence `occurrence` (counted in definition order), `tok`: a new one if it
+    /// is the first occurrence of its token, that of the first occurrence otherwise.
+    fn bulk_id(
+        &mut self,
+        bulk: &mut BulkTokens,
+        occurrence: &mut usize,
+        tok: &str,
+    ) -> Result<u32, Collision> {
+        let o = *occurrence;
+        *occurrence += 1;
+        let first = bulk.ids[o] as usize;
+        let id = if first == o {
+            let id = self.token_ends.len() as u32;
+            self.token_text.push_str(tok);
+            self.token_ends.push(self.token_text.len() as u32);
+            id
+        } else {
+            // Equal hashes: the same token, unless they collide (then the slow way).
+            let id = bulk.ids[first];
+            if self.token_name(id) != tok {
+                return Err(Collision);
+            }
+            id
+        };
+        bulk.ids[o] = id;
+        Ok(id)
+    }
+
+    /// Whether every token is in `token_ids` (a first batch interned in bulk leaves it empty
+    /// until a lookup by name needs it).
+    fn tokens_indexed(&self) -> bool {
+        self.token_ids.len() == self.token_count()
+    }
+
+    /// Puts every token into `token_ids` if a bulk batch left them out, in bucket order.
+    pub fn index_tokens(&mut self) {
+        if self.tokens_indexed() {
+            return;
+        }
+        let hashes: Vec<u64> = (0..self.token_count() as u32)
+            .map(|id| str_hash(self.token_name(id)))
+            .collect();
+        self.token_ids.clear();
+        self.reserve_token_ids(hashes.len());
+        let (text, ends) = (&self.token_text, &self.token_ends);
+        for (h, id) in bucket_order(&hashes, &self.token_ids) {
+            self.token_ids
+                .insert_unique(h, id, |&id| str_hash(token_str(text, ends, id)));
+        }
     }
 
     fn intern(&mut self, name: &str) -> u32 {
@@ -354,7 +462,12 @@ impl Graph {
     }
 
     /// The id of a token by name.
+    /// Looks through every token when a large first batch left the table of ids unbuilt
+    /// (see [`Graph::index_tokens`]).
     pub fn token_id(&self, name: &str) -> Option<u32> {
+        if !self.tokens_indexed() {
+            return (0..self.token_count() as u32).find(|&id| self.token_name(id) == name);
+        }
         self.token_ids
             .find(str_hash(name), |&id| self.token_name(id) == name)
             .copied()
@@ -407,18 +520,108 @@ impl Graph {
     }
 }
 
+/// Tasks in a first batch from which its tokens are interned in bulk ([`BulkTokens`]): below,
+/// the table of token ids stays in the caches and interning one by one is cheaper (at 10^5
+/// tasks, validating a chain took a third longer in bulk). Tests use the bulk path at a size
+/// they can afford.
+const BULK_TASKS: usize = if cfg!(test) { 1 << 14 } else { 1 << 19 };
+
+/// Two different tokens with the same 64-bit hash, met by [`BulkTokens`].
+struct Collision;
+
+/// What [`Graph::token_rows`] builds.
+struct TokenRows {
+    requires: Csr,
+    provides: Csr,
+    provider_pairs: Vec<(u32, u32)>,
+    dependent_pairs: Vec<(u32, u32)>,
+    /// Per token: (last provider + 1, first dependent).
+    order: Vec<(u32, u32)>,
+}
+
+/// Token ids for a large first batch, decided without a hash table (at 10^6 tasks, a probe
+/// of the table of token ids is a cache miss or two per occurrence, most of a chain's
+/// validation).
+///
+/// Every occurrence of a token (each task's requires, then its provides, in definition order)
+/// is hashed in one pass; sorting the hashes puts equal ones side by side, the first occurrence
+/// first. Then, in definition order, a first occurrence gets the next id, and any other the id
+/// of its first (its text compared, so that a hash collision is never taken for the same
+/// token). The table of ids is built only when a lookup by name needs it
+/// ([`Graph::index_tokens`]): tasks added to the run, virtual tokens.
+struct BulkTokens {
+    /// Per occurrence: its first occurrence, replaced by its token id once decided.
+    ids: Vec<u32>,
+}
+
+impl BulkTokens {
+    fn new(new: &[Task]) -> Self {
+        let mut hashes = Vec::new();
+        for t in new {
+            for tok in t.meta.requires.iter().chain(&t.meta.provides) {
+                hashes.push(str_hash(tok));
+            }
+        }
+        // Equal hashes side by side, in definition order: a counting pass on the hashes' top
+        // bits, then each part (a few hundred) sorted where it lies.
+        let n = hashes.len();
+        let bits = if n < 1 << 14 { 0 } else { BUCKET_PARTS_LOG2 };
+        let part = |h: u64| h.checked_shr(64 - bits).unwrap_or(0) as usize;
+        let mut next = vec![0u32; 1 << bits];
+        for &h in &hashes {
+            next[part(h)] += 1;
+        }
+        let mut total = 0;
+        for slot in &mut next {
+            let count = *slot;
+            *slot = total;
+            total += count;
+        }
+        let mut sorted = vec![(0u64, 0u32); n];
+        for (&h, o) in hashes.iter().zip(0..) {
+            let p = part(h);
+            sorted[next[p] as usize] = (h, o);
+            next[p] += 1;
+        }
+        drop(hashes);
+        for chunk in sorted.chunk_by_mut(|a, b| part(a.0) == part(b.0)) {
+            chunk.sort_unstable();
+        }
+        let mut ids = vec![0u32; n];
+        let mut prev = None;
+        for &(h, o) in &sorted {
+            match prev {
+                Some((ph, first)) if ph == h => ids[o as usize] = first,
+                _ => {
+                    ids[o as usize] = o;
+                    prev = Some((h, o));
+                }
+            }
+        }
+        Self { ids }
+    }
+}
+
+/// Whether [`bucket_order`] partitions `n` positions for a table of `2^bits` buckets (else it
+/// keeps their order: small batches, small tables).
+fn partitioned(n: usize, bits: u32) -> bool {
+    n >= 1 << 14 && bits > BUCKET_PARTS_LOG2
+}
+
+/// Partitions of a table in [`bucket_order`]: each a few KiB of it at 10^6 tasks.
+const BUCKET_PARTS_LOG2: u32 = 12;
+
 /// The positions `0..hashes.len()`, each with its hash, ordered by the part of each hash that
 /// picks a bucket of `table` (its high bits first), ties in definition order: one counting pass
 /// over the top bits of the bucket index, so that inserting in this order walks the table's
 /// memory front to back. Small batches keep their order.
 fn bucket_order(hashes: &[u64], table: &HashTable<u32>) -> Vec<(u64, u32)> {
-    /// Partitions of the table: each a few KiB of it at 10^6 tasks.
-    const PARTS_LOG2: u32 = 12;
+    const PARTS_LOG2: u32 = BUCKET_PARTS_LOG2;
     let n = hashes.len() as u32;
     // hashbrown's bucket index is the hash's low bits, as many as the table has buckets.
     let buckets = (table.capacity() / 7 * 8).max(1).next_power_of_two();
     let bits = buckets.trailing_zeros();
-    if n < 1 << 14 || bits <= PARTS_LOG2 {
+    if !partitioned(hashes.len(), bits) {
         return hashes.iter().copied().zip(0..).collect();
     }
     let shift = bits - PARTS_LOG2;

@@ -139,3 +139,161 @@ fn duplicates_in_a_large_batch_are_found_in_bucket_order_and_reported_in_definit
         Some(n)
     );
 }
+
+/// Token ids as the one-by-one interning gives them: in order of first occurrence (each task's
+/// requires, then its provides).
+fn first_occurrence_ids(tasks: &[Task]) -> HashMap<String, u32> {
+    let mut ids = HashMap::new();
+    for t in tasks {
+        for tok in t.meta.requires.iter().chain(&t.meta.provides) {
+            let next = ids.len() as u32;
+            ids.entry(tok.clone()).or_insert(next);
+        }
+    }
+    ids
+}
+
+#[test]
+fn a_large_batch_interns_its_tokens_in_bulk_with_the_ids_of_one_by_one() {
+    // Above the size at which a first batch's tokens are interned in bulk: a random DAG with
+    // repeated tokens within a task, and shared tokens with several providers.
+    let n = 3 * BULK_TASKS as u64;
+    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut below = |k: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % k
+    };
+    let tasks: Vec<Task> = (0..n)
+        .map(|i| {
+            let task = t(&format!("t{i}")).provides([format!("k{i}"), format!("s{}", i % 7)]);
+            if i < 10 {
+                task
+            } else {
+                let a = below(i);
+                task.requires([format!("k{a}"), format!("k{}", below(i)), format!("k{a}")])
+            }
+        })
+        .collect();
+    let (g, warnings) = Graph::build(&tasks, &BTreeMap::new()).unwrap();
+    let ids = first_occurrence_ids(&tasks);
+    assert_eq!(g.token_count(), ids.len());
+    // Looked up without the table of ids (left unbuilt by the bulk batch), then with it.
+    assert!(!g.tokens_indexed());
+    assert_eq!(g.token_id("s6"), Some(ids["s6"]));
+    let mut g = g;
+    g.index_tokens();
+    assert!(g.tokens_indexed());
+    for (name, &id) in &ids {
+        assert_eq!(g.token_name(id), name);
+        assert_eq!(g.token_id(name), Some(id));
+    }
+    assert_eq!(g.token_id("k-none"), None);
+    for (i, task) in tasks.iter().enumerate() {
+        let mut want: Vec<u32> = Vec::new();
+        for tok in &task.meta.requires {
+            if !want.contains(&ids[tok]) {
+                want.push(ids[tok]);
+            }
+        }
+        assert_eq!(&g.requires[i], want.as_slice());
+        let provides: Vec<u32> = task.meta.provides.iter().map(|p| ids[p]).collect();
+        assert_eq!(&g.provides[i], provides.as_slice());
+    }
+    assert_eq!(g.providers(ids["s3"]).len(), (n as usize + 3) / 7);
+    assert_eq!(g.providers(ids["k5"]), [5]);
+    // Unrequired tokens (the shared `sN`, some `kN`) are listed in id order.
+    let required: std::collections::HashSet<&String> =
+        tasks.iter().flat_map(|t| t.meta.requires.iter()).collect();
+    let mut by_id: Vec<(&String, u32)> = ids.iter().map(|(k, &v)| (k, v)).collect();
+    by_id.sort_unstable_by_key(|&(_, id)| id);
+    let listed: Vec<String> = by_id
+        .into_iter()
+        .filter(|(k, _)| !required.contains(k))
+        .take(UNREQUIRED_LISTED)
+        .map(|(k, id)| {
+            format!(
+                "token `{k}` is provided by `{}` but required by no task",
+                tasks[g.providers(id)[0] as usize].name
+            )
+        })
+        .collect();
+    assert_eq!(warnings[..UNREQUIRED_LISTED], listed[..]);
+    assert!(warnings[0].starts_with("token `s0` is provided by `t0`"));
+}
+
+#[test]
+fn a_large_batch_reports_every_error_as_one_by_one() {
+    let n = 2 * BULK_TASKS;
+    let mut tasks: Vec<Task> = (0..n)
+        .map(|i| {
+            let task = t(&format!("t{i}")).provides([format!("k{i}")]);
+            if i == 0 {
+                task
+            } else {
+                task.requires([format!("k{}", i - 1)])
+            }
+        })
+        .collect();
+    tasks.push(t("late").requires(["zz", "k3", "yy"]));
+    tasks[5] = t("t5").requires(["k6"]).provides(["k5"]);
+    let e = errors(&tasks);
+    let text: Vec<String> = e.iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 3, "{text:?}");
+    assert!(
+        text[0].contains("`late`") && text[0].contains("`zz`"),
+        "{text:?}"
+    );
+    assert!(
+        text[1].contains("`late`") && text[1].contains("`yy`"),
+        "{text:?}"
+    );
+    assert_eq!(text[2], "dependency cycle: t5 -> t6 -> t5");
+}
+
+#[test]
+fn a_hash_collision_in_bulk_interning_falls_back_to_one_by_one() {
+    // Two different tokens given as one by their hashes: `token_rows` notices when it
+    // compares the text, and `extend` starts again without the bulk ids.
+    let tasks = vec![
+        t("a").provides(["x"]),
+        t("b").requires(["y"]).provides(["y2"]),
+    ];
+    let mut g = Graph::default();
+    let mut bulk = BulkTokens { ids: vec![0, 0, 2] };
+    let mut errors = Vec::new();
+    let rows = g.token_rows(&tasks, 0, 0, 2, Some(&mut bulk), &mut errors);
+    assert!(rows.is_err());
+    let mut g = Graph::default();
+    let rows = g.token_rows(&tasks, 0, 0, 2, None, &mut errors);
+    assert!(rows.is_ok());
+    assert_eq!(g.token_count(), 3);
+    assert_eq!(g.token_id("y"), Some(1));
+}
+
+#[test]
+fn tasks_added_after_a_bulk_batch_find_its_tokens() {
+    let n = BULK_TASKS + 5;
+    let mut all: Vec<Task> = (0..n)
+        .map(|i| t(&format!("t{i}")).provides([format!("k{i}")]))
+        .collect();
+    let (mut g, _) = Graph::build(&all, &BTreeMap::new()).unwrap();
+    assert!(!g.tokens_indexed());
+    all.push(t("late").requires(["k17", "new"]).provides(["new"]));
+    all.push(t("again").provides(["k3"]));
+    let e = g.extend(&all, n, &BTreeMap::new()).unwrap_err().0;
+    let text: Vec<String> = e.iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 2, "{text:?}");
+    assert!(
+        text[0].contains("`again`") && text[0].contains("`k3`"),
+        "{text:?}"
+    );
+    assert_eq!(text[1], "dependency cycle: late -> late");
+    all.truncate(n);
+    all.push(t("late").requires(["k17"]).provides(["new"]));
+    assert!(g.extend(&all, n, &BTreeMap::new()).is_ok());
+    assert_eq!(g.token_id("k17"), Some(17));
+    assert_eq!(g.token_id("new"), Some(n as u32));
+    assert_eq!(g.providers_of(n as u32), [17]);
+}

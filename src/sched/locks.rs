@@ -109,28 +109,49 @@ impl Resources {
             self.needs.push(NOTHING);
             return;
         }
-        let ids = |names: &[String], r: &mut Self| -> Vec<u32> {
-            let mut v: Vec<u32> = names.iter().map(|n| r.lock_id(n)).collect();
-            v.sort_unstable();
-            v.dedup();
-            v
-        };
-        let claims = ids(&meta.claims, self);
-        let uses = ids(&meta.uses, self);
-        let slots: Vec<(u32, u32)> = meta
-            .slots
-            .iter()
-            .filter(|(_, &n)| n > 0)
-            .map(|(name, &n)| (self.slot_id(name), n))
-            .collect();
+        // Written straight into `items` (three vectors per task to allocate and free were a
+        // third of the setup of 10^6 tasks claiming one lock). Claims and uses are sorted and
+        // deduplicated in place; slots keep the map's order.
+        let row = self.items.len();
         self.any_needs = true;
-        self.needs.push(self.items.len() as u32);
-        self.items
-            .extend([claims.len() as u32, uses.len() as u32, slots.len() as u32]);
-        self.items.extend(claims);
-        self.items.extend(uses);
-        self.items
-            .extend(slots.into_iter().flat_map(|(s, n)| [s, n]));
+        self.needs.push(row as u32);
+        self.items.extend([0, 0, 0]);
+        let claims = self.push_ids(&meta.claims);
+        let uses = self.push_ids(&meta.uses);
+        let mut slots = 0;
+        for (name, &n) in &meta.slots {
+            if n > 0 {
+                let id = self.slot_id(name);
+                self.items.extend([id, n]);
+                slots += 1;
+            }
+        }
+        self.items[row..row + 3].copy_from_slice(&[claims, uses, slots]);
+    }
+
+    /// Appends the lock ids of `names` to `items`, sorted and deduplicated: returns how many.
+    fn push_ids(&mut self, names: &[String]) -> u32 {
+        let from = self.items.len();
+        for name in names {
+            let id = self.lock_id(name);
+            self.items.push(id);
+        }
+        let ids = &mut self.items[from..];
+        let n = if ids.len() < 2 {
+            ids.len()
+        } else {
+            ids.sort_unstable();
+            let mut kept = 1;
+            for i in 1..ids.len() {
+                if ids[i] != ids[kept - 1] {
+                    ids[kept] = ids[i];
+                    kept += 1;
+                }
+            }
+            kept
+        };
+        self.items.truncate(from + n);
+        n as u32
     }
 
     /// Takes every resource of task `idx`, or nothing and names the first that is busy.

@@ -105,14 +105,6 @@ impl Kind {
     }
 }
 
-#[derive(Debug, Default)]
-struct TokenState {
-    /// Providers that have not finished yet.
-    pending: u32,
-    /// Set once the token can no longer be satisfied: why.
-    broken: Option<Box<str>>,
-}
-
 /// A virtual token (SPEC 13): satisfied by the first provider that succeeds.
 #[derive(Debug, Default)]
 struct VirtualToken {
@@ -161,10 +153,14 @@ pub(crate) struct RunState {
     capacity: BTreeMap<String, u32>,
     resources: Resources,
     states: Vec<TaskState>,
-    tokens: Vec<TokenState>,
-    exports: Vec<Option<Arc<Shared>>>,
-    /// Whether any task exported something yet: until then no task's providers are looked at.
-    any_exports: bool,
+    /// Per token: providers that have not finished yet.
+    pending: Vec<u32>,
+    /// Tokens that can no longer be satisfied, with why (few: a table per token of 10^6 was
+    /// 16 bytes each, mostly empty).
+    broken: rustc_hash::FxHashMap<u32, Box<str>>,
+    /// What tasks that succeeded exported, by task (most export nothing). Until some task
+    /// exported something, no task's providers are looked at.
+    exports: rustc_hash::FxHashMap<u32, Arc<Shared>>,
     resumed: rustc_hash::FxHashMap<u32, Resumed>,
     /// Message of the worst failing result of running attempts (only those that report one).
     worst_messages: rustc_hash::FxHashMap<u32, String>,
@@ -248,7 +244,7 @@ impl RunState {
         } else if !no_group_named {
             errors.extend(crate::sched::groups::check_groups(&tasks, &declared));
         }
-        let (graph, warnings) = match Graph::build(&tasks, &capacity) {
+        let (mut graph, warnings) = match Graph::build(&tasks, &capacity) {
             Ok(built) if errors.is_empty() => built,
             Ok(_) => return Err(GraphErrors(errors)),
             Err(GraphErrors(mut e)) => {
@@ -257,6 +253,10 @@ impl RunState {
             }
         };
         let mut virtuals = rustc_hash::FxHashMap::default();
+        if !virtual_tokens.is_empty() {
+            // Lookups by name: the table of token ids (see `Graph::index_tokens`).
+            graph.index_tokens();
+        }
         for token in &virtual_tokens {
             match graph.token_id(token) {
                 Some(id) if !graph.providers(id).is_empty() => {
@@ -277,9 +277,9 @@ impl RunState {
             capacity,
             resources,
             states: Vec::with_capacity(tasks.len()),
-            tokens: Vec::new(),
-            exports: Vec::with_capacity(tasks.len()),
-            any_exports: false,
+            pending: Vec::new(),
+            broken: rustc_hash::FxHashMap::default(),
+            exports: rustc_hash::FxHashMap::default(),
             resumed: rustc_hash::FxHashMap::default(),
             worst_messages: rustc_hash::FxHashMap::default(),
             ready: TaskQueue::default(),
@@ -352,11 +352,10 @@ impl RunState {
 
     /// Sets up the state of tasks `start..` and queues those already runnable.
     fn admit(&mut self, start: usize) {
-        self.tokens
-            .resize_with(self.graph.token_count(), TokenState::default);
+        self.pending.resize(self.graph.token_count(), 0);
         for idx in start..self.tasks.len() {
             for &tok in &self.graph.provides[idx] {
-                self.tokens[tok as usize].pending += 1;
+                self.pending[tok as usize] += 1;
             }
         }
         let mut broken_at_admission = Vec::new();
@@ -367,10 +366,11 @@ impl RunState {
             self.resources.register(meta);
             let mut unsatisfied = 0;
             for &tok in &self.graph.requires[idx] {
-                let t = &self.tokens[tok as usize];
-                if let Some(cause) = &t.broken {
+                if let Some(cause) = self.broken_cause(tok) {
                     broken_at_admission.push((idx as u32, cause.to_string()));
-                } else if t.pending > 0 && !self.virtuals.get(&tok).is_some_and(|v| v.satisfied) {
+                } else if self.pending[tok as usize] > 0
+                    && !self.virtuals.get(&tok).is_some_and(|v| v.satisfied)
+                {
                     unsatisfied += 1;
                 }
             }
@@ -382,7 +382,6 @@ impl RunState {
                 worst_result: None,
                 kind: Kind::of(task),
             });
-            self.exports.push(None);
         }
         if !self.unmet.is_empty() {
             for idx in start as u32..self.tasks.len() as u32 {
@@ -624,14 +623,14 @@ impl RunState {
     /// Merges the exports of the providers of `idx`'s requires: definition order, later wins.
     fn shared_for(&mut self, idx: u32) -> Option<Arc<Shared>> {
         // Fast path, no allocation: most providers export nothing, most runs nothing at all.
-        if !self.any_exports {
+        if self.exports.is_empty() {
             return None;
         }
         let any = self.graph.requires[idx as usize].iter().any(|&t| {
             self.graph
                 .providers(t)
                 .iter()
-                .any(|&p| self.exports[p as usize].is_some())
+                .any(|&p| self.exports.contains_key(&p))
         });
         if !any {
             return None;
@@ -639,16 +638,16 @@ impl RunState {
         let providers = self.graph.providers_of(idx);
         let with_exports: Vec<u32> = providers
             .into_iter()
-            .filter(|&p| self.exports[p as usize].is_some())
+            .filter(|&p| self.exports.contains_key(&p))
             .collect();
         match with_exports.as_slice() {
             [] => None,
-            [one] => self.exports[*one as usize].clone(),
+            [one] => self.exports.get(one).cloned(),
             many => {
                 let mut merged = Shared::new();
                 let mut from: HashMap<String, u32> = HashMap::new();
                 for &p in many {
-                    for (k, v) in self.exports[p as usize].as_deref().into_iter().flatten() {
+                    for (k, v) in self.exports.get(&p).map(|e| &**e).into_iter().flatten() {
                         if let Some(old) = merged.insert(k.clone(), v.clone()) {
                             if &old != v {
                                 let prev = from[k];
@@ -877,9 +876,8 @@ impl RunState {
         let satisfies = ran
             && (outcome.is_success()
                 || self.tasks[idx as usize].meta.on_failure == OnFailure::RunDependents);
-        if satisfies && finished.exports.is_some() {
-            self.any_exports = true;
-            self.exports[idx as usize].clone_from(&finished.exports);
+        if let Some(exports) = finished.exports.as_ref().filter(|_| satisfies) {
+            self.exports.insert(idx, exports.clone());
         }
         self.states[idx as usize].phase = Phase::Done;
         self.done += 1;
@@ -889,25 +887,25 @@ impl RunState {
 
         for i in 0..self.graph.provides[idx as usize].len() {
             let tok = self.graph.provides[idx as usize][i] as usize;
-            let t = &mut self.tokens[tok];
-            t.pending -= 1;
+            self.pending[tok] -= 1;
             if !self.virtuals.is_empty() && self.virtuals.contains_key(&(tok as u32)) {
                 self.settle_virtual(idx, tok as u32, satisfies, ran, outcome, to_skip);
                 continue;
             }
             if satisfies {
-                if t.pending > 0 || t.broken.is_some() {
+                if self.pending[tok] > 0 || self.broken_cause(tok as u32).is_some() {
                     continue;
                 }
                 self.wake_dependents(tok as u32);
-            } else if t.broken.is_none() {
+            } else if self.broken_cause(tok as u32).is_none() {
                 let how = how_ended(ran, self.suspended.contains(&idx), outcome);
                 let cause = format!(
                     "required token `{}` is not available: `{}` {how}",
                     self.graph.token_name(tok as u32),
                     self.tasks[idx as usize].name
                 );
-                t.broken = Some(cause.clone().into_boxed_str());
+                self.broken
+                    .insert(tok as u32, cause.clone().into_boxed_str());
                 for d in self.graph.dependents(tok as u32) {
                     if self.states[d as usize].phase == Phase::Waiting {
                         to_skip.push((d, cause.clone()));
@@ -915,6 +913,14 @@ impl RunState {
                 }
             }
         }
+    }
+
+    /// Why token `tok` can no longer be satisfied, if it cannot.
+    fn broken_cause(&self, tok: u32) -> Option<&str> {
+        if self.broken.is_empty() {
+            return None;
+        }
+        self.broken.get(&tok).map(|c| &**c)
     }
 
     /// A satisfied token: its waiting dependents need one token less.
@@ -961,7 +967,7 @@ impl RunState {
         let v = self.virtuals.get_mut(&tok).expect("a virtual token");
         v.misses
             .push(format!("`{}` {how}", self.tasks[idx as usize].name));
-        if self.tokens[tok as usize].pending > 0 {
+        if self.pending[tok as usize] > 0 {
             return;
         }
         let cause = format!(
@@ -969,7 +975,7 @@ impl RunState {
             self.graph.token_name(tok),
             v.misses.join(", ")
         );
-        self.tokens[tok as usize].broken = Some(cause.clone().into_boxed_str());
+        self.broken.insert(tok, cause.clone().into_boxed_str());
         for d in self.graph.dependents(tok) {
             if self.states[d as usize].phase == Phase::Waiting {
                 to_skip.push((d, cause.clone()));
