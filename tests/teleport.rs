@@ -282,7 +282,9 @@ fn a_dropped_connection_then_attach(net: &Net) {
     // Whatever happens below, the run there can end (a failed assertion must not leave it
     // waiting forever on the host).
     let go = Go(tree.path().join("go"));
-    let child = net.spawn(&["ssh://h1", &t]);
+    let junit = tree.path().join("report.xml");
+    let junit_arg = junit.to_string_lossy().into_owned();
+    let child = net.spawn(&["ssh://h1", &t, "--junit", &junit_arg]);
     let pid = child.id();
     wait_for_pid(&tree.path().join("wait.pid"));
     if net.real {
@@ -324,6 +326,11 @@ fn a_dropped_connection_then_attach(net: &Net) {
         assert_eq!(r.outcome(task), "pass", "{}", r.stdout);
     }
     assert_eq!(lines(&tree.path().join("runs")), ["first", "wait", "last"]);
+    // The report the start asked for, though the attach did not say `--junit` again.
+    let xml = std::fs::read_to_string(&junit).expect("the JUnit report came back");
+    for task in ["first", "wait", "last"] {
+        assert!(xml.contains(&format!("name=\"{task}\"")), "{xml}");
+    }
     // The state is back: nothing runs again here, and nothing is left to attach to there.
     let r = tree.run(&["--resume"]);
     assert_eq!(r.code, 0, "{}", r.stderr);

@@ -33,6 +33,7 @@ mod supervise;
 
 use std::collections::HashSet;
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -170,6 +171,28 @@ impl Teleport {
     /// Ships binary, tree and state and starts the run there.
     pub fn start(&self, stop: &Stop) -> Result<Session, TeleportError> {
         let mut s = self.open(stop)?;
+        // Where the report goes, for an `--attach` that does not say it again.
+        let note = junit_note(&s.id);
+        match &self.junit {
+            Some(junit) => {
+                let path = std::path::absolute(junit).map_err(|source| TeleportError::Read {
+                    path: junit.clone(),
+                    source,
+                })?;
+                let written = note
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::write(&note, path.as_os_str().as_encoded_bytes()));
+                written.map_err(|source| TeleportError::Read {
+                    path: note.clone(),
+                    source,
+                })?;
+                s.junit = Some(path);
+            }
+            None => {
+                let _ = std::fs::remove_file(&note);
+            }
+        }
         let root = std::fs::canonicalize(&self.dir).map_err(|source| TeleportError::Read {
             path: self.dir.clone(),
             source,
@@ -255,6 +278,12 @@ impl Teleport {
     /// Re-attaches to the run teleported from this tree and state directory.
     pub fn attach(&self, stop: &Stop) -> Result<Session, TeleportError> {
         let mut s = self.open(stop)?;
+        if s.junit.is_none() {
+            // The report the start asked for.
+            s.junit = std::fs::read(junit_note(&s.id))
+                .ok()
+                .map(|p| PathBuf::from(std::ffi::OsString::from_vec(p)));
+        }
         s.send(&ToWorker::Teleport(ToAgent::Attach { id: s.id.clone() }))?;
         s.running = true;
         s.read_prelude()?;
@@ -314,6 +343,14 @@ impl Teleport {
             _lock: lock,
         })
     }
+}
+
+/// Where this machine notes the JUnit report a teleported run `id` was started with (an
+/// `--attach` without `--junit` writes it there).
+fn junit_note(id: &str) -> PathBuf {
+    crate::host::serve::cache_dir()
+        .join("teleported")
+        .join(format!("{id}.junit"))
 }
 
 /// The id of the run teleported from `dir` with state `state` on this machine: the same for
@@ -407,6 +444,7 @@ impl Session {
         let result = self.bring_back(&back);
         self.close();
         let files_back = result?;
+        let _ = std::fs::remove_file(junit_note(&self.id));
         let ended = self.ended.take().ok_or_else(|| TeleportError::NoResult {
             host: self.host.clone(),
             log: "~/.cache/pexen/teleport/*/supervisor.log".into(),
