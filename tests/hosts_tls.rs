@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use common::{pexen, RunResult, Tree};
@@ -135,21 +135,29 @@ fn run_through(pki: &Pki, d: &Daemon, tree: &Tree) -> RunResult {
 }
 
 fn run_with(pki: &Pki, host: &str, tree: &Tree, args: &[&str]) -> RunResult {
-    let out = pexen()
-        .arg("run")
+    let out = run_command(pki, tree)
+        .args(args)
+        .args(["--host", host])
+        .output()
+        .unwrap();
+    RunResult::new(out)
+}
+
+/// `pexen run TREE` with JSON events, its state in the tree and the run's TLS identity; the
+/// caller adds hosts and options.
+fn run_command(pki: &Pki, tree: &Tree) -> Command {
+    let mut cmd = pexen();
+    cmd.arg("run")
         .arg(tree.path())
         .args(["--message-format", "json", "--state"])
         .arg(tree.path().join(".pexen"))
-        .args(args)
-        .args(["--host", host, "--tls-cert"])
+        .arg("--tls-cert")
         .arg(&pki.client.0)
         .arg("--tls-key")
         .arg(&pki.client.1)
         .arg("--ca")
-        .arg(&pki.ca)
-        .output()
-        .unwrap();
-    RunResult::new(out)
+        .arg(&pki.ca);
+    cmd
 }
 
 /// A raw TLS client: `identity` is a client certificate and key, or none.
@@ -348,21 +356,12 @@ fn a_terminated_daemon_leaves_no_task_running() {
         "slow.ron",
         &format!(r#"(run: Shell("sleep 300 & echo $! > {dir}/sleep.pid; wait"))"#),
     );
-    let mut run = pexen()
-        .arg("run")
-        .arg(tree.path())
-        .args(["--message-format", "json", "--no-local", "--state"])
-        .arg(tree.path().join(".pexen"))
+    let mut run = run_command(&pki, &tree)
         .args([
+            "--no-local",
             "--host",
             &format!("tls://127.0.0.1:{}", d.port),
-            "--tls-cert",
         ])
-        .arg(&pki.client.0)
-        .arg("--tls-key")
-        .arg(&pki.client.1)
-        .arg("--ca")
-        .arg(&pki.ca)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -423,11 +422,8 @@ fn an_attempt_queued_behind_a_long_one_moves_to_a_free_host() {
             r#"(run: Shell("true"), host_tags: ["a"], priority: -10)"#,
         );
     }
-    let out = pexen()
-        .arg("run")
-        .arg(tree.path())
-        .args(["--message-format", "json", "--no-local", "--state"])
-        .arg(tree.path().join(".pexen"))
+    let out = run_command(&pki, &tree)
+        .arg("--no-local")
         .args([
             "--host",
             &format!("tls://127.0.0.1:{}?name=a&tags=a", a.port),
@@ -436,12 +432,6 @@ fn an_attempt_queued_behind_a_long_one_moves_to_a_free_host() {
             "--host",
             &format!("tls://127.0.0.1:{}?name=b&tags=b", b.port),
         ])
-        .arg("--tls-cert")
-        .arg(&pki.client.0)
-        .arg("--tls-key")
-        .arg(&pki.client.1)
-        .arg("--ca")
-        .arg(&pki.ca)
         .output()
         .unwrap();
     let r = RunResult::new(out);
