@@ -117,6 +117,10 @@ struct Slot {
     /// was short (a task queued behind a long first attempt would wait there while another
     /// host frees or connects); short ones open the window and deepen it, long ones close it.
     avg: Duration,
+    /// Of `room`'s busy slots, those reserved for an attempt that may move here (see
+    /// [`Reserved`]): not counted against new tasks by [`Hosts::promise`], since nothing
+    /// dispatches again when a reservation is given back.
+    reserved: usize,
 }
 
 impl Slot {
@@ -224,8 +228,9 @@ struct Reserved<'a> {
 }
 
 impl Reserved<'_> {
-    /// The place and turn, now the attempt's.
+    /// The place and turn, now the attempt's (its room stays taken).
     fn keep(self) -> (usize, u64) {
+        lock(&self.hosts.slots)[self.place].reserved -= 1;
         let kept = (self.place, self.turn);
         std::mem::forget(self);
         kept
@@ -235,7 +240,12 @@ impl Reserved<'_> {
 impl Drop for Reserved<'_> {
     fn drop(&mut self) {
         self.hosts.places[self.place].turns.pass(self.turn);
-        self.hosts.give_back(self.place, self.wanted);
+        let mut slots = lock(&self.hosts.slots);
+        let slot = &mut slots[self.place];
+        slot.reserved -= 1;
+        slot.room.give_back(self.wanted);
+        drop(slots);
+        self.hosts.freed.notify_all();
     }
 }
 
@@ -373,6 +383,7 @@ impl Hosts {
                         },
                         remote: s.kind != HostKind::Local,
                         avg: QUEUE_AHEAD_BELOW,
+                        reserved: 0,
                     })
                     .collect(),
             ),
@@ -532,7 +543,9 @@ impl Hosts {
             .filter(|s| !matches!(s.status, Status::Dead(_)))
         {
             alive = true;
-            free += s.window().saturating_sub(s.room.busy);
+            free += s
+                .window()
+                .saturating_sub(s.room.busy.saturating_sub(s.reserved));
         }
         let promised = self.promised.load(Ordering::SeqCst);
         if alive && promised >= free {
@@ -931,6 +944,7 @@ impl Hosts {
                 && slot.room.can_take(&job.slots)
         })?;
         slots[i].room.take(&job.slots);
+        slots[i].reserved += 1;
         Some(Reserved {
             hosts: self,
             place: i,
