@@ -392,3 +392,87 @@ fn pilot_options_need_their_parents() {
     let r = t.run(&["--slurm", "--slurm-workers", "2", "--host", "ssh://h1"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
+
+/// A worker with nothing to run past `--slurm-worker-idle` is released while the run goes on:
+/// its job ends; when work comes that needs it, a new worker job takes its seat.
+#[test]
+#[ignore = "needs Slurm: run .ci/slurm.sh first"]
+fn an_idle_worker_is_released_and_a_new_one_comes_when_work_needs_it() {
+    let _node = require_slurm();
+    let t = Tree::new();
+    let dir = t.path().to_string_lossy().into_owned();
+    let meet = t.path().join("meet").to_string_lossy().into_owned();
+    let meets = format!(
+        r#"(run: Shell("echo $PEXEN_HOST >> {meet}; until [ $(wc -l < {meet}) -ge 2 ]; do sleep 0.02; done"),
+            requires: ["long"], timeout: "120s")"#
+    );
+    let t = t
+        .file(
+            "long.ron",
+            &format!(
+                r#"(run: Shell("until [ -e {dir}/go ]; do sleep 0.02; done"), provides: ["long"])"#
+            ),
+        )
+        .file("m1.ron", &meets)
+        .file("m2.ron", &meets);
+    let state = t.path().join(".pexen");
+    let (mut child, rx) = spawn_events(
+        &t,
+        &[
+            "--slurm",
+            "--slurm-workers",
+            "2",
+            "--slurm-worker-idle",
+            "1s",
+        ],
+    );
+    let mut events = Vec::new();
+    // One worker runs `long`; the other has nothing to do and is let go.
+    let released = loop {
+        let e = rx.recv().expect("pexen ended before releasing a worker");
+        events.push(e.clone());
+        if e["type"] == "host-released" {
+            break e["host"].as_str().unwrap().to_owned();
+        }
+    };
+    let job = journal(&state)
+        .into_iter()
+        .find(|(_, name)| *name == released)
+        .map(|(id, _)| id)
+        .expect("the released worker's job in the journal");
+    // Its job ends while the run goes on.
+    while !active(std::slice::from_ref(&job)).is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The two tasks after `long` must run at once: the seat gets a new worker.
+    std::fs::write(t.path().join("go"), "").unwrap();
+    events.extend(rx.iter());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{events:?}");
+    for task in ["long", "m1", "m2"] {
+        let finished = events
+            .iter()
+            .find(|e| e["type"] == "task-finished" && e["task"] == task)
+            .unwrap_or_else(|| panic!("{task} did not finish: {events:?}"));
+        assert_eq!(finished["outcome"], "pass", "{finished}");
+    }
+    let released_events = events
+        .iter()
+        .filter(|e| e["type"] == "host-released")
+        .count();
+    assert_eq!(released_events, 1, "{events:?}");
+    let connected: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "host-connected")
+        .map(|e| e["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        connected.iter().filter(|h| **h == released).count(),
+        2,
+        "{connected:?}"
+    );
+    // Three worker jobs in all, none left.
+    let ids = worker_jobs(&state);
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert!(active(&ids).is_empty(), "worker jobs left: {ids:?}");
+}

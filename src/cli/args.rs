@@ -195,6 +195,11 @@ pub struct RunArgs {
     /// `0.0.0.0`: every interface, workers connect to this machine's name).
     #[arg(long, value_name = "ADDR", requires = "slurm_workers")]
     pub slurm_listen: Option<String>,
+    /// With --slurm-workers: a worker with nothing to run for this long, while no task waits
+    /// for one, is released (its job ends; another is submitted if work comes). `0s`: kept
+    /// until the run ends.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5m", requires = "slurm_workers")]
+    pub slurm_worker_idle: Duration,
     /// Run command tasks on this host too (repeatable):
     /// `ssh://[user@]host[:port][?jobs=N&tags=a,b&shared_fs=1]`. `$PEXEN_SSH` is the ssh command.
     #[arg(long = "host", value_name = "SPEC")]

@@ -125,6 +125,7 @@ fn pilots(
         slurm,
         cwd,
         exe: Some(exe),
+        idle: Some(args.slurm_worker_idle).filter(|d| !d.is_zero()),
     })
     .map_err(|e| {
         CliError::Usage(format!(

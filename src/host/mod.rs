@@ -447,7 +447,65 @@ impl Hosts {
             hosts.shutdown();
             return Err(GraphErrors(errors));
         }
+        if let Some(limit) = hosts.pilots.as_ref().and_then(|p| p.idle()) {
+            let weak = Arc::downgrade(&hosts);
+            let _ = std::thread::Builder::new()
+                .name("pexen-pilot-idle".into())
+                .spawn(move || watch_idle(&weak, limit));
+        }
         Ok(Some(hosts))
+    }
+
+    /// Lets go of the pilot workers that took no attempt and ran none for `limit`, while no
+    /// task waits for a place (`seen`: per place, the attempts it had taken when it was first
+    /// seen idle, and when). A released place is down, to be submitted again (connected
+    /// again) when a task has nowhere else to go.
+    fn release_idle(&self, limit: Duration, seen: &mut Vec<Option<(u64, Instant)>>) {
+        seen.resize(self.places.len(), None);
+        let now = Instant::now();
+        let mut released = Vec::new();
+        {
+            let mut slots = lock(&self.slots);
+            let waiting = self.promised.load(Ordering::SeqCst) > 0;
+            for (i, place) in self.places.iter().enumerate() {
+                let slot = &mut slots[i];
+                if pilot::seat_of(&place.spec.kind).is_none()
+                    || !matches!(slot.status, Status::Up)
+                    || slot.room.busy > 0
+                {
+                    seen[i] = None;
+                    continue;
+                }
+                match seen[i] {
+                    Some((taken, since)) if taken == slot.room.taken => {
+                        if !waiting && now.duration_since(since) >= limit {
+                            slot.status = Status::Down {
+                                retry_at: now,
+                                failures: 0,
+                            };
+                            seen[i] = None;
+                            released.push(i);
+                        }
+                    }
+                    _ => seen[i] = Some((slot.room.taken, now)),
+                }
+            }
+        }
+        for i in released {
+            let place = &self.places[i];
+            let conn = lock(&place.conn).take();
+            if let Some(conn) = conn {
+                // Not a loss: the worker sees the end of its connection and exits.
+                conn.close();
+            }
+            self.notice(Event::HostReleased {
+                host: place.name.clone(),
+                reason: format!(
+                    "no attempt for {}: its Slurm job ends",
+                    humantime::format_duration(limit)
+                ),
+            });
+        }
     }
 
     /// Counts per host the names some place declares, and checks that every task's tags and
@@ -1202,6 +1260,24 @@ impl Hosts {
         if let Some(p) = &self.pilots {
             p.shutdown();
         }
+    }
+}
+
+/// Releases idle pilot workers (see [`Hosts::release_idle`]) until the run ends.
+fn watch_idle(hosts: &std::sync::Weak<Hosts>, limit: Duration) {
+    let tick = (limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut seen = Vec::new();
+    loop {
+        std::thread::sleep(tick);
+        let Some(hosts) = hosts.upgrade() else {
+            return;
+        };
+        let over = hosts.level.load(Ordering::SeqCst) != 0
+            || hosts.pilots.as_ref().is_none_or(|p| p.is_closed());
+        if over {
+            return;
+        }
+        hosts.release_idle(limit, &mut seen);
     }
 }
 

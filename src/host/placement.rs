@@ -71,6 +71,8 @@ pub(crate) struct Room {
     /// Its capacity of each per-host name (0 for names it does not declare).
     pub capacity: BTreeMap<String, u32>,
     pub used: BTreeMap<String, u32>,
+    /// Attempts taken so far (a place that took none since a moment was idle since then).
+    pub taken: u64,
 }
 
 impl Room {
@@ -89,6 +91,7 @@ impl Room {
                 .map(|n| (n.clone(), declared.get(n).copied().unwrap_or(0)))
                 .collect(),
             used: BTreeMap::new(),
+            taken: 0,
         }
     }
 
@@ -119,6 +122,7 @@ impl Room {
     /// Takes a job slot and the per-host part of `slots` (after [`Room::can_take`]).
     pub(crate) fn take(&mut self, slots: &BTreeMap<String, u32>) {
         self.busy += 1;
+        self.taken += 1;
         for (name, &n) in slots {
             if self.capacity.contains_key(name) {
                 *self.used.entry(name.clone()).or_default() += n;

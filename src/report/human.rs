@@ -198,6 +198,10 @@ impl HumanReporter {
             Event::HostLost { host, reason } => {
                 self.display.warning(&format!("host {host}: {reason}"));
             }
+            Event::HostReleased { host, reason } => {
+                let label = self.display.label("RELEASED", Tone::Good);
+                self.display.line(&format!("{label} {host}: {reason}"));
+            }
             Event::TaskResult {
                 task,
                 status,

@@ -99,6 +99,10 @@ enum Line<'a> {
         host: &'a str,
         reason: &'a str,
     },
+    HostReleased {
+        host: &'a str,
+        reason: &'a str,
+    },
     GroupStarted {
         group: &'a str,
     },
@@ -185,6 +189,7 @@ pub fn event_json_with(e: &Event, options: JsonOptions) -> Option<String> {
             files_sent: *files_sent,
         },
         Event::HostLost { host, reason } => Line::HostLost { host, reason },
+        Event::HostReleased { host, reason } => Line::HostReleased { host, reason },
         Event::TaskResult {
             task,
             status,

@@ -238,7 +238,8 @@ impl Collector {
             | Event::GroupFinished { .. }
             | Event::TaskSubmitted { .. }
             | Event::HostConnected { .. }
-            | Event::HostLost { .. } => None,
+            | Event::HostLost { .. }
+            | Event::HostReleased { .. } => None,
         }
     }
 

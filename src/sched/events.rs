@@ -144,6 +144,9 @@ pub enum Event {
     /// A host was lost (connection dropped, worker killed) or could not be reached; its running
     /// attempts go back to the queue.
     HostLost { host: Arc<str>, reason: String },
+    /// A Slurm pilot worker idle past its limit was let go (its job ends); a new one is
+    /// submitted if work comes for it.
+    HostReleased { host: Arc<str>, reason: String },
     /// The run is over: the worst outcome, the counts, and whether it was cancelled. Always
     /// last.
     RunFinished {
@@ -171,7 +174,8 @@ impl Event {
             | Event::GroupStarted { .. }
             | Event::GroupFinished { .. }
             | Event::HostConnected { .. }
-            | Event::HostLost { .. } => None,
+            | Event::HostLost { .. }
+            | Event::HostReleased { .. } => None,
         }
     }
 }

@@ -64,6 +64,9 @@ pub struct PilotConfig {
     /// The `pexen` executable the jobs run (default: this one, which must be on the shared
     /// filesystem).
     pub exe: Option<PathBuf>,
+    /// A worker with no attempt for this long, while no task waits for a place, is released:
+    /// its job ends, and a new one is submitted if work comes for it. `None`: kept to the end.
+    pub idle: Option<Duration>,
 }
 
 /// Why pilot workers cannot be set up.
@@ -108,6 +111,7 @@ struct State {
 pub struct Pilots {
     workers: usize,
     jobs: usize,
+    idle: Option<Duration>,
     exe: PathBuf,
     cwd: PathBuf,
     /// `HOST:PORT` as workers reach it.
@@ -220,6 +224,7 @@ impl Pilots {
         let pilots = Arc::new(Pilots {
             workers: config.workers.max(1),
             jobs: config.jobs.max(1),
+            idle: config.idle,
             exe,
             cwd: config.cwd,
             addr,
@@ -243,6 +248,16 @@ impl Pilots {
     }
 
     /// The address workers connect to (`HOST:PORT`).
+    /// How long a worker may stay idle before it is released (see [`PilotConfig::idle`]).
+    pub(crate) fn idle(&self) -> Option<Duration> {
+        self.idle
+    }
+
+    /// The run is over (see [`Pilots::shutdown`]).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
     pub fn address(&self) -> &str {
         &self.addr
     }
@@ -568,6 +583,7 @@ mod tests {
             workers: 1,
             jobs: 1,
             listen: "127.0.0.1".into(),
+            idle: None,
             slurm,
             cwd: dir.to_path_buf(),
             exe: Some("/bin/false".into()),
