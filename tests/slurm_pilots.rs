@@ -391,6 +391,39 @@ fn pilot_options_need_their_parents() {
     assert!(r.stderr.contains("--slurm-workers"), "{}", r.stderr);
     let r = t.run(&["--slurm", "--slurm-workers", "2", "--host", "ssh://h1"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
+    let r = t.run(&["--slurm", "--slurm-worker-tag", "gpu"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--slurm-workers"), "{}", r.stderr);
+}
+
+/// Tasks' `host_tags` find the workers' `--slurm-worker-tag`s; without them the run is refused
+/// before any job is submitted.
+#[test]
+#[ignore = "needs Slurm: run .ci/slurm.sh first"]
+fn worker_tags_place_tagged_tasks() {
+    let _node = require_slurm();
+    let t = Tree::new().file(
+        "g.ron",
+        r#"(run: Shell("echo \"pass on $PEXEN_HOST\" >> \"$PEXEN_RESULTS\""), host_tags: ["gpu"])"#,
+    );
+    let r = t.run(&["--slurm", "--slurm-workers", "1"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("task `g` needs a host with tags gpu"),
+        "{}",
+        r.stderr
+    );
+    let state = t.path().join(".pexen");
+    assert!(worker_jobs(&state).is_empty() && journal(&state).is_empty());
+    let r = t.run(&[
+        "--slurm",
+        "--slurm-workers",
+        "1",
+        "--slurm-worker-tag",
+        "gpu",
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.finished("g")["host"], "pilot-1");
 }
 
 /// A worker with nothing to run past `--slurm-worker-idle` is released while the run goes on:

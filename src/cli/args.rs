@@ -200,6 +200,10 @@ pub struct RunArgs {
     /// until the run ends.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5m", requires = "slurm_workers")]
     pub slurm_worker_idle: Duration,
+    /// With --slurm-workers: a tag of every worker, for tasks' `host_tags` (repeatable), e.g.
+    /// `gpu` with `--slurm-arg=--gres=gpu:1`.
+    #[arg(long, value_name = "T", requires = "slurm_workers")]
+    pub slurm_worker_tag: Vec<String>,
     /// Run command tasks on this host too (repeatable):
     /// `ssh://[user@]host[:port][?jobs=N&tags=a,b&shared_fs=1]`. `$PEXEN_SSH` is the ssh command.
     #[arg(long = "host", value_name = "SPEC")]

@@ -126,6 +126,7 @@ fn pilots(
         cwd,
         exe: Some(exe),
         idle: Some(args.slurm_worker_idle).filter(|d| !d.is_zero()),
+        tags: args.slurm_worker_tag.clone(),
     })
     .map_err(|e| {
         CliError::Usage(format!(

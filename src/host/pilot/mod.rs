@@ -67,6 +67,8 @@ pub struct PilotConfig {
     /// A worker with no attempt for this long, while no task waits for a place, is released:
     /// its job ends, and a new one is submitted if work comes for it. `None`: kept to the end.
     pub idle: Option<Duration>,
+    /// Tags of every worker, for tasks' `host_tags` (what the jobs' `--slurm-arg`s give them).
+    pub tags: Vec<String>,
 }
 
 /// Why pilot workers cannot be set up.
@@ -112,6 +114,7 @@ pub struct Pilots {
     workers: usize,
     jobs: usize,
     idle: Option<Duration>,
+    tags: Vec<String>,
     exe: PathBuf,
     cwd: PathBuf,
     /// `HOST:PORT` as workers reach it.
@@ -225,6 +228,7 @@ impl Pilots {
             workers: config.workers.max(1),
             jobs: config.jobs.max(1),
             idle: config.idle,
+            tags: config.tags,
             exe,
             cwd: config.cwd,
             addr,
@@ -269,7 +273,7 @@ impl Pilots {
                 name: format!("pilot-{}", seat + 1),
                 kind: HostKind::Pilot { seat },
                 jobs: Some(self.jobs),
-                tags: Vec::new(),
+                tags: self.tags.clone(),
                 capacity: std::collections::BTreeMap::new(),
                 // The nodes share the tree: nothing is synced.
                 shared_fs: true,
@@ -584,6 +588,7 @@ mod tests {
             jobs: 1,
             listen: "127.0.0.1".into(),
             idle: None,
+            tags: Vec::new(),
             slurm,
             cwd: dir.to_path_buf(),
             exe: Some("/bin/false".into()),
