@@ -425,11 +425,33 @@ fn bad_hosts_and_nothing_to_attach_are_clear_errors() {
         "{}",
         r.stderr
     );
-    // Definitions are checked there, with the exit code a local run has.
+    // Definitions and the graph are checked here, with the exit code and the messages of a
+    // local run, before anything is shipped.
+    let net = Net::fake();
     let bad = Tree::new().file("t.ron", r#"(run: Shell("true"), bogus: 1)"#);
     let r = net.run(&["ssh://h1", &tree_arg(&bad)]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("bogus"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("t.ron:1:") && r.stderr.contains("bogus"),
+        "{}",
+        r.stderr
+    );
+    let cycle = Tree::new()
+        .file(
+            "a.ron",
+            r#"(run: Shell("true"), requires: ["b"], provides: ["a"])"#,
+        )
+        .file(
+            "b.ron",
+            r#"(run: Shell("true"), requires: ["a"], provides: ["b"])"#,
+        );
+    let r = net.run(&["ssh://h1", &tree_arg(&cycle)]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("cycle"), "{}", r.stderr);
+    assert!(
+        !net.home("h1").join(".cache/pexen").exists(),
+        "something was shipped for a tree with errors"
+    );
 }
 
 #[test]

@@ -69,6 +69,15 @@ fn say(line: std::fmt::Arguments<'_>) {
 
 pub(super) fn teleport(args: &TeleportArgs) -> Result<i32, CliError> {
     let host = HostSpec::parse(&args.host).map_err(|e| CliError::Usage(e.to_string()))?;
+    if !args.attach {
+        // A tree with errors is refused here, with where they are, before anything is shipped.
+        let tree = super::load(&args.dir)?;
+        let capacity = super::capacities(&tree.capacity, &args.capacity);
+        let built = crate::graph::Graph::build(&tree.tasks, &capacity)
+            .map_err(|e| super::located(e, &tree));
+        super::drop_in_background(tree);
+        built?;
+    }
     let t = Teleport {
         host,
         dir: args.dir.clone(),
