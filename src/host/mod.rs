@@ -484,16 +484,17 @@ impl Hosts {
                                 failures: 0,
                             };
                             seen[i] = None;
-                            released.push(i);
+                            // Under the lock of `slots`, as a connection that comes up sets
+                            // its own: this one is the released worker's.
+                            released.push((i, lock(&place.conn).take()));
                         }
                     }
                     _ => seen[i] = Some((slot.room.taken, now)),
                 }
             }
         }
-        for i in released {
+        for (i, conn) in released {
             let place = &self.places[i];
-            let conn = lock(&place.conn).take();
             if let Some(conn) = conn {
                 // Not a loss: the worker sees the end of its connection and exits.
                 conn.close();
