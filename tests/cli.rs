@@ -117,15 +117,7 @@ fn broken_definitions_are_all_reported_with_positions() {
 
 #[test]
 fn graph_errors_are_exit_2_with_every_problem() {
-    let t = Tree::new()
-        .file(
-            "a.ron",
-            r#"(run: Shell("true"), requires: ["b"], provides: ["a"])"#,
-        )
-        .file(
-            "b.ron",
-            r#"(run: Shell("true"), requires: ["a"], provides: ["b"])"#,
-        )
+    let t = common::cycle_tree()
         .file("c.ron", r#"(run: Shell("true"), requires: ["nobody"])"#)
         .file(
             "d.ron",

@@ -436,15 +436,7 @@ fn bad_hosts_and_nothing_to_attach_are_clear_errors() {
         "{}",
         r.stderr
     );
-    let cycle = Tree::new()
-        .file(
-            "a.ron",
-            r#"(run: Shell("true"), requires: ["b"], provides: ["a"])"#,
-        )
-        .file(
-            "b.ron",
-            r#"(run: Shell("true"), requires: ["a"], provides: ["b"])"#,
-        );
+    let cycle = common::cycle_tree();
     let r = net.run(&["ssh://h1", &tree_arg(&cycle)]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("cycle"), "{}", r.stderr);

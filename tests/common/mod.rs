@@ -9,6 +9,20 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// Two tasks that require each other (`a` and `b`): a cycle, refused wherever a tree is
+/// checked.
+pub fn cycle_tree() -> Tree {
+    Tree::new()
+        .file(
+            "a.ron",
+            r#"(run: Shell("true"), requires: ["b"], provides: ["a"])"#,
+        )
+        .file(
+            "b.ron",
+            r#"(run: Shell("true"), requires: ["a"], provides: ["b"])"#,
+        )
+}
+
 pub fn pexen() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pexen"))
 }
