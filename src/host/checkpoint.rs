@@ -26,9 +26,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::RecvTimeoutError;
 
-use super::conn::{Conn, Msg};
+use super::conn::{Conn, Msg, Receiver};
 use super::{Hosts, Place};
 use crate::host::tree;
 use crate::pool::attempt::Attempt;
@@ -256,7 +256,7 @@ impl Hosts {
         conn: &Conn,
         job: &Job,
         id: u64,
-        rx: &Receiver<Msg>,
+        rx: &Receiver,
     ) -> Result<Given, Box<Attempt>> {
         let Some(cp) = self.copies.checkpoints.get() else {
             return Ok(Given::None);

@@ -1036,7 +1036,7 @@ impl Hosts {
             return failed(e);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = conn::mailbox();
         if !conn.expect(id, tx) {
             return Remote::Ended(Attempt::not_started(), None, None);
         }

@@ -725,10 +725,14 @@ fn same_platform(os: &str, arch: &str) -> bool {
     os.eq_ignore_ascii_case(std::env::consts::OS) && arch == std::env::consts::ARCH
 }
 
-pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+pub(crate) fn hostname() -> &'static str {
+    // Read once: a checkpoint's key names it before every attempt on a host.
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    })
 }
 
 #[cfg(test)]
