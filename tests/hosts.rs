@@ -813,6 +813,36 @@ fn sshd_killing_the_remote_worker_requeues_the_attempt_and_the_run_passes() {
     a_killed_worker_requeues_its_attempt(&Net::sshd());
 }
 
+/// A killed worker leaves no process of its tasks behind, even in a process group the groups
+/// file does not name (one a task made itself, like a group the worker had no time to write
+/// down): its ssh session is swept. Over real sshd only: the stand-in ssh shares the test's
+/// session, which the sweep leaves alone.
+#[test]
+#[ignore = "needs sshd: run .ci/sshd.sh first"]
+fn sshd_a_killed_worker_leaves_no_process_in_any_group_of_its_session() {
+    let net = Net::sshd();
+    let tree = shared_tree();
+    let dir = tree.path().to_string_lossy().into_owned();
+    let tree = tree.file(
+        "own.ron",
+        &format!(
+            r#"(run: Shell("if [ -f {dir}/again ]; then exit 0; fi; touch {dir}/again; perl -e 'setpgrp(0, 0); open(my $f, q(>), q({dir}/own.tmp)); print $f qq($$\n); close $f; rename(q({dir}/own.tmp), q({dir}/own.pid)); sleep 300' & echo $PPID > {dir}/worker.pid; wait"))"#
+        ),
+    );
+    let child = net.spawn(tree.path(), &["--no-local", "--host", "ssh://h1"]);
+    let worker = wait_for_pid(&tree.path().join("worker.pid"));
+    let own = wait_for_pid(&tree.path().join("own.pid"));
+    // SAFETY: kill(2) with a pid and a signal.
+    assert_eq!(unsafe { libc::kill(worker, libc::SIGKILL) }, 0);
+    let r = RunResult::new(child.wait_with_output().unwrap());
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.of_type("host-lost").len(), 1, "{}", r.stdout);
+    assert!(
+        !running(own),
+        "the process {own} in a group of its own outlived the killed worker"
+    );
+}
+
 #[test]
 #[ignore = "needs sshd: run .ci/sshd.sh first"]
 fn sshd_ctrl_c_leaves_no_task_process_on_any_host() {
