@@ -92,26 +92,24 @@ extendedKeyUsage=serverAuth"; else ext="extendedKeyUsage=clientAuth"; fi
             -days 1 -extfile $who.ext 2>/dev/null
     done
 )
-XDG_CACHE_HOME="$work/daemon-cache" "$pexen" worker --listen 127.0.0.1:0 -j 2 \
-    --tls-cert "$tlsdir/server.pem" --tls-key "$tlsdir/server.key" --client-ca "$tlsdir/ca.pem" \
-    > "$work/daemon.out" 2> "$work/daemon.err" &
-daemon=$!
-PEXEN_WORKER=host XDG_CACHE_HOME="$work/daemon-cache" "$closures" worker --listen 127.0.0.1:0 -j 2 \
-    --tls-cert "$tlsdir/server.pem" --tls-key "$tlsdir/server.key" --client-ca "$tlsdir/ca.pem" \
-    > "$work/cdaemon.out" 2> "$work/cdaemon.err" &
-cdaemon=$!
+# daemon NAME CACHE BIN [ENV=VALUE]: a loopback TLS daemon of BIN with the run's certificates,
+# its address line in $work/NAME.out; prints its pid.
+daemon() {
+    local name=$1 cache=$2 bin=$3
+    shift 3
+    env "$@" XDG_CACHE_HOME="$work/$cache" "$bin" worker --listen 127.0.0.1:0 -j 2 \
+        --tls-cert "$tlsdir/server.pem" --tls-key "$tlsdir/server.key" --client-ca "$tlsdir/ca.pem" \
+        > "$work/$name.out" 2> "$work/$name.err" &
+    echo $!
+}
+daemon=$(daemon daemon daemon-cache "$pexen")
+cdaemon=$(daemon cdaemon daemon-cache "$closures" PEXEN_WORKER=host)
 bdaemon=
 bcdaemon=
 if [ -n "$BASE" ]; then
     # The earlier build's own daemons (the protocol may differ).
-    XDG_CACHE_HOME="$work/base-cache" "$BASE/pexen" worker --listen 127.0.0.1:0 -j 2 \
-        --tls-cert "$tlsdir/server.pem" --tls-key "$tlsdir/server.key" --client-ca "$tlsdir/ca.pem" \
-        > "$work/bdaemon.out" 2> "$work/bdaemon.err" &
-    bdaemon=$!
-    PEXEN_WORKER=host XDG_CACHE_HOME="$work/base-cache" "$BASE/host_closures" worker --listen 127.0.0.1:0 -j 2 \
-        --tls-cert "$tlsdir/server.pem" --tls-key "$tlsdir/server.key" --client-ca "$tlsdir/ca.pem" \
-        > "$work/bcdaemon.out" 2> "$work/bcdaemon.err" &
-    bcdaemon=$!
+    bdaemon=$(daemon bdaemon base-cache "$BASE/pexen")
+    bcdaemon=$(daemon bcdaemon base-cache "$BASE/host_closures" PEXEN_WORKER=host)
 fi
 cm=(-o ControlMaster=auto -o "ControlPath=$work/cm-%C" -o ControlPersist=120)
 trap 'ssh -F "$config" "${cm[@]}" -O exit h1 2>/dev/null; kill $daemon $cdaemon $bdaemon $bcdaemon 2>/dev/null; rm -rf "$work"' EXIT
