@@ -374,9 +374,12 @@ pub(crate) fn serve_offer(
         served.retain(|s| s.strong_count() > 0);
         served.push(Arc::downgrade(&state));
     }
+    // Dropping `stop_beat` ends the beat thread at once (not at its next beat): the worker
+    // exits, and the scheduler's run ends, as soon as the connection is served out.
+    let (stop_beat, beat_stopped) = crossbeam_channel::bounded::<()>(0);
     let beat = {
         let state = state.clone();
-        std::thread::spawn(move || beat(&state))
+        std::thread::spawn(move || beat(&state, &beat_stopped))
     };
     let jobs = if jobs == 0 { offer_cpus(offer) } else { jobs };
     let queue = Arc::new(Queue::default());
@@ -478,6 +481,7 @@ pub(crate) fn serve_offer(
         }
     };
     state.closed.store(true, Ordering::SeqCst);
+    drop(stop_beat);
     {
         // Queued attempts never start; idle runners exit.
         let mut q = lock(&queue.state);
@@ -720,17 +724,13 @@ fn sync(
     Ok(())
 }
 
-fn beat(state: &State) {
-    let step = Duration::from_millis(100);
-    let mut waited = Duration::ZERO;
-    while !state.closed.load(Ordering::SeqCst) {
-        std::thread::sleep(step);
-        waited += step;
-        if waited >= protocol::BEAT {
-            waited = Duration::ZERO;
-            if protocol::send(&mut *lock(&state.out), &FromWorker::Beat).is_err() {
-                return;
-            }
+fn beat(state: &State, stop: &crossbeam_channel::Receiver<()>) {
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(protocol::BEAT)
+    {
+        if state.closed.load(Ordering::SeqCst)
+            || protocol::send(&mut *lock(&state.out), &FromWorker::Beat).is_err()
+        {
+            return;
         }
     }
 }
