@@ -117,6 +117,8 @@ pub struct CommandRunner {
     groups: Mutex<Groups>,
     /// Ctrl-Z: task groups are stopped and their timers paused (see [`CommandRunner::pause_all`]).
     pause: PauseClock,
+    /// `config.group_file`, opened once for appending (two lines per attempt).
+    group_file: Option<fs::File>,
 }
 
 /// Time spent stopped, so that timeouts count only the time tasks could run.
@@ -152,8 +154,17 @@ impl CommandRunner {
         if let Some(t) = &config.tracker {
             t.0.runner_started(&dir);
         }
+        // Best effort: without the file, a killed worker's tasks are left to the kernel.
+        let group_file = config.group_file.as_ref().and_then(|path| {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()
+        });
         Ok(Self {
             config,
+            group_file,
             dir,
             next_id: AtomicU64::new(0),
             cancel: AtomicU8::new(RUNNING),
@@ -225,7 +236,7 @@ impl CommandRunner {
     /// Appends a group's start or end to the group file, if any (one `write` in append mode:
     /// no rewrite per attempt). Called under the groups lock, so lines stay in order.
     fn note_group(&self, pgid: i32, started: bool) {
-        let Some(path) = &self.config.group_file else {
+        let Some(file) = &self.group_file else {
             return;
         };
         let line = if started {
@@ -233,10 +244,9 @@ impl CommandRunner {
         } else {
             format!("-{pgid}\n")
         };
-        // Best effort: without the file, a killed worker's tasks are left to the kernel.
-        if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(path) {
-            let _ = std::io::Write::write_all(&mut f, line.as_bytes());
-        }
+        // One `write` to a file opened for appending: the line lands whole, whatever other
+        // threads write.
+        let _ = std::io::Write::write_all(&mut &*file, line.as_bytes());
     }
 
     /// Ctrl-Z: SIGSTOP to every running group (and to tasks started until [`Self::resume_all`]);
