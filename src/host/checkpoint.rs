@@ -60,11 +60,12 @@ pub(crate) fn key(dir: &Path) -> String {
 
 /// Every regular file of a checkpoint directory (hidden ones too: a task may save
 /// `.progress`), sorted by path, with its content hash. A missing directory is empty.
-pub(crate) fn manifest(dir: &Path) -> io::Result<Vec<FileEntry>> {
+/// `hashes`: what was hashed before (an unchanged file is not read again).
+pub(crate) fn manifest(dir: &Path, hashes: &tree::Hashes) -> io::Result<Vec<FileEntry>> {
     let mut rels = Vec::new();
     files::walk(dir, "", &mut rels, 0)?;
     rels.sort();
-    rels.into_iter().map(|rel| tree::entry(dir, rel)).collect()
+    rels.into_iter().map(|rel| hashes.entry(dir, rel)).collect()
 }
 
 fn check_key(key: &str) -> io::Result<()> {
@@ -83,11 +84,15 @@ fn check_key(key: &str) -> io::Result<()> {
 /// released and recycled as the controller's directories are ([`Checkpoints`]): creating and
 /// removing a directory per attempt would cost as much as a no-op command.
 #[derive(Default)]
-pub(crate) struct HostCopies(OnceLock<Result<Checkpoints, String>>);
+pub(crate) struct HostCopies {
+    copies: OnceLock<Result<Checkpoints, String>>,
+    /// The hashes of the copies' files, so that a file is read again only once it changed.
+    pub(crate) hashes: tree::Hashes,
+}
 
 impl HostCopies {
     fn get(&self) -> io::Result<&Checkpoints> {
-        self.0
+        self.copies
             .get_or_init(|| {
                 let cp = Checkpoints::in_state_dir(&super::serve::cache_dir());
                 fs::create_dir_all(cp.root())
@@ -116,20 +121,24 @@ impl HostCopies {
     /// [`HostCopies::flush`]).
     pub(crate) fn release(&self, key: &str) {
         if let (Ok(()), Ok(cp)) = (check_key(key), self.get()) {
-            cp.release(&TaskName::new(key));
+            let name = TaskName::new(key);
+            self.hashes.forget_under(&cp.dir(&name));
+            cp.release(&name);
         }
     }
 
     /// The task of copy `key` succeeded elsewhere: the copy goes now.
     pub(crate) fn forget(&self, key: &str) {
         if let (Ok(()), Ok(cp)) = (check_key(key), self.get()) {
-            let _ = cp.remove(&TaskName::new(key));
+            let name = TaskName::new(key);
+            self.hashes.forget_under(&cp.dir(&name));
+            let _ = cp.remove(&name);
         }
     }
 
     /// The connection ends: released copies not recycled are removed.
     pub(crate) fn flush(&self) {
-        if let Some(Ok(cp)) = self.0.get() {
+        if let Some(Ok(cp)) = self.copies.get() {
             let _ = cp.flush();
         }
     }
@@ -151,15 +160,21 @@ pub(crate) fn mirror<'a>(dir: &Path, keep: impl IntoIterator<Item = &'a str>) ->
 
 /// Worker: makes the copy at `dir` hold the paths of `wanted` (the controller's manifest) and
 /// returns the ones it lacks or holds with other content.
-pub(crate) fn prepare(dir: &Path, wanted: &[FileEntry]) -> io::Result<Vec<String>> {
+pub(crate) fn prepare(
+    dir: &Path,
+    wanted: &[FileEntry],
+    hashes: &tree::Hashes,
+) -> io::Result<Vec<String>> {
     mirror(dir, wanted.iter().map(|e| e.path.as_str()))?;
-    Ok(files::needed(dir, wanted))
+    Ok(files::needed(dir, wanted, |root, rel| {
+        hashes.entry(root, rel)
+    }))
 }
 
 /// Worker, after an attempt that did not succeed: the copy's paths, and the files that differ
 /// from `before` (the copy when the attempt started), with their content.
-pub(crate) fn changed(dir: &Path, before: &[FileEntry]) -> io::Result<Back> {
-    let after = manifest(dir)?;
+pub(crate) fn changed(dir: &Path, before: &[FileEntry], hashes: &tree::Hashes) -> io::Result<Back> {
+    let after = manifest(dir, hashes)?;
     let mut changed = Vec::new();
     for e in &after {
         let same = before
@@ -207,6 +222,9 @@ pub(crate) fn bring_back(dir: &Path, held: &[String], files: Files) -> Result<()
 #[derive(Default)]
 pub(crate) struct Copies {
     checkpoints: OnceLock<Checkpoints>,
+    /// The hashes of the checkpoints' files here, so that a file is read again only once it
+    /// changed.
+    hashes: tree::Hashes,
     /// Key -> the hosts that kept a copy after an attempt that did not succeed there.
     holders: Mutex<HashMap<String, Vec<Arc<str>>>>,
 }
@@ -276,7 +294,7 @@ impl Hosts {
         // read and removed.
         let dir = cp.dir(&job.name);
         let files = if dir.is_dir() {
-            manifest(&dir)
+            manifest(&dir, &self.copies.hashes)
                 .map_err(|e| error(format!("cannot read checkpoint {}: {e}", dir.display())))?
         } else {
             Vec::new()
@@ -356,6 +374,7 @@ impl Hosts {
         };
         let Some(back) = back else {
             // Removed there: the task succeeded.
+            self.copies.hashes.forget_under(dir);
             self.forget_elsewhere(key, Some(&place.name));
             return Ok(());
         };
@@ -417,25 +436,29 @@ mod tests {
         fs::create_dir_all(there.join("old")).unwrap();
         fs::write(there.join("old/stale"), "x").unwrap();
         fs::write(there.join("a"), "1").unwrap();
-        let wanted = manifest(&here).unwrap();
+        let hashes = tree::Hashes::default();
+        let wanted = manifest(&here, &hashes).unwrap();
         let paths: Vec<_> = wanted.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, [".sub/b", "a"]);
         // The stale file goes, `a` is there already: only `.sub/b` is needed.
-        assert_eq!(prepare(&there, &wanted).unwrap(), [".sub/b"]);
+        assert_eq!(prepare(&there, &wanted, &hashes).unwrap(), [".sub/b"]);
         assert!(!there.join("old").exists());
         tree::write_file(&there, ".sub/b", 0o644, b"2").unwrap();
-        let before = manifest(&there).unwrap();
+        let before = manifest(&there, &hashes).unwrap();
         assert_eq!(before, wanted);
         // The attempt changes `a`, removes `.sub/b`, adds `c`.
         fs::write(there.join("a"), "2").unwrap();
         fs::remove_file(there.join(".sub/b")).unwrap();
         fs::write(there.join("c"), "3").unwrap();
-        let back = changed(&there, &before).unwrap();
+        let back = changed(&there, &before, &hashes).unwrap();
         assert_eq!(back.held, ["a", "c"]);
         let sent: Vec<_> = back.changed.iter().map(|(e, _)| e.path.as_str()).collect();
         assert_eq!(sent, ["a", "c"]);
         bring_back(&here, &back.held, back.changed).unwrap();
-        assert_eq!(manifest(&here).unwrap(), manifest(&there).unwrap());
+        assert_eq!(
+            manifest(&here, &hashes).unwrap(),
+            manifest(&there, &hashes).unwrap()
+        );
         assert!(!here.join(".sub").exists());
     }
 

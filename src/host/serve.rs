@@ -786,7 +786,14 @@ impl State {
             let mut ended = self.run_one(run, dir, &sink)?;
             if let Some((dir, Some((key, before)))) = given {
                 let worst = *lock(&sink.worst);
-                if checkpoint_end(&dir, &before, worst, &mut ended.done, &mut ended.blobs) {
+                if checkpoint_end(
+                    &dir,
+                    &before,
+                    &self.copies.hashes,
+                    worst,
+                    &mut ended.done,
+                    &mut ended.blobs,
+                ) {
                     self.copies.release(&key);
                 }
             }
@@ -844,7 +851,7 @@ impl State {
             .map_err(|e| format!("cannot create the checkpoint directory here: {e}"))?;
         let before = match synced {
             Some(Err(why)) => return Err(why),
-            Some(Ok(())) => checkpoint::manifest(&dir)
+            Some(Ok(())) => checkpoint::manifest(&dir, &self.copies.hashes)
                 .map_err(|e| format!("cannot read checkpoint {}: {e}", dir.display()))?,
             // No `Checkpoint` came first: the controller's directory is empty, and so is the
             // copy once emptied (made or recycled empty: nothing to do).
@@ -864,7 +871,7 @@ impl State {
         let need = self
             .copies
             .dir(key)
-            .and_then(|dir| checkpoint::prepare(&dir, files));
+            .and_then(|dir| checkpoint::prepare(&dir, files, &self.copies.hashes));
         let (need, synced) = match need {
             Ok(need) => (need, Ok(())),
             // Nothing more is written; the attempt ends with the error.
@@ -1055,6 +1062,7 @@ struct Ended {
 fn checkpoint_end(
     dir: &Path,
     before: &[FileEntry],
+    hashes: &tree::Hashes,
     worst: Option<Outcome>,
     done: &mut FromWorker,
     blobs: &mut Vec<Vec<u8>>,
@@ -1074,7 +1082,7 @@ fn checkpoint_end(
     if ended.is_success() && !*suspend {
         return true;
     }
-    match checkpoint::changed(dir, before) {
+    match checkpoint::changed(dir, before, hashes) {
         Ok(back) => {
             *held = Some(back.held);
             for (entry, bytes) in back.changed {

@@ -30,36 +30,106 @@ struct Seen {
     hash: String,
 }
 
+impl Seen {
+    fn new(meta: &fs::Metadata, hash: String) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Seen {
+            size: meta.len(),
+            mtime_ns: mtime_ns(meta),
+            ino: meta.ino(),
+            hash,
+        }
+    }
+
+    /// The remembered hash is still the file's: same size, inode and modification time, and
+    /// that time is more than two seconds before `now_ns` (a file modified since in the same
+    /// tick of a coarse clock would show the same time).
+    fn holds_for(&self, meta: &fs::Metadata, now_ns: i128) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let mtime_ns = mtime_ns(meta);
+        now_ns - mtime_ns > 2_000_000_000
+            && self.size == meta.len()
+            && self.ino == meta.ino()
+            && self.mtime_ns == mtime_ns
+    }
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> i128 {
+    use std::os::unix::fs::MetadataExt;
+    i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
+}
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// Content hashes of files remembered by path, with each file's identity (size, inode,
+/// modification time): a file that has not changed since it was hashed is not read again (the
+/// check `make`, `rsync` and the tree's index make too: a rewrite that keeps all three, say a
+/// restore that sets the old time back on the same inode, goes unseen). For checkpoints,
+/// which are hashed on both sides before and after each attempt on a host.
+#[derive(Default)]
+pub(crate) struct Hashes(std::sync::Mutex<std::collections::HashMap<PathBuf, Seen>>);
+
+impl Hashes {
+    /// [`entry`], reusing the hash remembered for an unchanged file.
+    pub(crate) fn entry(&self, root: &Path, rel: String) -> io::Result<FileEntry> {
+        let path = root.join(&rel);
+        let meta = fs::metadata(&path)?;
+        let known = self
+            .lock()
+            .get(&path)
+            .filter(|seen| seen.holds_for(&meta, now_ns()))
+            .map(|seen| seen.hash.clone());
+        let hash = if let Some(hash) = known {
+            hash
+        } else {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update_reader(fs::File::open(&path)?)?;
+            let hash = hasher.finalize().to_hex().to_string();
+            self.lock().insert(path, Seen::new(&meta, hash.clone()));
+            hash
+        };
+        Ok(FileEntry {
+            hash,
+            mode: meta.permissions().mode() & 0o777,
+            size: meta.len(),
+            path: rel,
+        })
+    }
+
+    /// Forgets the files under `dir` (a checkpoint that went).
+    pub(crate) fn forget_under(&self, dir: &Path) {
+        self.lock().retain(|path, _| !path.starts_with(dir));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<PathBuf, Seen>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// [`manifest`], reusing the hashes of files whose size, inode and modification time have not
 /// changed since the index at `index` was written (files modified in the last two seconds are
 /// always hashed: their time may not have ticked yet). The index is rewritten, best effort.
 pub(crate) fn manifest_cached(root: &Path, index: &Path) -> io::Result<Vec<FileEntry>> {
     use std::collections::HashMap;
-    use std::os::unix::fs::MetadataExt;
     let old: HashMap<String, Seen> = fs::read(index)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
-    let now_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128);
+    let now_ns = now_ns();
     let mut files = list(root)?;
     files.sort();
     let entries: Vec<(FileEntry, Seen, bool)> = files
         .into_par_iter()
         .map(|rel| {
             let meta = fs::metadata(root.join(&rel))?;
-            let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
-            let settled = now_ns - mtime_ns > 2_000_000_000;
             let (hash, reused) = match old.get(&rel) {
-                Some(s)
-                    if settled
-                        && s.size == meta.len()
-                        && s.ino == meta.ino()
-                        && s.mtime_ns == mtime_ns =>
-                {
-                    (s.hash.clone(), true)
-                }
+                Some(s) if s.holds_for(&meta, now_ns) => (s.hash.clone(), true),
                 _ => (
                     blake3::hash(&fs::read(root.join(&rel))?)
                         .to_hex()
@@ -67,12 +137,7 @@ pub(crate) fn manifest_cached(root: &Path, index: &Path) -> io::Result<Vec<FileE
                     false,
                 ),
             };
-            let seen = Seen {
-                size: meta.len(),
-                mtime_ns,
-                ino: meta.ino(),
-                hash: hash.clone(),
-            };
+            let seen = Seen::new(&meta, hash.clone());
             Ok((
                 FileEntry {
                     path: rel,
@@ -332,6 +397,52 @@ mod tests {
             manifest_cached(&root, &index).unwrap(),
             manifest(&root).unwrap()
         );
+    }
+
+    #[test]
+    fn a_remembered_hash_serves_only_while_the_file_is_unchanged() {
+        use std::time::{Duration, SystemTime};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let long_ago = SystemTime::now() - Duration::from_secs(60);
+        // Rewrites the file in place (same inode), then sets its modification time.
+        let rewrite = |content: &str, mtime: SystemTime| {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .create(true)
+                .open(&path)
+                .unwrap();
+            f.write_all(content.as_bytes()).unwrap();
+            f.set_modified(mtime).unwrap();
+        };
+        let hash_of = |content: &str| blake3::hash(content.as_bytes()).to_hex().to_string();
+        let hashes = Hashes::default();
+        let hash = |h: &Hashes| h.entry(dir.path(), "f".into()).unwrap().hash;
+
+        rewrite("aaaa", long_ago);
+        assert_eq!(hash(&hashes), hash_of("aaaa"));
+        // Same size, inode and time: the remembered hash is taken, the file is not read (which
+        // is how one can tell that it was remembered at all).
+        rewrite("bbbb", long_ago);
+        assert_eq!(hash(&hashes), hash_of("aaaa"));
+        assert_eq!(hash(&Hashes::default()), hash_of("bbbb"));
+        // Another time, another size, or a time too recent to tell: read again.
+        rewrite("bbbb", long_ago + Duration::from_secs(1));
+        assert_eq!(hash(&hashes), hash_of("bbbb"));
+        rewrite("ccccc", long_ago + Duration::from_secs(1));
+        assert_eq!(hash(&hashes), hash_of("ccccc"));
+        let now = SystemTime::now();
+        rewrite("ddddd", now);
+        assert_eq!(hash(&hashes), hash_of("ddddd"));
+        rewrite("eeeee", now);
+        assert_eq!(hash(&hashes), hash_of("eeeee"));
+        // Forgotten with its directory.
+        rewrite("fffff", long_ago);
+        assert_eq!(hash(&hashes), hash_of("fffff"));
+        rewrite("ggggg", long_ago);
+        hashes.forget_under(dir.path());
+        assert_eq!(hash(&hashes), hash_of("ggggg"));
     }
 
     #[test]

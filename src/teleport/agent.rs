@@ -223,7 +223,7 @@ fn start(
     send(
         out,
         &FromWorker::Teleport(FromAgent::Need {
-            paths: files::needed(&state, &wanted),
+            paths: files::needed(&state, &wanted, files::entry),
         }),
     )?;
     loop {

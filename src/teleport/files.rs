@@ -89,8 +89,13 @@ pub(crate) fn state_path(root: &Path, rel: &str) -> io::Result<PathBuf> {
     }
 }
 
-/// The paths of `files` that `root` lacks or holds with other content.
-pub(crate) fn needed(root: &Path, files: &[FileEntry]) -> Vec<String> {
+/// The paths of `files` that `root` lacks or holds with other content, as `entry` (a file's
+/// manifest entry) sees them.
+pub(crate) fn needed(
+    root: &Path,
+    files: &[FileEntry],
+    entry: impl Fn(&Path, String) -> io::Result<FileEntry>,
+) -> Vec<String> {
     files
         .iter()
         .filter(|want| {
@@ -249,10 +254,10 @@ mod tests {
         let m = state_manifest(s).unwrap();
         let paths: Vec<_> = m.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["checkpoints/a%2Fb/.progress", "journal"]);
-        assert!(needed(s, &m).is_empty());
+        assert!(needed(s, &m, entry).is_empty());
         let mut other = m.clone();
         other[0].hash = "0".repeat(64);
-        assert_eq!(needed(s, &other), ["checkpoints/a%2Fb/.progress"]);
+        assert_eq!(needed(s, &other, entry), ["checkpoints/a%2Fb/.progress"]);
     }
 
     #[test]

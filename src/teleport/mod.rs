@@ -479,6 +479,7 @@ impl Session {
                 .filter(|f| f.path != agent::JUNIT)
                 .cloned()
                 .collect::<Vec<_>>(),
+            files::entry,
         ));
         self.send(&ToWorker::Teleport(ToAgent::Need {
             paths: need.clone(),
