@@ -314,6 +314,31 @@ fn junit_to_a_directory_is_refused_before_anything_runs() {
     assert!(!t.path().join("ran").exists(), "a task ran");
 }
 
+#[test]
+fn junit_in_a_directory_not_made_yet_is_written_there() {
+    let t = Tree::new().file("ok.ron", r#"(run: Shell("true"))"#);
+    let report = t.path().join("reports/ci/junit.xml");
+    let r = t.run(&["--junit", report.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let xml = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        xml.contains("<testcase") && xml.contains("name=\"ok\""),
+        "{xml}"
+    );
+}
+
+#[test]
+fn junit_under_a_file_is_refused_before_anything_runs() {
+    let t = Tree::new()
+        .file("touch.ron", r#"(run: Shell("touch ran"))"#)
+        .file("notes", "not a directory");
+    let report = t.path().join("notes/junit.xml");
+    let r = t.run(&["--junit", report.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot create"), "{}", r.stderr);
+    assert!(!t.path().join("ran").exists(), "a task ran");
+}
+
 /// `pexen check` on a tree with one file: the exit code and stderr.
 fn check(file: &str, content: &[u8]) -> (i32, String) {
     let t = Tree::new();

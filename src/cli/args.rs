@@ -145,7 +145,8 @@ pub struct RunArgs {
     /// For a virtual token that the selection requires, pull in TASK as its provider (repeatable).
     #[arg(long = "prefer", value_name = "TASK")]
     pub prefer: Vec<String>,
-    /// Write a JUnit XML report to FILE (atomically, also when interrupted).
+    /// Write a JUnit XML report to FILE (atomically, also when interrupted; missing directories
+    /// are made).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
     /// Where the journal of runs is kept (`DIR/.pexen`: inside the tree)

@@ -268,9 +268,9 @@ pub fn ignored_note(ignored: usize) -> String {
     }
 }
 
-/// `--junit FILE` must name a file that can be created next to where it goes: checked by
-/// creating (and removing) a file there, so a run is not spent on a report that cannot be
-/// written.
+/// `--junit FILE` must name a file that can be created next to where it goes: its missing
+/// directories are made (as pytest's `--junitxml` does), then a file is created (and removed)
+/// there, so a run is not spent on a report that cannot be written.
 fn check_writable(junit: &Path) -> Result<(), EngineError> {
     let usage = |why: String| EngineError::Usage(format!("--junit {}: {why}", junit.display()));
     if junit.is_dir() {
@@ -280,8 +280,8 @@ fn check_writable(junit: &Path) -> Result<(), EngineError> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        return Err(usage("the directory does not exist".into()));
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return Err(usage(format!("cannot create {}: {e}", dir.display())));
     }
     let probe = dir.join(format!(".pexen-junit-probe.{}", std::process::id()));
     match std::fs::File::create(&probe) {
