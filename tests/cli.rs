@@ -352,7 +352,9 @@ fn usage_errors_are_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     // A report that could not be written is refused before anything runs.
     let t = Tree::new().file("a.ron", r#"(run: Shell("touch ran"))"#);
-    let out = t.cmd("run", &["--junit", "/nonexistent/dir/r.xml"]);
+    // (Under a file: no directory can be made there, not even by root.)
+    let under_a_file = t.path().join("a.ron/dir/r.xml");
+    let out = t.cmd("run", &["--junit", under_a_file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(!t.path().join("ran").exists());
     // Nothing recorded yet: the state directory cannot give a report (exit 3).
