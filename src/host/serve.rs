@@ -454,11 +454,18 @@ pub(crate) fn serve_offer(
                 }
             }
             Ok(Some(ToWorker::Checkpoint { id, key, files })) => {
-                let need = FromWorker::CheckpointNeed {
-                    id,
-                    paths: state.checkpoint_arrives(&key, &files),
-                };
-                protocol::send(&mut *lock(&state.out), &need)?;
+                // Comparing a large copy takes a second per gigabyte it has not hashed yet: not
+                // on this thread, which reads the frames of every attempt. The scheduler sends
+                // this copy's files only once it has the answer.
+                let state = state.clone();
+                std::thread::spawn(move || {
+                    let need = FromWorker::CheckpointNeed {
+                        id,
+                        paths: state.checkpoint_arrives(&key, &files),
+                    };
+                    // A broken connection ends the serving loop, which notices it itself.
+                    let _ = protocol::send(&mut *lock(&state.out), &need);
+                });
             }
             Ok(Some(ToWorker::CheckpointFile {
                 key,
