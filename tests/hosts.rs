@@ -827,6 +827,31 @@ fn sshd_killing_the_remote_worker_requeues_the_attempt_and_the_run_passes() {
     a_killed_worker_requeues_its_attempt(&Net::sshd());
 }
 
+/// A run that ends by itself leaves nothing either: a process a task put in a process group of
+/// its own, without pexen's marker in its environment (`env -i`), is found by the worker's
+/// sweep of its ssh session when the worker exits.
+#[test]
+#[ignore = "needs sshd: run .ci/sshd.sh first"]
+fn sshd_a_process_a_task_left_in_a_group_of_its_own_ends_with_the_run() {
+    let net = Net::sshd();
+    let tree = shared_tree();
+    let dir = tree.path().to_string_lossy().into_owned();
+    let tree = tree.file(
+        "leaves.ron",
+        &format!(
+            r#"(run: Shell("env -i perl -e 'setpgrp(0, 0); open(my $f, q(>), q({dir}/own.tmp)); print $f qq($$\n); close $f; rename(q({dir}/own.tmp), q({dir}/own.pid)); sleep 300' & while [ ! -f {dir}/own.pid ]; do sleep 0.01; done"))"#
+        ),
+    );
+    let r = net.run(tree.path(), &["--no-local", "--host", "ssh://h1"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.finished("leaves")["outcome"], "pass");
+    let own = wait_for_pid(&tree.path().join("own.pid"));
+    assert!(
+        !running(own),
+        "the process {own} a task left in a group of its own outlived the run"
+    );
+}
+
 #[test]
 #[ignore = "needs sshd: run .ci/sshd.sh first"]
 fn sshd_ctrl_c_leaves_no_task_process_on_any_host() {

@@ -228,7 +228,34 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn serve_stdio(group_file: Option<PathBuf>, binary: Option<String>) -> Result<(), WorkerError> {
     let (input, output) =
         crate::pool::process::serve::take_channel_fds().map_err(WorkerError::Setup)?;
-    serve(input, output, group_file, None, binary)
+    let started_by_script = group_file.is_some();
+    let served = serve(input, output, group_file, None, binary);
+    if started_by_script {
+        sweep_session();
+    }
+    served
+}
+
+/// Kills every other process group of this worker's session, when that session is the one its
+/// own group leads (the bootstrap script's, under sshd): the groups of its tasks and any group
+/// a task made itself. The script's `z` does the same when the worker is killed; a worker that
+/// ends by itself does it here, which is quicker than `awk` over `/proc`, and exits 0 only
+/// after it (the script then skips its own sweep).
+fn sweep_session() {
+    // SAFETY: getsid(2) and getpgrp(2) only read.
+    let (session, own) = unsafe { (libc::getsid(0), libc::getpgrp()) };
+    if session != own {
+        return;
+    }
+    let groups: std::collections::BTreeSet<i32> = crate::state::live::all_processes()
+        .into_iter()
+        .filter(|p| p.session == session && p.pgrp > 0 && p.pgrp != own)
+        .map(|p| p.pgrp)
+        .collect();
+    for group in groups {
+        // SAFETY: kill(2) with a negative process group id and a signal.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+    }
 }
 
 /// What a daemon announces of itself in its hello (`--jobs`, `--tag`, `--capacity`).

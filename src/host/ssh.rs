@@ -237,10 +237,11 @@ fn ssh_command() -> Vec<String> {
 }
 
 /// The script the host's shell runs: find or receive the binary, then run the worker. When the
-/// worker ends (killed, say), `w` kills the process groups of its tasks that the groups file
-/// names, then `z` every other process group of the ssh session (a task's group the worker
-/// had no time to write down, a group a task made itself): only when the session is the
-/// script's own (its process group leads it, as under sshd), never a session it shares.
+/// worker ends otherwise than by itself (killed, say: any status but 0), `w` kills the process
+/// groups of its tasks that the groups file names, then `z` every other process group of the
+/// ssh session (a task's group the worker had no time to write down, a group a task made
+/// itself): only when the session is the script's own (its process group leads it, as under
+/// sshd), never a session it shares. A worker that exits 0 has swept the session itself.
 fn bootstrap_script(bin: &Binary, args: &str) -> String {
     let (hash, size) = (&bin.hash, bin.size);
     let env = format!(
@@ -251,7 +252,7 @@ fn bootstrap_script(bin: &Binary, args: &str) -> String {
     format!(
         r#"c="${{XDG_CACHE_HOME:-$HOME/.cache}}/pexen/bin"; d="$c/{hash}"; f="$d/pexen"
 g="$c/../run"
-w() {{ mkdir -p "$g" && g="$g/groups.$$" && {env} "$f" worker --stdio --binary-hash {hash} --groups-file "$g"{args}; s=$?; if [ -f "$g" ]; then for p in $(awk "/^-/ {{ d[substr(\$0, 2)] = 1; next }} {{ a[\$0] = 1 }} END {{ for (p in a) if (!(p in d)) print p }}" "$g"); do kill -KILL -"$p" 2>/dev/null; done; rm -f "$g"; fi; z; exit $s; }}
+w() {{ mkdir -p "$g" && g="$g/groups.$$" && {env} "$f" worker --stdio --binary-hash {hash} --groups-file "$g"{args}; s=$?; if [ $s -ne 0 ]; then if [ -f "$g" ]; then for p in $(awk "/^-/ {{ d[substr(\$0, 2)] = 1; next }} {{ a[\$0] = 1 }} END {{ for (p in a) if (!(p in d)) print p }}" "$g"); do kill -KILL -"$p" 2>/dev/null; done; fi; z; fi; rm -f "$g"; exit $s; }}
 z() {{ for p in $({{ cat /proc/$$/stat; cat /proc/[0-9]*/stat; }} 2>/dev/null | awk "{{ sub(/.*\\) /, \"\"); split(\$0, f, \" \") }} NR == 1 {{ s = f[4]; g = f[3]; next }} s == g && f[4] == s && f[3] != g {{ print f[3] }}"); do kill -KILL -"$p" 2>/dev/null; done; }}
 if [ -x "$f" ]; then echo "pexen-bootstrap ok cached"; w; fi
 if ! mkdir -p "$d" 2>/dev/null || ! [ -w "$d" ] || ! [ -x "$d" ] || ! touch "$d/.probe" 2>/dev/null; then echo "pexen-bootstrap fail cache $d is not a writable directory"; exit 3; fi

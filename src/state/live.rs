@@ -306,7 +306,8 @@ fn kill_exactly(seen: ProcStat) -> bool {
     true
 }
 
-fn all_processes() -> Vec<ProcStat> {
+/// Every process `/proc` shows.
+pub(crate) fn all_processes() -> Vec<ProcStat> {
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };

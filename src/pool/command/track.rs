@@ -51,6 +51,7 @@ pub struct ProcStat {
     pub zombie: bool,
     pub ppid: i32,
     pub pgrp: i32,
+    pub session: i32,
     /// Clock ticks since boot when the process started.
     pub start_time: u64,
 }
@@ -65,16 +66,18 @@ fn parse_stat(pid: i32, text: &str) -> Option<ProcStat> {
     // The command name is in parentheses and may itself hold spaces and parentheses.
     let rest = &text[text.rfind(')')? + 1..];
     let mut fields = rest.split_ascii_whitespace();
-    // Fields 3, 4, 5 (state, ppid, pgrp), then 22 (starttime): 16 fields further.
+    // Fields 3, 4, 5, 6 (state, ppid, pgrp, session), then 22 (starttime): 15 fields further.
     let state = fields.next()?;
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
-    let start_time = fields.nth(16)?.parse().ok()?;
+    let session = fields.next()?.parse().ok()?;
+    let start_time = fields.nth(15)?.parse().ok()?;
     Some(ProcStat {
         pid,
         zombie: state == "Z" || state == "X",
         ppid,
         pgrp,
+        session,
         start_time,
     })
 }
@@ -85,12 +88,12 @@ mod tests {
 
     #[test]
     fn stat_of_a_name_with_parentheses_and_spaces() {
-        let text = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 \
+        let text = "42 (a) b (c) S 1 42 41 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 \
                     100 18446744073709551615\n";
         let s = parse_stat(42, text).unwrap();
         assert_eq!(
-            (s.ppid, s.pgrp, s.start_time, s.zombie),
-            (1, 42, 987_654, false)
+            (s.ppid, s.pgrp, s.session, s.start_time, s.zombie),
+            (1, 42, 41, 987_654, false)
         );
     }
 
@@ -101,6 +104,8 @@ mod tests {
         let b = proc_stat(me).unwrap();
         assert_eq!(a.start_time, b.start_time);
         assert!(a.start_time > 0);
+        // SAFETY: getsid(2) only reads.
+        assert_eq!(a.session, unsafe { libc::getsid(0) });
         assert!(proc_stat(-5).is_none());
     }
 }
