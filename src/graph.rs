@@ -365,7 +365,7 @@ impl Graph {
                     if (id as usize) < old_tokens {
                         errors.push(GraphError::LateProvider {
                             task: t.name.clone(),
-                            token: tok.clone(),
+                            token: tok.to_string(),
                         });
                     }
                     row.push(id);
@@ -699,7 +699,7 @@ fn check_task(t: &Task, capacity: &BTreeMap<String, u32>, errors: &mut Vec<Graph
         if t.meta.uses.contains(r) {
             errors.push(GraphError::ClaimsAndUses {
                 task: t.name.clone(),
-                resource: r.clone(),
+                resource: r.to_string(),
             });
         }
     }

@@ -147,7 +147,7 @@ fn first_occurrence_ids(tasks: &[Task]) -> HashMap<String, u32> {
     for t in tasks {
         for tok in t.meta.requires.iter().chain(&t.meta.provides) {
             let next = ids.len() as u32;
-            ids.entry(tok.clone()).or_insert(next);
+            ids.entry(tok.to_string()).or_insert(next);
         }
     }
     ids
@@ -193,24 +193,26 @@ fn a_large_batch_interns_its_tokens_in_bulk_with_the_ids_of_one_by_one() {
     for (i, task) in tasks.iter().enumerate() {
         let mut want: Vec<u32> = Vec::new();
         for tok in &task.meta.requires {
-            if !want.contains(&ids[tok]) {
-                want.push(ids[tok]);
+            if !want.contains(&ids[tok.as_str()]) {
+                want.push(ids[tok.as_str()]);
             }
         }
         assert_eq!(&g.requires[i], want.as_slice());
-        let provides: Vec<u32> = task.meta.provides.iter().map(|p| ids[p]).collect();
+        let provides: Vec<u32> = task.meta.provides.iter().map(|p| ids[p.as_str()]).collect();
         assert_eq!(&g.provides[i], provides.as_slice());
     }
     assert_eq!(g.providers(ids["s3"]).len(), (n as usize + 3) / 7);
     assert_eq!(g.providers(ids["k5"]), [5]);
     // Unrequired tokens (the shared `sN`, some `kN`) are listed in id order.
-    let required: std::collections::HashSet<&String> =
-        tasks.iter().flat_map(|t| t.meta.requires.iter()).collect();
+    let required: std::collections::HashSet<&str> = tasks
+        .iter()
+        .flat_map(|t| t.meta.requires.iter().map(|r| r.as_str()))
+        .collect();
     let mut by_id: Vec<(&String, u32)> = ids.iter().map(|(k, &v)| (k, v)).collect();
     by_id.sort_unstable_by_key(|&(_, id)| id);
     let listed: Vec<String> = by_id
         .into_iter()
-        .filter(|(k, _)| !required.contains(k))
+        .filter(|(k, _)| !required.contains(k.as_str()))
         .take(UNREQUIRED_LISTED)
         .map(|(k, id)| {
             format!(

@@ -71,6 +71,161 @@ impl From<String> for TaskName {
     }
 }
 
+/// A token or lock name in a definition (`requires`, `provides`, `claims`, `uses`). Up to 15
+/// bytes it is kept inline, with no heap block of its own; at 10^6 definitions a `String` per
+/// token was most of a task's memory and of the run's tear-down (issue 15). Reads as a `&str`
+/// (`Deref`), compares with `&str` and `String`, and is built from either:
+///
+/// ```
+/// use pexen::{Task, Token};
+/// let t = Task::closure("a", |_| Ok(())).requires(["db", "net"]);
+/// assert_eq!(t.meta.requires, ["db", "net"]);
+/// assert!(t.meta.requires[0].starts_with('d'));
+/// let owned: String = t.meta.requires[1].to_string();
+/// assert_eq!(Token::from(owned), "net");
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Token(ecow::EcoString);
+
+impl Token {
+    pub fn new(token: impl AsRef<str>) -> Self {
+        Self(ecow::EcoString::from(token.as_ref()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Token {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Token {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Token {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for Token {
+    fn from(s: &str) -> Self {
+        Self(s.into())
+    }
+}
+
+impl From<&mut str> for Token {
+    fn from(s: &mut str) -> Self {
+        Self((&*s).into())
+    }
+}
+
+impl From<String> for Token {
+    fn from(s: String) -> Self {
+        Self(s.into())
+    }
+}
+
+impl From<&String> for Token {
+    fn from(s: &String) -> Self {
+        Self(s.as_str().into())
+    }
+}
+
+impl From<Box<str>> for Token {
+    fn from(s: Box<str>) -> Self {
+        Self((&*s).into())
+    }
+}
+
+impl From<std::borrow::Cow<'_, str>> for Token {
+    fn from(s: std::borrow::Cow<'_, str>) -> Self {
+        Self(s.into())
+    }
+}
+
+impl From<char> for Token {
+    fn from(c: char) -> Self {
+        Self(c.into())
+    }
+}
+
+impl From<&Token> for Token {
+    fn from(t: &Token) -> Self {
+        t.clone()
+    }
+}
+
+impl From<Token> for String {
+    fn from(t: Token) -> Self {
+        t.0.into()
+    }
+}
+
+impl From<&Token> for String {
+    fn from(t: &Token) -> Self {
+        t.as_str().to_owned()
+    }
+}
+
+impl PartialEq<str> for Token {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Token {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Token {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<Token> for str {
+    fn eq(&self, other: &Token) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<Token> for &str {
+    fn eq(&self, other: &Token) -> bool {
+        *self == other.as_str()
+    }
+}
+
+impl PartialEq<Token> for String {
+    fn eq(&self, other: &Token) -> bool {
+        self == other.as_str()
+    }
+}
+
 /// How a task (or one of its results) ended.
 ///
 /// Ordered by severity for "worst of": `Skip` < `Pass` < `Warn` < `Fail` < `Timeout` = `Error`.
@@ -181,13 +336,13 @@ pub enum PoolKind {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Meta {
     /// Tokens that must be satisfied before the task starts.
-    pub requires: ThinVec<String>,
+    pub requires: ThinVec<Token>,
     /// Tokens the task satisfies when it finishes successfully.
-    pub provides: ThinVec<String>,
+    pub provides: ThinVec<Token>,
     /// Exclusive locks held while the task runs.
-    pub claims: ThinVec<String>,
+    pub claims: ThinVec<Token>,
     /// Shared locks held while the task runs.
-    pub uses: ThinVec<String>,
+    pub uses: ThinVec<Token>,
     /// Counted resources held while the task runs.
     pub slots: BTreeMap<String, u32>,
     /// Lowest starts first among runnable tasks.
@@ -325,25 +480,25 @@ impl Task {
     }
 
     #[must_use]
-    pub fn requires<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tokens: I) -> Self {
+    pub fn requires<I: IntoIterator<Item = S>, S: Into<Token>>(mut self, tokens: I) -> Self {
         append(&mut self.meta.requires, tokens);
         self
     }
 
     #[must_use]
-    pub fn provides<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tokens: I) -> Self {
+    pub fn provides<I: IntoIterator<Item = S>, S: Into<Token>>(mut self, tokens: I) -> Self {
         append(&mut self.meta.provides, tokens);
         self
     }
 
     #[must_use]
-    pub fn claims<I: IntoIterator<Item = S>, S: Into<String>>(mut self, locks: I) -> Self {
+    pub fn claims<I: IntoIterator<Item = S>, S: Into<Token>>(mut self, locks: I) -> Self {
         append(&mut self.meta.claims, locks);
         self
     }
 
     #[must_use]
-    pub fn uses<I: IntoIterator<Item = S>, S: Into<String>>(mut self, locks: I) -> Self {
+    pub fn uses<I: IntoIterator<Item = S>, S: Into<Token>>(mut self, locks: I) -> Self {
         append(&mut self.meta.uses, locks);
         self
     }
@@ -458,7 +613,7 @@ impl Task {
 /// Appends `items` to a list of a definition. An empty list gets exactly the room its first
 /// items need: `ThinVec` otherwise starts at four (a single token then took a 128-byte block
 /// instead of 48, at 10^6 tasks 80 bytes per task and list).
-fn append<I: IntoIterator<Item = S>, S: Into<String>>(list: &mut ThinVec<String>, items: I) {
+fn append<T, I: IntoIterator<Item = S>, S: Into<T>>(list: &mut ThinVec<T>, items: I) {
     let items = items.into_iter().map(Into::into);
     if list.is_empty() {
         list.reserve_exact(items.size_hint().0);

@@ -56,8 +56,12 @@ pub(super) fn list(args: &ListArgs) -> Result<i32, CliError> {
 fn human_line(t: &Task, chosen: &[String]) -> String {
     let m = &t.meta;
     let mut parts = Vec::new();
-    let list =
-        |label: &str, v: &[String]| (!v.is_empty()).then(|| format!("{label}: {}", v.join(", ")));
+    fn list<S: AsRef<str>>(label: &str, v: &[S]) -> Option<String> {
+        (!v.is_empty()).then(|| {
+            let v: Vec<&str> = v.iter().map(AsRef::as_ref).collect();
+            format!("{label}: {}", v.join(", "))
+        })
+    }
     parts.extend(list("requires", &m.requires));
     parts.extend(list("provides", &m.provides));
     parts.extend(list("claims", &m.claims));

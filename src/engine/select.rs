@@ -55,7 +55,7 @@ pub fn select(
         }
         for r in &tasks[i].meta.requires {
             let all = providers.get(r.as_str()).map_or(&[][..], Vec::as_slice);
-            if virtuals.contains(r) {
+            if virtuals.iter().any(|v| v == r) {
                 let pick = *chosen.entry(r.as_str()).or_insert_with(|| {
                     choose(&tasks, all, prefer, |p| {
                         selected.contains(&p) || keep.contains(&p)
@@ -188,7 +188,7 @@ pub fn default_choices(
         .iter()
         .filter_map(|v| {
             let providers: Vec<usize> = (0..tasks.len())
-                .filter(|&i| tasks[i].meta.provides.contains(v))
+                .filter(|&i| tasks[i].meta.provides.iter().any(|p| p == v))
                 .collect();
             (!providers.is_empty())
                 .then(|| (v.clone(), choose(tasks, &providers, prefer, |_| false)))
@@ -206,7 +206,12 @@ pub fn check_prefer(
         let Some(t) = tasks.iter().find(|t| t.name.as_str() == name) else {
             return Err(EngineError::Usage(format!("--prefer {name}: no such task")));
         };
-        if !t.meta.provides.iter().any(|p| virtuals.contains(p)) {
+        if !t
+            .meta
+            .provides
+            .iter()
+            .any(|p| virtuals.iter().any(|v| v == p))
+        {
             return Err(EngineError::Usage(format!(
                 "--prefer {name}: the task provides no virtual token (the root `_dir.ron` declares {})",
                 if virtuals.is_empty() {

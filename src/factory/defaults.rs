@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::error::FactoryError;
 use super::ron::{Common, Source};
 use crate::condition::Condition;
-use crate::task::{CommandSpec, Meta, OnFailure, Run, Task, TaskName};
+use crate::task::{CommandSpec, Meta, OnFailure, Run, Task, TaskName, Token};
 
 /// The metadata a level of the tree contributes, with durations parsed and `cwd` absolute.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -174,10 +174,10 @@ impl Layer {
             Run::Shell(_) => None,
         };
         let meta = Meta {
-            requires: self.requires.into(),
-            provides: self.provides.into(),
-            claims: self.claims.into(),
-            uses: self.uses.into(),
+            requires: self.requires.into_iter().map(Token::from).collect(),
+            provides: self.provides.into_iter().map(Token::from).collect(),
+            claims: self.claims.into_iter().map(Token::from).collect(),
+            uses: self.uses.into_iter().map(Token::from).collect(),
             slots: self.slots,
             priority: self.priority.unwrap_or(0),
             timeout: self.timeout,

@@ -131,7 +131,10 @@ pub fn load_partial(root: &Path) -> (TaskTree, Vec<FactoryError>) {
     }
     if let Some(at) = &walk.virtuals_at {
         for token in &walk.virtuals {
-            if !tasks.iter().any(|t| t.meta.provides.contains(token)) {
+            if !tasks
+                .iter()
+                .any(|t| t.meta.provides.iter().any(|p| p == token))
+            {
                 errors.push(FactoryError::VirtualWithoutProvider {
                     location: at.clone(),
                     token: token.clone(),

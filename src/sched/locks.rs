@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::task::Meta;
+use crate::task::{Meta, Token};
 
 pub(crate) use super::queue::Key;
 use super::queue::TaskQueue;
@@ -130,7 +130,7 @@ impl Resources {
     }
 
     /// Appends the lock ids of `names` to `items`, sorted and deduplicated: returns how many.
-    fn push_ids(&mut self, names: &[String]) -> u32 {
+    fn push_ids(&mut self, names: &[Token]) -> u32 {
         let from = self.items.len();
         for name in names {
             let id = self.lock_id(name);
@@ -283,8 +283,8 @@ mod tests {
 
     fn meta(claims: &[&str], uses: &[&str], slots: &[(&str, u32)]) -> Meta {
         Meta {
-            claims: claims.iter().map(ToString::to_string).collect(),
-            uses: uses.iter().map(ToString::to_string).collect(),
+            claims: claims.iter().map(|&c| Token::from(c)).collect(),
+            uses: uses.iter().map(|&u| Token::from(u)).collect(),
             slots: slots.iter().map(|(k, v)| ((*k).to_string(), *v)).collect(),
             ..Meta::default()
         }

@@ -322,13 +322,13 @@ fn compute(
 ) -> Fingerprint {
     let mut h = blake3::Hasher::new();
     h.update(b"pexen/providers/v1\0");
-    let mut tokens: Vec<&String> = task.meta.requires.iter().collect();
+    let mut tokens: Vec<&str> = task.meta.requires.iter().map(|t| t.as_str()).collect();
     tokens.sort();
     tokens.dedup();
     for token in tokens {
         h.update(token.as_bytes());
         h.update(b"\0");
-        for &p in providers.get(token.as_str()).into_iter().flatten() {
+        for &p in providers.get(token).into_iter().flatten() {
             h.update(tasks[p].name.as_str().as_bytes());
             h.update(b"\0");
             // A provider still unfinished here is on a cycle; its digest is still the default.
