@@ -127,11 +127,11 @@ impl Core {
             },
             pool: kind.pool().or_else(|| self.state.group_pool(start.idx)),
             shared: start.shared,
-            slots: if self.placed {
+            slots: crate::pool::JobSlots::new(if self.placed {
                 task.meta.slots.clone()
             } else {
                 std::collections::BTreeMap::new()
-            },
+            }),
             host_tags: if self.placed {
                 task.meta.host_tags.to_vec()
             } else {
