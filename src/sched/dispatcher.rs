@@ -127,20 +127,20 @@ impl Core {
             },
             pool: kind.pool().or_else(|| self.state.group_pool(start.idx)),
             shared: start.shared,
-            slots: crate::pool::JobSlots::new(if self.placed {
-                task.meta.slots.clone()
+            slots: if self.placed {
+                crate::pool::JobSlots::new(&task.meta.slots)
             } else {
-                std::collections::BTreeMap::new()
-            }),
+                crate::pool::JobSlots::default()
+            },
             host_tags: if self.placed {
-                task.meta.host_tags.to_vec()
+                task.meta.host_tags.clone()
             } else {
-                Vec::new()
+                crate::task::ThinVec::new()
             },
             outputs: if self.placed {
-                task.meta.outputs.to_vec()
+                task.meta.outputs.clone()
             } else {
-                Vec::new()
+                crate::task::ThinVec::new()
             },
             clock: std::cell::Cell::new(None),
             ticket: None,
