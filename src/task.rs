@@ -446,9 +446,11 @@ impl fmt::Debug for Work {
 /// One task: a name, its metadata and its work.
 #[derive(Clone, Debug)]
 pub struct Task {
+    // The name and the work side by side: starting an attempt reads both and nothing else of
+    // the definition (one cache line instead of two at 10^6 tasks, issue 15).
     pub name: TaskName,
-    pub meta: Meta,
     pub work: Work,
+    pub meta: Meta,
 }
 
 impl Task {
@@ -649,6 +651,15 @@ mod tests {
         // counts (issue 15). Empty lists take 8 bytes each.
         let size = std::mem::size_of::<Task>();
         assert!(size <= 216, "a Task is {size} bytes");
+    }
+
+    #[test]
+    fn a_task_name_and_work_share_a_cache_line() {
+        let (name, work) = (
+            std::mem::offset_of!(Task, name),
+            std::mem::offset_of!(Task, work),
+        );
+        assert!(name.abs_diff(work) <= 16, "name at {name}, work at {work}");
     }
 
     #[test]

@@ -318,11 +318,7 @@ impl Executor {
         job.clock.set(Some(ended));
         let duration = ended.saturating_duration_since(started);
         let mut attempt = match result {
-            Ok(Ok(())) => {
-                let mut a = Attempt::new(Outcome::Pass);
-                a.exports = ctx.into_exports();
-                a
-            }
+            Ok(Ok(())) => Attempt::passed(ctx.into_exports()),
             Ok(Err(e)) if e.suspend => Attempt::suspended(e.message),
             Ok(Err(e)) => Attempt::new(e.status).message(e.message),
             Err(panic) => Attempt::new(Outcome::Error)

@@ -608,6 +608,9 @@ impl RunState {
 
     /// Queues the lock waiters a release woke.
     fn requeue_woken(&mut self) {
+        if self.woken.is_empty() {
+            return;
+        }
         if self.groups.is_none() {
             self.ready.extend(self.woken.drain(..));
         } else {
