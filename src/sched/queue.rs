@@ -32,6 +32,10 @@ impl Level {
     }
 
     fn pop(&mut self) -> Option<u32> {
+        // Entries mostly arrive in order: no heap to compare with then.
+        if self.heap.is_empty() {
+            return self.fifo.pop_front();
+        }
         let head = self.head()?;
         if self.fifo.front() == Some(&head) {
             self.fifo.pop_front();
@@ -58,12 +62,10 @@ const KEPT_LEVELS: usize = 16;
 
 impl TaskQueue {
     pub(crate) fn push(&mut self, Reverse((priority, idx)): Key) {
-        let i = match self.levels.binary_search_by_key(&priority, |(p, _)| *p) {
-            Ok(i) => i,
-            Err(i) => {
-                self.levels.insert(i, (priority, Level::default()));
-                i
-            }
+        // Most runs have one priority level: no search then.
+        let i = match self.levels.first() {
+            Some((p, _)) if self.levels.len() == 1 && *p == priority => 0,
+            _ => self.level(priority),
         };
         let level = &mut self.levels[i].1;
         if level.fifo.back().is_none_or(|&last| idx > last) {
@@ -73,12 +75,26 @@ impl TaskQueue {
         }
     }
 
+    /// The position of the level of `priority`, inserted if missing.
+    fn level(&mut self, priority: i32) -> usize {
+        match self.levels.binary_search_by_key(&priority, |(p, _)| *p) {
+            Ok(i) => i,
+            Err(i) => {
+                self.levels.insert(i, (priority, Level::default()));
+                i
+            }
+        }
+    }
+
     pub(crate) fn peek(&self) -> Option<Key> {
         let (priority, level) = self.levels.iter().find(|(_, l)| !l.is_empty())?;
         level.head().map(|idx| Reverse((*priority, idx)))
     }
 
     pub(crate) fn pop(&mut self) -> Option<Key> {
+        if let [(priority, level)] = self.levels.as_mut_slice() {
+            return level.pop().map(|idx| Reverse((*priority, idx)));
+        }
         let i = self.levels.iter().position(|(_, l)| !l.is_empty())?;
         let priority = self.levels[i].0;
         let idx = self.levels[i].1.pop()?;
@@ -119,6 +135,27 @@ mod tests {
         }
         while let Some(k) = heap.pop() {
             assert_eq!(q.peek(), Some(k));
+            assert_eq!(q.pop(), Some(k));
+        }
+        assert_eq!(q.pop(), None);
+    }
+
+    #[test]
+    fn one_level_pops_like_a_heap_too() {
+        // The single-level shortcuts of `push` and `pop`, in and out of order, then a second
+        // level appearing.
+        let mut q = TaskQueue::default();
+        let mut heap = BinaryHeap::new();
+        for (i, idx) in [5u32, 7, 3, 9, 1, 8, 2, 10].into_iter().enumerate() {
+            q.push(Reverse((0, idx)));
+            heap.push(Reverse((0, idx)));
+            if i % 3 == 2 {
+                assert_eq!(q.pop(), heap.pop());
+            }
+        }
+        q.push(Reverse((-1, 20)));
+        heap.push(Reverse((-1, 20)));
+        while let Some(k) = heap.pop() {
             assert_eq!(q.pop(), Some(k));
         }
         assert_eq!(q.pop(), None);
