@@ -187,7 +187,7 @@ impl Layer {
             inputs: self.inputs.into(),
             pool: None,
             version: None,
-            group: self.group,
+            group: self.group.map(String::into_boxed_str),
             when: self.when.into(),
             outputs: self.outputs.into(),
             host_tags: self.host_tags.into(),

@@ -122,7 +122,10 @@ pub fn load_partial(root: &Path) -> (TaskTree, Vec<FactoryError>) {
     let mut warnings = Vec::new();
     if let Some(at) = &walk.groups_at {
         for name in groups.keys().filter(|g| !g.is_empty()) {
-            if !tasks.iter().any(|t| t.meta.group.as_ref() == Some(name)) {
+            if !tasks
+                .iter()
+                .any(|t| t.meta.group.as_deref() == Some(name.as_str()))
+            {
                 warnings.push(format!(
                     "{at}: group `{name}` is declared but no task belongs to it"
                 ));

@@ -177,7 +177,7 @@ pub fn check_groups(tasks: &[Task], declared: &BTreeMap<String, Group>) -> Vec<G
             if let Some(group) = t.meta.group.as_ref().filter(|g| !g.is_empty()) {
                 errors.push(GraphError::UnknownGroup {
                     task: t.name.clone(),
-                    group: group.clone(),
+                    group: group.to_string(),
                 });
             }
         }
