@@ -206,7 +206,7 @@ fn a_large_batch_interns_its_tokens_in_bulk_with_the_ids_of_one_by_one() {
     // Unrequired tokens (the shared `sN`, some `kN`) are listed in id order.
     let required: std::collections::HashSet<&str> = tasks
         .iter()
-        .flat_map(|t| t.meta.requires.iter().map(|r| r.as_str()))
+        .flat_map(|t| t.meta.requires.iter().map(crate::task::Token::as_str))
         .collect();
     let mut by_id: Vec<(&String, u32)> = ids.iter().map(|(k, &v)| (k, v)).collect();
     by_id.sort_unstable_by_key(|&(_, id)| id);

@@ -53,19 +53,21 @@ pub(super) fn list(args: &ListArgs) -> Result<i32, CliError> {
     Ok(exit_code::OK)
 }
 
+/// `label: a, b` for a non-empty list.
+fn labelled<S: AsRef<str>>(label: &str, v: &[S]) -> Option<String> {
+    (!v.is_empty()).then(|| {
+        let v: Vec<&str> = v.iter().map(AsRef::as_ref).collect();
+        format!("{label}: {}", v.join(", "))
+    })
+}
+
 fn human_line(t: &Task, chosen: &[String]) -> String {
     let m = &t.meta;
     let mut parts = Vec::new();
-    fn list<S: AsRef<str>>(label: &str, v: &[S]) -> Option<String> {
-        (!v.is_empty()).then(|| {
-            let v: Vec<&str> = v.iter().map(AsRef::as_ref).collect();
-            format!("{label}: {}", v.join(", "))
-        })
-    }
-    parts.extend(list("requires", &m.requires));
-    parts.extend(list("provides", &m.provides));
-    parts.extend(list("claims", &m.claims));
-    parts.extend(list("uses", &m.uses));
+    parts.extend(labelled("requires", &m.requires));
+    parts.extend(labelled("provides", &m.provides));
+    parts.extend(labelled("claims", &m.claims));
+    parts.extend(labelled("uses", &m.uses));
     if !m.slots.is_empty() {
         let s: Vec<String> = m.slots.iter().map(|(k, v)| format!("{k}={v}")).collect();
         parts.push(format!("slots: {}", s.join(", ")));
@@ -79,7 +81,7 @@ fn human_line(t: &Task, chosen: &[String]) -> String {
     if m.retries > 0 {
         parts.push(format!("retries: {}", m.retries));
     }
-    parts.extend(list("tags", &m.tags));
+    parts.extend(labelled("tags", &m.tags));
     if let Some(g) = m.group.as_ref().filter(|g| !g.is_empty()) {
         parts.push(format!("group: {g}"));
     }
@@ -87,7 +89,7 @@ fn human_line(t: &Task, chosen: &[String]) -> String {
         let all: Vec<String> = m.when.iter().map(crate::Condition::describe).collect();
         parts.push(format!("when: {}", all.join(" and ")));
     }
-    parts.extend(list("chosen provider of", chosen));
+    parts.extend(labelled("chosen provider of", chosen));
     if parts.is_empty() {
         t.name.to_string()
     } else {

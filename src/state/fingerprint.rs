@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::task::{Task, Work};
+use crate::task::{Task, Token, Work};
 
 /// A 128-bit content hash (a truncated blake3): ample against accidental collisions and half
 /// the size of a full digest in a journal of 10^5 records. Serialized as 32 hex digits.
@@ -322,8 +322,8 @@ fn compute(
 ) -> Fingerprint {
     let mut h = blake3::Hasher::new();
     h.update(b"pexen/providers/v1\0");
-    let mut tokens: Vec<&str> = task.meta.requires.iter().map(|t| t.as_str()).collect();
-    tokens.sort();
+    let mut tokens: Vec<&str> = task.meta.requires.iter().map(Token::as_str).collect();
+    tokens.sort_unstable();
     tokens.dedup();
     for token in tokens {
         h.update(token.as_bytes());
