@@ -446,8 +446,8 @@ impl fmt::Debug for Work {
 /// One task: a name, its metadata and its work.
 #[derive(Clone, Debug)]
 pub struct Task {
-    // The name and the work side by side: starting an attempt reads both and nothing else of
-    // the definition (one cache line instead of two at 10^6 tasks, issue 15).
+    // The name and the work side by side (the compiler keeps them adjacent): starting an
+    // attempt reads both and nothing else of the definition (issue 15).
     pub name: TaskName,
     pub work: Work,
     pub meta: Meta,
@@ -654,7 +654,7 @@ mod tests {
     }
 
     #[test]
-    fn a_task_name_and_work_share_a_cache_line() {
+    fn a_task_name_and_work_are_adjacent() {
         let (name, work) = (
             std::mem::offset_of!(Task, name),
             std::mem::offset_of!(Task, work),
