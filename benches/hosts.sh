@@ -9,6 +9,10 @@
 #             time of the run on h1 (connect + manifest + sync of nothing) vs on local
 #   spawn     N /bin/true command tasks (one .tasks.ron), `--no-local --host ssh://h1?jobs=2`
 #             vs `-j2` on local: wall time, ratio (target: within 1.3x)
+#   floor     the same N tasks run by pexen on h1 itself, started through one ssh command, its
+#             JSON events streamed back (`ssh h1 pexen run ... -j2`) vs local: what a run on
+#             the loopback host costs without any per-attempt protocol (one ssh handshake, the
+#             event stream through ssh, sshd and ssh on the same cores as the tasks)
 #   tls       the same N tasks on a loopback `pexen worker --listen` daemon (-j 2, certificates
 #             made with openssl for the run) vs local
 #   closures  10^4 no-op closures of the process pool (benches/host_closures.rs, an embedding
@@ -128,6 +132,10 @@ if [ -n "$BASE" ]; then
     "$BASE/pexen" run "$work/spawn" --state "$work/state-base" --no-local --host ssh://h1 --message-format json > /dev/null
 fi
 
+# The floor's binary, where h1's user can run it.
+cp "$pexen" "$work/pexen-floor"
+chmod 755 "$work/pexen-floor"
+
 # Warm up: the binary and every tree on h1, once.
 for t in first sync spawn; do
     "$pexen" run "$work/$t" --state "$work/state-$t" --no-local --host ssh://h1 --message-format json > /dev/null
@@ -154,6 +162,10 @@ for _ in $(seq 1 "$ROUNDS"); do
         add "spawn-$where" "$(echo "$(now) - $t0" | bc)"
     done
     t0=$(now)
+    ssh -F "$config" h1 "$work/pexen-floor" run "$work/spawn" -j2 --state "$work/state-floor" \
+        --message-format json > /dev/null
+    add "floor-h1" "$(echo "$(now) - $t0" | bc)"
+    t0=$(now)
     PEXEN_SSH="ssh -F $config ${cm[*]}" "$pexen" run "$work/first" --state "$work/state-first" \
         --no-local --host "ssh://h1?jobs=2" --message-format json > /dev/null
     add "first-cm" "$(echo "$(cat "$work/started") - $t0" | bc)"
@@ -178,10 +190,11 @@ for _ in $(seq 1 "$ROUNDS"); do
     fi
 done
 times[tls-local]="${times[spawn-local]}"
+times[floor-local]="${times[spawn-local]}"
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg); rounds: $ROUNDS; tasks: $N"
-for case in first sync spawn tls; do
+for case in first sync spawn floor tls; do
     l=$(echo "${times[$case-local]}" | median)
     h=$(echo "${times[$case-h1]}" | median)
     printf '%-6s local_s=%.3f h1_s=%.3f ratio=%.2f\n' "$case" "$l" "$h" "$(echo "$h / $l" | bc -l)"

@@ -320,7 +320,9 @@ impl ResultSink for CoreSink<'_> {
         // A host that connected on the way to this start is reported before it.
         self.shared.exec.take_notices(&mut core.state.events);
         core.state.begin(self.idx, self.attempt, Some(host.clone()));
-        self.shared.notify(&mut core, true);
+        // Not urgent: the consumer sees it with the next batch or within `POLL`. A wake per
+        // start was a context switch per attempt on hosts (issue 10).
+        self.shared.notify(&mut core, false);
     }
 
     fn result(&self, status: Outcome, message: String) {
