@@ -765,7 +765,7 @@ impl RunState {
                 attempt,
                 outcome,
                 message: report.message,
-                output: report.output.map(Arc::new),
+                output: report.output.map(Arc::from),
                 duration: report.duration,
             });
             return;
@@ -790,7 +790,7 @@ impl RunState {
             cause: None,
             message: report.message,
             exports: exports.clone(),
-            output: report.output.map(Arc::new),
+            output: report.output.map(Arc::from),
             host,
         };
         self.finish(idx, finished);
@@ -832,7 +832,7 @@ impl RunState {
                 cause: Some(cause),
                 message: report.message,
                 exports: None,
-                output: report.output.map(Arc::new),
+                output: report.output.map(Arc::from),
                 host,
             },
         );
