@@ -45,6 +45,18 @@ pub struct Graph {
     late_dependents: FxHashMap<u32, Vec<u32>>,
 }
 
+/// What the first pass of [`Graph::extend_seeing`] noticed in the tasks it was given (in a
+/// batch it refused too): a run without conditions or groups then makes no pass of its own to
+/// find out (at 10^6 tasks, a cache miss per task). Not kept in the graph: a larger `Graph`
+/// moved the run state's fields and slowed a chain's run phase.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Seen {
+    /// Some task has a condition (`when`).
+    pub any_when: bool,
+    /// Some task names a group.
+    pub any_group: bool,
+}
+
 /// Unrequired tokens warned about one by one; the rest are counted in one more warning.
 pub const UNREQUIRED_LISTED: usize = 20;
 
@@ -145,6 +157,17 @@ impl Graph {
         start: usize,
         capacity: &BTreeMap<String, u32>,
     ) -> Result<Vec<String>, GraphErrors> {
+        self.extend_seeing(all, start, capacity, &mut Seen::default())
+    }
+
+    /// [`Graph::extend`], noting in `seen` what the run needs to know of the tasks.
+    pub(crate) fn extend_seeing(
+        &mut self,
+        all: &[Task],
+        start: usize,
+        capacity: &BTreeMap<String, u32>,
+        seen: &mut Seen,
+    ) -> Result<Vec<String>, GraphErrors> {
         let new = &all[start..];
         let mut errors = Vec::new();
         // One pass over the definitions for what each shows alone, the name hashes and the
@@ -152,11 +175,16 @@ impl Graph {
         // definitions is a cache miss per task, so they are few.
         let mut name_hashes = Vec::with_capacity(new.len());
         let mut provided = 0;
+        let (mut any_when, mut any_group) = (false, false);
         for t in new {
             check_task(t, capacity, &mut errors);
             name_hashes.push(name_hash(&t.name));
             provided += t.meta.provides.len();
+            any_when |= !t.meta.when.is_empty();
+            any_group |= t.meta.group.is_some();
         }
+        seen.any_when |= any_when;
+        seen.any_group |= any_group;
 
         let hash_of = |j: &u32| name_hash(&all[*j as usize].name);
         self.names.reserve(new.len(), hash_of);

@@ -1127,7 +1127,7 @@ impl Hosts {
                     attempt.message = done.message;
                     attempt.exports = done.exports;
                     attempt.exit_code = done.exit_code;
-                    attempt.output = done.output;
+                    attempt.output = done.output.map(Box::new);
                     attempt.suspend = done.suspend;
                     if let Err(e) = self.take_outputs(&conn, done.files) {
                         attempt.outcome = Outcome::Error;

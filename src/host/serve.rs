@@ -1068,7 +1068,7 @@ impl State {
                 exports: attempt.exports,
                 suspend: attempt.suspend,
                 exit_code: attempt.exit_code,
-                output: attempt.output,
+                output: attempt.output.map(|o| *o),
                 duration_ms: attempt.duration.as_millis() as u64,
                 files,
                 checkpoint: None,

@@ -428,17 +428,6 @@ impl Run {
             &tasks,
             &config.process,
         )?;
-        // What most runs do not use, seen in one pass (at 10^6 tasks each pass over the
-        // definitions costs a cache miss per task).
-        let (any_when, any_group) = tasks.iter().fold((false, false), |(w, g), t| {
-            (w || !t.meta.when.is_empty(), g || t.meta.group.is_some())
-        });
-        // Conditions are decided once, before anything runs (their commands in parallel).
-        let unmet = if any_when {
-            crate::condition::evaluate(&tasks)
-        } else {
-            Vec::new()
-        };
         // With hosts, one worker thread per attempt the hosts may hold at once (those queued
         // ahead on remote workers included).
         let threads = hosts.as_ref().map_or_else(
@@ -455,9 +444,11 @@ impl Run {
                 config.jobs
             },
             virtuals: config.virtuals,
-            unmet,
+            // Conditions are decided once the graph is valid, before anything runs (their
+            // commands in parallel).
+            unmet: Vec::new(),
+            conditions: Some(crate::condition::evaluate),
             first: config.run_first,
-            no_group_named: !any_group,
         };
         // Capacities per host are enforced where attempts are placed; the run's, across hosts.
         let capacity = match &hosts {

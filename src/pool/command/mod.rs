@@ -401,7 +401,7 @@ impl CommandRunner {
             stderr: files::read_capped(&stderr, cap)
                 .unwrap_or_else(|e| format!("[cannot read stderr: {e}]")),
         };
-        attempt.output = (!output.is_empty()).then_some(output);
+        attempt.output = (!output.is_empty()).then(|| Box::new(output));
         attempt
     }
 

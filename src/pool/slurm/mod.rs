@@ -600,7 +600,7 @@ impl SlurmRunner {
             stdout: read("stdout"),
             stderr,
         };
-        attempt.output = (!output.is_empty()).then_some(output);
+        attempt.output = (!output.is_empty()).then(|| Box::new(output));
         attempt
     }
 
