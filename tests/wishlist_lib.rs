@@ -112,3 +112,30 @@ fn an_undeclared_group_is_refused_before_anything_runs() {
         "1 problem in the task graph\n  - task `a` belongs to group `vm`, which is not declared"
     );
 }
+
+#[test]
+fn a_run_refused_for_its_graph_runs_no_condition_command() {
+    let dir = std::env::temp_dir().join(format!("pexen-cond-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ran = dir.join("ran");
+    let touch = format!("touch '{}'", ran.display());
+    let err = Scheduler::builder()
+        .build()
+        .run(vec![
+            Task::closure("probe", |_| Ok(())).when(Condition::default().command([
+                "sh",
+                "-c",
+                touch.as_str(),
+            ])),
+            Task::closure("orphan", |_| Ok(())).requires(["nobody-provides-this"]),
+        ])
+        .err()
+        .expect("a token nobody provides refuses the run");
+    assert!(err.to_string().contains("nobody-provides-this"), "{err}");
+    let evaluated = ran.exists();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        !evaluated,
+        "a condition's command ran for a run that was refused"
+    );
+}
