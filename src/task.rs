@@ -20,6 +20,46 @@ use crate::context::{Context, TaskError};
 /// refused when the tree is checked, not found unrepresentable when the run starts.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// What [`TaskName`] and [`Token`] share: a newtype of an inline-or-shared string, built from
+/// `&str` or `String`, shown as its text.
+macro_rules! inline_str {
+    ($ty:ident) => {
+        impl $ty {
+            pub fn new(text: impl AsRef<str>) -> Self {
+                Self(ecow::EcoString::from(text.as_ref()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.0, f)
+            }
+        }
+
+        impl From<&str> for $ty {
+            fn from(s: &str) -> Self {
+                Self(s.into())
+            }
+        }
+
+        impl From<String> for $ty {
+            fn from(s: String) -> Self {
+                Self(s.into())
+            }
+        }
+    };
+}
+
 /// A task's name: a `/`-separated path, unique in a run. Cheap to clone: up to 15 bytes it is
 /// kept inline (no heap block, no reference count touched by the threads that pass it around
 /// in jobs and events), a longer one is a shared string.
@@ -27,15 +67,9 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 #[serde(transparent)]
 pub struct TaskName(ecow::EcoString);
 
+inline_str!(TaskName);
+
 impl TaskName {
-    pub fn new(name: impl AsRef<str>) -> Self {
-        Self(ecow::EcoString::from(name.as_ref()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// The directory part (`net/tcp` for `net/tcp/connect`), empty at the root.
     pub fn dir(&self) -> &str {
         self.0.rsplit_once('/').map_or("", |(dir, _)| dir)
@@ -44,30 +78,6 @@ impl TaskName {
     /// The last path component (`connect` for `net/tcp/connect`).
     pub fn base(&self) -> &str {
         self.0.rsplit_once('/').map_or(&self.0, |(_, base)| base)
-    }
-}
-
-impl fmt::Display for TaskName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for TaskName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl From<&str> for TaskName {
-    fn from(s: &str) -> Self {
-        Self::new(s)
-    }
-}
-
-impl From<String> for TaskName {
-    fn from(s: String) -> Self {
-        Self(ecow::EcoString::from(s))
     }
 }
 
@@ -88,15 +98,7 @@ impl From<String> for TaskName {
 #[serde(transparent)]
 pub struct Token(ecow::EcoString);
 
-impl Token {
-    pub fn new(token: impl AsRef<str>) -> Self {
-        Self(ecow::EcoString::from(token.as_ref()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+inline_str!(Token);
 
 impl std::ops::Deref for Token {
     type Target = str;
@@ -118,33 +120,9 @@ impl std::borrow::Borrow<str> for Token {
     }
 }
 
-impl fmt::Display for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl From<&str> for Token {
-    fn from(s: &str) -> Self {
-        Self(s.into())
-    }
-}
-
 impl From<&mut str> for Token {
     fn from(s: &mut str) -> Self {
         Self((&*s).into())
-    }
-}
-
-impl From<String> for Token {
-    fn from(s: String) -> Self {
-        Self(s.into())
     }
 }
 
