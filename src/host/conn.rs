@@ -26,9 +26,9 @@ use crate::task::Outcome;
 
 /// What an attempt waiting on a connection hears.
 pub(crate) enum Msg {
-    /// The attempt starts on the worker; report it once this many ends of attempts of this
-    /// connection are recorded.
-    Started(u64),
+    /// The attempt started on the worker when the reader heard so; report it once this many
+    /// ends of attempts of this connection are recorded.
+    Started(u64, Instant),
     /// The worker dropped the queued attempt (cancel): it never started.
     Dropped,
     Result(Outcome, String),
@@ -80,6 +80,15 @@ impl Sender {
         drop(letters);
         self.0.came.notify_one();
         Ok(())
+    }
+
+    /// Puts `msg` in the box without waking the receiver: it finds it the next time it looks
+    /// (when another message comes, or its wait times out).
+    pub(crate) fn send_quiet(&self, msg: Msg) {
+        let mut letters = lock(&self.0.box_);
+        if !letters.unread {
+            letters.queue.push_back(msg);
+        }
     }
 }
 
@@ -159,6 +168,11 @@ pub(crate) struct Conn {
     /// Ends of attempts of this connection recorded by the run so far.
     recorded: Mutex<u64>,
     recorded_more: Condvar,
+    /// The host's attempts are short (see `host::DEEP_AHEAD_BELOW`): a start wakes nobody. The
+    /// attempt's thread hears of it with its `Done`, a few milliseconds later, or within
+    /// `host::QUIET_START_LAG`; the start's time is the one the reader heard it at. That spares
+    /// a wake-up and a context switch per attempt in a run of short commands.
+    quiet_starts: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -196,6 +210,7 @@ impl Conn {
             routed: std::sync::atomic::AtomicU64::new(0),
             recorded: Mutex::new(0),
             recorded_more: Condvar::new(),
+            quiet_starts: AtomicBool::new(false),
         });
         let reader = {
             let conn = conn.clone();
@@ -234,6 +249,16 @@ impl Conn {
     pub(crate) fn end_recorded(&self) {
         *lock(&self.recorded) += 1;
         self.recorded_more.notify_all();
+    }
+
+    /// Whether a start wakes the attempt's thread (set from the host's average attempt).
+    pub(crate) fn set_quiet_starts(&self, quiet: bool) {
+        self.quiet_starts.store(quiet, Ordering::Relaxed);
+    }
+
+    /// Whether a start may come without waking its attempt's thread: it then looks often.
+    pub(crate) fn quiet_starts(&self) -> bool {
+        self.quiet_starts.load(Ordering::Relaxed)
     }
 
     /// Waits until `ends` ends of this connection's attempts are recorded; false if the
@@ -284,7 +309,12 @@ impl Conn {
                 FromWorker::Started { id } => {
                     if let Some(tx) = lock(&self.pending).get(&id) {
                         let ends = self.routed.load(Ordering::SeqCst);
-                        let _ = tx.send(Msg::Started(ends));
+                        let started = Msg::Started(ends, Instant::now());
+                        if self.quiet_starts.load(Ordering::Relaxed) {
+                            tx.send_quiet(started);
+                        } else {
+                            let _ = tx.send(started);
+                        }
                     }
                 }
                 FromWorker::Dropped { id } => {

@@ -66,6 +66,10 @@ const DEEP_AHEAD_BELOW: Duration = Duration::from_millis(5);
 /// Attempts queued ahead on one place at most: a host with many slots has slots freeing at
 /// different times, so its queue is refilled more often.
 const MAX_AHEAD: usize = 32;
+/// On a host whose attempts are short, the worker's word that an attempt started wakes
+/// nobody (see `Conn::set_quiet_starts`): the attempt's thread hears of it with the attempt's
+/// end or, for an attempt that turns out long, within this lag.
+const QUIET_START_LAG: Duration = Duration::from_millis(10);
 /// An attempt still waiting in a worker's queue this long after it was sent (behind attempts
 /// longer than the host's short average) moves to a place that has a free slot, if one does:
 /// taken back with `Unqueue` unless it starts first.
@@ -852,6 +856,9 @@ impl Hosts {
         slot.room.give_back(&held.slots);
         if let Some(ran) = held.ran {
             slot.avg = slot.avg.saturating_sub(slot.avg / 8) + ran / 8;
+            if let Some(conn) = &held.conn {
+                conn.set_quiet_starts(slot.avg < DEEP_AHEAD_BELOW);
+            }
         }
         drop(slots);
         self.freed.notify_all();
@@ -1094,13 +1101,14 @@ impl Hosts {
             }
         };
         loop {
-            let wait = if started.is_none() && moving.is_none() {
-                MOVE_AFTER
-            } else {
-                Duration::from_secs(1)
+            let wait = match (started, &moving) {
+                // Its start may have come without a word (see `Conn::set_quiet_starts`).
+                (None, _) if conn.quiet_starts() => QUIET_START_LAG,
+                (None, None) => MOVE_AFTER,
+                _ => Duration::from_secs(1),
             };
             match rx.recv_timeout(wait) {
-                Ok(Msg::Started(ends)) => {
+                Ok(Msg::Started(ends, at)) => {
                     // It started here after all: the room taken elsewhere goes back.
                     moving = None;
                     // Reported once the ends the worker sent before are recorded.
@@ -1108,7 +1116,7 @@ impl Hosts {
                         return lost(None, String::new());
                     }
                     sink.begin(&place.name);
-                    started = Some(Instant::now());
+                    started = Some(at);
                 }
                 Ok(Msg::Dropped) => {
                     return match moving {
