@@ -602,6 +602,52 @@ fn timeouts_count_from_the_real_start(net: &Net) {
     assert!(r.finished("short")["duration_s"].as_f64().unwrap() < 3.0);
 }
 
+/// On a host of short attempts, the worker holds the end of an attempt back for a moment while
+/// others wait in its queue (so that several ends travel in one write); the end still reaches
+/// the scheduler while the next attempt runs. Here each long task waits until the journal
+/// records the short task that ran just before it, so a held-back end that waited for the next
+/// end would make the long ones time out.
+fn a_held_back_end_arrives_while_the_next_attempt_runs(net: &Net) {
+    let mut tree = shared_tree();
+    let state = tree.path().join(".pexen");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let journal = state.join("journal");
+    // Enough short attempts for the host's average to deepen its queue ahead.
+    for i in 0..40 {
+        tree = tree.file(
+            &format!("warm{i}.ron"),
+            r#"(run: Shell("true"), priority: -20)"#,
+        );
+    }
+    tree = tree.file("short.ron", r#"(run: Shell("true"), priority: -10)"#);
+    for i in 0..3 {
+        tree = tree.file(
+            &format!("long{i}.ron"),
+            &format!(
+                r#"(run: Shell("until grep -q '\"name\":\"short\"' {}; do sleep 0.02; done"), timeout: "60s")"#,
+                journal.display()
+            ),
+        );
+    }
+    let r = net.run(tree.path(), &["--no-local", "--host", "ssh://h1?jobs=1"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for i in 0..3 {
+        assert_eq!(r.outcome(&format!("long{i}")), "pass", "{}", r.stdout);
+    }
+}
+
+#[test]
+fn a_held_back_end_reaches_the_scheduler_while_the_next_attempt_runs() {
+    a_held_back_end_arrives_while_the_next_attempt_runs(&Net::fake());
+}
+
+#[test]
+#[ignore = "needs sshd: run .ci/sshd.sh first"]
+fn sshd_a_held_back_end_reaches_the_scheduler_while_the_next_attempt_runs() {
+    a_held_back_end_arrives_while_the_next_attempt_runs(&Net::sshd());
+}
+
 #[test]
 fn a_host_never_runs_more_than_its_jobs_with_attempts_queued_ahead() {
     a_host_runs_at_most_its_jobs_with_attempts_queued(&Net::fake());

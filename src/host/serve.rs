@@ -14,7 +14,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use thiserror::Error;
@@ -395,21 +395,24 @@ pub(crate) fn serve_offer(
         cancelled: crate::context::Cancellation::new(),
         synced: Mutex::new(HashMap::new()),
         copies: checkpoint::HostCopies::default(),
+        held: Held::default(),
     });
     {
         let mut served = lock(&SERVED);
         served.retain(|s| s.strong_count() > 0);
         served.push(Arc::downgrade(&state));
     }
-    // Dropping `stop_beat` ends the beat thread at once (not at its next beat): the worker
-    // exits, and the scheduler's run ends, as soon as the connection is served out.
-    let (stop_beat, beat_stopped) = crossbeam_channel::bounded::<()>(0);
+    // `Held::stop` ends the beat thread at once (not at its next beat): the worker exits, and
+    // the scheduler's run ends, as soon as the connection is served out.
     let beat = {
         let state = state.clone();
-        std::thread::spawn(move || beat(&state, &beat_stopped))
+        std::thread::spawn(move || beat(&state))
     };
     let jobs = if jobs == 0 { offer_cpus(offer) } else { jobs };
-    let queue = Arc::new(Queue::default());
+    let queue = Arc::new(Queue {
+        hold_while: jobs + 1,
+        ..Queue::default()
+    });
     let mut runners: Vec<std::thread::JoinHandle<()>> = Vec::new();
     let result = loop {
         match input.next::<ToWorker>(None) {
@@ -515,7 +518,7 @@ pub(crate) fn serve_offer(
         }
     };
     state.closed.store(true, Ordering::SeqCst);
-    drop(stop_beat);
+    state.held.stop();
     {
         // Queued attempts never start; idle runners exit.
         let mut q = lock(&queue.state);
@@ -553,6 +556,9 @@ fn offer_cpus(offer: &Offer) -> usize {
 struct Queue {
     state: Mutex<Waiting>,
     ready: std::sync::Condvar,
+    /// While at least this many attempts wait here, the end of an attempt is held back (see
+    /// [`Queue::serve`]).
+    hold_while: usize,
 }
 
 #[derive(Default)]
@@ -569,7 +575,11 @@ struct Waiting {
 impl Queue {
     /// A runner thread: takes the oldest queued attempt, says it starts, runs it, and so on
     /// until the connection ends. The end of an attempt and the start of the next one queued
-    /// go out in one write (one packet through ssh or TLS instead of two).
+    /// go out in one write (one packet through ssh or TLS instead of two). While more than
+    /// `jobs` attempts still wait here (the scheduler queues ahead on a host of short
+    /// attempts), that write is held back for the ends that follow, [`HOLD_LIMIT`] at most:
+    /// ends travel several to a packet, the scheduler's `Run`s for them too, and the queue
+    /// still holds work for the round trip.
     fn serve(&self, state: &State) {
         let mut next = None;
         loop {
@@ -617,7 +627,15 @@ impl Queue {
                         .try_for_each(|blob| protocol::send_file(&mut *out, blob))
                 })
                 .and_then(|()| next.as_ref().map_or(Ok(()), |n| started(&mut out, n.id)))
-                .and_then(|()| flush(&mut out));
+                .and_then(|()| {
+                    if q.queued.len() >= self.hold_while {
+                        state.held.hold();
+                        Ok(())
+                    } else {
+                        state.held.flushed();
+                        flush(&mut out)
+                    }
+                });
             drop(q);
             // A broken connection ends the worker's main loop, which ends the runners.
             if sent.is_err() {
@@ -626,6 +644,10 @@ impl Queue {
         }
     }
 }
+
+/// How long the end of an attempt may be held back for others to join its write (see
+/// [`Queue::serve`]).
+const HOLD_LIMIT: Duration = Duration::from_millis(2);
 
 /// Writes `Started` for attempt `id` (not flushed).
 fn started(out: &mut BufWriter<File>, id: u64) -> Result<(), ChannelError> {
@@ -758,14 +780,42 @@ fn sync(
     Ok(())
 }
 
-fn beat(state: &State, stop: &crossbeam_channel::Receiver<()>) {
-    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(protocol::BEAT)
-    {
-        if state.closed.load(Ordering::SeqCst)
-            || protocol::send(&mut *lock(&state.out), &FromWorker::Beat).is_err()
-        {
+/// The beat thread: flushes the ends runners held back, at the latest [`HOLD_LIMIT`] after
+/// the first, and sends a `Beat` every [`protocol::BEAT`], until the connection ends.
+fn beat(state: &State) {
+    let mut next_beat = Instant::now() + protocol::BEAT;
+    let mut h = lock(&state.held.state);
+    loop {
+        if h.stopped || state.closed.load(Ordering::SeqCst) {
             return;
         }
+        let now = Instant::now();
+        let due = h.flush_at.filter(|&at| at <= now);
+        if due.is_some() || now >= next_beat {
+            h.flush_at = None;
+            drop(h);
+            let mut out = lock(&state.out);
+            let sent = if now >= next_beat {
+                next_beat = now + protocol::BEAT;
+                protocol::send(&mut *out, &FromWorker::Beat)
+            } else {
+                flush(&mut out)
+            };
+            drop(out);
+            // A broken connection ends the serving loop, which stops this thread.
+            if sent.is_err() {
+                return;
+            }
+            h = lock(&state.held.state);
+            continue;
+        }
+        let until = h.flush_at.map_or(next_beat, |at| at.min(next_beat));
+        h = state
+            .held
+            .changed
+            .wait_timeout(h, until - now)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
     }
 }
 
@@ -784,6 +834,46 @@ struct State {
     synced: Mutex<HashMap<String, Result<(), String>>>,
     /// This host's copies of the checkpoints.
     copies: checkpoint::HostCopies,
+    /// Ends written and not yet flushed (see [`Queue::serve`]); the beat thread flushes them.
+    held: Held,
+}
+
+/// Ends of attempts held back so that several travel in one write, and the beat thread's
+/// wake-up: it flushes them `HOLD_LIMIT` after the first, sends a `Beat` every
+/// `protocol::BEAT`, and stops when told.
+#[derive(Default)]
+struct Held {
+    state: Mutex<HeldState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct HeldState {
+    /// When the ends held back must be flushed at the latest.
+    flush_at: Option<Instant>,
+    stopped: bool,
+}
+
+impl Held {
+    /// Something was written and not flushed: flushed within [`HOLD_LIMIT`] at the latest.
+    fn hold(&self) {
+        let mut h = lock(&self.state);
+        if h.flush_at.is_none() {
+            h.flush_at = Some(Instant::now() + HOLD_LIMIT);
+            drop(h);
+            self.changed.notify_one();
+        }
+    }
+
+    /// What was held is flushed (by a runner).
+    fn flushed(&self) {
+        lock(&self.state).flush_at = None;
+    }
+
+    fn stop(&self) {
+        lock(&self.state).stopped = true;
+        self.changed.notify_one();
+    }
 }
 
 impl State {
