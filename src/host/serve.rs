@@ -790,8 +790,8 @@ fn beat(state: &State) {
             return;
         }
         let now = Instant::now();
-        let due = h.flush_at.filter(|&at| at <= now);
-        if due.is_some() || now >= next_beat {
+        let due = h.flush_at.is_some_and(|at| at <= now);
+        if due || now >= next_beat {
             h.flush_at = None;
             drop(h);
             let mut out = lock(&state.out);
