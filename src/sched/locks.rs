@@ -62,8 +62,11 @@ pub(crate) struct Resources {
     locks: Vec<Lock>,
     slots: Vec<Slot>,
     /// Per task: where its needs start in `items`; [`NOTHING`] for the common task that needs
-    /// nothing.
+    /// nothing. Empty until a task needs something (4 bytes per task of a run without locks or
+    /// slots otherwise).
     needs: Vec<u32>,
+    /// How many tasks are registered.
+    registered: u32,
     /// Every task's needs, end to end, each row `[claims, uses, slots, claim ids..., use
     /// ids..., (slot id, units)...]` (counts first): a few blocks for a whole run, not one or
     /// more per task to allocate and free.
@@ -105,10 +108,16 @@ impl Resources {
 
     /// Registers the next task's needs (tasks are registered in index order).
     pub(crate) fn register(&mut self, meta: &Meta) {
+        let idx = self.registered;
+        self.registered += 1;
         if meta.claims.is_empty() && meta.uses.is_empty() && meta.slots.is_empty() {
-            self.needs.push(NOTHING);
+            if self.any_needs {
+                self.needs.push(NOTHING);
+            }
             return;
         }
+        // The tasks before the first one that needs something need nothing.
+        self.needs.resize(idx as usize, NOTHING);
         // Written straight into `items` (three vectors per task to allocate and free were a
         // third of the setup of 10^6 tasks claiming one lock). Claims and uses are sorted and
         // deduplicated in place; slots keep the map's order.
@@ -305,6 +314,22 @@ mod tests {
         r.release(0, &mut woken);
         // Task 1 (a claimer, earlier in definition order) is woken, and only it.
         assert_eq!(woken, [Reverse((0, 1))]);
+    }
+
+    #[test]
+    fn tasks_before_the_first_with_needs_need_nothing() {
+        let mut r = Resources::new(&BTreeMap::new());
+        r.register(&meta(&[], &[], &[]));
+        r.register(&meta(&[], &[], &[]));
+        assert!(r.needs.is_empty(), "no table while no task needs anything");
+        r.register(&meta(&["db"], &[], &[]));
+        r.register(&meta(&[], &[], &[]));
+        r.register(&meta(&["db"], &[], &[]));
+        assert_eq!(r.needs.len(), 5);
+        assert!(r.try_acquire(0).is_ok() && r.try_acquire(1).is_ok());
+        assert!(r.try_acquire(2).is_ok());
+        assert!(r.try_acquire(3).is_ok());
+        assert_eq!(r.try_acquire(4), Err(Blocker::Lock(0)));
     }
 
     #[test]
