@@ -249,7 +249,6 @@ impl Graph {
             provides,
             provider_pairs,
             dependent_pairs,
-            order,
         } = rows;
 
         // Rows of the new tokens (ids from `old_tokens`); dependents of older tokens apart.
@@ -295,10 +294,16 @@ impl Graph {
                 }),
         );
 
-        // Only the new tasks can close a cycle: old tasks never depend on new ones.
-        let ordered = order
-            .iter()
-            .all(|&(after_last, first_dependent)| after_last <= first_dependent);
+        // Only the new tasks can close a cycle: old tasks never depend on new ones, nor provide
+        // new tokens. Definition order is a topological order when each new token's last
+        // provider comes before its first dependent (rows are in definition order).
+        let ordered =
+            (0..fresh).all(
+                |r| match (new_providers[r].last(), new_dependents[r].first()) {
+                    (Some(&last), Some(&first)) => last < first,
+                    _ => true,
+                },
+            );
         if !ordered {
             let edges = NewEdges {
                 start,
@@ -347,7 +352,7 @@ impl Graph {
     }
 
     /// Each task's rows of required and provided tokens, interning the tokens (from `bulk`'s ids
-    /// when given), with the pairs and order the rest of [`Graph::extend`] needs. Fails only
+    /// when given), with the pairs the rest of [`Graph::extend`] needs. Fails only
     /// when `bulk` met two different tokens with one hash.
     fn token_rows(
         &mut self,
@@ -363,7 +368,6 @@ impl Graph {
             provides: Csr::with_capacity(new.len()),
             provider_pairs: Vec::with_capacity(provided),
             dependent_pairs: Vec::with_capacity(provided),
-            order: Vec::new(),
         };
         let mut row: Vec<u32> = Vec::new();
         let mut occurrence = 0;
@@ -378,8 +382,6 @@ impl Graph {
                 if !row.contains(&id) {
                     row.push(id);
                     rows.dependent_pairs.push((id, idx));
-                    rows.order.resize(self.token_count(), (0, u32::MAX));
-                    rows.order[id as usize].1 = rows.order[id as usize].1.min(idx);
                 }
             }
             rows.requires.push_row(&row);
@@ -398,8 +400,6 @@ impl Graph {
                     }
                     row.push(id);
                     rows.provider_pairs.push((id, idx));
-                    rows.order.resize(self.token_count(), (0, u32::MAX));
-                    rows.order[id as usize].0 = rows.order[id as usize].0.max(idx + 1);
                 }
             }
             rows.provides.push_row(&row);
@@ -563,8 +563,6 @@ struct TokenRows {
     provides: Csr,
     provider_pairs: Vec<(u32, u32)>,
     dependent_pairs: Vec<(u32, u32)>,
-    /// Per token: (last provider + 1, first dependent).
-    order: Vec<(u32, u32)>,
 }
 
 /// Token ids for a large first batch, decided without a hash table (at 10^6 tasks, a probe
