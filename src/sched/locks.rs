@@ -164,10 +164,17 @@ impl Resources {
     }
 
     /// Takes every resource of task `idx`, or nothing and names the first that is busy.
+    // Inlined up to the check that any task needs anything (a call per start and per end of
+    // every task otherwise, in the dispatcher's critical section).
+    #[inline]
     pub(crate) fn try_acquire(&mut self, idx: u32) -> Result<(), Blocker> {
         if !self.any_needs {
             return Ok(());
         }
+        self.acquire_needs(idx)
+    }
+
+    fn acquire_needs(&mut self, idx: u32) -> Result<(), Blocker> {
         let Some(needs) = Self::needs_in(&self.needs, &self.items, idx) else {
             return Ok(());
         };
@@ -228,10 +235,14 @@ impl Resources {
 
     /// Releases everything task `idx` holds; pushes the waiters that may now proceed into
     /// `woken` (they must try to acquire again).
+    #[inline]
     pub(crate) fn release(&mut self, idx: u32, woken: &mut Vec<Key>) {
-        if !self.any_needs {
-            return;
+        if self.any_needs {
+            self.release_needs(idx, woken);
         }
+    }
+
+    fn release_needs(&mut self, idx: u32, woken: &mut Vec<Key>) {
         let Some(needs) = Self::needs_in(&self.needs, &self.items, idx) else {
             return;
         };
