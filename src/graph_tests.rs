@@ -255,6 +255,33 @@ fn a_large_batch_reports_every_error_as_one_by_one() {
 }
 
 #[test]
+fn a_part_of_hashes_sorts_like_a_comparison_sort() {
+    // Well spread hashes, equal ones (the same token again), and many with the same 8 bits
+    // below the part's (one run of the counting pass), in position order as `BulkTokens` has
+    // them.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut part: Vec<(u64, u32)> = Vec::new();
+    for o in 0..3000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // A part: the top 12 bits in common.
+        let h = 0xABC << 52
+            | match o % 5 {
+                0 => 42 << 44 | (x & 0xFFF_FFFF_FFFF),
+                1 if o > 10 => part[(o / 2) as usize].0,
+                _ => x,
+            } & ((1 << 52) - 1);
+        part.push((h, o));
+    }
+    let mut expected = part.clone();
+    expected.sort_unstable();
+    let mut scratch = Vec::new();
+    sort_part(&mut part, 44, &mut scratch);
+    assert_eq!(part, expected);
+}
+
+#[test]
 fn a_hash_collision_in_bulk_interning_falls_back_to_one_by_one() {
     // Two different tokens given as one by their hashes: `token_rows` notices when it
     // compares the text, and `extend` starts again without the bulk ids.
