@@ -107,6 +107,8 @@ impl Resources {
     }
 
     /// Registers the next task's needs (tasks are registered in index order).
+    // Inlined up to the common task that needs nothing (a call per task of the run's setup).
+    #[inline]
     pub(crate) fn register(&mut self, meta: &Meta) {
         let idx = self.registered;
         self.registered += 1;
@@ -116,6 +118,10 @@ impl Resources {
             }
             return;
         }
+        self.register_needs(idx, meta);
+    }
+
+    fn register_needs(&mut self, idx: u32, meta: &Meta) {
         // The tasks before the first one that needs something need nothing.
         self.needs.resize(idx as usize, NOTHING);
         // Written straight into `items` (three vectors per task to allocate and free were a
