@@ -31,7 +31,8 @@ pub struct Graph {
     token_ids: HashTable<u32>,
     /// Task indices by name. A table of indices, hashed by the name in the task itself: no
     /// second copy of every name, no reference count touched per task (at 10^6 tasks, a map
-    /// of `TaskName`s cost more than everything else of validation together).
+    /// of `TaskName`s cost more than everything else of validation together). A run drops it
+    /// once validated (see [`Graph::forget_names`]).
     names: HashTable<u32>,
     /// Per task: ids of required tokens (deduplicated, in declaration order).
     pub requires: Csr,
@@ -168,6 +169,7 @@ impl Graph {
         capacity: &BTreeMap<String, u32>,
         seen: &mut Seen,
     ) -> Result<Vec<String>, GraphErrors> {
+        self.index_names(all, start);
         let new = &all[start..];
         let mut errors = Vec::new();
         // One pass over the definitions for what each shows alone, the name hashes and the
@@ -482,8 +484,35 @@ impl Graph {
             .reserve(additional, |&id| str_hash(token_str(text, ends, id)));
     }
 
+    /// Drops the table of task names: a run needs it only to validate tasks and to find a
+    /// few by name before it starts (at 10^6 tasks, 10 MiB for the whole run otherwise). The
+    /// next [`Graph::extend`] builds it again; [`Graph::index_of`] looks through the tasks
+    /// meanwhile.
+    pub(crate) fn forget_names(&mut self) {
+        self.names = HashTable::new();
+    }
+
+    /// Puts the names of `all[..end]`, the tasks of the graph, back into the table after
+    /// [`Graph::forget_names`], in bucket order.
+    fn index_names(&mut self, all: &[Task], end: usize) {
+        if self.names.len() == end {
+            return;
+        }
+        let hashes: Vec<u64> = all[..end].iter().map(|t| name_hash(&t.name)).collect();
+        let hash_of = |j: &u32| name_hash(&all[*j as usize].name);
+        self.names.clear();
+        self.names.reserve(end, hash_of);
+        for (h, j) in bucket_order(&hashes, &self.names) {
+            self.names.insert_unique(h, j, hash_of);
+        }
+    }
+
     /// The index of a task by name; `tasks` are the tasks the graph was built from.
     pub fn index_of(&self, tasks: &[Task], name: &TaskName) -> Option<u32> {
+        if self.names.len() < self.len() {
+            // The table was dropped (see `forget_names`).
+            return (0..self.len() as u32).find(|&j| tasks[j as usize].name == *name);
+        }
         self.names
             .find(name_hash(name), |&j| tasks[j as usize].name == *name)
             .copied()

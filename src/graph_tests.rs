@@ -326,3 +326,21 @@ fn tasks_added_after_a_bulk_batch_find_its_tokens() {
     assert_eq!(g.token_id("new"), Some(n as u32));
     assert_eq!(g.providers_of(n as u32), [17]);
 }
+
+#[test]
+fn names_forgotten_by_a_run_are_found_and_checked_again() {
+    let mut all: Vec<Task> = (0..3).map(|i| t(&format!("t{i}"))).collect();
+    let (mut g, _) = Graph::build(&all, &BTreeMap::new()).unwrap();
+    g.forget_names();
+    assert_eq!(g.index_of(&all, &"t2".into()), Some(2));
+    assert_eq!(g.index_of(&all, &"t9".into()), None);
+    // An added task named like an old one is still a duplicate.
+    all.push(t("t1"));
+    let e = g.extend(&all, 3, &BTreeMap::new()).unwrap_err().0;
+    assert_eq!(e, [GraphError::DuplicateName { task: "t1".into() }]);
+    all.truncate(3);
+    all.push(t("t3"));
+    assert!(g.extend(&all, 3, &BTreeMap::new()).is_ok());
+    assert_eq!(g.index_of(&all, &"t3".into()), Some(3));
+    assert_eq!(g.index_of(&all, &"t0".into()), Some(0));
+}

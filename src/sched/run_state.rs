@@ -323,6 +323,8 @@ impl RunState {
                 state.tasks[idx as usize].meta.priority = i32::MIN;
             }
         }
+        // No lookup by name until tasks are added (which builds the table again).
+        state.graph.forget_names();
         state.admit(0);
         Ok((state, warnings))
     }
