@@ -31,7 +31,8 @@ pub struct Graph {
     token_ids: HashTable<u32>,
     /// Task indices by name. A table of indices, hashed by the name in the task itself: no
     /// second copy of every name, no reference count touched per task (at 10^6 tasks, a map
-    /// of `TaskName`s cost more than everything else of validation together).
+    /// of `TaskName`s cost more than everything else of validation together). A run drops it
+    /// once validated (see [`Graph::forget_names`]).
     names: HashTable<u32>,
     /// Per task: ids of required tokens (deduplicated, in declaration order).
     pub requires: Csr,
@@ -168,6 +169,7 @@ impl Graph {
         capacity: &BTreeMap<String, u32>,
         seen: &mut Seen,
     ) -> Result<Vec<String>, GraphErrors> {
+        self.index_names(all, start);
         let new = &all[start..];
         let mut errors = Vec::new();
         // One pass over the definitions for what each shows alone, the name hashes and the
@@ -249,7 +251,6 @@ impl Graph {
             provides,
             provider_pairs,
             dependent_pairs,
-            order,
         } = rows;
 
         // Rows of the new tokens (ids from `old_tokens`); dependents of older tokens apart.
@@ -295,10 +296,16 @@ impl Graph {
                 }),
         );
 
-        // Only the new tasks can close a cycle: old tasks never depend on new ones.
-        let ordered = order
-            .iter()
-            .all(|&(after_last, first_dependent)| after_last <= first_dependent);
+        // Only the new tasks can close a cycle: old tasks never depend on new ones, nor provide
+        // new tokens. Definition order is a topological order when each new token's last
+        // provider comes before its first dependent (rows are in definition order).
+        let ordered =
+            (0..fresh).all(
+                |r| match (new_providers[r].last(), new_dependents[r].first()) {
+                    (Some(&last), Some(&first)) => last < first,
+                    _ => true,
+                },
+            );
         if !ordered {
             let edges = NewEdges {
                 start,
@@ -347,7 +354,7 @@ impl Graph {
     }
 
     /// Each task's rows of required and provided tokens, interning the tokens (from `bulk`'s ids
-    /// when given), with the pairs and order the rest of [`Graph::extend`] needs. Fails only
+    /// when given), with the pairs the rest of [`Graph::extend`] needs. Fails only
     /// when `bulk` met two different tokens with one hash.
     fn token_rows(
         &mut self,
@@ -363,7 +370,6 @@ impl Graph {
             provides: Csr::with_capacity(new.len()),
             provider_pairs: Vec::with_capacity(provided),
             dependent_pairs: Vec::with_capacity(provided),
-            order: Vec::new(),
         };
         let mut row: Vec<u32> = Vec::new();
         let mut occurrence = 0;
@@ -378,8 +384,6 @@ impl Graph {
                 if !row.contains(&id) {
                     row.push(id);
                     rows.dependent_pairs.push((id, idx));
-                    rows.order.resize(self.token_count(), (0, u32::MAX));
-                    rows.order[id as usize].1 = rows.order[id as usize].1.min(idx);
                 }
             }
             rows.requires.push_row(&row);
@@ -398,8 +402,6 @@ impl Graph {
                     }
                     row.push(id);
                     rows.provider_pairs.push((id, idx));
-                    rows.order.resize(self.token_count(), (0, u32::MAX));
-                    rows.order[id as usize].0 = rows.order[id as usize].0.max(idx + 1);
                 }
             }
             rows.provides.push_row(&row);
@@ -482,8 +484,35 @@ impl Graph {
             .reserve(additional, |&id| str_hash(token_str(text, ends, id)));
     }
 
+    /// Drops the table of task names: a run needs it only to validate tasks and to find a
+    /// few by name before it starts (at 10^6 tasks, 10 MiB for the whole run otherwise). The
+    /// next [`Graph::extend`] builds it again; [`Graph::index_of`] looks through the tasks
+    /// meanwhile.
+    pub(crate) fn forget_names(&mut self) {
+        self.names = HashTable::new();
+    }
+
+    /// Puts the names of `all[..end]`, the tasks of the graph, back into the table after
+    /// [`Graph::forget_names`], in bucket order.
+    fn index_names(&mut self, all: &[Task], end: usize) {
+        if self.names.len() == end {
+            return;
+        }
+        let hashes: Vec<u64> = all[..end].iter().map(|t| name_hash(&t.name)).collect();
+        let hash_of = |j: &u32| name_hash(&all[*j as usize].name);
+        self.names.clear();
+        self.names.reserve(end, hash_of);
+        for (h, j) in bucket_order(&hashes, &self.names) {
+            self.names.insert_unique(h, j, hash_of);
+        }
+    }
+
     /// The index of a task by name; `tasks` are the tasks the graph was built from.
     pub fn index_of(&self, tasks: &[Task], name: &TaskName) -> Option<u32> {
+        if self.names.len() < self.len() {
+            // The table was dropped (see `forget_names`).
+            return (0..self.len() as u32).find(|&j| tasks[j as usize].name == *name);
+        }
         self.names
             .find(name_hash(name), |&j| tasks[j as usize].name == *name)
             .copied()
@@ -563,8 +592,6 @@ struct TokenRows {
     provides: Csr,
     provider_pairs: Vec<(u32, u32)>,
     dependent_pairs: Vec<(u32, u32)>,
-    /// Per token: (last provider + 1, first dependent).
-    order: Vec<(u32, u32)>,
 }
 
 /// Token ids for a large first batch, decided without a hash table (at 10^6 tasks, a probe
@@ -591,7 +618,7 @@ impl BulkTokens {
             }
         }
         // Equal hashes side by side, in definition order: a counting pass on the hashes' top
-        // bits, then each part (a few hundred) sorted where it lies.
+        // bits, then each part (a few hundred) sorted where it lies (see `sort_part`).
         let n = hashes.len();
         let bits = if n < 1 << 14 { 0 } else { BUCKET_PARTS_LOG2 };
         let part = |h: u64| h.checked_shr(64 - bits).unwrap_or(0) as usize;
@@ -612,8 +639,16 @@ impl BulkTokens {
             next[p] += 1;
         }
         drop(hashes);
-        for chunk in sorted.chunk_by_mut(|a, b| part(a.0) == part(b.0)) {
-            chunk.sort_unstable();
+        // After the pass above, `next[p]` is where part `p` ends.
+        let mut scratch = Vec::new();
+        let mut start = 0;
+        for &end in &next {
+            sort_part(
+                &mut sorted[start..end as usize],
+                64 - bits - 8,
+                &mut scratch,
+            );
+            start = end as usize;
         }
         let mut ids = vec![0u32; n];
         let mut prev = None;
@@ -628,6 +663,44 @@ impl BulkTokens {
         }
         Self { ids }
     }
+}
+
+/// Sorts `part` (hashes with their top bits in common, each with its position): a counting pass
+/// on the 8 bits from `shift` up into `scratch`, then each run of one value of these bits (one or
+/// two entries when hashes are well spread) sorted, and copied back. Sorting each part of a few
+/// hundred entries by comparisons alone was half of a chain's validation at 10^6 tasks.
+fn sort_part(part: &mut [(u64, u32)], shift: u32, scratch: &mut Vec<(u64, u32)>) {
+    if part.len() < 2 {
+        return;
+    }
+    let digit = |h: u64| (h >> shift) as usize & 0xff;
+    let mut next = [0u32; 256];
+    for &(h, _) in part.iter() {
+        next[digit(h)] += 1;
+    }
+    let mut total = 0;
+    for slot in &mut next {
+        let count = *slot;
+        *slot = total;
+        total += count;
+    }
+    scratch.clear();
+    scratch.resize(part.len(), (0, 0));
+    for &entry in part.iter() {
+        let d = digit(entry.0);
+        scratch[next[d] as usize] = entry;
+        next[d] += 1;
+    }
+    // Now `next[d]` is where the run of digit `d` ends.
+    let mut start = 0;
+    for &end in &next {
+        let run = &mut scratch[start..end as usize];
+        if run.len() > 1 {
+            run.sort_unstable();
+        }
+        start = end as usize;
+    }
+    part.copy_from_slice(scratch);
 }
 
 /// Whether [`bucket_order`] partitions `n` positions for a table of `2^bits` buckets (else it

@@ -255,6 +255,33 @@ fn a_large_batch_reports_every_error_as_one_by_one() {
 }
 
 #[test]
+fn a_part_of_hashes_sorts_like_a_comparison_sort() {
+    // Well spread hashes, equal ones (the same token again), and many with the same 8 bits
+    // below the part's (one run of the counting pass), in position order as `BulkTokens` has
+    // them.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut part: Vec<(u64, u32)> = Vec::new();
+    for o in 0..3000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // A part: the top 12 bits in common.
+        let h = 0xABC << 52
+            | match o % 5 {
+                0 => 42 << 44 | (x & 0xFFF_FFFF_FFFF),
+                1 if o > 10 => part[(o / 2) as usize].0,
+                _ => x,
+            } & ((1 << 52) - 1);
+        part.push((h, o));
+    }
+    let mut expected = part.clone();
+    expected.sort_unstable();
+    let mut scratch = Vec::new();
+    sort_part(&mut part, 44, &mut scratch);
+    assert_eq!(part, expected);
+}
+
+#[test]
 fn a_hash_collision_in_bulk_interning_falls_back_to_one_by_one() {
     // Two different tokens given as one by their hashes: `token_rows` notices when it
     // compares the text, and `extend` starts again without the bulk ids.
@@ -298,4 +325,22 @@ fn tasks_added_after_a_bulk_batch_find_its_tokens() {
     assert_eq!(g.token_id("k17"), Some(17));
     assert_eq!(g.token_id("new"), Some(n as u32));
     assert_eq!(g.providers_of(n as u32), [17]);
+}
+
+#[test]
+fn names_forgotten_by_a_run_are_found_and_checked_again() {
+    let mut all: Vec<Task> = (0..3).map(|i| t(&format!("t{i}"))).collect();
+    let (mut g, _) = Graph::build(&all, &BTreeMap::new()).unwrap();
+    g.forget_names();
+    assert_eq!(g.index_of(&all, &"t2".into()), Some(2));
+    assert_eq!(g.index_of(&all, &"t9".into()), None);
+    // An added task named like an old one is still a duplicate.
+    all.push(t("t1"));
+    let e = g.extend(&all, 3, &BTreeMap::new()).unwrap_err().0;
+    assert_eq!(e, [GraphError::DuplicateName { task: "t1".into() }]);
+    all.truncate(3);
+    all.push(t("t3"));
+    assert!(g.extend(&all, 3, &BTreeMap::new()).is_ok());
+    assert_eq!(g.index_of(&all, &"t3".into()), Some(3));
+    assert_eq!(g.index_of(&all, &"t0".into()), Some(0));
 }

@@ -182,6 +182,7 @@ impl Executor {
     /// Whether a job may be handed out now: in runs with hosts, only when some place has room
     /// for it (see [`crate::host::Hosts::promise`]); always otherwise.
     /// `Ok(ticket)` when it may (see [`Job::ticket`]), `Err(())` when it may not now.
+    #[inline]
     pub(crate) fn promise(&self) -> Result<Option<u64>, ()> {
         match &self.hosts {
             None => Ok(None),
@@ -197,6 +198,9 @@ impl Executor {
     }
 
     /// The end of an attempt is recorded: the host place it held takes others.
+    // This and the other checks for hosts are inlined: the dispatcher calls them for every
+    // attempt with the run's lock held, and without hosts each is one test.
+    #[inline]
     pub(crate) fn release(&self, idx: u32, attempt: u32) {
         if let Some(hosts) = &self.hosts {
             hosts.release(idx, attempt);
@@ -204,6 +208,7 @@ impl Executor {
     }
 
     /// Host events (connected, lost) not yet in the run's event queue.
+    #[inline]
     pub(crate) fn take_notices(
         &self,
         events: &mut std::collections::VecDeque<crate::sched::events::Event>,
@@ -332,6 +337,7 @@ impl Executor {
         attempt
     }
 
+    #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancelled.is_cancelled()
     }

@@ -62,8 +62,11 @@ pub(crate) struct Resources {
     locks: Vec<Lock>,
     slots: Vec<Slot>,
     /// Per task: where its needs start in `items`; [`NOTHING`] for the common task that needs
-    /// nothing.
+    /// nothing. Empty until a task needs something (4 bytes per task of a run without locks or
+    /// slots otherwise).
     needs: Vec<u32>,
+    /// How many tasks are registered.
+    registered: u32,
     /// Every task's needs, end to end, each row `[claims, uses, slots, claim ids..., use
     /// ids..., (slot id, units)...]` (counts first): a few blocks for a whole run, not one or
     /// more per task to allocate and free.
@@ -104,11 +107,23 @@ impl Resources {
     }
 
     /// Registers the next task's needs (tasks are registered in index order).
+    // Inlined up to the common task that needs nothing (a call per task of the run's setup).
+    #[inline]
     pub(crate) fn register(&mut self, meta: &Meta) {
+        let idx = self.registered;
+        self.registered += 1;
         if meta.claims.is_empty() && meta.uses.is_empty() && meta.slots.is_empty() {
-            self.needs.push(NOTHING);
+            if self.any_needs {
+                self.needs.push(NOTHING);
+            }
             return;
         }
+        self.register_needs(idx, meta);
+    }
+
+    fn register_needs(&mut self, idx: u32, meta: &Meta) {
+        // The tasks before the first one that needs something need nothing.
+        self.needs.resize(idx as usize, NOTHING);
         // Written straight into `items` (three vectors per task to allocate and free were a
         // third of the setup of 10^6 tasks claiming one lock). Claims and uses are sorted and
         // deduplicated in place; slots keep the map's order.
@@ -155,10 +170,17 @@ impl Resources {
     }
 
     /// Takes every resource of task `idx`, or nothing and names the first that is busy.
+    // Inlined up to the check that any task needs anything (a call per start and per end of
+    // every task otherwise, in the dispatcher's critical section).
+    #[inline]
     pub(crate) fn try_acquire(&mut self, idx: u32) -> Result<(), Blocker> {
         if !self.any_needs {
             return Ok(());
         }
+        self.acquire_needs(idx)
+    }
+
+    fn acquire_needs(&mut self, idx: u32) -> Result<(), Blocker> {
         let Some(needs) = Self::needs_in(&self.needs, &self.items, idx) else {
             return Ok(());
         };
@@ -219,10 +241,14 @@ impl Resources {
 
     /// Releases everything task `idx` holds; pushes the waiters that may now proceed into
     /// `woken` (they must try to acquire again).
+    #[inline]
     pub(crate) fn release(&mut self, idx: u32, woken: &mut Vec<Key>) {
-        if !self.any_needs {
-            return;
+        if self.any_needs {
+            self.release_needs(idx, woken);
         }
+    }
+
+    fn release_needs(&mut self, idx: u32, woken: &mut Vec<Key>) {
         let Some(needs) = Self::needs_in(&self.needs, &self.items, idx) else {
             return;
         };
@@ -305,6 +331,22 @@ mod tests {
         r.release(0, &mut woken);
         // Task 1 (a claimer, earlier in definition order) is woken, and only it.
         assert_eq!(woken, [Reverse((0, 1))]);
+    }
+
+    #[test]
+    fn tasks_before_the_first_with_needs_need_nothing() {
+        let mut r = Resources::new(&BTreeMap::new());
+        r.register(&meta(&[], &[], &[]));
+        r.register(&meta(&[], &[], &[]));
+        assert!(r.needs.is_empty(), "no table while no task needs anything");
+        r.register(&meta(&["db"], &[], &[]));
+        r.register(&meta(&[], &[], &[]));
+        r.register(&meta(&["db"], &[], &[]));
+        assert_eq!(r.needs.len(), 5);
+        assert!(r.try_acquire(0).is_ok() && r.try_acquire(1).is_ok());
+        assert!(r.try_acquire(2).is_ok());
+        assert!(r.try_acquire(3).is_ok());
+        assert_eq!(r.try_acquire(4), Err(Blocker::Lock(0)));
     }
 
     #[test]

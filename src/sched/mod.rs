@@ -7,6 +7,7 @@ pub mod groups;
 pub(crate) mod locks;
 pub(crate) mod queue;
 pub mod run_state;
+mod waiting;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

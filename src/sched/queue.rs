@@ -60,7 +60,10 @@ pub(crate) struct TaskQueue {
 /// Empty levels kept for reuse before they are dropped.
 const KEPT_LEVELS: usize = 16;
 
+// `push`, `peek` and `pop` are inlined into the run state's transitions: called for every task,
+// with the dispatcher's lock held.
 impl TaskQueue {
+    #[inline]
     pub(crate) fn push(&mut self, Reverse((priority, idx)): Key) {
         // Most runs have one priority level: no search then.
         let i = match self.levels.first() {
@@ -86,11 +89,13 @@ impl TaskQueue {
         }
     }
 
+    #[inline]
     pub(crate) fn peek(&self) -> Option<Key> {
         let (priority, level) = self.levels.iter().find(|(_, l)| !l.is_empty())?;
         level.head().map(|idx| Reverse((*priority, idx)))
     }
 
+    #[inline]
     pub(crate) fn pop(&mut self) -> Option<Key> {
         if let [(priority, level)] = self.levels.as_mut_slice() {
             return level.pop().map(|idx| Reverse((*priority, idx)));

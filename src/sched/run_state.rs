@@ -14,6 +14,7 @@ use crate::sched::events::{Attempt, Counts, Event, Finished};
 use crate::sched::groups::{Group, Groups};
 use crate::sched::locks::Resources;
 use crate::sched::queue::{Key, TaskQueue};
+use crate::sched::waiting::WaitingKeys;
 use crate::task::{OnFailure, Outcome, PoolKind, Task};
 
 /// What an earlier run recorded for a task that `--resume` does not rerun.
@@ -171,13 +172,10 @@ pub(crate) struct RunState {
     /// Message of the worst failing result of running attempts (only those that report one).
     worst_messages: rustc_hash::FxHashMap<u32, String>,
     ready: TaskQueue,
-    /// Keys `(priority, index)` of tasks admitted while waiting for tokens, best first, and
-    /// how many at the front are known to wait no more: the best key that may still become
-    /// ready, so that a reservation never jumps ahead of it. A task never goes back to waiting,
-    /// so a cursor that only moves forward finds it (a heap of 10^6 keys cost a cache miss per
-    /// level on every purge).
-    waiting_keys: Vec<(i32, u32)>,
-    waiting_seen: usize,
+    /// Keys of the tasks admitted while waiting for tokens: the best key that may still become
+    /// ready, so that a reservation never jumps ahead of it (a heap of 10^6 keys cost a cache
+    /// miss per level on every purge).
+    waiting_keys: WaitingKeys,
     woken: Vec<Key>,
     running: usize,
     done: usize,
@@ -295,8 +293,7 @@ impl RunState {
             resumed: rustc_hash::FxHashMap::default(),
             worst_messages: rustc_hash::FxHashMap::default(),
             ready: TaskQueue::default(),
-            waiting_keys: Vec::new(),
-            waiting_seen: 0,
+            waiting_keys: WaitingKeys::default(),
             woken: Vec::new(),
             running: 0,
             done: 0,
@@ -326,6 +323,8 @@ impl RunState {
                 state.tasks[idx as usize].meta.priority = i32::MIN;
             }
         }
+        // No lookup by name until tasks are added (which builds the table again).
+        state.graph.forget_names();
         state.admit(0);
         Ok((state, warnings))
     }
@@ -409,24 +408,19 @@ impl RunState {
                 self.skip(idx, cause);
             }
         }
-        // Keys still waiting stay in order; the new ones join them (the first batch of a run
-        // with one priority is already in order: nothing to sort).
-        self.waiting_keys.drain(..self.waiting_seen);
-        self.waiting_seen = 0;
-        let sorted = self.waiting_keys.len();
         for idx in start as u32..self.tasks.len() as u32 {
             let st = &self.states[idx as usize];
             if st.phase == Phase::Waiting {
                 if st.unsatisfied == 0 {
                     self.make_ready(idx);
                 } else {
-                    self.waiting_keys.push((st.priority, idx));
+                    let (priority, states) = (st.priority, &self.states);
+                    self.waiting_keys
+                        .push(priority, idx, |i| still_waiting(states, i));
                 }
             }
         }
-        if sorted > 0 || !self.waiting_keys.is_sorted() {
-            self.waiting_keys.sort_unstable();
-        }
+        self.waiting_keys.admitted();
     }
 
     pub(crate) fn task(&self, idx: u32) -> &Task {
@@ -578,13 +572,10 @@ impl RunState {
         let Some(best) = self.ready.peek() else {
             return false;
         };
-        while let Some(&top) = self.waiting_keys.get(self.waiting_seen) {
-            if self.states[top.1 as usize].phase == Phase::Waiting {
-                return best >= Reverse(top);
-            }
-            self.waiting_seen += 1;
-        }
-        true
+        let states = &self.states;
+        self.waiting_keys
+            .best(|idx| still_waiting(states, idx))
+            .is_none_or(|top| best >= top)
     }
 
     /// A reserved attempt really starts (on `host`, in runs with hosts): reported now.
@@ -1075,6 +1066,12 @@ impl RunState {
 #[cfg(test)]
 #[path = "run_state_tests.rs"]
 mod tests;
+
+/// The priority of task `idx` if it still waits for tokens.
+fn still_waiting(states: &[TaskState], idx: u32) -> Option<i32> {
+    let st = &states[idx as usize];
+    (st.phase == Phase::Waiting).then_some(st.priority)
+}
 
 /// How a provider ended, for the cause of a dependent it leaves unsatisfied.
 fn how_ended(ran: bool, suspended: bool, outcome: Outcome) -> String {
