@@ -14,7 +14,7 @@ use super::queue::Key;
 pub(crate) enum WaitingKeys {
     /// Every task admitted while waiting had this one priority (`None`: no task waited yet), as
     /// in most runs: key order is then index order, and the tasks still waiting are found in
-    /// the task states themselves, from `next` up to `last` (no table of keys: a chain or a
+    /// the task states themselves, from `next` up to `end` (no table of keys: a chain or a
     /// fan-out of 10^6 tasks waits with all of them but one, 8 bytes each).
     OnePriority {
         priority: Option<i32>,
