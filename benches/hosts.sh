@@ -55,6 +55,8 @@ closures=$(ls -t "$repo"/target/release/deps/host_closures-* 2>/dev/null | grep 
 [ -x "$closures" ] || { echo "no benches/host_closures executable" >&2; exit 2; }
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+# A signal ends the script through its EXIT trap (which stops the daemons it started).
+trap 'exit 130' INT TERM HUP
 chmod 755 "$work"
 
 now() { date +%s.%N; }
@@ -106,17 +108,20 @@ daemon() {
         > "$work/$name.out" 2> "$work/$name.err" &
     echo $!
 }
-daemon=$(daemon daemon daemon-cache "$pexen")
-cdaemon=$(daemon cdaemon daemon-cache "$closures" PEXEN_WORKER=host)
+daemon=
+cdaemon=
 bdaemon=
 bcdaemon=
+cm=(-o ControlMaster=auto -o "ControlPath=$work/cm-%C" -o ControlPersist=120)
+# Set before the daemons start: whatever ends the script stops them.
+trap 'ssh -F "$config" "${cm[@]}" -O exit h1 2>/dev/null; kill $daemon $cdaemon $bdaemon $bcdaemon 2>/dev/null; rm -rf "$work"' EXIT
+daemon=$(daemon daemon daemon-cache "$pexen")
+cdaemon=$(daemon cdaemon daemon-cache "$closures" PEXEN_WORKER=host)
 if [ -n "$BASE" ]; then
     # The earlier build's own daemons (the protocol may differ).
     bdaemon=$(daemon bdaemon base-cache "$BASE/pexen")
     bcdaemon=$(daemon bcdaemon base-cache "$BASE/host_closures" PEXEN_WORKER=host)
 fi
-cm=(-o ControlMaster=auto -o "ControlPath=$work/cm-%C" -o ControlPersist=120)
-trap 'ssh -F "$config" "${cm[@]}" -O exit h1 2>/dev/null; kill $daemon $cdaemon $bdaemon $bcdaemon 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do [ -s "$work/daemon.out" ] && [ -s "$work/cdaemon.out" ] && break; sleep 0.1; done
 tlsport=$(sed 's/.*://' "$work/daemon.out")
 cport=$(sed 's/.*://' "$work/cdaemon.out")
