@@ -722,3 +722,123 @@ fn short_tasks_run_in_batches_without_bending_priority_or_jobs() {
         }
     }
 }
+
+/// A chain of `n` short closures `k0 -> k1 -> ...` (each provides its name, the next requires
+/// it), each counting its runs in `runs` and doing `what` (given its index).
+fn counted_chain(
+    n: usize,
+    runs: &Arc<Vec<AtomicUsize>>,
+    what: impl Fn(usize, &pexen::Context) -> Result<(), TaskError> + Send + Sync + Clone + 'static,
+) -> Vec<Task> {
+    (0..n)
+        .map(|i| {
+            let (runs, what) = (runs.clone(), what.clone());
+            let t = Task::closure(format!("k{i:03}"), move |ctx| {
+                runs[i].fetch_add(1, Ordering::SeqCst);
+                what(i, ctx)
+            })
+            .provides([format!("k{i:03}")]);
+            if i == 0 {
+                t
+            } else {
+                t.requires([format!("k{:03}", i - 1)])
+            }
+        })
+        .collect()
+}
+
+/// Every task of the chain starts after its provider finished, and at most `jobs` run at once,
+/// as the events tell it.
+fn assert_chain_order(events: &[Event], n: usize, jobs: usize) {
+    let started = started(events);
+    for i in 1..n {
+        let name = format!("k{i:03}");
+        if started.contains(&name) {
+            assert!(end_of(events, &format!("k{:03}", i - 1)) < start_of(events, &name));
+        }
+    }
+    let mut running = 0usize;
+    for e in events {
+        match e {
+            Event::TaskStarted { .. } => running += 1,
+            Event::TaskFinished(f) if !f.resumed && f.cause.is_none() => running -= 1,
+            _ => {}
+        }
+        assert!(running <= jobs);
+    }
+}
+
+#[test]
+fn a_chain_run_ahead_stops_at_a_failure_a_reported_failure_and_an_export() {
+    const N: usize = 300;
+    for jobs in [1, 2] {
+        // A failure: nothing after it runs, the rest is skipped, each with its cause.
+        let runs = Arc::new((0..N).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
+        let events = run(
+            jobs,
+            counted_chain(N, &runs, |i, _| {
+                if i == 150 {
+                    Err(TaskError::fail("broken"))
+                } else {
+                    Ok(())
+                }
+            }),
+        );
+        assert_chain_order(&events, N, jobs);
+        for i in 0..N {
+            let expected = usize::from(i <= 150);
+            assert_eq!(
+                runs[i].load(Ordering::SeqCst),
+                expected,
+                "k{i:03}, jobs={jobs}"
+            );
+        }
+        assert_eq!(outcome(&events, "k150"), Outcome::Fail);
+        assert_eq!(
+            finished(&events, "k151").cause.as_deref(),
+            Some("required token `k150` is not available: `k150` ended fail")
+        );
+        assert_eq!(outcome(&events, "k299"), Outcome::Skip);
+
+        // A failure reported on the way by a closure that then returns Ok.
+        let runs = Arc::new((0..N).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
+        let events = run(
+            jobs,
+            counted_chain(N, &runs, |i, ctx| {
+                if i == 200 {
+                    ctx.report(Outcome::Fail, "a reported failure");
+                }
+                Ok(())
+            }),
+        );
+        assert_chain_order(&events, N, jobs);
+        assert_eq!(outcome(&events, "k200"), Outcome::Fail);
+        assert_eq!(runs[200].load(Ordering::SeqCst), 1);
+        assert_eq!(runs[201].load(Ordering::SeqCst), 0, "jobs={jobs}");
+        assert_eq!(outcome(&events, "k201"), Outcome::Skip);
+        let result = events
+            .iter()
+            .position(|e| matches!(e, Event::TaskResult { task, .. } if task.as_str() == "k200"))
+            .expect("the reported result");
+        assert!(start_of(&events, "k200") < result);
+        assert!(end_of(&events, "k199") < result);
+
+        // An export: the next task sees it.
+        let runs = Arc::new((0..N).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
+        let events = run(
+            jobs,
+            counted_chain(N, &runs, |i, ctx| {
+                if i == 100 {
+                    ctx.export("seen", &100)?;
+                }
+                if i == 101 && ctx.get::<u32>("seen")? != Some(100) {
+                    return Err(TaskError::fail("the export did not arrive"));
+                }
+                Ok(())
+            }),
+        );
+        assert_chain_order(&events, N, jobs);
+        assert_eq!(run_outcome(&events), Outcome::Pass, "jobs={jobs}");
+        assert!(runs.iter().all(|r| r.load(Ordering::SeqCst) == 1));
+    }
+}

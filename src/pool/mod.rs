@@ -36,6 +36,9 @@ pub(crate) struct Job {
     pub timeout: Option<Duration>,
     /// The task's own choice; `None` takes the run's default.
     pub pool: Option<PoolKind>,
+    /// Reserved ahead of its token, which the job before it in its batch provides: it runs
+    /// only if that one passed cleanly (see `RunState::reserve_successor`).
+    pub chained: bool,
     /// The merged exports of its providers (`None`: nothing).
     pub shared: Option<Arc<Shared>>,
     /// The task's `slots` (resources of a Slurm job).

@@ -9,6 +9,7 @@
 //! lock.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -139,6 +140,7 @@ impl Core {
                 None
             },
             pool: kind.pool().or_else(|| self.state.group_pool(start.idx)),
+            chained: false,
             shared: start.shared,
             slots: if self.placed {
                 crate::pool::JobSlots::new(&task.meta.slots)
@@ -183,19 +185,19 @@ impl Core {
     /// batch reports back (or at its first streamed result), right before its `TaskFinished`,
     /// so at most `jobs` tasks are ever seen running; `next_start` only reserves when no task
     /// still waiting could be preferred.
+    ///
+    /// When nothing is ready, the batch goes on along a chain instead: the task that the last
+    /// one's success alone would make ready, and so on ([`RunState::reserve_successor`]). Idle
+    /// workers lose nothing then: they would have nothing to take before the batch reports.
     fn reserve(&mut self, batch: &mut Vec<Job>) {
-        if !self.batching || self.idle > 0 || self.avg_attempt_ns >= SHORT_ATTEMPT_NS {
+        if !self.batching || self.avg_attempt_ns >= SHORT_ATTEMPT_NS {
             return;
         }
-        while batch.len() < BATCH_TASKS {
+        while self.idle == 0 && batch.len() < BATCH_TASKS {
             let Some(idx) = self.state.peek_ready() else {
                 break;
             };
-            let kind = self.state.kind(idx);
-            let pool = kind.pool().or_else(|| self.state.group_pool(idx));
-            let on_threads = kind.closure()
-                && pool.unwrap_or(self.default_pool) == crate::task::PoolKind::Threads;
-            if !on_threads {
+            if !self.on_threads(self.state.kind(idx), idx) {
                 break;
             }
             let Some(start) = self.state.next_start(true) else {
@@ -203,6 +205,33 @@ impl Core {
             };
             batch.push(self.job(start));
         }
+        let Some(last) = batch.last() else {
+            return;
+        };
+        if !self.on_threads(self.state.kind(last.idx), last.idx) {
+            return;
+        }
+        let mut prev = last.idx;
+        let default_pool = self.default_pool;
+        // Runs with groups never chain, so a task's own pool is the whole question.
+        let runs_here = |kind: super::run_state::Kind| {
+            kind.closure() && kind.pool().unwrap_or(default_pool) == crate::task::PoolKind::Threads
+        };
+        while batch.len() < BATCH_TASKS {
+            let Some(start) = self.state.reserve_successor(prev, runs_here) else {
+                break;
+            };
+            prev = start.idx;
+            let mut job = self.job(start);
+            job.chained = true;
+            batch.push(job);
+        }
+    }
+
+    /// Whether task `idx`, of `kind`, is a closure that runs on this worker's threads.
+    fn on_threads(&self, kind: super::run_state::Kind, idx: u32) -> bool {
+        let pool = kind.pool().or_else(|| self.state.group_pool(idx));
+        kind.closure() && pool.unwrap_or(self.default_pool) == crate::task::PoolKind::Threads
     }
 
     /// The next job to hand out: a task the run state starts now, if (runs with hosts) some
@@ -278,22 +307,35 @@ fn work(shared: &Shared, jobs: &Receiver<Job>) {
         // starts. The attempts of a batch run back to back: each starts when the one before
         // ended (one clock reading between them).
         let mut clock = None;
+        // Whether the job before passed cleanly: a chained job runs only then.
+        let mut clean = false;
         for job in &batch {
             let stopping = done
                 .last()
                 .is_some_and(|(_, _, a): &(u32, u32, Attempt)| a.suspend);
-            if !done.is_empty() && (stopping || shared.exec.is_cancelled()) {
+            let started = !done.is_empty() || !declined.is_empty();
+            if started && (stopping || (job.chained && !clean) || shared.exec.is_cancelled()) {
                 declined.push((job.idx, job.attempt));
+                clean = false;
                 continue;
             }
             let sink = CoreSink {
                 shared,
                 idx: job.idx,
                 attempt: job.attempt,
+                streamed: AtomicBool::new(false),
             };
             job.clock.set(clock);
             let report = shared.exec.run(job, &sink);
             clock = job.clock.get();
+            // What the run state will make of it is not known here: results streamed on the
+            // way may turn a pass into a failure, exports go to the dependent.
+            clean = report.outcome == Outcome::Pass
+                && report.exports.is_empty()
+                && !report.suspend
+                && !report.not_started
+                && report.host_lost.is_none()
+                && !sink.streamed.load(Ordering::Relaxed);
             done.push((job.idx, job.attempt, report));
         }
         batch.clear();
@@ -337,6 +379,8 @@ struct CoreSink<'a> {
     shared: &'a Shared,
     idx: u32,
     attempt: u32,
+    /// Set once the attempt streams a result.
+    streamed: AtomicBool,
 }
 
 impl ResultSink for CoreSink<'_> {
@@ -351,6 +395,7 @@ impl ResultSink for CoreSink<'_> {
     }
 
     fn result(&self, status: Outcome, message: String) {
+        self.streamed.store(true, Ordering::Relaxed);
         let mut core = self.shared.lock();
         core.state
             .on_result(self.idx, self.attempt, status, message);

@@ -171,6 +171,9 @@ pub(crate) struct RunState {
     resumed: rustc_hash::FxHashMap<u32, Resumed>,
     /// Message of the worst failing result of running attempts (only those that report one).
     worst_messages: rustc_hash::FxHashMap<u32, String>,
+    /// Results streamed by attempts reserved ahead of their token before that token's
+    /// provider reported its end: queued once the attempt begins (see `reserve_successor`).
+    early_results: rustc_hash::FxHashMap<u32, Vec<(Outcome, String)>>,
     ready: TaskQueue,
     /// Keys of the tasks admitted while waiting for tokens: the best key that may still become
     /// ready, so that a reservation never jumps ahead of it (a heap of 10^6 keys cost a cache
@@ -292,6 +295,7 @@ impl RunState {
             exports: rustc_hash::FxHashMap::default(),
             resumed: rustc_hash::FxHashMap::default(),
             worst_messages: rustc_hash::FxHashMap::default(),
+            early_results: rustc_hash::FxHashMap::default(),
             ready: TaskQueue::default(),
             waiting_keys: WaitingKeys::default(),
             woken: Vec::new(),
@@ -562,6 +566,73 @@ impl RunState {
         }
     }
 
+    /// Reserves the task that `prev`'s success alone would make ready, when nothing else is
+    /// ready: the worker that runs `prev` then runs it right after, without reporting `prev`
+    /// first, so that a chain of short tasks takes one lock round trip per batch instead of one
+    /// per task. It must be the only dependent of `prev`'s only token, waiting for that token
+    /// alone, with no better task waiting; `runs_here` says whether its kind of work may run in
+    /// a batch. The worker runs it only if `prev` passed cleanly; otherwise it is given back and
+    /// waits again ([`RunState::give_back`]). Runs with groups, virtual tokens or resumed tasks
+    /// never reserve ahead so.
+    pub(crate) fn reserve_successor(
+        &mut self,
+        prev: u32,
+        runs_here: impl Fn(Kind) -> bool,
+    ) -> Option<Start> {
+        if self.stop.is_some()
+            || self.ready.peek().is_some()
+            || self.groups.is_some()
+            || !self.virtuals.is_empty()
+            || !self.resumed.is_empty()
+        {
+            return None;
+        }
+        let &[tok] = &self.graph.provides[prev as usize] else {
+            return None;
+        };
+        // `prev`, reserved or running, is the token's last provider still to finish.
+        if self.pending[tok as usize] != 1 || self.broken_cause(tok).is_some() {
+            return None;
+        }
+        let next = {
+            let mut dependents = self.graph.dependents(tok);
+            let (Some(next), None) = (dependents.next(), dependents.next()) else {
+                return None;
+            };
+            next
+        };
+        let st = &self.states[next as usize];
+        if st.phase != Phase::Waiting || st.unsatisfied != 1 || !runs_here(st.kind) {
+            return None;
+        }
+        let key = Reverse((st.priority, next));
+        let states = &self.states;
+        if self
+            .waiting_keys
+            .best(|i| still_waiting(states, i))
+            .is_some_and(|top| top > key)
+        {
+            return None;
+        }
+        if self.resources.try_acquire(next).is_err() {
+            return None;
+        }
+        // Reserved with its token still unsatisfied (`unsatisfied` stays 1 until it begins):
+        // `prev`'s end, reported first, leaves it alone.
+        let st = &mut self.states[next as usize];
+        st.phase = Phase::Reserved;
+        st.attempt += 1;
+        st.worst_result = None;
+        let attempt = st.attempt;
+        self.running += 1;
+        let shared = self.shared_for(next);
+        Some(Start {
+            idx: next,
+            attempt,
+            shared,
+        })
+    }
+
     /// The task the next `next_start` would consider, if any.
     pub(crate) fn peek_ready(&self) -> Option<u32> {
         self.ready.peek().map(|key| key.0 .1)
@@ -585,6 +656,8 @@ impl RunState {
             return;
         }
         st.phase = Phase::Running;
+        // Reserved ahead of its token (`reserve_successor`), whose provider has ended since.
+        st.unsatisfied = 0;
         if let Some(h) = &host {
             self.hosts.insert(idx, h.clone());
         }
@@ -593,20 +666,62 @@ impl RunState {
             attempt,
             host,
         });
+        if !self.early_results.is_empty() {
+            for (status, message) in self.early_results.remove(&idx).unwrap_or_default() {
+                self.on_result(idx, attempt, status, message);
+            }
+        }
     }
 
-    /// A reserved attempt that will not run (the run was cancelled): back to ready.
+    /// A reserved attempt that will not run (the run was cancelled, or the task before it in
+    /// its batch did not pass): back to ready, or, if it was reserved ahead of its token, back to
+    /// waiting for it (or skipped if the token can no longer be satisfied).
     pub(crate) fn give_back(&mut self, idx: u32, attempt: u32) {
         let st = &mut self.states[idx as usize];
         if st.phase != Phase::Reserved || st.attempt != attempt {
             return;
         }
-        st.phase = Phase::Ready;
         st.attempt -= 1;
+        let ahead = st.unsatisfied > 0;
+        if ahead && !self.early_results.is_empty() {
+            self.early_results.remove(&idx);
+        }
         self.running -= 1;
         self.resources.release(idx, &mut self.woken);
         self.requeue_woken();
-        self.push_ready(self.key(idx));
+        if ahead {
+            self.wait_again(idx);
+        } else {
+            self.states[idx as usize].phase = Phase::Ready;
+            self.push_ready(self.key(idx));
+        }
+    }
+
+    /// A task reserved ahead of its tokens that will not run now: its tokens counted again, it
+    /// waits for those still pending, is ready if none is, or is skipped if one is broken.
+    fn wait_again(&mut self, idx: u32) {
+        let mut unsatisfied = 0;
+        let mut broken = None;
+        for &tok in &self.graph.requires[idx as usize] {
+            if let Some(cause) = self.broken_cause(tok) {
+                broken = Some(cause.to_string());
+                break;
+            }
+            if self.pending[tok as usize] > 0 {
+                unsatisfied += 1;
+            }
+        }
+        let st = &mut self.states[idx as usize];
+        st.phase = Phase::Waiting;
+        st.unsatisfied = unsatisfied;
+        let priority = st.priority;
+        if let Some(cause) = broken {
+            self.skip(idx, cause);
+        } else if unsatisfied == 0 {
+            self.make_ready(idx);
+        } else {
+            self.waiting_keys.wait_again(priority, idx);
+        }
     }
 
     /// Queues the lock waiters a release woke.
@@ -678,6 +793,16 @@ impl RunState {
 
     /// A result streamed by a running attempt.
     pub(crate) fn on_result(&mut self, idx: u32, attempt: u32, status: Outcome, message: String) {
+        let st = &self.states[idx as usize];
+        if st.phase == Phase::Reserved && st.attempt == attempt && st.unsatisfied > 0 {
+            // Reserved ahead of its token, whose provider's end is not reported yet: the
+            // attempt starts, and its results come, after that end (see `begin`).
+            self.early_results
+                .entry(idx)
+                .or_default()
+                .push((status, message));
+            return;
+        }
         self.begin(idx, attempt, None);
         let st = &mut self.states[idx as usize];
         if st.phase != Phase::Running || st.attempt != attempt {

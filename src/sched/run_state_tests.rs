@@ -739,3 +739,176 @@ fn a_reported_start_that_did_not_happen_is_still_an_error() {
         (Outcome::Error, Some("interrupted before it could start"))
     );
 }
+
+/// A chain `a -> b -> c` (each provides its name, the next requires it).
+fn chain3() -> RunState {
+    state(vec![
+        t("a").provides(["a"]),
+        t("b").requires(["a"]).provides(["b"]),
+        t("c").requires(["b"]),
+    ])
+}
+
+/// Reserves the successor of `prev` ahead of its token, as a worker's batch does.
+fn ahead(s: &mut RunState, prev: &str) -> Option<(String, u32)> {
+    let prev = idx(s, prev);
+    s.reserve_successor(prev, |_| true)
+        .map(|st| (s.task(st.idx).name.to_string(), st.attempt))
+}
+
+#[test]
+fn a_chain_is_reserved_ahead_and_reported_in_order() {
+    let mut s = chain3();
+    assert_eq!(start(&mut s), Some(("a".into(), 1)));
+    assert_eq!(ahead(&mut s, "a"), Some(("b".into(), 1)));
+    assert_eq!(ahead(&mut s, "b"), Some(("c".into(), 1)));
+    assert_eq!(ahead(&mut s, "c"), None, "c provides nothing");
+    done(&mut s, "a", 1, Outcome::Pass);
+    assert_eq!(start(&mut s), None, "b is reserved, not queued again");
+    done(&mut s, "b", 1, Outcome::Pass);
+    done(&mut s, "c", 1, Outcome::Pass);
+    assert_eq!(trace(&s), [">a", "<a", ">b", "<b", ">c", "<c"]);
+    assert!(s.all_done());
+}
+
+#[test]
+fn a_chain_is_reserved_ahead_only_along_a_single_path_with_nothing_better_to_do() {
+    // Two dependents of one token: both become ready together, nothing is reserved ahead.
+    let mut s = state(vec![
+        t("a").provides(["a"]),
+        t("b").requires(["a"]),
+        t("c").requires(["a"]),
+    ]);
+    start(&mut s);
+    assert_eq!(ahead(&mut s, "a"), None);
+
+    // A dependent that waits for another token too.
+    let mut s = state(vec![
+        t("a").provides(["a"]),
+        t("x").provides(["x"]),
+        t("b").requires(["a", "x"]),
+    ]);
+    start(&mut s);
+    assert_eq!(ahead(&mut s, "a"), None, "x is ready: run it first");
+    start(&mut s);
+    assert_eq!(ahead(&mut s, "a"), None, "b waits for x as well");
+
+    // Another provider of the token still to end.
+    let mut s = state(vec![
+        t("a").provides(["a"]),
+        t("a2").provides(["a"]),
+        t("b").requires(["a"]),
+    ]);
+    start(&mut s);
+    start(&mut s);
+    assert_eq!(ahead(&mut s, "a"), None);
+
+    // A better task waits for something else.
+    let mut s = state(vec![
+        t("a").provides(["a"]),
+        t("y").provides(["y"]),
+        t("urgent").requires(["y"]).priority(-1),
+        t("b").requires(["a"]),
+    ]);
+    assert_eq!(start(&mut s), Some(("a".into(), 1)));
+    assert_eq!(start(&mut s), Some(("y".into(), 1)));
+    assert_eq!(ahead(&mut s, "a"), None, "`urgent` would be preferred");
+    done(&mut s, "y", 1, Outcome::Pass);
+    assert_eq!(start(&mut s), Some(("urgent".into(), 1)));
+    assert_eq!(ahead(&mut s, "a"), Some(("b".into(), 1)));
+
+    // The kind of work decides too.
+    let mut s = chain3();
+    start(&mut s);
+    let a = idx(&s, "a");
+    assert!(s.reserve_successor(a, |_| false).is_none());
+}
+
+#[test]
+fn a_task_reserved_ahead_of_a_failed_provider_is_given_back_and_skipped() {
+    let mut s = chain3();
+    start(&mut s);
+    ahead(&mut s, "a");
+    ahead(&mut s, "b");
+    done(&mut s, "a", 1, Outcome::Fail);
+    // The worker does not run what follows a failure; it gives the rest of its batch back.
+    let (b, c) = (idx(&s, "b"), idx(&s, "c"));
+    s.give_back(b, 1);
+    s.give_back(c, 1);
+    assert_eq!(
+        cause(&s, "b"),
+        "required token `a` is not available: `a` ended fail"
+    );
+    assert_eq!(
+        cause(&s, "c"),
+        "required token `b` is not available: `b` was skipped"
+    );
+    assert_eq!(finished(&s, "b").unwrap().attempt, 0);
+    assert!(!started(&s, "b") && !started(&s, "c"));
+    assert!(s.all_done());
+    assert_eq!(s.running(), 0);
+}
+
+#[test]
+fn a_task_reserved_ahead_of_a_retried_provider_waits_again() {
+    let mut s = state(vec![
+        t("a").provides(["a"]).retries(1),
+        t("b").requires(["a"]),
+    ]);
+    start(&mut s);
+    ahead(&mut s, "a");
+    done(&mut s, "a", 1, Outcome::Fail);
+    let b = idx(&s, "b");
+    s.give_back(b, 1);
+    assert_eq!(
+        start(&mut s),
+        Some(("a".into(), 2)),
+        "b waits for the retry"
+    );
+    assert_eq!(start(&mut s), None);
+    done(&mut s, "a", 2, Outcome::Pass);
+    assert_eq!(start(&mut s), Some(("b".into(), 1)));
+    done(&mut s, "b", 1, Outcome::Pass);
+    assert!(s.all_done());
+}
+
+#[test]
+fn a_task_reserved_ahead_and_given_back_after_its_provider_passed_is_ready() {
+    // The provider passed but exported something: the worker gives the next task back so that
+    // it starts with the exports.
+    let mut s = chain3();
+    start(&mut s);
+    ahead(&mut s, "a");
+    done(&mut s, "a", 1, Outcome::Pass);
+    let b = idx(&s, "b");
+    s.give_back(b, 1);
+    assert_eq!(start(&mut s), Some(("b".into(), 1)));
+}
+
+#[test]
+fn results_of_a_task_reserved_ahead_come_after_its_provider_ends() {
+    let mut s = chain3();
+    start(&mut s);
+    ahead(&mut s, "a");
+    let b = idx(&s, "b");
+    s.on_result(b, 1, Outcome::Fail, "early".into());
+    assert!(!started(&s, "b"), "a has not reported its end yet");
+    done(&mut s, "a", 1, Outcome::Pass);
+    done(&mut s, "b", 1, Outcome::Pass);
+    let order: Vec<&str> = s
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TaskStarted { task, .. } => Some(task.as_str()),
+            Event::TaskResult { message, .. } => Some(message.as_str()),
+            Event::TaskFinished(f) => Some(f.task.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["a", "a", "b", "early", "b", "c"]);
+    assert_eq!(finished(&s, "b").unwrap().outcome, Outcome::Fail);
+    assert_eq!(
+        cause(&s, "c"),
+        "required token `b` is not available: `b` ended fail"
+    );
+}

@@ -1,9 +1,10 @@
 //! The best key among the tasks still waiting for tokens: a reservation of ready tasks ahead of
 //! time must never jump ahead of it (see `RunState::ahead_is_safe`).
 //!
-//! A task waits only from its admission until its tokens are satisfied (or it is skipped), never
-//! again after, so the best waiting key only gets worse and a cursor that only moves forward
-//! finds it.
+//! A task waits from its admission until its tokens are satisfied (or it is skipped), and almost
+//! never again after, so the best waiting key only gets worse and a cursor that moves forward
+//! finds it. The exception, a task reserved ahead of its token and given back while the token is
+//! still pending (`RunState::reserve_successor`), puts its key back ([`WaitingKeys::wait_again`]).
 
 use std::cmp::Reverse;
 
@@ -72,6 +73,21 @@ impl WaitingKeys {
             // The first batch of a run is mostly in order already: nothing to sort then.
             if !keys.is_sorted() {
                 keys.sort_unstable();
+            }
+        }
+    }
+
+    /// Task `idx`, admitted while waiting with `priority` and found to wait no more, waits
+    /// again.
+    pub(crate) fn wait_again(&mut self, priority: i32, idx: u32) {
+        match self {
+            Self::OnePriority { next, .. } => *next = (*next).min(idx),
+            Self::Sorted { keys, seen } => {
+                let key = (priority, idx);
+                let at = *seen + keys[*seen..].partition_point(|&k| k < key);
+                if keys.get(at) != Some(&key) {
+                    keys.insert(at, key);
+                }
             }
         }
     }
@@ -156,6 +172,36 @@ mod tests {
             tasks[idx as usize] = None;
         }
         assert_eq!(order, [(-1, 4), (5, 1), (5, 3), (5, 5)]);
+    }
+
+    #[test]
+    fn a_task_that_waits_again_is_found_again() {
+        let mut tasks = vec![Some(0), Some(0), Some(0)];
+        let mut keys = WaitingKeys::default();
+        admit(&mut keys, &[(0, 0), (0, 1), (0, 2)], &tasks);
+        tasks[0] = None;
+        tasks[1] = None;
+        assert_eq!(keys.best(lookup(&tasks)), Some(Reverse((0, 2))));
+        tasks[1] = Some(0);
+        keys.wait_again(0, 1);
+        assert_eq!(keys.best(lookup(&tasks)), Some(Reverse((0, 1))));
+
+        // With mixed priorities: the key goes back in order, once.
+        let mut tasks = vec![Some(1), Some(2), Some(3)];
+        let mut keys = WaitingKeys::default();
+        admit(&mut keys, &[(1, 0), (2, 1), (3, 2)], &tasks);
+        tasks[0] = None;
+        tasks[1] = None;
+        assert_eq!(keys.best(lookup(&tasks)), Some(Reverse((3, 2))));
+        tasks[0] = Some(1);
+        keys.wait_again(1, 0);
+        keys.wait_again(1, 0);
+        let mut order = Vec::new();
+        while let Some(Reverse((p, idx))) = keys.best(lookup(&tasks)) {
+            order.push((p, idx));
+            tasks[idx as usize] = None;
+        }
+        assert_eq!(order, [(1, 0), (3, 2)]);
     }
 
     #[test]
