@@ -309,12 +309,14 @@ fn work(shared: &Shared, jobs: &Receiver<Job>) {
         let mut clock = None;
         // Whether the job before passed cleanly: a chained job runs only then.
         let mut clean = false;
-        for job in &batch {
+        for (i, job) in batch.iter().enumerate() {
             let stopping = done
                 .last()
                 .is_some_and(|(_, _, a): &(u32, u32, Attempt)| a.suspend);
-            let started = !done.is_empty() || !declined.is_empty();
-            if started && (stopping || (job.chained && !clean) || shared.exec.is_cancelled()) {
+            // The first job always runs, so a declined one follows a job in `done`.
+            if !done.is_empty()
+                && (stopping || (job.chained && !clean) || shared.exec.is_cancelled())
+            {
                 declined.push((job.idx, job.attempt));
                 clean = false;
                 continue;
@@ -330,7 +332,8 @@ fn work(shared: &Shared, jobs: &Receiver<Job>) {
             clock = job.clock.get();
             // What the run state will make of it is not known here: results streamed on the
             // way may turn a pass into a failure, exports go to the dependent.
-            clean = report.outcome == Outcome::Pass
+            clean = batch.get(i + 1).is_some_and(|next| next.chained)
+                && report.outcome == Outcome::Pass
                 && report.exports.is_empty()
                 && !report.suspend
                 && !report.not_started

@@ -453,12 +453,14 @@ impl RunState {
         Reverse((self.states[idx as usize].priority, idx))
     }
 
+    #[inline(always)]
     fn make_ready(&mut self, idx: u32) {
         self.states[idx as usize].phase = Phase::Ready;
         self.push_ready(self.key(idx));
     }
 
     /// Queues a ready task: in the ready queue, or parked if its group is not running.
+    #[inline]
     fn push_ready(&mut self, key: Key) {
         if let Some(g) = &mut self.groups {
             if g.park(key) {
@@ -667,9 +669,16 @@ impl RunState {
             host,
         });
         if !self.early_results.is_empty() {
-            for (status, message) in self.early_results.remove(&idx).unwrap_or_default() {
-                self.on_result(idx, attempt, status, message);
-            }
+            self.report_early_results(idx, attempt);
+        }
+    }
+
+    /// Queues the results task `idx` streamed while reserved ahead of its token (see
+    /// `on_result`), now that it began.
+    #[cold]
+    fn report_early_results(&mut self, idx: u32, attempt: u32) {
+        for (status, message) in self.early_results.remove(&idx).unwrap_or_default() {
+            self.on_result(idx, attempt, status, message);
         }
     }
 
@@ -699,6 +708,7 @@ impl RunState {
 
     /// A task reserved ahead of its tokens that will not run now: its tokens counted again, it
     /// waits for those still pending, is ready if none is, or is skipped if one is broken.
+    #[cold]
     fn wait_again(&mut self, idx: u32) {
         let mut unsatisfied = 0;
         let mut broken = None;
@@ -725,10 +735,15 @@ impl RunState {
     }
 
     /// Queues the lock waiters a release woke.
+    // Inlined up to the check (a call per attempt end otherwise, under the run's lock).
+    #[inline(always)]
     fn requeue_woken(&mut self) {
-        if self.woken.is_empty() {
-            return;
+        if !self.woken.is_empty() {
+            self.requeue_woken_now();
         }
+    }
+
+    fn requeue_woken_now(&mut self) {
         if self.groups.is_none() {
             self.ready.extend(self.woken.drain(..));
         } else {
@@ -742,11 +757,17 @@ impl RunState {
     }
 
     /// Merges the exports of the providers of `idx`'s requires: definition order, later wins.
+    #[inline]
     fn shared_for(&mut self, idx: u32) -> Option<Arc<Shared>> {
         // Fast path, no allocation: most providers export nothing, most runs nothing at all.
         if self.exports.is_empty() {
             return None;
         }
+        self.merged_exports(idx)
+    }
+
+    /// [`RunState::shared_for`] once some task exported something.
+    fn merged_exports(&mut self, idx: u32) -> Option<Arc<Shared>> {
         let any = self.graph.requires[idx as usize].iter().any(|&t| {
             self.graph
                 .providers(t)
