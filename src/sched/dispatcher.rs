@@ -205,6 +205,15 @@ impl Core {
             };
             batch.push(self.job(start));
         }
+        if self.state.peek_ready().is_none() {
+            self.reserve_chain(batch);
+        }
+    }
+
+    /// [`Core::reserve`] along a chain, once nothing is ready.
+    // Not inlined: most batches never get here, and the worker's loop stays as small as it was.
+    #[inline(never)]
+    fn reserve_chain(&mut self, batch: &mut Vec<Job>) {
         let Some(last) = batch.last() else {
             return;
         };

@@ -169,6 +169,12 @@ impl Resources {
         n as u32
     }
 
+    /// Whether some task of the run claims, uses or counts something.
+    #[inline]
+    pub(crate) fn any_needs(&self) -> bool {
+        self.any_needs
+    }
+
     /// Takes every resource of task `idx`, or nothing and names the first that is busy.
     // Inlined up to the check that any task needs anything (a call per start and per end of
     // every task otherwise, in the dispatcher's critical section).

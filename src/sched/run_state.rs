@@ -574,8 +574,8 @@ impl RunState {
     /// per task. It must be the only dependent of `prev`'s only token, waiting for that token
     /// alone, with no better task waiting; `runs_here` says whether its kind of work may run in
     /// a batch. The worker runs it only if `prev` passed cleanly; otherwise it is given back and
-    /// waits again ([`RunState::give_back`]). Runs with groups, virtual tokens or resumed tasks
-    /// never reserve ahead so.
+    /// waits again ([`RunState::give_back`]). Runs with groups, virtual tokens, resumed tasks,
+    /// locks or slots never reserve ahead so.
     pub(crate) fn reserve_successor(
         &mut self,
         prev: u32,
@@ -586,6 +586,7 @@ impl RunState {
             || self.groups.is_some()
             || !self.virtuals.is_empty()
             || !self.resumed.is_empty()
+            || self.resources.any_needs()
         {
             return None;
         }
@@ -614,9 +615,6 @@ impl RunState {
             .best(|i| still_waiting(states, i))
             .is_some_and(|top| top > key)
         {
-            return None;
-        }
-        if self.resources.try_acquire(next).is_err() {
             return None;
         }
         // Reserved with its token still unsatisfied (`unsatisfied` stays 1 until it begins):
@@ -735,15 +733,11 @@ impl RunState {
     }
 
     /// Queues the lock waiters a release woke.
-    // Inlined up to the check (a call per attempt end otherwise, under the run's lock).
-    #[inline(always)]
+    #[inline]
     fn requeue_woken(&mut self) {
-        if !self.woken.is_empty() {
-            self.requeue_woken_now();
+        if self.woken.is_empty() {
+            return;
         }
-    }
-
-    fn requeue_woken_now(&mut self) {
         if self.groups.is_none() {
             self.ready.extend(self.woken.drain(..));
         } else {

@@ -817,6 +817,16 @@ fn a_chain_is_reserved_ahead_only_along_a_single_path_with_nothing_better_to_do(
     assert_eq!(start(&mut s), Some(("urgent".into(), 1)));
     assert_eq!(ahead(&mut s, "a"), Some(("b".into(), 1)));
 
+    // A run with locks: never ahead (a task would hold its locks before it could start).
+    let mut s = state(vec![
+        t("a").provides(["a"]),
+        t("b").requires(["a"]),
+        t("other").claims(["db"]),
+    ]);
+    assert_eq!(start(&mut s), Some(("a".into(), 1)));
+    assert_eq!(start(&mut s), Some(("other".into(), 1)));
+    assert_eq!(ahead(&mut s, "a"), None);
+
     // The kind of work decides too.
     let mut s = chain3();
     start(&mut s);
