@@ -605,84 +605,168 @@ struct TokenRows {
 /// validation).
 ///
 /// Every occurrence of a token (each task's requires, then its provides, in definition order)
-/// is hashed in one pass; sorting the hashes puts equal ones side by side, the first occurrence
-/// first. Then, in definition order, a first occurrence gets the next id, and any other the id
-/// of its first (its text compared, so that a hash collision is never taken for the same
-/// token). The table of ids is built only when a lookup by name needs it
+/// is hashed in one pass, with its position; sorting these puts equal hashes side by side, the
+/// first occurrence first. Then, in definition order, a first occurrence gets the next id, and
+/// any other the id of its first (its text compared, so that a hash collision is never taken
+/// for the same token). The table of ids is built only when a lookup by name needs it
 /// ([`Graph::index_tokens`]): tasks added to the run, virtual tokens.
+///
+/// All of it happens in one buffer of 12 bytes per occurrence: at 10^6 tasks, a vector of
+/// hashes, a sorted copy of it and the ids, side by side, were the peak of a chain's validation
+/// (24 bytes per occurrence).
 struct BulkTokens {
     /// Per occurrence: its first occurrence, replaced by its token id once decided.
     ids: Vec<u32>,
 }
 
+/// An occurrence being sorted: its hash (high half, low half), then its position. Three `u32`s
+/// sort like `(hash, position)`, which as a tuple takes 16 bytes with its padding. They lie
+/// end to end in a `Vec<u32>` (see [`occurrence`]), so that the same buffer holds the ids after.
+type Occurrence = [u32; 3];
+
+fn occurrence_hash(o: &Occurrence) -> u64 {
+    u64::from(o[0]) << 32 | u64::from(o[1])
+}
+
+/// Occurrence `i` of `flat`, occurrences end to end.
+fn occurrence(flat: &[u32], i: usize) -> Occurrence {
+    [flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]]
+}
+
+fn set_occurrence(flat: &mut [u32], i: usize, o: Occurrence) {
+    flat[3 * i..3 * i + 3].copy_from_slice(&o);
+}
+
 impl BulkTokens {
     fn new(new: &[Task]) -> Self {
-        let mut hashes = Vec::new();
+        let mut flat: Vec<u32> = Vec::new();
+        let mut position = 0u32;
         for t in new {
             for tok in t.meta.requires.iter().chain(&t.meta.provides) {
-                hashes.push(str_hash(tok));
+                let h = str_hash(tok);
+                flat.extend_from_slice(&[(h >> 32) as u32, h as u32, position]);
+                position += 1;
             }
         }
-        // Equal hashes side by side, in definition order: a counting pass on the hashes' top
-        // bits, then each part (a few hundred) sorted where it lies (see `sort_part`).
-        let n = hashes.len();
-        let bits = if n < 1 << 14 { 0 } else { BUCKET_PARTS_LOG2 };
-        let part = |h: u64| h.checked_shr(64 - bits).unwrap_or(0) as usize;
-        let mut next = vec![0u32; 1 << bits];
-        for &h in &hashes {
-            next[part(h)] += 1;
+        let n = flat.len() / 3;
+        sort_occurrences(&mut flat);
+        // Each occurrence's first occurrence with its position, two numbers each at the front
+        // of the buffer (written behind what is read)...
+        let mut run = None;
+        for i in 0..n {
+            let o = occurrence(&flat, i);
+            let (h, position) = (occurrence_hash(&o), o[2]);
+            let first = match run {
+                Some((rh, first)) if rh == h => first,
+                _ => {
+                    run = Some((h, position));
+                    position
+                }
+            };
+            flat[2 * i] = first;
+            flat[2 * i + 1] = position;
         }
-        let mut total = 0;
-        for slot in &mut next {
-            let count = *slot;
-            *slot = total;
-            total += count;
+        // ...then scattered into position order in the last third, and moved to the front.
+        // (Swapping them back in place instead makes each step wait for the cache miss of the
+        // one before: validation took two and a half times longer.)
+        let (pairs, ids) = flat.split_at_mut(2 * n);
+        for pair in pairs.chunks_exact(2) {
+            ids[pair[1] as usize] = pair[0];
         }
-        let mut sorted = vec![(0u64, 0u32); n];
-        for (&h, o) in hashes.iter().zip(0..) {
-            let p = part(h);
-            sorted[next[p] as usize] = (h, o);
+        flat.copy_within(2 * n.., 0);
+        flat.truncate(n);
+        flat.shrink_to_fit();
+        Self { ids: flat }
+    }
+}
+
+/// Sorts occurrences by hash, then position: each moved in place into its part (by the hashes'
+/// top bits, see [`partition_in_place`]), then each part sorted where it lies (see
+/// [`sort_part`]).
+fn sort_occurrences(flat: &mut [u32]) {
+    let n = flat.len() / 3;
+    let bits = if n < 1 << 14 {
+        0
+    } else {
+        OCCURRENCE_PARTS_LOG2
+    };
+    let part = |o: &Occurrence| o[0].checked_shr(32 - bits).unwrap_or(0) as usize;
+    let mut ends = vec![0u32; 1 << bits];
+    for i in 0..n {
+        ends[part(&occurrence(flat, i))] += 1;
+    }
+    let mut next = Vec::with_capacity(ends.len());
+    let mut total = 0;
+    for end in &mut ends {
+        next.push(total);
+        total += *end;
+        *end = total;
+    }
+    partition_in_place(flat, &mut next, &ends, part);
+    let mut scratch = Vec::new();
+    let mut start = 0;
+    for &end in &ends {
+        sort_part(
+            &mut flat[3 * start..3 * end as usize],
+            64 - bits - PART_DIGIT_BITS,
+            &mut scratch,
+        );
+        start = end as usize;
+    }
+}
+
+/// Parts of [`sort_occurrences`]. Few, so that the pages where the parts grow stay in the TLB:
+/// with 4096 parts, each step of the partition (which waits for the one before) missed it, and
+/// a chain's validation took a quarter longer at 10^6 tasks.
+const OCCURRENCE_PARTS_LOG2: u32 = 8;
+
+/// The bits of a hash by which [`sort_part`] distributes a part: 4096 runs, of one or two
+/// entries when hashes are well spread (a part holds some 10^4 at 10^6 tasks).
+const PART_DIGIT_BITS: u32 = 12;
+
+/// Moves every entry into its part, without a second array: part `p` ends at `ends[p]`, and
+/// `next[p]` is where its next entry goes (its start, from a counting pass). An entry taken
+/// from a part's next slot goes to the next slot of its own part, and the one found there goes
+/// on the same way, until one belongs to the slot the first was taken from (the permutation of
+/// an American flag sort). Entries do not keep their order within a part.
+fn partition_in_place(
+    flat: &mut [u32],
+    next: &mut [u32],
+    ends: &[u32],
+    part: impl Fn(&Occurrence) -> usize,
+) {
+    for p in 0..next.len() {
+        while next[p] < ends[p] {
+            let mut entry = occurrence(flat, next[p] as usize);
+            let mut q = part(&entry);
+            while q != p {
+                let taken = occurrence(flat, next[q] as usize);
+                set_occurrence(flat, next[q] as usize, entry);
+                entry = taken;
+                next[q] += 1;
+                q = part(&entry);
+            }
+            set_occurrence(flat, next[p] as usize, entry);
             next[p] += 1;
         }
-        drop(hashes);
-        // After the pass above, `next[p]` is where part `p` ends.
-        let mut scratch = Vec::new();
-        let mut start = 0;
-        for &end in &next {
-            sort_part(
-                &mut sorted[start..end as usize],
-                64 - bits - 8,
-                &mut scratch,
-            );
-            start = end as usize;
-        }
-        let mut ids = vec![0u32; n];
-        let mut prev = None;
-        for &(h, o) in &sorted {
-            match prev {
-                Some((ph, first)) if ph == h => ids[o as usize] = first,
-                _ => {
-                    ids[o as usize] = o;
-                    prev = Some((h, o));
-                }
-            }
-        }
-        Self { ids }
     }
 }
 
 /// Sorts `part` (hashes with their top bits in common, each with its position): a counting pass
-/// on the 8 bits from `shift` up into `scratch`, then each run of one value of these bits (one or
-/// two entries when hashes are well spread) sorted, and copied back. Sorting each part of a few
-/// hundred entries by comparisons alone was half of a chain's validation at 10^6 tasks.
-fn sort_part(part: &mut [(u64, u32)], shift: u32, scratch: &mut Vec<(u64, u32)>) {
-    if part.len() < 2 {
+/// on the [`PART_DIGIT_BITS`] bits from `shift` up into `scratch`, then each run of one value of
+/// these bits sorted, and copied back. A part fits in the caches, where a counting pass costs
+/// little; sorting parts of a few hundred entries by comparisons alone was half of a chain's
+/// validation at 10^6 tasks.
+fn sort_part(part: &mut [u32], shift: u32, scratch: &mut Vec<Occurrence>) {
+    const DIGITS_MASK: usize = (1 << PART_DIGIT_BITS) - 1;
+    let n = part.len() / 3;
+    if n < 2 {
         return;
     }
-    let digit = |h: u64| (h >> shift) as usize & 0xff;
-    let mut next = [0u32; 256];
-    for &(h, _) in part.iter() {
-        next[digit(h)] += 1;
+    let digit = |o: &Occurrence| (occurrence_hash(o) >> shift) as usize & DIGITS_MASK;
+    let mut next = [0u32; 1 << PART_DIGIT_BITS];
+    for i in 0..n {
+        next[digit(&occurrence(part, i))] += 1;
     }
     let mut total = 0;
     for slot in &mut next {
@@ -691,9 +775,10 @@ fn sort_part(part: &mut [(u64, u32)], shift: u32, scratch: &mut Vec<(u64, u32)>)
         total += count;
     }
     scratch.clear();
-    scratch.resize(part.len(), (0, 0));
-    for &entry in part.iter() {
-        let d = digit(entry.0);
+    scratch.resize(n, [0; 3]);
+    for i in 0..n {
+        let entry = occurrence(part, i);
+        let d = digit(&entry);
         scratch[next[d] as usize] = entry;
         next[d] += 1;
     }
@@ -706,7 +791,7 @@ fn sort_part(part: &mut [(u64, u32)], shift: u32, scratch: &mut Vec<(u64, u32)>)
         }
         start = end as usize;
     }
-    part.copy_from_slice(scratch);
+    part.copy_from_slice(scratch.as_flattened());
 }
 
 /// Whether [`bucket_order`] partitions `n` positions for a table of `2^bits` buckets (else it
