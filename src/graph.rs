@@ -69,32 +69,42 @@ pub struct Csr {
 }
 
 impl Csr {
-    fn with_capacity(rows: usize) -> Self {
+    fn with_capacity(rows: usize, items: usize) -> Self {
         Self {
             ends: Vec::with_capacity(rows),
-            items: Vec::with_capacity(rows),
+            items: Vec::with_capacity(items),
         }
     }
 
-    /// Rows `0..rows` from `(row, item)` pairs; items keep their order within a row.
-    fn from_pairs(rows: usize, pairs: &[(u32, u32)]) -> Self {
-        let mut ends = vec![0u32; rows];
-        for &(r, _) in pairs {
-            ends[r as usize] += 1;
+    /// The transpose of these rows, for the items `first_item..first_item + items` alone: per
+    /// such item (less `first_item`), the rows that hold it (plus `first_row`), in row order.
+    /// Built from the rows themselves, without a list of `(item, row)` pairs (8 bytes per
+    /// item, twice, at the peak of a chain's validation).
+    fn transposed(&self, first_row: u32, first_item: usize, items: usize) -> Self {
+        let col = |item: u32| (item as usize).checked_sub(first_item);
+        let mut ends = vec![0u32; items];
+        for &item in &self.items {
+            if let Some(c) = col(item) {
+                ends[c] += 1;
+            }
         }
-        let mut next = Vec::with_capacity(rows);
+        // Each column's start, moved to its end as the column fills.
         let mut total = 0;
         for e in &mut ends {
-            next.push(total);
-            total += *e;
+            let count = *e;
             *e = total;
+            total += count;
         }
-        let mut items = vec![0u32; total as usize];
-        for &(r, item) in pairs {
-            items[next[r as usize] as usize] = item;
-            next[r as usize] += 1;
+        let mut out = vec![0u32; total as usize];
+        for (row, r) in self.iter().zip(first_row..) {
+            for &item in row {
+                if let Some(c) = col(item) {
+                    out[ends[c] as usize] = r;
+                    ends[c] += 1;
+                }
+            }
         }
-        Self { ends, items }
+        Self { ends, items: out }
     }
 
     /// Appends a row.
@@ -238,8 +248,7 @@ impl Graph {
             self.reserve_token_ids(provided);
         }
         let rows = loop {
-            let tried =
-                self.token_rows(new, start, old_tokens, provided, bulk.as_mut(), &mut errors);
+            let tried = self.token_rows(new, old_tokens, provided, bulk.as_mut(), &mut errors);
             if let Ok(rows) = tried {
                 break rows;
             }
@@ -252,36 +261,26 @@ impl Graph {
         };
         // Freed as soon as done with (peak memory at 10^6 tasks).
         drop(bulk);
-        let TokenRows {
-            requires,
-            provides,
-            provider_pairs,
-            dependent_pairs,
-        } = rows;
+        let TokenRows { requires, provides } = rows;
 
         // Rows of the new tokens (ids from `old_tokens`); dependents of older tokens apart.
         let fresh = self.token_count() - old_tokens;
-        // The first batch (every run starts with one) has only new tokens: no copy.
-        let rel = |pairs: &[(u32, u32)]| -> Csr {
-            if old_tokens == 0 {
-                return Csr::from_pairs(fresh, pairs);
-            }
-            let pairs: Vec<(u32, u32)> = pairs
-                .iter()
-                .filter_map(|&(t, i)| (t as usize).checked_sub(old_tokens).map(|t| (t as u32, i)))
-                .collect();
-            Csr::from_pairs(fresh, &pairs)
-        };
-        let new_providers = rel(&provider_pairs);
-        drop(provider_pairs);
-        let new_dependents = rel(&dependent_pairs);
+        let new_providers = provides.transposed(start as u32, old_tokens, fresh);
+        let new_dependents = requires.transposed(start as u32, old_tokens, fresh);
         // Dependents of older tokens, recorded once the batch is accepted.
-        let late: Vec<(u32, u32)> = dependent_pairs
-            .iter()
-            .copied()
-            .filter(|&(tok, _)| (tok as usize) < old_tokens)
-            .collect();
-        drop(dependent_pairs);
+        let late: Vec<(u32, u32)> = if old_tokens == 0 {
+            Vec::new()
+        } else {
+            requires
+                .iter()
+                .zip(start as u32..)
+                .flat_map(|(row, idx)| {
+                    row.iter()
+                        .filter(|&&tok| (tok as usize) < old_tokens)
+                        .map(move |&tok| (tok, idx))
+                })
+                .collect()
+        };
 
         // Only new tokens can lack a provider; reported in task order.
         let mut missing: Vec<(u32, u32)> = (0..fresh)
@@ -360,27 +359,22 @@ impl Graph {
     }
 
     /// Each task's rows of required and provided tokens, interning the tokens (from `bulk`'s ids
-    /// when given), with the pairs the rest of [`Graph::extend`] needs. Fails only
-    /// when `bulk` met two different tokens with one hash.
+    /// when given). Fails only when `bulk` met two different tokens with one hash.
     fn token_rows(
         &mut self,
         new: &[Task],
-        start: usize,
         old_tokens: usize,
         provided: usize,
         mut bulk: Option<&mut BulkTokens>,
         errors: &mut Vec<GraphError>,
     ) -> Result<TokenRows, Collision> {
         let mut rows = TokenRows {
-            requires: Csr::with_capacity(new.len()),
-            provides: Csr::with_capacity(new.len()),
-            provider_pairs: Vec::with_capacity(provided),
-            dependent_pairs: Vec::with_capacity(provided),
+            requires: Csr::with_capacity(new.len(), new.len()),
+            provides: Csr::with_capacity(new.len(), provided),
         };
         let mut row: Vec<u32> = Vec::new();
         let mut occurrence = 0;
-        for (i, t) in new.iter().enumerate() {
-            let idx = (start + i) as u32;
+        for t in new {
             row.clear();
             for tok in &t.meta.requires {
                 let id = match bulk.as_deref_mut() {
@@ -389,7 +383,6 @@ impl Graph {
                 };
                 if !row.contains(&id) {
                     row.push(id);
-                    rows.dependent_pairs.push((id, idx));
                 }
             }
             rows.requires.push_row(&row);
@@ -407,7 +400,6 @@ impl Graph {
                         });
                     }
                     row.push(id);
-                    rows.provider_pairs.push((id, idx));
                 }
             }
             rows.provides.push_row(&row);
@@ -596,8 +588,6 @@ struct Collision;
 struct TokenRows {
     requires: Csr,
     provides: Csr,
-    provider_pairs: Vec<(u32, u32)>,
-    dependent_pairs: Vec<(u32, u32)>,
 }
 
 /// Token ids for a large first batch, decided without a hash table (at 10^6 tasks, a probe

@@ -388,10 +388,10 @@ fn a_hash_collision_in_bulk_interning_falls_back_to_one_by_one() {
     let mut g = Graph::default();
     let mut bulk = BulkTokens { ids: vec![0, 0, 2] };
     let mut errors = Vec::new();
-    let rows = g.token_rows(&tasks, 0, 0, 2, Some(&mut bulk), &mut errors);
+    let rows = g.token_rows(&tasks, 0, 2, Some(&mut bulk), &mut errors);
     assert!(rows.is_err());
     let mut g = Graph::default();
-    let rows = g.token_rows(&tasks, 0, 0, 2, None, &mut errors);
+    let rows = g.token_rows(&tasks, 0, 2, None, &mut errors);
     assert!(rows.is_ok());
     assert_eq!(g.token_count(), 3);
     assert_eq!(g.token_id("y"), Some(1));
