@@ -81,11 +81,12 @@ impl Csr {
     /// Built from the rows themselves, without a list of `(item, row)` pairs (8 bytes per
     /// item, twice, at the peak of a chain's validation).
     fn transposed(&self, first_row: u32, first_item: usize, items: usize) -> Self {
-        let col = |item: u32| (item as usize).checked_sub(first_item);
+        // An item below `first_item` wraps around to a column past the last.
+        let col = |item: u32| (item as usize).wrapping_sub(first_item);
         let mut ends = vec![0u32; items];
         for &item in &self.items {
-            if let Some(c) = col(item) {
-                ends[c] += 1;
+            if let Some(count) = ends.get_mut(col(item)) {
+                *count += 1;
             }
         }
         // Each column's start, moved to its end as the column fills.
@@ -96,13 +97,15 @@ impl Csr {
             total += count;
         }
         let mut out = vec![0u32; total as usize];
-        for (row, r) in self.iter().zip(first_row..) {
-            for &item in row {
-                if let Some(c) = col(item) {
-                    out[ends[c] as usize] = r;
-                    ends[c] += 1;
+        let mut start = 0;
+        for (&end, r) in self.ends.iter().zip(first_row..) {
+            for &item in &self.items[start..end as usize] {
+                if let Some(next) = ends.get_mut(col(item)) {
+                    out[*next as usize] = r;
+                    *next += 1;
                 }
             }
+            start = end as usize;
         }
         Self { ends, items: out }
     }
@@ -601,89 +604,63 @@ struct TokenRows {
 /// for the same token). The table of ids is built only when a lookup by name needs it
 /// ([`Graph::index_tokens`]): tasks added to the run, virtual tokens.
 ///
-/// All of it happens in one buffer of 12 bytes per occurrence: at 10^6 tasks, a vector of
-/// hashes, a sorted copy of it and the ids, side by side, were the peak of a chain's validation
-/// (24 bytes per occurrence).
+/// At most 16 bytes per occurrence at once (the occurrences, sorted in place, and the ids): at
+/// 10^6 tasks, the hashes alongside a sorted copy of them (24 bytes per occurrence) were the
+/// peak of a chain's validation.
 struct BulkTokens {
     /// Per occurrence: its first occurrence, replaced by its token id once decided.
     ids: Vec<u32>,
 }
 
 /// An occurrence being sorted: its hash (high half, low half), then its position. Three `u32`s
-/// sort like `(hash, position)`, which as a tuple takes 16 bytes with its padding. They lie
-/// end to end in a `Vec<u32>` (see [`occurrence`]), so that the same buffer holds the ids after.
+/// sort like `(hash, position)`, which as a tuple takes 16 bytes with its padding.
 type Occurrence = [u32; 3];
 
 fn occurrence_hash(o: &Occurrence) -> u64 {
     u64::from(o[0]) << 32 | u64::from(o[1])
 }
 
-/// Occurrence `i` of `flat`, occurrences end to end.
-fn occurrence(flat: &[u32], i: usize) -> Occurrence {
-    [flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]]
-}
-
-fn set_occurrence(flat: &mut [u32], i: usize, o: Occurrence) {
-    flat[3 * i..3 * i + 3].copy_from_slice(&o);
-}
-
 impl BulkTokens {
     fn new(new: &[Task]) -> Self {
-        let mut flat: Vec<u32> = Vec::new();
+        let mut occurrences: Vec<Occurrence> = Vec::new();
         let mut position = 0u32;
         for t in new {
             for tok in t.meta.requires.iter().chain(&t.meta.provides) {
                 let h = str_hash(tok);
-                flat.extend_from_slice(&[(h >> 32) as u32, h as u32, position]);
+                occurrences.push([(h >> 32) as u32, h as u32, position]);
                 position += 1;
             }
         }
-        let n = flat.len() / 3;
-        sort_occurrences(&mut flat);
-        // Each occurrence's first occurrence with its position, two numbers each at the front
-        // of the buffer (written behind what is read)...
+        sort_occurrences(&mut occurrences);
+        let mut ids = vec![0u32; occurrences.len()];
         let mut run = None;
-        for i in 0..n {
-            let o = occurrence(&flat, i);
-            let (h, position) = (occurrence_hash(&o), o[2]);
-            let first = match run {
+        for o in &occurrences {
+            let (h, position) = (occurrence_hash(o), o[2]);
+            ids[position as usize] = match run {
                 Some((rh, first)) if rh == h => first,
                 _ => {
                     run = Some((h, position));
                     position
                 }
             };
-            flat[2 * i] = first;
-            flat[2 * i + 1] = position;
         }
-        // ...then scattered into position order in the last third, and moved to the front.
-        // (Swapping them back in place instead makes each step wait for the cache miss of the
-        // one before: validation took two and a half times longer.)
-        let (pairs, ids) = flat.split_at_mut(2 * n);
-        for pair in pairs.chunks_exact(2) {
-            ids[pair[1] as usize] = pair[0];
-        }
-        flat.copy_within(2 * n.., 0);
-        flat.truncate(n);
-        flat.shrink_to_fit();
-        Self { ids: flat }
+        Self { ids }
     }
 }
 
 /// Sorts occurrences by hash, then position: each moved in place into its part (by the hashes'
 /// top bits, see [`partition_in_place`]), then each part sorted where it lies (see
 /// [`sort_part`]).
-fn sort_occurrences(flat: &mut [u32]) {
-    let n = flat.len() / 3;
-    let bits = if n < 1 << 14 {
+fn sort_occurrences(occurrences: &mut [Occurrence]) {
+    let bits = if occurrences.len() < 1 << 14 {
         0
     } else {
         OCCURRENCE_PARTS_LOG2
     };
     let part = |o: &Occurrence| o[0].checked_shr(32 - bits).unwrap_or(0) as usize;
     let mut ends = vec![0u32; 1 << bits];
-    for i in 0..n {
-        ends[part(&occurrence(flat, i))] += 1;
+    for o in occurrences.iter() {
+        ends[part(o)] += 1;
     }
     let mut next = Vec::with_capacity(ends.len());
     let mut total = 0;
@@ -692,13 +669,13 @@ fn sort_occurrences(flat: &mut [u32]) {
         total += *end;
         *end = total;
     }
-    partition_in_place(flat, &mut next, &ends, part);
+    partition_in_place(occurrences, &mut next, &ends, part);
     let mut scratch = Vec::new();
     let mut start = 0;
     for &end in &ends {
         sort_part(
-            &mut flat[3 * start..3 * end as usize],
-            64 - bits - PART_DIGIT_BITS,
+            &mut occurrences[start..end as usize],
+            32 - bits - PART_DIGIT_BITS,
             &mut scratch,
         );
         start = end as usize;
@@ -720,43 +697,40 @@ const PART_DIGIT_BITS: u32 = 12;
 /// on the same way, until one belongs to the slot the first was taken from (the permutation of
 /// an American flag sort). Entries do not keep their order within a part.
 fn partition_in_place(
-    flat: &mut [u32],
+    entries: &mut [Occurrence],
     next: &mut [u32],
     ends: &[u32],
     part: impl Fn(&Occurrence) -> usize,
 ) {
     for p in 0..next.len() {
         while next[p] < ends[p] {
-            let mut entry = occurrence(flat, next[p] as usize);
+            let mut entry = entries[next[p] as usize];
             let mut q = part(&entry);
             while q != p {
-                let taken = occurrence(flat, next[q] as usize);
-                set_occurrence(flat, next[q] as usize, entry);
-                entry = taken;
+                std::mem::swap(&mut entry, &mut entries[next[q] as usize]);
                 next[q] += 1;
                 q = part(&entry);
             }
-            set_occurrence(flat, next[p] as usize, entry);
+            entries[next[p] as usize] = entry;
             next[p] += 1;
         }
     }
 }
 
 /// Sorts `part` (hashes with their top bits in common, each with its position): a counting pass
-/// on the [`PART_DIGIT_BITS`] bits from `shift` up into `scratch`, then each run of one value of
-/// these bits sorted, and copied back. A part fits in the caches, where a counting pass costs
+/// on the [`PART_DIGIT_BITS`] bits from `shift` up in the hashes' high half into `scratch`, then
+/// each run of one value of these bits sorted, and copied back. A part fits in the caches, where a counting pass costs
 /// little; sorting parts of a few hundred entries by comparisons alone was half of a chain's
 /// validation at 10^6 tasks.
-fn sort_part(part: &mut [u32], shift: u32, scratch: &mut Vec<Occurrence>) {
+fn sort_part(part: &mut [Occurrence], shift: u32, scratch: &mut Vec<Occurrence>) {
     const DIGITS_MASK: usize = (1 << PART_DIGIT_BITS) - 1;
-    let n = part.len() / 3;
-    if n < 2 {
+    if part.len() < 2 {
         return;
     }
-    let digit = |o: &Occurrence| (occurrence_hash(o) >> shift) as usize & DIGITS_MASK;
+    let digit = |o: &Occurrence| (o[0] >> shift) as usize & DIGITS_MASK;
     let mut next = [0u32; 1 << PART_DIGIT_BITS];
-    for i in 0..n {
-        next[digit(&occurrence(part, i))] += 1;
+    for o in part.iter() {
+        next[digit(o)] += 1;
     }
     let mut total = 0;
     for slot in &mut next {
@@ -765,9 +739,8 @@ fn sort_part(part: &mut [u32], shift: u32, scratch: &mut Vec<Occurrence>) {
         total += count;
     }
     scratch.clear();
-    scratch.resize(n, [0; 3]);
-    for i in 0..n {
-        let entry = occurrence(part, i);
+    scratch.resize(part.len(), [0; 3]);
+    for &entry in part.iter() {
         let d = digit(&entry);
         scratch[next[d] as usize] = entry;
         next[d] += 1;
@@ -781,7 +754,7 @@ fn sort_part(part: &mut [u32], shift: u32, scratch: &mut Vec<Occurrence>) {
         }
         start = end as usize;
     }
-    part.copy_from_slice(scratch.as_flattened());
+    part.copy_from_slice(scratch);
 }
 
 /// Whether [`bucket_order`] partitions `n` positions for a table of `2^bits` buckets (else it

@@ -290,7 +290,7 @@ fn a_part_of_hashes_sorts_like_a_comparison_sort() {
     let mut expected = part.clone();
     expected.sort_unstable();
     let mut scratch = Vec::new();
-    sort_part(part.as_flattened_mut(), 44, &mut scratch);
+    sort_part(&mut part, 12, &mut scratch);
     assert_eq!(part, expected);
 }
 
@@ -311,14 +311,14 @@ fn occurrences_partitioned_in_place_sort_like_a_comparison_sort() {
     });
     let mut expected = all.clone();
     expected.sort_unstable();
-    sort_occurrences(all.as_flattened_mut());
+    sort_occurrences(&mut all);
     assert_eq!(all, expected);
     // Below the size that is partitioned too (one part).
     let mut few = all[..1000].to_vec();
     few.reverse();
     let mut expected = few.clone();
     expected.sort_unstable();
-    sort_occurrences(few.as_flattened_mut());
+    sort_occurrences(&mut few);
     assert_eq!(few, expected);
 }
 
@@ -342,7 +342,7 @@ fn a_partition_in_place_puts_each_entry_in_its_part() {
         *end = total;
     }
     let mut before = entries.clone();
-    partition_in_place(entries.as_flattened_mut(), &mut next, &ends, part);
+    partition_in_place(&mut entries, &mut next, &ends, part);
     assert_eq!(next, ends);
     let mut start = 0;
     for (p, &end) in ends.iter().enumerate() {
