@@ -96,6 +96,13 @@ impl Csr {
             *e = total;
             total += count;
         }
+        if total == 0 {
+            // No walk over the rows (tasks that require or provide nothing: most of them).
+            return Self {
+                ends,
+                items: Vec::new(),
+            };
+        }
         let mut out = vec![0u32; total as usize];
         let mut start = 0;
         for (&end, r) in self.ends.iter().zip(first_row..) {
