@@ -69,32 +69,52 @@ pub struct Csr {
 }
 
 impl Csr {
-    fn with_capacity(rows: usize) -> Self {
+    fn with_capacity(rows: usize, items: usize) -> Self {
         Self {
             ends: Vec::with_capacity(rows),
-            items: Vec::with_capacity(rows),
+            items: Vec::with_capacity(items),
         }
     }
 
-    /// Rows `0..rows` from `(row, item)` pairs; items keep their order within a row.
-    fn from_pairs(rows: usize, pairs: &[(u32, u32)]) -> Self {
-        let mut ends = vec![0u32; rows];
-        for &(r, _) in pairs {
-            ends[r as usize] += 1;
+    /// The transpose of these rows, for the items `first_item..first_item + items` alone: per
+    /// such item (less `first_item`), the rows that hold it (plus `first_row`), in row order.
+    /// Built from the rows themselves, without a list of `(item, row)` pairs (8 bytes per
+    /// item, twice, at the peak of a chain's validation).
+    fn transposed(&self, first_row: u32, first_item: usize, items: usize) -> Self {
+        // An item below `first_item` wraps around to a column past the last.
+        let col = |item: u32| (item as usize).wrapping_sub(first_item);
+        let mut ends = vec![0u32; items];
+        for &item in &self.items {
+            if let Some(count) = ends.get_mut(col(item)) {
+                *count += 1;
+            }
         }
-        let mut next = Vec::with_capacity(rows);
+        // Each column's start, moved to its end as the column fills.
         let mut total = 0;
         for e in &mut ends {
-            next.push(total);
-            total += *e;
+            let count = *e;
             *e = total;
+            total += count;
         }
-        let mut items = vec![0u32; total as usize];
-        for &(r, item) in pairs {
-            items[next[r as usize] as usize] = item;
-            next[r as usize] += 1;
+        if total == 0 {
+            // No walk over the rows (tasks that require or provide nothing: most of them).
+            return Self {
+                ends,
+                items: Vec::new(),
+            };
         }
-        Self { ends, items }
+        let mut out = vec![0u32; total as usize];
+        let mut start = 0;
+        for (&end, r) in self.ends.iter().zip(first_row..) {
+            for &item in &self.items[start..end as usize] {
+                if let Some(next) = ends.get_mut(col(item)) {
+                    out[*next as usize] = r;
+                    *next += 1;
+                }
+            }
+            start = end as usize;
+        }
+        Self { ends, items: out }
     }
 
     /// Appends a row.
@@ -103,7 +123,13 @@ impl Csr {
         self.ends.push(self.items.len() as u32);
     }
 
-    fn append(&mut self, other: &Csr) {
+    /// Appends `other`'s rows. Into an empty `Csr` (a run's first batch), `other` is moved: a
+    /// copy would hold both at once, the peak of a chain's validation at 10^6 tasks.
+    fn append(&mut self, other: Csr) {
+        if self.ends.is_empty() {
+            *self = other;
+            return;
+        }
         let base = self.items.len() as u32;
         self.items.extend_from_slice(&other.items);
         self.ends.extend(other.ends.iter().map(|e| e + base));
@@ -232,8 +258,7 @@ impl Graph {
             self.reserve_token_ids(provided);
         }
         let rows = loop {
-            let tried =
-                self.token_rows(new, start, old_tokens, provided, bulk.as_mut(), &mut errors);
+            let tried = self.token_rows(new, old_tokens, provided, bulk.as_mut(), &mut errors);
             if let Ok(rows) = tried {
                 break rows;
             }
@@ -246,36 +271,26 @@ impl Graph {
         };
         // Freed as soon as done with (peak memory at 10^6 tasks).
         drop(bulk);
-        let TokenRows {
-            requires,
-            provides,
-            provider_pairs,
-            dependent_pairs,
-        } = rows;
+        let TokenRows { requires, provides } = rows;
 
         // Rows of the new tokens (ids from `old_tokens`); dependents of older tokens apart.
         let fresh = self.token_count() - old_tokens;
-        // The first batch (every run starts with one) has only new tokens: no copy.
-        let rel = |pairs: &[(u32, u32)]| -> Csr {
-            if old_tokens == 0 {
-                return Csr::from_pairs(fresh, pairs);
-            }
-            let pairs: Vec<(u32, u32)> = pairs
-                .iter()
-                .filter_map(|&(t, i)| (t as usize).checked_sub(old_tokens).map(|t| (t as u32, i)))
-                .collect();
-            Csr::from_pairs(fresh, &pairs)
-        };
-        let new_providers = rel(&provider_pairs);
-        drop(provider_pairs);
-        let new_dependents = rel(&dependent_pairs);
+        let new_providers = provides.transposed(start as u32, old_tokens, fresh);
+        let new_dependents = requires.transposed(start as u32, old_tokens, fresh);
         // Dependents of older tokens, recorded once the batch is accepted.
-        let late: Vec<(u32, u32)> = dependent_pairs
-            .iter()
-            .copied()
-            .filter(|&(tok, _)| (tok as usize) < old_tokens)
-            .collect();
-        drop(dependent_pairs);
+        let late: Vec<(u32, u32)> = if old_tokens == 0 {
+            Vec::new()
+        } else {
+            requires
+                .iter()
+                .zip(start as u32..)
+                .flat_map(|(row, idx)| {
+                    row.iter()
+                        .filter(|&&tok| (tok as usize) < old_tokens)
+                        .map(move |&tok| (tok, idx))
+                })
+                .collect()
+        };
 
         // Only new tokens can lack a provider; reported in task order.
         let mut missing: Vec<(u32, u32)> = (0..fresh)
@@ -346,35 +361,30 @@ impl Graph {
         for (tok, idx) in late {
             self.late_dependents.entry(tok).or_default().push(idx);
         }
-        self.providers.append(&new_providers);
-        self.dependents.append(&new_dependents);
-        self.requires.append(&requires);
-        self.provides.append(&provides);
+        self.providers.append(new_providers);
+        self.dependents.append(new_dependents);
+        self.requires.append(requires);
+        self.provides.append(provides);
         Ok(warnings)
     }
 
     /// Each task's rows of required and provided tokens, interning the tokens (from `bulk`'s ids
-    /// when given), with the pairs the rest of [`Graph::extend`] needs. Fails only
-    /// when `bulk` met two different tokens with one hash.
+    /// when given). Fails only when `bulk` met two different tokens with one hash.
     fn token_rows(
         &mut self,
         new: &[Task],
-        start: usize,
         old_tokens: usize,
         provided: usize,
         mut bulk: Option<&mut BulkTokens>,
         errors: &mut Vec<GraphError>,
     ) -> Result<TokenRows, Collision> {
         let mut rows = TokenRows {
-            requires: Csr::with_capacity(new.len()),
-            provides: Csr::with_capacity(new.len()),
-            provider_pairs: Vec::with_capacity(provided),
-            dependent_pairs: Vec::with_capacity(provided),
+            requires: Csr::with_capacity(new.len(), new.len()),
+            provides: Csr::with_capacity(new.len(), provided),
         };
         let mut row: Vec<u32> = Vec::new();
         let mut occurrence = 0;
-        for (i, t) in new.iter().enumerate() {
-            let idx = (start + i) as u32;
+        for t in new {
             row.clear();
             for tok in &t.meta.requires {
                 let id = match bulk.as_deref_mut() {
@@ -383,7 +393,6 @@ impl Graph {
                 };
                 if !row.contains(&id) {
                     row.push(id);
-                    rows.dependent_pairs.push((id, idx));
                 }
             }
             rows.requires.push_row(&row);
@@ -401,7 +410,6 @@ impl Graph {
                         });
                     }
                     row.push(id);
-                    rows.provider_pairs.push((id, idx));
                 }
             }
             rows.provides.push_row(&row);
@@ -590,8 +598,6 @@ struct Collision;
 struct TokenRows {
     requires: Csr,
     provides: Csr,
-    provider_pairs: Vec<(u32, u32)>,
-    dependent_pairs: Vec<(u32, u32)>,
 }
 
 /// Token ids for a large first batch, decided without a hash table (at 10^6 tasks, a probe
@@ -599,84 +605,140 @@ struct TokenRows {
 /// validation).
 ///
 /// Every occurrence of a token (each task's requires, then its provides, in definition order)
-/// is hashed in one pass; sorting the hashes puts equal ones side by side, the first occurrence
-/// first. Then, in definition order, a first occurrence gets the next id, and any other the id
-/// of its first (its text compared, so that a hash collision is never taken for the same
-/// token). The table of ids is built only when a lookup by name needs it
+/// is hashed in one pass, with its position; sorting these puts equal hashes side by side, the
+/// first occurrence first. Then, in definition order, a first occurrence gets the next id, and
+/// any other the id of its first (its text compared, so that a hash collision is never taken
+/// for the same token). The table of ids is built only when a lookup by name needs it
 /// ([`Graph::index_tokens`]): tasks added to the run, virtual tokens.
+///
+/// At most 16 bytes per occurrence at once (the occurrences, sorted in place, and the ids): at
+/// 10^6 tasks, the hashes alongside a sorted copy of them (24 bytes per occurrence) were the
+/// peak of a chain's validation.
 struct BulkTokens {
     /// Per occurrence: its first occurrence, replaced by its token id once decided.
     ids: Vec<u32>,
 }
 
+/// An occurrence being sorted: its hash (high half, low half), then its position. Three `u32`s
+/// sort like `(hash, position)`, which as a tuple takes 16 bytes with its padding.
+type Occurrence = [u32; 3];
+
+fn occurrence_hash(o: &Occurrence) -> u64 {
+    u64::from(o[0]) << 32 | u64::from(o[1])
+}
+
 impl BulkTokens {
     fn new(new: &[Task]) -> Self {
-        let mut hashes = Vec::new();
+        let mut occurrences: Vec<Occurrence> = Vec::new();
+        let mut position = 0u32;
         for t in new {
             for tok in t.meta.requires.iter().chain(&t.meta.provides) {
-                hashes.push(str_hash(tok));
+                let h = str_hash(tok);
+                occurrences.push([(h >> 32) as u32, h as u32, position]);
+                position += 1;
             }
         }
-        // Equal hashes side by side, in definition order: a counting pass on the hashes' top
-        // bits, then each part (a few hundred) sorted where it lies (see `sort_part`).
-        let n = hashes.len();
-        let bits = if n < 1 << 14 { 0 } else { BUCKET_PARTS_LOG2 };
-        let part = |h: u64| h.checked_shr(64 - bits).unwrap_or(0) as usize;
-        let mut next = vec![0u32; 1 << bits];
-        for &h in &hashes {
-            next[part(h)] += 1;
-        }
-        let mut total = 0;
-        for slot in &mut next {
-            let count = *slot;
-            *slot = total;
-            total += count;
-        }
-        let mut sorted = vec![(0u64, 0u32); n];
-        for (&h, o) in hashes.iter().zip(0..) {
-            let p = part(h);
-            sorted[next[p] as usize] = (h, o);
-            next[p] += 1;
-        }
-        drop(hashes);
-        // After the pass above, `next[p]` is where part `p` ends.
-        let mut scratch = Vec::new();
-        let mut start = 0;
-        for &end in &next {
-            sort_part(
-                &mut sorted[start..end as usize],
-                64 - bits - 8,
-                &mut scratch,
-            );
-            start = end as usize;
-        }
-        let mut ids = vec![0u32; n];
-        let mut prev = None;
-        for &(h, o) in &sorted {
-            match prev {
-                Some((ph, first)) if ph == h => ids[o as usize] = first,
+        sort_occurrences(&mut occurrences);
+        let mut ids = vec![0u32; occurrences.len()];
+        let mut run = None;
+        for o in &occurrences {
+            let (h, position) = (occurrence_hash(o), o[2]);
+            ids[position as usize] = match run {
+                Some((rh, first)) if rh == h => first,
                 _ => {
-                    ids[o as usize] = o;
-                    prev = Some((h, o));
+                    run = Some((h, position));
+                    position
                 }
-            }
+            };
         }
         Self { ids }
     }
 }
 
+/// Sorts occurrences by hash, then position: each moved in place into its part (by the hashes'
+/// top bits, see [`partition_in_place`]), then each part sorted where it lies (see
+/// [`sort_part`]).
+fn sort_occurrences(occurrences: &mut [Occurrence]) {
+    let bits = if occurrences.len() < 1 << 14 {
+        0
+    } else {
+        OCCURRENCE_PARTS_LOG2
+    };
+    let part = |o: &Occurrence| o[0].checked_shr(32 - bits).unwrap_or(0) as usize;
+    let mut ends = vec![0u32; 1 << bits];
+    for o in occurrences.iter() {
+        ends[part(o)] += 1;
+    }
+    let mut next = Vec::with_capacity(ends.len());
+    let mut total = 0;
+    for end in &mut ends {
+        next.push(total);
+        total += *end;
+        *end = total;
+    }
+    partition_in_place(occurrences, &mut next, &ends, part);
+    let mut scratch = Vec::new();
+    let mut start = 0;
+    for &end in &ends {
+        sort_part(
+            &mut occurrences[start..end as usize],
+            32 - bits - PART_DIGIT_BITS,
+            &mut scratch,
+        );
+        start = end as usize;
+    }
+}
+
+/// Parts of [`sort_occurrences`]. Few, so that the pages where the parts grow stay in the TLB
+/// (most likely what went wrong with 4096 parts: each step of the partition waits for the one
+/// before, and a chain's validation took a quarter longer at 10^6 tasks).
+const OCCURRENCE_PARTS_LOG2: u32 = 8;
+
+/// The bits of a hash by which [`sort_part`] distributes a part: 4096 runs, of a few entries
+/// when hashes are well spread (at 10^6 tasks a part holds 8 000 occurrences for a chain, 20 000
+/// for a random DAG of degree 4).
+const PART_DIGIT_BITS: u32 = 12;
+
+/// Moves every entry into its part, without a second array: part `p` ends at `ends[p]`, and
+/// `next[p]` is where its next entry goes (its start, from a counting pass). An entry taken
+/// from a part's next slot goes to the next slot of its own part, and the one found there goes
+/// on the same way, until one belongs to the slot the first was taken from (the permutation of
+/// an American flag sort). Entries do not keep their order within a part.
+fn partition_in_place(
+    entries: &mut [Occurrence],
+    next: &mut [u32],
+    ends: &[u32],
+    part: impl Fn(&Occurrence) -> usize,
+) {
+    for p in 0..next.len() {
+        while next[p] < ends[p] {
+            let mut entry = entries[next[p] as usize];
+            let mut q = part(&entry);
+            while q != p {
+                std::mem::swap(&mut entry, &mut entries[next[q] as usize]);
+                next[q] += 1;
+                q = part(&entry);
+            }
+            entries[next[p] as usize] = entry;
+            next[p] += 1;
+        }
+    }
+}
+
 /// Sorts `part` (hashes with their top bits in common, each with its position): a counting pass
-/// on the 8 bits from `shift` up into `scratch`, then each run of one value of these bits (one or
-/// two entries when hashes are well spread) sorted, and copied back. Sorting each part of a few
-/// hundred entries by comparisons alone was half of a chain's validation at 10^6 tasks.
-fn sort_part(part: &mut [(u64, u32)], shift: u32, scratch: &mut Vec<(u64, u32)>) {
+/// on the [`PART_DIGIT_BITS`] bits from `shift` up in the hashes' high half into `scratch`, then
+/// each run of one value of these bits sorted, and copied back. A part fits in the caches, where a counting pass costs
+/// little; sorting parts of a few hundred entries by comparisons alone was half of a chain's
+/// validation at 10^6 tasks.
+fn sort_part(part: &mut [Occurrence], shift: u32, scratch: &mut Vec<Occurrence>) {
+    const DIGITS_MASK: usize = (1 << PART_DIGIT_BITS) - 1;
     if part.len() < 2 {
         return;
     }
-    let digit = |h: u64| (h >> shift) as usize & 0xff;
-    let mut next = [0u32; 256];
-    for &(h, _) in part.iter() {
-        next[digit(h)] += 1;
+    let digit = |o: &Occurrence| (o[0] >> shift) as usize & DIGITS_MASK;
+    let mut next = [0u32; 1 << PART_DIGIT_BITS];
+    for o in part.iter() {
+        next[digit(o)] += 1;
     }
     let mut total = 0;
     for slot in &mut next {
@@ -685,9 +747,9 @@ fn sort_part(part: &mut [(u64, u32)], shift: u32, scratch: &mut Vec<(u64, u32)>)
         total += count;
     }
     scratch.clear();
-    scratch.resize(part.len(), (0, 0));
+    scratch.resize(part.len(), [0; 3]);
     for &entry in part.iter() {
-        let d = digit(entry.0);
+        let d = digit(&entry);
         scratch[next[d] as usize] = entry;
         next[d] += 1;
     }

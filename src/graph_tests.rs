@@ -254,31 +254,127 @@ fn a_large_batch_reports_every_error_as_one_by_one() {
     assert_eq!(text[2], "dependency cycle: t5 -> t6 -> t5");
 }
 
+/// Occurrences as `BulkTokens` has them before sorting (in position order), with hashes from
+/// `hash(position, previous)`: the previous occurrences are there to repeat a hash.
+fn occurrences(n: u32, mut hash: impl FnMut(u32, &[Occurrence]) -> u64) -> Vec<Occurrence> {
+    let mut out: Vec<Occurrence> = Vec::new();
+    for o in 0..n {
+        let h = hash(o, &out);
+        out.push([(h >> 32) as u32, h as u32, o]);
+    }
+    out
+}
+
+fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
 #[test]
 fn a_part_of_hashes_sorts_like_a_comparison_sort() {
-    // Well spread hashes, equal ones (the same token again), and many with the same 8 bits
-    // below the part's (one run of the counting pass), in position order as `BulkTokens` has
-    // them.
+    // Well spread hashes, equal ones (the same token again), and many with the same 12 bits
+    // below the part's (one run of the counting pass).
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut part: Vec<(u64, u32)> = Vec::new();
-    for o in 0..3000u32 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        // A part: the top 12 bits in common.
-        let h = 0xABC << 52
+    let mut part = occurrences(3000, |o, before| {
+        let x = xorshift(&mut x);
+        // A part: the top 8 bits in common.
+        0xAB << 56
             | match o % 5 {
                 0 => 42 << 44 | (x & 0xFFF_FFFF_FFFF),
-                1 if o > 10 => part[(o / 2) as usize].0,
+                1 if o > 10 => occurrence_hash(&before[(o / 2) as usize]),
                 _ => x,
-            } & ((1 << 52) - 1);
-        part.push((h, o));
-    }
+            } & ((1 << 56) - 1)
+    });
     let mut expected = part.clone();
     expected.sort_unstable();
     let mut scratch = Vec::new();
-    sort_part(&mut part, 44, &mut scratch);
+    sort_part(&mut part, 12, &mut scratch);
     assert_eq!(part, expected);
+}
+
+#[test]
+fn occurrences_partitioned_in_place_sort_like_a_comparison_sort() {
+    // Enough to be partitioned: well spread hashes, repeated ones, a crowded part (a tenth in
+    // the part of the top bits 0x5A) and many empty parts (the top bits of every other hash
+    // are below 0x40).
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut all = occurrences(50_000, |o, before| {
+        let x = xorshift(&mut x);
+        match o % 10 {
+            0 => 0x5A << 56 | x >> 8,
+            1 | 2 if o > 10 => occurrence_hash(&before[(x % u64::from(o)) as usize]),
+            3..=5 => x & (0xF << 58 | ((1 << 56) - 1)),
+            _ => x >> 4,
+        }
+    });
+    let mut expected = all.clone();
+    expected.sort_unstable();
+    sort_occurrences(&mut all);
+    assert_eq!(all, expected);
+    // Below the size that is partitioned too (one part).
+    let mut few = all[..1000].to_vec();
+    few.reverse();
+    let mut expected = few.clone();
+    expected.sort_unstable();
+    sort_occurrences(&mut few);
+    assert_eq!(few, expected);
+}
+
+#[test]
+fn a_partition_in_place_puts_each_entry_in_its_part() {
+    // Parts by the position modulo 5, counted as `sort_occurrences` does; part 3 empty.
+    let part = |o: &Occurrence| match o[2] % 5 {
+        3 => 4,
+        p => p as usize,
+    };
+    let mut entries: Vec<Occurrence> = (0..1000).rev().map(|o| [o * 7, 0, o]).collect();
+    let mut ends = vec![0u32; 5];
+    for e in &entries {
+        ends[part(e)] += 1;
+    }
+    let mut next = Vec::new();
+    let mut total = 0;
+    for end in &mut ends {
+        next.push(total);
+        total += *end;
+        *end = total;
+    }
+    let mut before = entries.clone();
+    partition_in_place(&mut entries, &mut next, &ends, part);
+    assert_eq!(next, ends);
+    let mut start = 0;
+    for (p, &end) in ends.iter().enumerate() {
+        assert!(entries[start..end as usize].iter().all(|e| part(e) == p));
+        start = end as usize;
+    }
+    // A permutation: nothing lost, nothing doubled.
+    before.sort_unstable();
+    entries.sort_unstable();
+    assert_eq!(entries, before);
+}
+
+#[test]
+fn bulk_ids_are_first_occurrences_in_position_order() {
+    // Each occurrence's first occurrence, as `Graph::bulk_id` expects them: tokens repeated
+    // within a task and across tasks, enough of them to be partitioned.
+    let tasks: Vec<Task> = (0..20_000u32)
+        .map(|i| {
+            t(&format!("t{i}"))
+                .requires([format!("k{}", i / 3), format!("k{}", i / 3)])
+                .provides([format!("p{}", i % 11)])
+        })
+        .collect();
+    let mut first: HashMap<&str, u32> = HashMap::new();
+    let mut expected = Vec::new();
+    for t in &tasks {
+        for tok in t.meta.requires.iter().chain(&t.meta.provides) {
+            let next = expected.len() as u32;
+            expected.push(*first.entry(tok.as_str()).or_insert(next));
+        }
+    }
+    assert_eq!(BulkTokens::new(&tasks).ids, expected);
 }
 
 #[test]
@@ -292,10 +388,10 @@ fn a_hash_collision_in_bulk_interning_falls_back_to_one_by_one() {
     let mut g = Graph::default();
     let mut bulk = BulkTokens { ids: vec![0, 0, 2] };
     let mut errors = Vec::new();
-    let rows = g.token_rows(&tasks, 0, 0, 2, Some(&mut bulk), &mut errors);
+    let rows = g.token_rows(&tasks, 0, 2, Some(&mut bulk), &mut errors);
     assert!(rows.is_err());
     let mut g = Graph::default();
-    let rows = g.token_rows(&tasks, 0, 0, 2, None, &mut errors);
+    let rows = g.token_rows(&tasks, 0, 2, None, &mut errors);
     assert!(rows.is_ok());
     assert_eq!(g.token_count(), 3);
     assert_eq!(g.token_id("y"), Some(1));
