@@ -553,12 +553,7 @@ impl RunState {
                 self.resources.wait(blocker, key);
                 continue;
             }
-            let st = &mut self.states[idx as usize];
-            st.phase = Phase::Reserved;
-            st.attempt += 1;
-            st.worst_result = None;
-            let attempt = st.attempt;
-            self.running += 1;
+            let attempt = self.reserve_attempt(idx);
             if !reserve && !self.defer_begin {
                 self.begin(idx, attempt, None);
             }
@@ -622,18 +617,24 @@ impl RunState {
         }
         // Reserved with its token still unsatisfied (`unsatisfied` stays 1 until it begins):
         // `prev`'s end, reported first, leaves it alone.
-        let st = &mut self.states[next as usize];
-        st.phase = Phase::Reserved;
-        st.attempt += 1;
-        st.worst_result = None;
-        let attempt = st.attempt;
-        self.running += 1;
+        let attempt = self.reserve_attempt(next);
         let shared = self.shared_for(next);
         Some(Start {
             idx: next,
             attempt,
             shared,
         })
+    }
+
+    /// Task `idx`'s next attempt is handed to a worker: returns its number.
+    #[inline]
+    fn reserve_attempt(&mut self, idx: u32) -> u32 {
+        let st = &mut self.states[idx as usize];
+        st.phase = Phase::Reserved;
+        st.attempt += 1;
+        st.worst_result = None;
+        self.running += 1;
+        st.attempt
     }
 
     /// The task the next `next_start` would consider, if any.
