@@ -842,3 +842,51 @@ fn a_chain_run_ahead_stops_at_a_failure_a_reported_failure_and_an_export() {
         assert!(runs.iter().all(|r| r.load(Ordering::SeqCst) == 1));
     }
 }
+
+#[test]
+fn a_cancel_in_the_middle_of_a_chain_run_ahead_starts_nothing_after_it() {
+    const N: usize = 300;
+    for jobs in [1, 2] {
+        let runs = Arc::new((0..N).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
+        let handle: Arc<std::sync::OnceLock<pexen::RunHandle>> = Arc::default();
+        let cancel = handle.clone();
+        let tasks = counted_chain(N, &runs, move |i, _| {
+            if i == 120 {
+                // The handle is set once the run has started (`OnceLock::wait` is newer than
+                // the crate's minimum Rust).
+                loop {
+                    if let Some(handle) = cancel.get() {
+                        handle.cancel();
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+            }
+            Ok(())
+        });
+        let run = Scheduler::builder().jobs(jobs).build().run(tasks).unwrap();
+        handle.set(run.handle()).ok().expect("set once");
+        let events: Vec<Event> = run.collect();
+        assert_chain_order(&events, N, jobs);
+        for i in 0..N {
+            let expected = usize::from(i <= 120);
+            assert_eq!(
+                runs[i].load(Ordering::SeqCst),
+                expected,
+                "k{i:03}, jobs={jobs}"
+            );
+        }
+        assert_eq!(outcome(&events, "k120"), Outcome::Pass);
+        assert_eq!(
+            finished(&events, "k121").cause.as_deref(),
+            Some("not run: the run was interrupted")
+        );
+        assert!(matches!(
+            events.last(),
+            Some(Event::RunFinished {
+                interrupted: true,
+                ..
+            })
+        ));
+    }
+}
