@@ -747,6 +747,19 @@ fn counted_chain(
         .collect()
 }
 
+/// A run counter per task of a chain of `n`.
+fn counters(n: usize) -> Arc<Vec<AtomicUsize>> {
+    Arc::new((0..n).map(|_| AtomicUsize::new(0)).collect())
+}
+
+/// Tasks `k000..=k{last}` of the chain ran once each, the others never.
+fn assert_ran_through(runs: &[AtomicUsize], last: usize, jobs: usize) {
+    for (i, r) in runs.iter().enumerate() {
+        let expected = usize::from(i <= last);
+        assert_eq!(r.load(Ordering::SeqCst), expected, "k{i:03}, jobs={jobs}");
+    }
+}
+
 /// Every task of the chain starts after its provider finished, and at most `jobs` run at once,
 /// as the events tell it.
 fn assert_chain_order(events: &[Event], n: usize, jobs: usize) {
@@ -773,7 +786,7 @@ fn a_chain_run_ahead_stops_at_a_failure_a_reported_failure_and_an_export() {
     const N: usize = 300;
     for jobs in [1, 2] {
         // A failure: nothing after it runs, the rest is skipped, each with its cause.
-        let runs = Arc::new((0..N).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
+        let runs = counters(N);
         let events = run(
             jobs,
             counted_chain(N, &runs, |i, _| {
@@ -785,14 +798,7 @@ fn a_chain_run_ahead_stops_at_a_failure_a_reported_failure_and_an_export() {
             }),
         );
         assert_chain_order(&events, N, jobs);
-        for i in 0..N {
-            let expected = usize::from(i <= 150);
-            assert_eq!(
-                runs[i].load(Ordering::SeqCst),
-                expected,
-                "k{i:03}, jobs={jobs}"
-            );
-        }
+        assert_ran_through(&runs, 150, jobs);
         assert_eq!(outcome(&events, "k150"), Outcome::Fail);
         assert_eq!(
             finished(&events, "k151").cause.as_deref(),
@@ -801,7 +807,7 @@ fn a_chain_run_ahead_stops_at_a_failure_a_reported_failure_and_an_export() {
         assert_eq!(outcome(&events, "k299"), Outcome::Skip);
 
         // A failure reported on the way by a closure that then returns Ok.
-        let runs = Arc::new((0..N).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
+        let runs = counters(N);
         let events = run(
             jobs,
             counted_chain(N, &runs, |i, ctx| {
@@ -824,7 +830,7 @@ fn a_chain_run_ahead_stops_at_a_failure_a_reported_failure_and_an_export() {
         assert!(end_of(&events, "k199") < result);
 
         // An export: the next task sees it.
-        let runs = Arc::new((0..N).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
+        let runs = counters(N);
         let events = run(
             jobs,
             counted_chain(N, &runs, |i, ctx| {
@@ -847,7 +853,7 @@ fn a_chain_run_ahead_stops_at_a_failure_a_reported_failure_and_an_export() {
 fn a_cancel_in_the_middle_of_a_chain_run_ahead_starts_nothing_after_it() {
     const N: usize = 300;
     for jobs in [1, 2] {
-        let runs = Arc::new((0..N).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
+        let runs = counters(N);
         let handle: Arc<std::sync::OnceLock<pexen::RunHandle>> = Arc::default();
         let cancel = handle.clone();
         let tasks = counted_chain(N, &runs, move |i, _| {
@@ -868,14 +874,7 @@ fn a_cancel_in_the_middle_of_a_chain_run_ahead_starts_nothing_after_it() {
         handle.set(run.handle()).ok().expect("set once");
         let events: Vec<Event> = run.collect();
         assert_chain_order(&events, N, jobs);
-        for i in 0..N {
-            let expected = usize::from(i <= 120);
-            assert_eq!(
-                runs[i].load(Ordering::SeqCst),
-                expected,
-                "k{i:03}, jobs={jobs}"
-            );
-        }
+        assert_ran_through(&runs, 120, jobs);
         assert_eq!(outcome(&events, "k120"), Outcome::Pass);
         assert_eq!(
             finished(&events, "k121").cause.as_deref(),

@@ -135,6 +135,16 @@ mod tests {
         keys.admitted();
     }
 
+    /// The best waiting keys, in turn, each task then waiting no more.
+    fn drain(keys: &mut WaitingKeys, tasks: &mut [Option<i32>]) -> Vec<(i32, u32)> {
+        let mut order = Vec::new();
+        while let Some(Reverse((p, idx))) = keys.best(lookup(tasks)) {
+            order.push((p, idx));
+            tasks[idx as usize] = None;
+        }
+        order
+    }
+
     #[test]
     fn one_priority_finds_the_first_task_still_waiting_without_a_table() {
         let mut tasks = vec![None, Some(0), None, Some(0), Some(0)];
@@ -166,11 +176,7 @@ mod tests {
         tasks[0] = None;
         admit(&mut keys, &[(-1, 4), (5, 5)], &tasks);
         assert!(matches!(keys, WaitingKeys::Sorted { .. }));
-        let mut order = Vec::new();
-        while let Some(Reverse((p, idx))) = keys.best(lookup(&tasks)) {
-            order.push((p, idx));
-            tasks[idx as usize] = None;
-        }
+        let order = drain(&mut keys, &mut tasks);
         assert_eq!(order, [(-1, 4), (5, 1), (5, 3), (5, 5)]);
     }
 
@@ -196,11 +202,7 @@ mod tests {
         tasks[0] = Some(1);
         keys.wait_again(1, 0);
         keys.wait_again(1, 0);
-        let mut order = Vec::new();
-        while let Some(Reverse((p, idx))) = keys.best(lookup(&tasks)) {
-            order.push((p, idx));
-            tasks[idx as usize] = None;
-        }
+        let order = drain(&mut keys, &mut tasks);
         assert_eq!(order, [(1, 0), (3, 2)]);
     }
 
