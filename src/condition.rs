@@ -219,12 +219,12 @@ impl Condition {
 /// evaluated once; the commands of those that need one run in parallel.
 pub(crate) fn evaluate(tasks: &[Task]) -> Vec<(u32, String)> {
     // Most runs have no condition at all: one pass over the tasks, no allocation.
-    if tasks.iter().all(|t| t.meta.when.is_empty()) {
+    if tasks.iter().all(|t| t.meta.more.when.is_empty()) {
         return Vec::new();
     }
     let mut verdicts: HashMap<&Condition, Option<String>> = HashMap::new();
     for t in tasks {
-        for c in &t.meta.when {
+        for c in &t.meta.more.when {
             verdicts.entry(c).or_insert_with(|| c.check_static());
         }
     }
@@ -257,6 +257,7 @@ pub(crate) fn evaluate(tasks: &[Task]) -> Vec<(u32, String)> {
         .enumerate()
         .filter_map(|(i, t)| {
             t.meta
+                .more
                 .when
                 .iter()
                 .find_map(|c| verdicts[c].as_ref())

@@ -208,8 +208,8 @@ impl Graph {
             check_task(t, capacity, &mut errors);
             name_hashes.push(name_hash(&t.name));
             provided += t.meta.provides.len();
-            any_when |= !t.meta.when.is_empty();
-            any_group |= t.meta.group.is_some();
+            any_when |= !t.meta.more.when.is_empty();
+            any_group |= t.meta.more.group.is_some();
         }
         seen.any_when |= any_when;
         seen.any_group |= any_group;
@@ -866,7 +866,7 @@ fn check_task(t: &Task, capacity: &BTreeMap<String, u32>, errors: &mut Vec<Graph
             });
         }
     }
-    for (slot, &wanted) in &t.meta.slots {
+    for (slot, &wanted) in &t.meta.more.slots {
         let cap = capacity.get(slot).copied().unwrap_or(0);
         if wanted > cap {
             errors.push(GraphError::SlotsOverCapacity {

@@ -54,5 +54,6 @@ pub use pool::process::serve as worker;
 pub use sched::events::{Counts, Event, Finished};
 pub use sched::{Group, Observer, Resumed, Run, RunHandle, Scheduler, SchedulerBuilder};
 pub use task::{
-    CommandSpec, Meta, OnFailure, Outcome, PoolKind, Run as RunSpec, Task, TaskName, Token, Work,
+    CommandSpec, Meta, More, MoreMeta, OnFailure, Outcome, PoolKind, Run as RunSpec, Task,
+    TaskName, Token, Work,
 };

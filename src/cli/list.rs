@@ -68,25 +68,30 @@ fn human_line(t: &Task, chosen: &[String]) -> String {
     parts.extend(labelled("provides", &m.provides));
     parts.extend(labelled("claims", &m.claims));
     parts.extend(labelled("uses", &m.uses));
-    if !m.slots.is_empty() {
-        let s: Vec<String> = m.slots.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !m.more.slots.is_empty() {
+        let s: Vec<String> = m
+            .more
+            .slots
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         parts.push(format!("slots: {}", s.join(", ")));
     }
     if m.priority != 0 {
         parts.push(format!("priority: {}", m.priority));
     }
-    if let Some(t) = m.timeout {
+    if let Some(t) = m.more.timeout {
         parts.push(format!("timeout: {}", humantime::format_duration(t)));
     }
-    if m.retries > 0 {
-        parts.push(format!("retries: {}", m.retries));
+    if m.more.retries > 0 {
+        parts.push(format!("retries: {}", m.more.retries));
     }
-    parts.extend(labelled("tags", &m.tags));
-    if let Some(g) = m.group.as_ref().filter(|g| !g.is_empty()) {
+    parts.extend(labelled("tags", &m.more.tags));
+    if let Some(g) = m.more.group.as_ref().filter(|g| !g.is_empty()) {
         parts.push(format!("group: {g}"));
     }
-    if !m.when.is_empty() {
-        let all: Vec<String> = m.when.iter().map(crate::Condition::describe).collect();
+    if !m.more.when.is_empty() {
+        let all: Vec<String> = m.more.when.iter().map(crate::Condition::describe).collect();
         parts.push(format!("when: {}", all.join(" and ")));
     }
     parts.extend(labelled("chosen provider of", chosen));

@@ -43,7 +43,7 @@ pub(super) fn warnings(tasks: &[Task]) -> Vec<String> {
                 }
             }
         }
-        for pattern in &t.meta.inputs {
+        for pattern in &t.meta.more.inputs {
             if !matches_a_file(&cwd, pattern) {
                 out.push(format!(
                     "task `{}`: `inputs` pattern `{pattern}` matches no file in {}",

@@ -89,7 +89,7 @@ pub(super) fn run(args: &RunArgs) -> Result<i32, CliError> {
                 prepared
                     .tasks()
                     .iter()
-                    .map(|t| (t.name.clone(), t.meta.retries + 1)),
+                    .map(|t| (t.name.clone(), t.meta.more.retries + 1)),
             )
             .resumed(prepared.resumed_count())
             .resume_hint(resume_hint(args));

@@ -141,10 +141,12 @@ impl RunRequest {
         let mut tasks = selection.tasks;
         for t in &mut tasks {
             if let Some(r) = self.retries {
-                t.meta.retries = r;
+                t.meta.more.retries = r;
             }
-            if t.meta.timeout.is_none() {
-                t.meta.timeout = self.timeout;
+            // Written only when there is something to write: an untouched `more` takes no
+            // heap block.
+            if t.meta.more.timeout.is_none() && self.timeout.is_some() {
+                t.meta.more.timeout = self.timeout;
             }
         }
         let mut capacity = tree.capacity;
@@ -157,7 +159,7 @@ impl RunRequest {
             Some(h) => crate::host::placement::loose_capacity(
                 &capacity,
                 &h.hosts,
-                tasks.iter().flat_map(|t| t.meta.slots.keys().cloned()),
+                tasks.iter().flat_map(|t| t.meta.more.slots.keys().cloned()),
             ),
             None => capacity.clone(),
         };

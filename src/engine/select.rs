@@ -36,7 +36,7 @@ pub fn select(
     let filter = Filter::new(filters)?;
     let matches = |t: &Task| {
         filter.matches(t.name.as_str())
-            && (tags.is_empty() || t.meta.tags.iter().any(|tag| tags.contains(tag)))
+            && (tags.is_empty() || t.meta.more.tags.iter().any(|tag| tags.contains(tag)))
     };
     let mut providers: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, t) in tasks.iter().enumerate() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::error::FactoryError;
 use super::ron::{Common, Source};
 use crate::condition::Condition;
-use crate::task::{CommandSpec, Meta, OnFailure, Run, Task, TaskName, Token};
+use crate::task::{CommandSpec, Meta, MoreMeta, OnFailure, Run, Task, TaskName, Token};
 
 /// The metadata a level of the tree contributes, with durations parsed and `cwd` absolute.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -173,13 +173,8 @@ impl Layer {
             }
             Run::Shell(_) => None,
         };
-        let meta = Meta {
-            requires: self.requires.into_iter().map(Token::from).collect(),
-            provides: self.provides.into_iter().map(Token::from).collect(),
-            claims: self.claims.into_iter().map(Token::from).collect(),
-            uses: self.uses.into_iter().map(Token::from).collect(),
+        let more = MoreMeta {
             slots: self.slots,
-            priority: self.priority.unwrap_or(0),
             timeout: self.timeout,
             retries: self.retries.unwrap_or(0),
             on_failure: self.on_failure.unwrap_or_default(),
@@ -191,6 +186,14 @@ impl Layer {
             when: self.when.into(),
             outputs: self.outputs.into(),
             host_tags: self.host_tags.into(),
+        };
+        let meta = Meta {
+            requires: self.requires.into_iter().map(Token::from).collect(),
+            provides: self.provides.into_iter().map(Token::from).collect(),
+            claims: self.claims.into_iter().map(Token::from).collect(),
+            uses: self.uses.into_iter().map(Token::from).collect(),
+            priority: self.priority.unwrap_or(0),
+            more: more.into(),
         };
         let spec = CommandSpec {
             run,

@@ -124,7 +124,7 @@ pub fn load_partial(root: &Path) -> (TaskTree, Vec<FactoryError>) {
         for name in groups.keys().filter(|g| !g.is_empty()) {
             if !tasks
                 .iter()
-                .any(|t| t.meta.group.as_deref() == Some(name.as_str()))
+                .any(|t| t.meta.more.group.as_deref() == Some(name.as_str()))
             {
                 warnings.push(format!(
                     "{at}: group `{name}` is declared but no task belongs to it"

@@ -127,15 +127,15 @@ fn defaults_append_lists_merge_maps_and_override_scalars() {
     let t = load(dir.path()).unwrap();
     assert_eq!(t.capacity, BTreeMap::from([("gpu".to_owned(), 2)]));
     let (sub, top) = (&t.tasks[0], &t.tasks[1]); // `sub` sorts before `top.ron`
-    assert_eq!(top.meta.tags, ["all"]);
-    assert_eq!(top.meta.timeout, Some(Duration::from_secs(10)));
-    assert_eq!(top.meta.on_failure, OnFailure::SkipDependents);
-    assert_eq!(sub.meta.tags, ["all", "sub", "own"]);
+    assert_eq!(top.meta.more.tags, ["all"]);
+    assert_eq!(top.meta.more.timeout, Some(Duration::from_secs(10)));
+    assert_eq!(top.meta.more.on_failure, OnFailure::SkipDependents);
+    assert_eq!(sub.meta.more.tags, ["all", "sub", "own"]);
     assert_eq!(sub.meta.requires, ["r0"]);
-    assert_eq!(sub.meta.timeout, Some(Duration::from_secs(5)));
-    assert_eq!(sub.meta.retries, 0);
-    assert_eq!(sub.meta.on_failure, OnFailure::RunDependents);
-    assert_eq!(sub.meta.slots.len(), 2);
+    assert_eq!(sub.meta.more.timeout, Some(Duration::from_secs(5)));
+    assert_eq!(sub.meta.more.retries, 0);
+    assert_eq!(sub.meta.more.on_failure, OnFailure::RunDependents);
+    assert_eq!(sub.meta.more.slots.len(), 2);
     let env: Vec<_> = command(sub)
         .env
         .iter()
@@ -184,7 +184,7 @@ fn symlinks_are_followed_and_loops_reported() {
     symlink(dir.path().join("real/t.ron"), dir.path().join("linked.ron")).unwrap();
     let t = load(dir.path()).unwrap();
     assert_eq!(names(&t), ["alias/t", "linked", "real/t"]);
-    assert_eq!(t.tasks[0].meta.tags, ["real"]);
+    assert_eq!(t.tasks[0].meta.more.tags, ["real"]);
 
     symlink(dir.path(), dir.path().join("real/up")).unwrap();
     symlink("self", dir.path().join("self")).unwrap();
@@ -330,8 +330,8 @@ fn the_example_trees_load() {
     );
     let users = &demo.tasks[1];
     assert_eq!(users.meta.requires, ["db-ready"]);
-    assert_eq!(users.meta.tags, ["demo", "api"]);
-    assert_eq!(users.meta.timeout, Some(Duration::from_secs(5)));
+    assert_eq!(users.meta.more.tags, ["demo", "api"]);
+    assert_eq!(users.meta.more.timeout, Some(Duration::from_secs(5)));
     assert_eq!(
         command(users).program.as_deref(),
         Some(demo.root.join(".helpers/check-env.sh").as_path())

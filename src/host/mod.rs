@@ -536,17 +536,18 @@ impl Hosts {
             slot.room = placement::Room::new(jobs, &slot.declared, &names);
         }
         let mut errors = Vec::new();
-        for t in tasks.iter().filter(|t| !t.meta.slots.is_empty()) {
+        for t in tasks.iter().filter(|t| !t.meta.more.slots.is_empty()) {
             let fits = self.places.iter().zip(slots.iter()).any(|(p, s)| {
                 (p.spec.kind == HostKind::Local || remote(t))
-                    && t.meta.host_tags.iter().all(|g| s.tags.contains(g))
-                    && s.room.could_take(&t.meta.slots)
+                    && t.meta.more.host_tags.iter().all(|g| s.tags.contains(g))
+                    && s.room.could_take(&t.meta.more.slots)
             });
             if !fits {
                 errors.push(GraphError::NoHostSlots {
                     task: t.name.clone(),
                     slots: t
                         .meta
+                        .more
                         .slots
                         .iter()
                         .map(|(n, c)| format!("{n}: {c}"))
@@ -1295,7 +1296,9 @@ fn watch_idle(hosts: &std::sync::Weak<Hosts>, limit: Duration) {
 pub(crate) fn remote_ok(t: &Task, default_pool: crate::task::PoolKind) -> bool {
     match t.work {
         Work::Command(_) => true,
-        Work::Closure(_) => t.meta.pool.unwrap_or(default_pool) == crate::task::PoolKind::Processes,
+        Work::Closure(_) => {
+            t.meta.more.pool.unwrap_or(default_pool) == crate::task::PoolKind::Processes
+        }
     }
 }
 
@@ -1307,16 +1310,16 @@ fn no_host_for(
     places: &[(HostKind, Option<&[String]>)],
 ) -> Vec<GraphError> {
     let mut errors = Vec::new();
-    for t in tasks.iter().filter(|t| !t.meta.host_tags.is_empty()) {
+    for t in tasks.iter().filter(|t| !t.meta.more.host_tags.is_empty()) {
         let remote = remote(t);
         let fits = places.iter().any(|(kind, tags)| {
             (*kind == HostKind::Local || remote)
-                && tags.is_none_or(|tags| t.meta.host_tags.iter().all(|g| tags.contains(g)))
+                && tags.is_none_or(|tags| t.meta.more.host_tags.iter().all(|g| tags.contains(g)))
         });
         if !fits {
             errors.push(GraphError::NoHost {
                 task: t.name.clone(),
-                tags: t.meta.host_tags.to_vec(),
+                tags: t.meta.more.host_tags.to_vec(),
             });
         }
     }

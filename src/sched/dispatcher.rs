@@ -135,7 +135,7 @@ impl Core {
             name: task.name.clone(),
             work: task.work.clone(),
             timeout: if kind.timeout() {
-                task.meta.timeout
+                task.meta.more.timeout
             } else {
                 None
             },
@@ -143,17 +143,17 @@ impl Core {
             chained: false,
             shared: start.shared,
             slots: if self.placed {
-                crate::pool::JobSlots::new(&task.meta.slots)
+                crate::pool::JobSlots::new(&task.meta.more.slots)
             } else {
                 crate::pool::JobSlots::default()
             },
             host_tags: if self.placed {
-                task.meta.host_tags.clone()
+                task.meta.more.host_tags.clone()
             } else {
                 crate::task::ThinVec::new()
             },
             outputs: if self.placed {
-                task.meta.outputs.clone()
+                task.meta.more.outputs.clone()
             } else {
                 crate::task::ThinVec::new()
             },

@@ -120,7 +120,7 @@ impl Groups {
     /// Assigns `tasks` (appended to the run) to their groups; an undeclared group is an error.
     pub(crate) fn assign(&mut self, tasks: &[Task], errors: &mut Vec<GraphError>) {
         for t in tasks {
-            let id = match t.meta.group.as_deref() {
+            let id = match t.meta.more.group.as_deref() {
                 None => 0,
                 Some(name) => self.ids.get(name).copied().unwrap_or_else(|| {
                     errors.push(GraphError::UnknownGroup {
@@ -174,7 +174,7 @@ pub fn check_groups(tasks: &[Task], declared: &BTreeMap<String, Group>) -> Vec<G
         g.assign(tasks, &mut errors);
     } else {
         for t in tasks {
-            if let Some(group) = t.meta.group.as_ref().filter(|g| !g.is_empty()) {
+            if let Some(group) = t.meta.more.group.as_ref().filter(|g| !g.is_empty()) {
                 errors.push(GraphError::UnknownGroup {
                     task: t.name.clone(),
                     group: group.to_string(),

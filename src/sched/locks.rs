@@ -112,7 +112,7 @@ impl Resources {
     pub(crate) fn register(&mut self, meta: &Meta) {
         let idx = self.registered;
         self.registered += 1;
-        if meta.claims.is_empty() && meta.uses.is_empty() && meta.slots.is_empty() {
+        if meta.claims.is_empty() && meta.uses.is_empty() && meta.more.slots.is_empty() {
             if self.any_needs {
                 self.needs.push(NOTHING);
             }
@@ -134,7 +134,7 @@ impl Resources {
         let claims = self.push_ids(&meta.claims);
         let uses = self.push_ids(&meta.uses);
         let mut slots = 0;
-        for (name, &n) in &meta.slots {
+        for (name, &n) in &meta.more.slots {
             if n > 0 {
                 let id = self.slot_id(name);
                 self.items.extend([id, n]);
@@ -317,7 +317,11 @@ mod tests {
         Meta {
             claims: claims.iter().map(|&c| Token::from(c)).collect(),
             uses: uses.iter().map(|&u| Token::from(u)).collect(),
-            slots: slots.iter().map(|(k, v)| ((*k).to_string(), *v)).collect(),
+            more: crate::task::MoreMeta {
+                slots: slots.iter().map(|(k, v)| ((*k).to_string(), *v)).collect(),
+                ..Default::default()
+            }
+            .into(),
             ..Meta::default()
         }
     }

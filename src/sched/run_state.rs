@@ -73,10 +73,10 @@ impl Kind {
         if matches!(task.work, crate::task::Work::Closure(_)) {
             bits |= Self::CLOSURE;
         }
-        if task.meta.timeout.is_some() {
+        if task.meta.more.timeout.is_some() {
             bits |= Self::TIMEOUT;
         }
-        bits |= match task.meta.pool {
+        bits |= match task.meta.more.pool {
             None => 0,
             Some(PoolKind::Threads) => Self::THREADS,
             Some(PoolKind::Processes) => Self::PROCESSES,
@@ -902,7 +902,7 @@ impl RunState {
             outcome
         };
         if !outcome.is_success()
-            && attempt <= self.tasks[idx as usize].meta.retries
+            && attempt <= self.tasks[idx as usize].meta.more.retries
             && self.stop.is_none()
         {
             self.states[idx as usize].phase = Phase::Ready;
@@ -1033,7 +1033,7 @@ impl RunState {
         let ran = finished.cause.is_none();
         let satisfies = ran
             && (outcome.is_success()
-                || self.tasks[idx as usize].meta.on_failure == OnFailure::RunDependents);
+                || self.tasks[idx as usize].meta.more.on_failure == OnFailure::RunDependents);
         if let Some(exports) = finished.exports.as_ref().filter(|_| satisfies) {
             self.exports.insert(idx, exports.clone());
         }

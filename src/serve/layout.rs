@@ -136,7 +136,7 @@ pub(super) fn layout<'a>(tasks: &'a [Task], graph: &Graph) -> Layout<'a> {
             row: row[i],
             col: col[i],
             line: line[i],
-            tags: &t.meta.tags,
+            tags: &t.meta.more.tags,
         })
         .collect();
     Layout {

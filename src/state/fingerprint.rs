@@ -127,7 +127,7 @@ fn definition(task: &Task, buf: &mut Vec<u8>, root: Option<&Path>) -> Digest {
     let written = match &task.work {
         Work::Command(spec) => {
             buf.extend_from_slice(b"pexen/definition/command/v1\0");
-            let timeout = task.meta.timeout.map(|d| d.as_nanos());
+            let timeout = task.meta.more.timeout.map(|d| d.as_nanos());
             let written = match root {
                 // Paths inside the tree relative to it: the same tree elsewhere (another
                 // checkout, a teleported run) has the same fingerprints.
@@ -152,7 +152,7 @@ fn definition(task: &Task, buf: &mut Vec<u8>, root: Option<&Path>) -> Digest {
                 }
             };
             // Only when set, so that fingerprints recorded before versions existed still match.
-            if let Some(version) = &task.meta.version {
+            if let Some(version) = &task.meta.more.version {
                 buf.extend_from_slice(b"\0version\0");
                 buf.extend_from_slice(version.as_bytes());
             }
@@ -207,12 +207,12 @@ pub(crate) fn input_glob_options() -> glob::MatchOptions {
 fn inputs(task: &Task, files: &mut FileHashes) -> Digest {
     let mut h = blake3::Hasher::new();
     h.update(b"pexen/inputs/v1\0");
-    if task.meta.inputs.is_empty() {
+    if task.meta.more.inputs.is_empty() {
         return Digest::of(&h);
     }
     let base = cwd(task);
     let mut found = BTreeSet::new();
-    let mut patterns: Vec<&String> = task.meta.inputs.iter().collect();
+    let mut patterns: Vec<&String> = task.meta.more.inputs.iter().collect();
     patterns.sort();
     patterns.dedup();
     for pattern in patterns {

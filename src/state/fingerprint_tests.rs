@@ -12,7 +12,7 @@ fn tree(dir: &Path) -> Vec<Task> {
     spec.cwd = Some(dir.to_path_buf());
     spec.program = Some("run.sh".into());
     let mut app = Task::command("app", spec).requires(["lib"]);
-    app.meta.inputs = ["*.txt".into(), "config.toml".into()].into();
+    app.meta.more.inputs = ["*.txt".into(), "config.toml".into()].into();
     vec![
         Task::closure("lib", |_| Ok(())).provides(["lib"]),
         app,
@@ -35,7 +35,7 @@ fn stable_when_nothing_changes() {
     // Metadata that does not change what a command computes does not count.
     let mut tasks = tree(dir.path());
     tasks[1].meta.priority = 5;
-    tasks[1].meta.tags.push("slow".into());
+    tasks[1].meta.more.tags.push("slow".into());
     assert_eq!(fingerprints(&tasks), fps);
 }
 
@@ -71,7 +71,7 @@ fn inputs_change_with_content_new_files_and_missing_files() {
 fn provider_changes_propagate_to_dependents_only() {
     let (dir, fps) = setup();
     let mut tasks = tree(dir.path());
-    tasks[0].meta.timeout = Some(Duration::from_secs(3));
+    tasks[0].meta.more.timeout = Some(Duration::from_secs(3));
     let new = fingerprints(&tasks);
     assert_ne!(new[0].definition, fps[0].definition);
     assert_ne!(new[1].providers, fps[1].providers);
@@ -88,7 +88,7 @@ fn definition_covers_argv_env_cwd_and_timeout() {
             s.env.insert("X".into(), "1".into());
         },
         |s, _| s.cwd = Some(s.cwd.as_ref().unwrap().join(".")),
-        |_, t| t.meta.timeout = Some(Duration::from_secs(1)),
+        |_, t| t.meta.more.timeout = Some(Duration::from_secs(1)),
     ];
     for edit in edits {
         let mut tasks = tree(dir.path());
@@ -137,15 +137,15 @@ fn a_version_changes_the_definition_and_none_keeps_old_fingerprints() {
     let (dir, fps) = setup();
     for i in [0, 1] {
         let mut tasks = tree(dir.path());
-        tasks[i].meta.version = Some("-O3".into());
+        tasks[i].meta.more.version = Some("-O3".into());
         let versioned = fingerprints(&tasks);
         assert_ne!(versioned[i].definition, fps[i].definition, "task {i}");
-        tasks[i].meta.version = Some("-O2".into());
+        tasks[i].meta.more.version = Some("-O2".into());
         assert_ne!(fingerprints(&tasks)[i].definition, versioned[i].definition);
     }
     // Unset is what every fingerprint recorded before versions existed was computed without.
     let tasks = tree(dir.path());
-    assert!(tasks.iter().all(|t| t.meta.version.is_none()));
+    assert!(tasks.iter().all(|t| t.meta.more.version.is_none()));
     assert_eq!(fingerprints(&tasks), fps);
 }
 
@@ -166,7 +166,7 @@ fn a_tree_moved_elsewhere_keeps_its_fingerprints_when_its_root_is_given() {
         spec.cwd = Some(root.join("sub"));
         spec.program = Some(root.join("sub/run.sh"));
         let mut t = Task::command("t", spec);
-        t.meta.inputs = ["*.txt".into()].into();
+        t.meta.more.inputs = ["*.txt".into()].into();
         vec![t]
     };
     let (ta, tb) = (task(a.path()), task(b.path()));

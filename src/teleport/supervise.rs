@@ -144,7 +144,7 @@ fn run(dir: &Path, log: &mut Log, level: &AtomicU8, handle: &Mutex<Option<RunHan
         attempts: prepared
             .tasks()
             .iter()
-            .map(|t| (t.name.clone(), t.meta.retries + 1))
+            .map(|t| (t.name.clone(), t.meta.more.retries + 1))
             .collect(),
     }));
     let mut run = match prepared.start() {
