@@ -55,5 +55,5 @@ pub use sched::events::{Counts, Event, Finished};
 pub use sched::{Group, Observer, Resumed, Run, RunHandle, Scheduler, SchedulerBuilder};
 pub use task::{
     CommandSpec, Meta, More, MoreMeta, OnFailure, Outcome, PoolKind, Run as RunSpec, Task,
-    TaskName, Token, Work,
+    TaskName, Token, TokenList, Work,
 };

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+pub use smallvec::SmallVec;
 pub use thin_vec::ThinVec;
 
 use crate::condition::Condition;
@@ -89,7 +90,7 @@ impl TaskName {
 /// ```
 /// use pexen::{Task, Token};
 /// let t = Task::closure("a", |_| Ok(())).requires(["db", "net"]);
-/// assert_eq!(t.meta.requires, ["db", "net"]);
+/// assert_eq!(*t.meta.requires, ["db", "net"]);
 /// assert!(t.meta.requires[0].starts_with('d'));
 /// let owned: String = t.meta.requires[1].to_string();
 /// assert_eq!(Token::from(owned), "net");
@@ -299,15 +300,20 @@ pub enum PoolKind {
     Processes,
 }
 
+/// `requires` and `provides`: most tasks list one token or none, kept inline in the
+/// definition (24 bytes); a longer list is a heap block. Reads as a slice of [`Token`]s.
+pub type TokenList = SmallVec<[Token; 1]>;
+
 /// Everything the scheduler needs to know about a task besides its work.
 ///
 /// What the scheduler reads for every task (the four token lists and the priority) is kept
-/// inline; the rest, which most tasks leave at its default, is in [`Meta::more`], a pointer
-/// that takes no heap block until something in it is set. A definition is then 48 bytes,
-/// where one with every field inline took 170 (at 10^6 tasks, a fifth of a run's memory).
+/// inline (a single required or provided token without a heap block of its own); the rest,
+/// which most tasks leave at its default, is in [`Meta::more`], a pointer that takes no heap
+/// block until something in it is set. A definition is then 80 bytes, where one with every
+/// field inline took 170 (at 10^6 tasks, a fifth of a run's memory).
 ///
-/// The lists are [`ThinVec`]s: 8 bytes when empty (as most are). Read them like `Vec`s; assign
-/// with `.into()`. Fields of [`MoreMeta`] read and assign through `more`:
+/// The other lists are [`ThinVec`]s: 8 bytes when empty (as most are). Read all of them like
+/// `Vec`s; assign with `.into()`. Fields of [`MoreMeta`] read and assign through `more`:
 ///
 /// ```
 /// use std::time::Duration;
@@ -322,9 +328,9 @@ pub enum PoolKind {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Meta {
     /// Tokens that must be satisfied before the task starts.
-    pub requires: ThinVec<Token>,
+    pub requires: TokenList,
     /// Tokens the task satisfies when it finishes successfully.
-    pub provides: ThinVec<Token>,
+    pub provides: TokenList,
     /// Exclusive locks held while the task runs.
     pub claims: ThinVec<Token>,
     /// Shared locks held while the task runs.
@@ -540,7 +546,7 @@ impl Task {
     /// ```
     /// use pexen::Task;
     /// let t = Task::closure("build/lib", |_ctx| Ok(())).provides(["lib"]).priority(-1);
-    /// assert_eq!(t.meta.provides, ["lib"]);
+    /// assert_eq!(*t.meta.provides, ["lib"]);
     /// ```
     pub fn closure<F>(name: impl Into<TaskName>, f: F) -> Self
     where
@@ -564,13 +570,13 @@ impl Task {
 
     #[must_use]
     pub fn requires<I: IntoIterator<Item = S>, S: Into<Token>>(mut self, tokens: I) -> Self {
-        append(&mut self.meta.requires, tokens);
+        append_tokens(&mut self.meta.requires, tokens);
         self
     }
 
     #[must_use]
     pub fn provides<I: IntoIterator<Item = S>, S: Into<Token>>(mut self, tokens: I) -> Self {
-        append(&mut self.meta.provides, tokens);
+        append_tokens(&mut self.meta.provides, tokens);
         self
     }
 
@@ -693,6 +699,13 @@ impl Task {
     }
 }
 
+/// Appends `tokens` to a [`TokenList`], with exactly the room they need once it spills.
+fn append_tokens<I: IntoIterator<Item = S>, S: Into<Token>>(list: &mut TokenList, tokens: I) {
+    let tokens = tokens.into_iter().map(Into::into);
+    list.reserve_exact(tokens.size_hint().0);
+    list.extend(tokens);
+}
+
 /// Appends `items` to a list of a definition. An empty list gets exactly the room its first
 /// items need: `ThinVec` otherwise starts at four (a single token then took a 128-byte block
 /// instead of 48, at 10^6 tasks 80 bytes per task and list).
@@ -731,10 +744,12 @@ mod tests {
     #[test]
     fn a_definition_stays_small() {
         // 10^6 definitions are walked during validation and freed at the end: every byte
-        // counts (issue 15). Empty lists take 8 bytes each, the rarely set metadata 8.
+        // counts (issue 15). `requires` and `provides` hold one token inline (24 bytes each),
+        // the other lists take 8 bytes each, the rarely set metadata 8.
         let size = std::mem::size_of::<Task>();
-        assert!(size <= 96, "a Task is {size} bytes");
-        assert_eq!(std::mem::size_of::<Meta>(), 48);
+        assert!(size <= 112, "a Task is {size} bytes");
+        assert_eq!(std::mem::size_of::<Meta>(), 80);
+        assert_eq!(std::mem::size_of::<TokenList>(), 24);
     }
 
     #[test]
@@ -768,8 +783,8 @@ mod tests {
         assert!(json.get("more").is_none(), "{json}");
         let back: Meta = serde_json::from_value(json).unwrap();
         assert_eq!(back, t.meta);
-        let plain: Meta = serde_json::from_value(serde_json::to_value(Meta::default()).unwrap())
-            .unwrap();
+        let plain: Meta =
+            serde_json::from_value(serde_json::to_value(Meta::default()).unwrap()).unwrap();
         assert!(plain.more.is_unset());
     }
 
@@ -778,10 +793,11 @@ mod tests {
         let t = Task::closure("a", |_| Ok(()))
             .provides(["x"])
             .requires(vec!["y".to_string()]);
-        assert_eq!(t.meta.provides.capacity(), 1);
-        assert_eq!(t.meta.requires.capacity(), 1);
-        let t = t.provides(["z", "w"]);
-        assert_eq!(t.meta.provides, ["x", "z", "w"]);
+        assert!(!t.meta.provides.spilled() && !t.meta.requires.spilled());
+        let t = t.provides(["z", "w"]).claims(["lock"]);
+        assert_eq!(*t.meta.provides, ["x", "z", "w"]);
+        assert_eq!(t.meta.provides.capacity(), 3);
+        assert_eq!(t.meta.claims.capacity(), 1);
     }
 
     #[test]

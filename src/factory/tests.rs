@@ -131,7 +131,7 @@ fn defaults_append_lists_merge_maps_and_override_scalars() {
     assert_eq!(top.meta.more.timeout, Some(Duration::from_secs(10)));
     assert_eq!(top.meta.more.on_failure, OnFailure::SkipDependents);
     assert_eq!(sub.meta.more.tags, ["all", "sub", "own"]);
-    assert_eq!(sub.meta.requires, ["r0"]);
+    assert_eq!(*sub.meta.requires, ["r0"]);
     assert_eq!(sub.meta.more.timeout, Some(Duration::from_secs(5)));
     assert_eq!(sub.meta.more.retries, 0);
     assert_eq!(sub.meta.more.on_failure, OnFailure::RunDependents);
@@ -329,7 +329,7 @@ fn the_example_trees_load() {
         ]
     );
     let users = &demo.tasks[1];
-    assert_eq!(users.meta.requires, ["db-ready"]);
+    assert_eq!(*users.meta.requires, ["db-ready"]);
     assert_eq!(users.meta.more.tags, ["demo", "api"]);
     assert_eq!(users.meta.more.timeout, Some(Duration::from_secs(5)));
     assert_eq!(
