@@ -700,27 +700,31 @@ const OCCURRENCE_PARTS_LOG2: u32 = 8;
 const PART_DIGIT_BITS: u32 = 12;
 
 /// Moves every entry into its part, without a second array: part `p` ends at `ends[p]`, and
-/// `next[p]` is where its next entry goes (its start, from a counting pass). An entry taken
-/// from a part's next slot goes to the next slot of its own part, and the one found there goes
-/// on the same way, until one belongs to the slot the first was taken from (the permutation of
-/// an American flag sort). Entries do not keep their order within a part.
+/// `next[p]` is where its next entry goes (its start, from a counting pass). Each part's slots
+/// from `next[p]` on are swept in order: the entry found in a slot goes to the next slot of its
+/// own part, and the one found there comes back into the swept slot, to be moved on a later
+/// sweep. Every step puts one entry in its part, so the sweeps take as many steps as there are
+/// entries; and since where an entry goes depends only on the entry read in order, not on the
+/// one it displaced, the steps' memory accesses overlap (one entry carried from slot to slot,
+/// as an American flag sort does, waited for each slot in turn: at 10^6 tasks a third of a
+/// chain's validation). Entries do not keep their order within a part.
 fn partition_in_place(
     entries: &mut [Occurrence],
     next: &mut [u32],
     ends: &[u32],
     part: impl Fn(&Occurrence) -> usize,
 ) {
-    for p in 0..next.len() {
-        while next[p] < ends[p] {
-            let mut entry = entries[next[p] as usize];
-            let mut q = part(&entry);
-            while q != p {
-                std::mem::swap(&mut entry, &mut entries[next[q] as usize]);
+    let mut unplaced = true;
+    while unplaced {
+        unplaced = false;
+        for p in 0..next.len() {
+            let (start, end) = (next[p] as usize, ends[p] as usize);
+            for slot in start..end {
+                let q = part(&entries[slot]);
+                entries.swap(slot, next[q] as usize);
                 next[q] += 1;
-                q = part(&entry);
             }
-            entries[next[p] as usize] = entry;
-            next[p] += 1;
+            unplaced |= next[p] < ends[p];
         }
     }
 }
