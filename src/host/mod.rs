@@ -17,6 +17,7 @@
 
 mod checkpoint;
 mod conn;
+mod driven;
 pub mod pilot;
 pub(crate) mod placement;
 pub mod serve;
@@ -38,7 +39,7 @@ pub use ssh::{ConnectError, Connecting, SSH_ENV};
 
 use crate::context::ResultSink;
 use crate::error::{GraphError, GraphErrors};
-use crate::pool::attempt::Attempt;
+use crate::pool::attempt::{Attempt, Ran, Recorder};
 use crate::pool::Job;
 use crate::protocol::{self, FileEntry, RunRef, ToWorker, ToWorkerRef};
 use crate::sched::events::Event;
@@ -220,6 +221,8 @@ enum Remote<'a> {
     Ended(Attempt, Option<Arc<Conn>>, Option<Duration>),
     /// It was taken back from the worker's queue, to run where room was reserved for it.
     Moved(Reserved<'a>),
+    /// Sent, and handed to the connection's reader (see [`driven`]).
+    HandedOff,
 }
 
 /// Room taken on a place for an attempt that may move there, with its turn; given back
@@ -267,6 +270,9 @@ struct Held {
     slots: std::collections::BTreeMap<String, u32>,
     conn: Option<Arc<Conn>>,
     ran: Option<Duration>,
+    /// Its end was reported by the connection's reader, in order with the starts after it:
+    /// no thread waits for it to be recorded ([`Conn::wait_recorded`]).
+    driven: bool,
 }
 
 /// The places of a run and their free job slots.
@@ -304,6 +310,8 @@ pub(crate) struct Hosts {
     /// the threads that took them does not decide which starts first.
     arriving: Mutex<std::collections::BTreeSet<u64>>,
     next_ticket: AtomicU64,
+    /// The run, where attempts handed to a connection's reader are reported (see [`driven`]).
+    recorder: OnceLock<std::sync::Weak<dyn Recorder>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -419,6 +427,7 @@ impl Hosts {
             promised: std::sync::atomic::AtomicUsize::new(0),
             arriving: Mutex::new(std::collections::BTreeSet::new()),
             next_ticket: AtomicU64::new(0),
+            recorder: OnceLock::new(),
         });
         for place in &hosts.places {
             config.connecting.register(&place.setup);
@@ -750,7 +759,7 @@ impl Hosts {
         }
         place.setup.end();
         let me = Arc::downgrade(self);
-        Ok(Conn::start(link, move |reason| {
+        Ok(Conn::start(link, me.clone(), move |reason| {
             if let Some(hosts) = me.upgrade() {
                 hosts.on_lost(i, reason);
             }
@@ -787,17 +796,18 @@ impl Hosts {
 
     /// Runs one attempt of a command task where it can run: `local` runs it with `local`.
     /// The attempt is reported started (`ResultSink::begin`, with the host) when it really
-    /// starts: here at once, on a remote worker when the worker says so.
+    /// starts: here at once, on a remote worker when the worker says so. A remote attempt
+    /// may be handed to its connection's reader once sent ([`Ran::HandedOff`]).
     pub(crate) fn run(
         self: &Arc<Self>,
         job: &Job,
         sink: &dyn ResultSink,
         local: impl FnOnce(&str) -> Attempt,
-    ) -> Attempt {
+    ) -> Ran {
         let (i, turn) = match self.acquire(job.ticket, &job.host_tags, &job.slots) {
             Ok(placed) => placed,
-            Err(None) => return Attempt::not_started(),
-            Err(Some(message)) => return Attempt::new(Outcome::Error).message(message),
+            Err(None) => return Ran::Ended(Attempt::not_started()),
+            Err(Some(message)) => return Ran::Ended(Attempt::new(Outcome::Error).message(message)),
         };
         let (mut i, mut turn) = (i, turn);
         let mut local = Some(local);
@@ -822,6 +832,7 @@ impl Hosts {
             }
             match self.run_remote(i, job, sink, pass) {
                 Remote::Ended(attempt, conn, ran) => break (attempt, conn, ran),
+                Remote::HandedOff => return Ran::HandedOff,
                 Remote::Moved(to) => {
                     // Taken back from the worker's queue before it started: its room there is
                     // free, and it goes where room was reserved for it.
@@ -837,9 +848,10 @@ impl Hosts {
                 slots: job.slots.clone(),
                 conn,
                 ran,
+                driven: false,
             },
         );
-        attempt
+        Ran::Ended(attempt)
     }
 
     /// The end of attempt `attempt` of task `idx` is recorded: its place takes others, and a
@@ -848,7 +860,7 @@ impl Hosts {
         let Some(held) = lock(&self.held).remove(&(idx, attempt)) else {
             return;
         };
-        if let Some(conn) = &held.conn {
+        if let Some(conn) = held.conn.as_ref().filter(|_| !held.driven) {
             conn.end_recorded();
         }
         let mut slots = lock(&self.slots);
@@ -1070,6 +1082,24 @@ impl Hosts {
             checkpoint: given.shared(),
             checkpoint_key: given.key(),
         });
+        // Handed to the reader before the `Run` goes, so that the reader knows whom its
+        // frames are for.
+        let driven = self.may_hand_off(!job.outputs.is_empty()) && {
+            let d = driven::Driven {
+                idx: job.idx,
+                attempt: job.attempt,
+                place: i,
+                host: place.name.clone(),
+                slots: job.slots.clone(),
+                given: given.clone(),
+                started: None,
+            };
+            if !conn.drive(id, d) {
+                // Lost meanwhile.
+                return Remote::Ended(Attempt::not_started(), None, None);
+            }
+            true
+        };
         // The attempts placed here before this one send theirs first.
         place.turns.wait(pass.1, || {
             self.level.load(Ordering::SeqCst) != 0 || !conn.is_alive()
@@ -1086,6 +1116,9 @@ impl Hosts {
                 "cannot send the attempt: {}",
                 crate::error::error_chain(&e)
             ));
+        }
+        if driven {
+            return Remote::HandedOff;
         }
         // Until the worker says it started, the attempt waits in the worker's queue.
         let sent_at = Instant::now();
