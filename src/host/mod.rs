@@ -166,7 +166,47 @@ struct Place {
 #[derive(Default)]
 struct Turns {
     state: Mutex<TurnState>,
-    moved: Condvar,
+    moved: Bell,
+}
+
+/// A condition variable that makes no system call to wake nobody: the standard one's
+/// `notify_all` always does, and the places' two were rung three times per attempt, mostly
+/// with no thread waiting (issue 10). Only for state changed under the mutex its waiters hold:
+/// a waiter counts itself in before its wait releases that mutex, so a change made under it
+/// afterwards sees the waiter.
+#[derive(Default)]
+struct Bell {
+    cv: Condvar,
+    sleepers: std::sync::atomic::AtomicUsize,
+}
+
+impl Bell {
+    fn wait_timeout<'a, T>(
+        &self,
+        guard: std::sync::MutexGuard<'a, T>,
+        limit: Duration,
+    ) -> std::sync::MutexGuard<'a, T> {
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let guard = self
+            .cv
+            .wait_timeout(guard, limit)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        guard
+    }
+
+    /// Wakes every waiter, if any; after a change made under their mutex.
+    fn ring(&self) {
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            self.cv.notify_all();
+        }
+    }
+
+    /// Wakes every waiter, whatever changed (an atomic flag they look at).
+    fn ring_always(&self) {
+        self.cv.notify_all();
+    }
 }
 
 #[derive(Default)]
@@ -189,11 +229,7 @@ impl Turns {
     fn wait(&self, turn: u64, give_up: impl Fn() -> bool) {
         let mut s = lock(&self.state);
         while s.next < turn && !give_up() {
-            s = self
-                .moved
-                .wait_timeout(s, TICK)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            s = self.moved.wait_timeout(s, TICK);
         }
     }
 
@@ -207,7 +243,7 @@ impl Turns {
             }
             s.next += 1;
         }
-        self.moved.notify_all();
+        self.moved.ring();
     }
 }
 
@@ -252,7 +288,7 @@ impl Drop for Reserved<'_> {
         slot.reserved -= 1;
         slot.room.give_back(self.wanted);
         drop(slots);
-        self.hosts.freed.notify_all();
+        self.hosts.freed.ring();
     }
 }
 
@@ -279,7 +315,8 @@ struct Held {
 pub(crate) struct Hosts {
     places: Vec<Place>,
     slots: Mutex<Vec<Slot>>,
-    freed: Condvar,
+    /// Rung when room frees on a place or a place's state changes (under `slots`).
+    freed: Bell,
     notices: Mutex<Vec<Event>>,
     has_notices: AtomicBool,
     /// 0 running, 1 terminating, 2 killing.
@@ -409,7 +446,7 @@ impl Hosts {
                     turns: Turns::default(),
                 })
                 .collect(),
-            freed: Condvar::new(),
+            freed: Bell::default(),
             notices: Mutex::new(Vec::new()),
             has_notices: AtomicBool::new(false),
             level: AtomicU8::new(0),
@@ -633,7 +670,7 @@ impl Hosts {
     pub(crate) fn unpromise(&self, ticket: Option<u64>) {
         let _slots = lock(&self.slots);
         self.placed(ticket);
-        self.freed.notify_all();
+        self.freed.ring();
     }
 
     /// The manifest of the tree, read once per run.
@@ -710,7 +747,7 @@ impl Hosts {
             }
         }
         drop(slots);
-        self.freed.notify_all();
+        self.freed.ring();
     }
 
     fn open(self: &Arc<Self>, i: usize) -> Result<Arc<Conn>, ConnectError> {
@@ -779,7 +816,7 @@ impl Hosts {
             reason,
         });
         drop(slots);
-        self.freed.notify_all();
+        self.freed.ring();
     }
 
     fn notice(&self, event: Event) {
@@ -873,7 +910,7 @@ impl Hosts {
             }
         }
         drop(slots);
-        self.freed.notify_all();
+        self.freed.ring();
     }
 
     /// The name of `local` for closures, which always run here.
@@ -899,16 +936,12 @@ impl Hosts {
             if first.is_none_or(|f| f >= t) || self.level.load(Ordering::SeqCst) != 0 {
                 break;
             }
-            slots = self
-                .freed
-                .wait_timeout(slots, TICK)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            slots = self.freed.wait_timeout(slots, TICK);
         }
         // Came: the jobs after it may be placed once this one had its pick.
         if let Some(t) = ticket {
             lock(&self.arriving).remove(&t);
-            self.freed.notify_all();
+            self.freed.ring();
         }
         loop {
             if self.level.load(Ordering::SeqCst) != 0 {
@@ -983,11 +1016,7 @@ impl Hosts {
                 )));
             }
             let rest = wake.saturating_duration_since(Instant::now()).max(TICK);
-            slots = self
-                .freed
-                .wait_timeout(slots, rest)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            slots = self.freed.wait_timeout(slots, rest);
         }
     }
 
@@ -1004,7 +1033,7 @@ impl Hosts {
     /// Gives back the room an attempt held on place `i`, for others.
     fn give_back(&self, i: usize, wanted: &std::collections::BTreeMap<String, u32>) {
         lock(&self.slots)[i].room.give_back(wanted);
-        self.freed.notify_all();
+        self.freed.ring();
     }
 
     /// Room for `job` on a place other than `besides` that is up and can start it now, taken
@@ -1288,7 +1317,7 @@ impl Hosts {
         if let Some(p) = &self.pilots {
             p.cancel();
         }
-        self.freed.notify_all();
+        self.freed.ring_always();
     }
 
     /// The run is over: every connection is closed in order (workers end their tasks).
