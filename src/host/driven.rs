@@ -43,8 +43,11 @@ impl Hosts {
 
     /// Whether an attempt (`outputs`: whether its task has outputs to copy back) may be
     /// handed to its connection's reader once sent.
-    pub(super) fn may_hand_off(&self, outputs: bool) -> bool {
-        !outputs && self.places.len() == 1 && self.recorder.get().is_some()
+    pub(crate) fn may_hand_off(&self, outputs: bool) -> bool {
+        !outputs
+            && self.places.len() == 1
+            && self.places[0].spec.kind != super::HostKind::Local
+            && self.recorder.get().is_some()
     }
 
     /// Reports `news` to the run (drained); dropped if the run is gone.

@@ -184,6 +184,21 @@ impl Executor {
         }
     }
 
+    /// Whether `job`'s attempt will be carried on by its place once started there
+    /// ([`Ran::HandedOff`]), leaving its worker free at once.
+    pub(crate) fn hands_off(&self, job: &Job) -> bool {
+        let Some(hosts) = &self.hosts else {
+            return false;
+        };
+        let remote = match &job.work {
+            Work::Command(_) => true,
+            Work::Closure(_) => {
+                job.pool.unwrap_or(self.processes.default_pool()) == PoolKind::Processes
+            }
+        };
+        remote && hosts.may_hand_off(!job.outputs.is_empty())
+    }
+
     /// Where places report the attempts they carry on themselves ([`Ran::HandedOff`]); set
     /// once the run state's owner exists. Without it, every attempt ends on its thread.
     pub(crate) fn set_recorder(&self, recorder: std::sync::Weak<dyn Recorder>) {

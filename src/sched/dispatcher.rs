@@ -319,27 +319,37 @@ impl Core {
         Some(job)
     }
 
+    /// Whether `job`'s place will carry its attempt on without its worker (runs with hosts).
+    fn chains(&self, job: &Job) -> bool {
+        self.gate.as_ref().is_some_and(|exec| exec.hands_off(job))
+    }
+
     /// Hands ready tasks to idle workers; with `mine` (the calling worker's empty batch), first
     /// pushes one onto it. Then checks whether the run is over. Returns whether it took one.
     fn dispatch(&mut self, mine: Option<&mut Vec<Job>>) -> bool {
-        self.dispatch_to(mine, usize::MAX)
+        self.dispatch_to(mine, false)
     }
 
-    /// [`Core::dispatch`], waking `most` idle workers at most.
-    fn dispatch_to(&mut self, mine: Option<&mut Vec<Job>>, most: usize) -> bool {
+    /// [`Core::dispatch`]; with `chain`, no idle worker is woken once a worker (the caller or
+    /// one woken) has a job that its place will carry on ([`Executor::hands_off`]): that
+    /// worker takes the next job itself once it handed the attempt over, and so on. Several
+    /// woken at once for such jobs only fought over the locks of the run and of the place
+    /// (and over the order of their `Run`s). A job that keeps its worker does not stop it.
+    fn dispatch_to(&mut self, mine: Option<&mut Vec<Job>>, chain: bool) -> bool {
         let mut own = false;
-        let mut woken = 0;
+        let mut chained = false;
         if let Some(batch) = mine {
             if let Some(job) = self.next_job() {
+                chained = chain && self.chains(&job);
                 batch.push(job);
                 own = true;
             }
         }
-        while self.idle > 0 && woken < most {
-            woken += 1;
+        while self.idle > 0 && !chained {
             let Some(job) = self.next_job() else {
                 break;
             };
+            chained = chain && self.chains(&job);
             if self.gate.is_some() {
                 self.handed.push_back(job);
                 self.to_wake += 1;
@@ -445,9 +455,8 @@ fn work(shared: &Shared, jobs: &Receiver<Job>) {
         for (idx, attempt) in declined.drain(..) {
             core.state.give_back(idx, attempt);
         }
-        // After a hand-off, this worker goes on with the next job itself, and wakes nobody:
-        // what it cannot take now, no other worker could.
-        let mine = core.dispatch_to(Some(&mut batch), if handed_off { 0 } else { usize::MAX });
+        // After a hand-off, this worker goes on with the next job itself (see `dispatch_to`).
+        let mine = core.dispatch_to(Some(&mut batch), handed_off);
         if mine {
             core.reserve(&mut batch);
         } else {
@@ -506,10 +515,7 @@ impl Recorder for Shared {
             }
         }
         if ended {
-            // One idle worker at most: it takes the next job itself once it handed its attempt
-            // over too. Several woken at once only fought over the locks of the run and of the
-            // place (and over the order of their `Run`s).
-            core.dispatch_to(None, 1);
+            core.dispatch_to(None, true);
         }
         let wake = self.wants_consumer(&mut core, urgent);
         let workers = Self::workers_to_wake(&mut core);
