@@ -476,8 +476,10 @@ fn most_at_once(r: &RunResult) -> BTreeMap<String, usize> {
 
 /// Attempts queued ahead on a host (more in flight than its `jobs`) never run more than
 /// `jobs` at once: neither in the recorded events nor on the host itself (each task counts
-/// the tasks running beside it there), and each task starts once.
-fn a_host_runs_at_most_its_jobs_with_attempts_queued(net: &Net) {
+/// the tasks running beside it there), and each task starts once. With `outputs`, every third
+/// task also writes an output, which comes back: its attempt is seen to its end by a thread of
+/// its own, the others' by the connection's reader, and the two kinds keep the same order.
+fn a_host_runs_at_most_its_jobs_with_attempts_queued(net: &Net, outputs: bool) {
     let mut tree = shared_tree();
     let dir = tree.path().to_string_lossy().into_owned();
     std::fs::create_dir(tree.path().join("running")).unwrap();
@@ -487,12 +489,17 @@ fn a_host_runs_at_most_its_jobs_with_attempts_queued(net: &Net) {
     )
     .unwrap();
     for i in 0..40 {
-        tree = tree.file(
-            &format!("t{i}.ron"),
-            &format!(
-                r#"(run: Shell("touch {dir}/running/t{i}; ls {dir}/running | wc -l >> {dir}/counts; rm {dir}/running/t{i}"))"#
-            ),
+        let count = format!(
+            "touch {dir}/running/t{i}; ls {dir}/running | wc -l >> {dir}/counts; rm {dir}/running/t{i}"
         );
+        let task = if outputs && i % 3 == 0 {
+            format!(
+                r#"(run: Shell("{count}; mkdir -p out && echo {i} > out/t{i}.txt"), outputs: ["out/t{i}.txt"])"#
+            )
+        } else {
+            format!(r#"(run: Shell("{count}"))"#)
+        };
+        tree = tree.file(&format!("t{i}.ron"), &task);
     }
     let r = net.run(tree.path(), &["--no-local", "--host", "ssh://h1?jobs=2"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
@@ -505,6 +512,10 @@ fn a_host_runs_at_most_its_jobs_with_attempts_queued(net: &Net) {
         counts.iter().all(|&n| (1..=2).contains(&n)),
         "more than 2 tasks ran at once on h1: {counts:?}"
     );
+    for i in (0..40).filter(|i| outputs && i % 3 == 0) {
+        let back = std::fs::read_to_string(tree.path().join(format!("out/t{i}.txt"))).unwrap();
+        assert_eq!(back, format!("{i}\n"));
+    }
 }
 
 /// A host lost with an attempt running and others queued there: the running one goes back to
@@ -650,13 +661,24 @@ fn sshd_a_held_back_end_reaches_the_scheduler_while_the_next_attempt_runs() {
 
 #[test]
 fn a_host_never_runs_more_than_its_jobs_with_attempts_queued_ahead() {
-    a_host_runs_at_most_its_jobs_with_attempts_queued(&Net::fake());
+    a_host_runs_at_most_its_jobs_with_attempts_queued(&Net::fake(), false);
 }
 
 #[test]
 #[ignore = "needs sshd: run .ci/sshd.sh first"]
 fn sshd_a_host_never_runs_more_than_its_jobs_with_attempts_queued_ahead() {
-    a_host_runs_at_most_its_jobs_with_attempts_queued(&Net::sshd());
+    a_host_runs_at_most_its_jobs_with_attempts_queued(&Net::sshd(), false);
+}
+
+#[test]
+fn attempts_with_outputs_and_without_keep_a_hosts_jobs_and_order() {
+    a_host_runs_at_most_its_jobs_with_attempts_queued(&Net::fake(), true);
+}
+
+#[test]
+#[ignore = "needs sshd: run .ci/sshd.sh first"]
+fn sshd_attempts_with_outputs_and_without_keep_a_hosts_jobs_and_order() {
+    a_host_runs_at_most_its_jobs_with_attempts_queued(&Net::sshd(), true);
 }
 
 #[test]

@@ -230,6 +230,7 @@ pub(crate) struct Copies {
 }
 
 /// How an attempt on a host gets its checkpoint.
+#[derive(Clone)]
 pub(crate) enum Given {
     /// The run keeps no checkpoints.
     None,

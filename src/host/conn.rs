@@ -8,6 +8,10 @@
 //! by its own thread, so a start heard here is reported only once every end the reader routed
 //! before it is recorded ([`Conn::wait_recorded`]): the run's events never show the host
 //! running more than its `jobs`.
+//!
+//! An attempt may also be handed to the connection once its `Run` is sent ([`Driven`]): the
+//! reader then reports its start, results and end to the run itself, those of one packet
+//! together, and no thread waits for it (see `host::driven`).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -18,8 +22,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
+use super::driven::Driven;
 use super::ssh::{Link, Transport, Waited};
 use crate::context::Shared;
+use crate::pool::attempt::News;
 use crate::protocol::{ChannelError, FileEntry, FrameReader, FromWorker, SILENCE_LIMIT};
 use crate::sched::events::Output;
 use crate::task::Outcome;
@@ -36,6 +42,12 @@ pub(crate) enum Msg {
     /// The checkpoint files the host lacks (see `host::checkpoint`).
     Need(Vec<String>),
     Lost(String),
+}
+
+/// Who hears of an attempt: its thread, through its mailbox, or the reader itself.
+pub(crate) enum Route {
+    Thread(Sender),
+    Driven(Box<Driven>),
 }
 
 /// The sending half of an attempt's mailbox (the reader's, in `Conn::pending`); dropping it
@@ -149,7 +161,9 @@ pub(crate) struct Done {
 
 pub(crate) struct Conn {
     writer: Mutex<Option<Box<dyn Write + Send>>>,
-    pending: Mutex<HashMap<u64, Sender>>,
+    pending: Mutex<HashMap<u64, Route>>,
+    /// The run's places, for the attempts handed to the reader.
+    owner: std::sync::Weak<super::Hosts>,
     alive: AtomicBool,
     /// Set when the scheduler ends the connection itself: not a loss.
     closing: AtomicBool,
@@ -182,7 +196,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Conn {
     /// Takes over a set-up link and starts its reader; `on_lost` is called once if the
     /// connection is lost (not when it is closed by [`Conn::close`]).
-    pub(crate) fn start(link: Link, on_lost: impl FnOnce(String) + Send + 'static) -> Arc<Conn> {
+    pub(crate) fn start(
+        link: Link,
+        owner: std::sync::Weak<super::Hosts>,
+        on_lost: impl FnOnce(String) + Send + 'static,
+    ) -> Arc<Conn> {
         let Link {
             transport,
             stdin,
@@ -197,6 +215,7 @@ impl Conn {
         let conn = Arc::new(Conn {
             writer: Mutex::new(Some(stdin)),
             pending: Mutex::new(HashMap::new()),
+            owner,
             alive: AtomicBool::new(true),
             closing: AtomicBool::new(false),
             transport: Mutex::new(transport),
@@ -217,8 +236,9 @@ impl Conn {
             std::thread::Builder::new()
                 .name("pexen-host-reader".into())
                 .spawn(move || {
-                    let reason = conn.read(frames);
-                    conn.lost(&reason, &stderr, on_lost);
+                    let mut news = Vec::new();
+                    let reason = conn.read(frames, &mut news);
+                    conn.lost(&reason, &stderr, on_lost, &mut news);
                 })
                 .expect("the OS refused to start a thread")
         };
@@ -237,8 +257,31 @@ impl Conn {
         if !self.is_alive() {
             return false;
         }
-        pending.insert(id, tx);
+        pending.insert(id, Route::Thread(tx));
         true
+    }
+
+    /// Hands attempt `id` (expected) to the reader: from now on it reports the attempt's
+    /// start and end to the run. False if the connection was lost meanwhile.
+    pub(crate) fn drive(&self, id: u64, driven: Driven) -> bool {
+        match lock(&self.pending).get_mut(&id) {
+            Some(route) => {
+                *route = Route::Driven(Box::new(driven));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Reports what the reader heard of the attempts handed to it, in order.
+    fn report(&self, news: &mut Vec<News>) {
+        if news.is_empty() {
+            return;
+        }
+        match self.owner.upgrade() {
+            Some(hosts) => hosts.record(news),
+            None => news.clear(),
+        }
     }
 
     pub(crate) fn forget(&self, id: u64) {
@@ -290,8 +333,15 @@ impl Conn {
         }
     }
 
-    fn read(&self, mut frames: FrameReader) -> String {
+    /// Routes frames until the connection ends; returns why. `news`: what is heard of the
+    /// attempts handed to the reader, reported once no further frame is buffered (one hold of
+    /// the run's lock per packet), and before anything is routed to an attempt's thread (whose
+    /// report must come after).
+    fn read(self: &Arc<Self>, mut frames: FrameReader, news: &mut Vec<News>) -> String {
         loop {
+            if !frames.has_frame() {
+                self.report(news);
+            }
             let until = Instant::now() + SILENCE_LIMIT;
             let msg = match frames.next::<FromWorker>(Some(until)) {
                 Ok(Some(msg)) => msg,
@@ -307,7 +357,18 @@ impl Conn {
             match msg {
                 FromWorker::Beat => {}
                 FromWorker::Started { id } => {
-                    if let Some(tx) = lock(&self.pending).get(&id) {
+                    if let Some(begin) = self.driven_start(id) {
+                        // After the ends routed to threads before it are recorded.
+                        let ends = self.routed.load(Ordering::SeqCst);
+                        if *lock(&self.recorded) < ends {
+                            self.report(news);
+                            self.wait_recorded(ends);
+                        }
+                        news.push(begin);
+                        continue;
+                    }
+                    self.report(news);
+                    if let Some(Route::Thread(tx)) = lock(&self.pending).get(&id) {
                         let ends = self.routed.load(Ordering::SeqCst);
                         let started = Msg::Started(ends, Instant::now());
                         if self.quiet_starts.load(Ordering::Relaxed) {
@@ -318,8 +379,18 @@ impl Conn {
                     }
                 }
                 FromWorker::Dropped { id } => {
-                    if let Some(tx) = lock(&self.pending).remove(&id) {
-                        let _ = tx.send(Msg::Dropped);
+                    let route = lock(&self.pending).remove(&id);
+                    match route {
+                        Some(Route::Thread(tx)) => {
+                            self.report(news);
+                            let _ = tx.send(Msg::Dropped);
+                        }
+                        Some(Route::Driven(d)) => {
+                            if let Some(hosts) = self.owner.upgrade() {
+                                news.push(hosts.driven_gone(*d, None));
+                            }
+                        }
+                        None => {}
                     }
                 }
                 FromWorker::Result {
@@ -327,8 +398,22 @@ impl Conn {
                     status,
                     message,
                 } => {
-                    if let Some(tx) = lock(&self.pending).get(&id) {
-                        let _ = tx.send(Msg::Result(status, message));
+                    let pending = lock(&self.pending);
+                    match pending.get(&id) {
+                        Some(Route::Thread(_)) => {
+                            drop(pending);
+                            self.report(news);
+                            if let Some(Route::Thread(tx)) = lock(&self.pending).get(&id) {
+                                let _ = tx.send(Msg::Result(status, message));
+                            }
+                        }
+                        Some(Route::Driven(d)) => news.push(News::Result {
+                            idx: d.idx,
+                            attempt: d.attempt,
+                            status,
+                            message,
+                        }),
+                        None => {}
                     }
                 }
                 FromWorker::Done {
@@ -365,17 +450,27 @@ impl Conn {
                         suspend,
                         files: blobs,
                     };
-                    if let Some(tx) = lock(&self.pending).remove(&id) {
-                        // Counted before it is routed: a start read after it waits for it.
-                        self.routed.fetch_add(1, Ordering::SeqCst);
-                        if tx.send(Msg::Done(Box::new(done))).is_err() {
-                            // Nobody will record it (its attempt gave up waiting).
-                            self.end_recorded();
+                    let route = lock(&self.pending).remove(&id);
+                    match route {
+                        Some(Route::Thread(tx)) => {
+                            self.report(news);
+                            // Counted before it is routed: a start read after it waits for it.
+                            self.routed.fetch_add(1, Ordering::SeqCst);
+                            if tx.send(Msg::Done(Box::new(done))).is_err() {
+                                // Nobody will record it (its attempt gave up waiting).
+                                self.end_recorded();
+                            }
                         }
+                        Some(Route::Driven(d)) => {
+                            if let Some(hosts) = self.owner.upgrade() {
+                                news.extend(hosts.driven_end(self, *d, done));
+                            }
+                        }
+                        None => {}
                     }
                 }
                 FromWorker::CheckpointNeed { id, paths } => {
-                    if let Some(tx) = lock(&self.pending).get(&id) {
+                    if let Some(Route::Thread(tx)) = lock(&self.pending).get(&id) {
                         let _ = tx.send(Msg::Need(paths));
                     }
                 }
@@ -384,8 +479,28 @@ impl Conn {
         }
     }
 
-    fn lost(&self, reason: &str, stderr: &Mutex<String>, on_lost: impl FnOnce(String)) {
-        let pending: Vec<Sender> = {
+    /// Attempt `id`, if handed to the reader: marks it started now and returns its start.
+    fn driven_start(&self, id: u64) -> Option<News> {
+        let mut pending = lock(&self.pending);
+        let Some(Route::Driven(d)) = pending.get_mut(&id) else {
+            return None;
+        };
+        d.started = Some(Instant::now());
+        Some(News::Began {
+            idx: d.idx,
+            attempt: d.attempt,
+            host: d.host.clone(),
+        })
+    }
+
+    fn lost(
+        &self,
+        reason: &str,
+        stderr: &Mutex<String>,
+        on_lost: impl FnOnce(String),
+        news: &mut Vec<News>,
+    ) {
+        let pending: Vec<Route> = {
             let mut p = lock(&self.pending);
             self.alive.store(false, Ordering::SeqCst);
             p.drain().map(|(_, tx)| tx).collect()
@@ -412,12 +527,25 @@ impl Conn {
             .map(|l| format!(" ({l})"))
             .unwrap_or_default();
         let reason = format!("{reason}{said}");
+        // What was heard before the loss is reported before it.
+        self.report(news);
         // The host is marked down (and its loss reported) before its attempts are put back,
         // so that none of them is placed on it again in between.
         on_lost(reason.clone());
-        for tx in pending {
-            let _ = tx.send(Msg::Lost(reason.clone()));
+        let hosts = self.owner.upgrade();
+        for route in pending {
+            match route {
+                Route::Thread(tx) => {
+                    let _ = tx.send(Msg::Lost(reason.clone()));
+                }
+                Route::Driven(d) => {
+                    if let Some(hosts) = &hosts {
+                        news.push(hosts.driven_gone(*d, Some(&reason)));
+                    }
+                }
+            }
         }
+        self.report(news);
     }
 
     /// Ends the connection in order: the worker sees end of file, kills what it still runs

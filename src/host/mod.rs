@@ -17,6 +17,7 @@
 
 mod checkpoint;
 mod conn;
+mod driven;
 pub mod pilot;
 pub(crate) mod placement;
 pub mod serve;
@@ -38,7 +39,7 @@ pub use ssh::{ConnectError, Connecting, SSH_ENV};
 
 use crate::context::ResultSink;
 use crate::error::{GraphError, GraphErrors};
-use crate::pool::attempt::Attempt;
+use crate::pool::attempt::{Attempt, Ran, Recorder};
 use crate::pool::Job;
 use crate::protocol::{self, FileEntry, RunRef, ToWorker, ToWorkerRef};
 use crate::sched::events::Event;
@@ -165,7 +166,47 @@ struct Place {
 #[derive(Default)]
 struct Turns {
     state: Mutex<TurnState>,
-    moved: Condvar,
+    moved: Bell,
+}
+
+/// A condition variable that makes no system call to wake nobody: the standard one's
+/// `notify_all` always does, and the places' two were rung three times per attempt, mostly
+/// with no thread waiting (issue 10). Only for state changed under the mutex its waiters hold:
+/// a waiter counts itself in before its wait releases that mutex, so a change made under it
+/// afterwards sees the waiter.
+#[derive(Default)]
+struct Bell {
+    cv: Condvar,
+    sleepers: std::sync::atomic::AtomicUsize,
+}
+
+impl Bell {
+    fn wait_timeout<'a, T>(
+        &self,
+        guard: std::sync::MutexGuard<'a, T>,
+        limit: Duration,
+    ) -> std::sync::MutexGuard<'a, T> {
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let guard = self
+            .cv
+            .wait_timeout(guard, limit)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        guard
+    }
+
+    /// Wakes every waiter, if any; after a change made under their mutex.
+    fn ring(&self) {
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            self.cv.notify_all();
+        }
+    }
+
+    /// Wakes every waiter, whatever changed (an atomic flag they look at).
+    fn ring_always(&self) {
+        self.cv.notify_all();
+    }
 }
 
 #[derive(Default)]
@@ -188,11 +229,7 @@ impl Turns {
     fn wait(&self, turn: u64, give_up: impl Fn() -> bool) {
         let mut s = lock(&self.state);
         while s.next < turn && !give_up() {
-            s = self
-                .moved
-                .wait_timeout(s, TICK)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            s = self.moved.wait_timeout(s, TICK);
         }
     }
 
@@ -206,7 +243,7 @@ impl Turns {
             }
             s.next += 1;
         }
-        self.moved.notify_all();
+        self.moved.ring();
     }
 }
 
@@ -220,6 +257,8 @@ enum Remote<'a> {
     Ended(Attempt, Option<Arc<Conn>>, Option<Duration>),
     /// It was taken back from the worker's queue, to run where room was reserved for it.
     Moved(Reserved<'a>),
+    /// Sent, and handed to the connection's reader (see [`driven`]).
+    HandedOff,
 }
 
 /// Room taken on a place for an attempt that may move there, with its turn; given back
@@ -249,7 +288,7 @@ impl Drop for Reserved<'_> {
         slot.reserved -= 1;
         slot.room.give_back(self.wanted);
         drop(slots);
-        self.hosts.freed.notify_all();
+        self.hosts.freed.ring();
     }
 }
 
@@ -267,13 +306,17 @@ struct Held {
     slots: std::collections::BTreeMap<String, u32>,
     conn: Option<Arc<Conn>>,
     ran: Option<Duration>,
+    /// Its end was reported by the connection's reader, in order with the starts after it:
+    /// no thread waits for it to be recorded ([`Conn::wait_recorded`]).
+    driven: bool,
 }
 
 /// The places of a run and their free job slots.
 pub(crate) struct Hosts {
     places: Vec<Place>,
     slots: Mutex<Vec<Slot>>,
-    freed: Condvar,
+    /// Rung when room frees on a place or a place's state changes (under `slots`).
+    freed: Bell,
     notices: Mutex<Vec<Event>>,
     has_notices: AtomicBool,
     /// 0 running, 1 terminating, 2 killing.
@@ -304,6 +347,8 @@ pub(crate) struct Hosts {
     /// the threads that took them does not decide which starts first.
     arriving: Mutex<std::collections::BTreeSet<u64>>,
     next_ticket: AtomicU64,
+    /// The run, where attempts handed to a connection's reader are reported (see [`driven`]).
+    recorder: OnceLock<std::sync::Weak<dyn Recorder>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -401,7 +446,7 @@ impl Hosts {
                     turns: Turns::default(),
                 })
                 .collect(),
-            freed: Condvar::new(),
+            freed: Bell::default(),
             notices: Mutex::new(Vec::new()),
             has_notices: AtomicBool::new(false),
             level: AtomicU8::new(0),
@@ -419,6 +464,7 @@ impl Hosts {
             promised: std::sync::atomic::AtomicUsize::new(0),
             arriving: Mutex::new(std::collections::BTreeSet::new()),
             next_ticket: AtomicU64::new(0),
+            recorder: OnceLock::new(),
         });
         for place in &hosts.places {
             config.connecting.register(&place.setup);
@@ -625,7 +671,7 @@ impl Hosts {
     pub(crate) fn unpromise(&self, ticket: Option<u64>) {
         let _slots = lock(&self.slots);
         self.placed(ticket);
-        self.freed.notify_all();
+        self.freed.ring();
     }
 
     /// The manifest of the tree, read once per run.
@@ -702,7 +748,7 @@ impl Hosts {
             }
         }
         drop(slots);
-        self.freed.notify_all();
+        self.freed.ring();
     }
 
     fn open(self: &Arc<Self>, i: usize) -> Result<Arc<Conn>, ConnectError> {
@@ -751,7 +797,7 @@ impl Hosts {
         }
         place.setup.end();
         let me = Arc::downgrade(self);
-        Ok(Conn::start(link, move |reason| {
+        Ok(Conn::start(link, me.clone(), move |reason| {
             if let Some(hosts) = me.upgrade() {
                 hosts.on_lost(i, reason);
             }
@@ -771,7 +817,7 @@ impl Hosts {
             reason,
         });
         drop(slots);
-        self.freed.notify_all();
+        self.freed.ring();
     }
 
     fn notice(&self, event: Event) {
@@ -788,17 +834,18 @@ impl Hosts {
 
     /// Runs one attempt of a command task where it can run: `local` runs it with `local`.
     /// The attempt is reported started (`ResultSink::begin`, with the host) when it really
-    /// starts: here at once, on a remote worker when the worker says so.
+    /// starts: here at once, on a remote worker when the worker says so. A remote attempt
+    /// may be handed to its connection's reader once sent ([`Ran::HandedOff`]).
     pub(crate) fn run(
         self: &Arc<Self>,
         job: &Job,
         sink: &dyn ResultSink,
         local: impl FnOnce(&str) -> Attempt,
-    ) -> Attempt {
+    ) -> Ran {
         let (i, turn) = match self.acquire(job.ticket, &job.host_tags, &job.slots) {
             Ok(placed) => placed,
-            Err(None) => return Attempt::not_started(),
-            Err(Some(message)) => return Attempt::new(Outcome::Error).message(message),
+            Err(None) => return Ran::Ended(Attempt::not_started()),
+            Err(Some(message)) => return Ran::Ended(Attempt::new(Outcome::Error).message(message)),
         };
         let (mut i, mut turn) = (i, turn);
         let mut local = Some(local);
@@ -823,6 +870,7 @@ impl Hosts {
             }
             match self.run_remote(i, job, sink, pass) {
                 Remote::Ended(attempt, conn, ran) => break (attempt, conn, ran),
+                Remote::HandedOff => return Ran::HandedOff,
                 Remote::Moved(to) => {
                     // Taken back from the worker's queue before it started: its room there is
                     // free, and it goes where room was reserved for it.
@@ -838,9 +886,10 @@ impl Hosts {
                 slots: job.slots.clone(),
                 conn,
                 ran,
+                driven: false,
             },
         );
-        attempt
+        Ran::Ended(attempt)
     }
 
     /// The end of attempt `attempt` of task `idx` is recorded: its place takes others, and a
@@ -849,7 +898,7 @@ impl Hosts {
         let Some(held) = lock(&self.held).remove(&(idx, attempt)) else {
             return;
         };
-        if let Some(conn) = &held.conn {
+        if let Some(conn) = held.conn.as_ref().filter(|_| !held.driven) {
             conn.end_recorded();
         }
         let mut slots = lock(&self.slots);
@@ -862,7 +911,7 @@ impl Hosts {
             }
         }
         drop(slots);
-        self.freed.notify_all();
+        self.freed.ring();
     }
 
     /// The name of `local` for closures, which always run here.
@@ -888,16 +937,12 @@ impl Hosts {
             if first.is_none_or(|f| f >= t) || self.level.load(Ordering::SeqCst) != 0 {
                 break;
             }
-            slots = self
-                .freed
-                .wait_timeout(slots, TICK)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            slots = self.freed.wait_timeout(slots, TICK);
         }
         // Came: the jobs after it may be placed once this one had its pick.
         if let Some(t) = ticket {
             lock(&self.arriving).remove(&t);
-            self.freed.notify_all();
+            self.freed.ring();
         }
         loop {
             if self.level.load(Ordering::SeqCst) != 0 {
@@ -972,11 +1017,7 @@ impl Hosts {
                 )));
             }
             let rest = wake.saturating_duration_since(Instant::now()).max(TICK);
-            slots = self
-                .freed
-                .wait_timeout(slots, rest)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            slots = self.freed.wait_timeout(slots, rest);
         }
     }
 
@@ -993,7 +1034,7 @@ impl Hosts {
     /// Gives back the room an attempt held on place `i`, for others.
     fn give_back(&self, i: usize, wanted: &std::collections::BTreeMap<String, u32>) {
         lock(&self.slots)[i].room.give_back(wanted);
-        self.freed.notify_all();
+        self.freed.ring();
     }
 
     /// Room for `job` on a place other than `besides` that is up and can start it now, taken
@@ -1071,6 +1112,24 @@ impl Hosts {
             checkpoint: given.shared(),
             checkpoint_key: given.key(),
         });
+        // Handed to the reader before the `Run` goes, so that the reader knows whom its
+        // frames are for.
+        let driven = self.may_hand_off(!job.outputs.is_empty()) && {
+            let d = driven::Driven {
+                idx: job.idx,
+                attempt: job.attempt,
+                place: i,
+                host: place.name.clone(),
+                slots: job.slots.clone(),
+                given: given.clone(),
+                started: None,
+            };
+            if !conn.drive(id, d) {
+                // Lost meanwhile.
+                return Remote::Ended(Attempt::not_started(), None, None);
+            }
+            true
+        };
         // The attempts placed here before this one send theirs first.
         place.turns.wait(pass.1, || {
             self.level.load(Ordering::SeqCst) != 0 || !conn.is_alive()
@@ -1087,6 +1146,9 @@ impl Hosts {
                 "cannot send the attempt: {}",
                 crate::error::error_chain(&e)
             ));
+        }
+        if driven {
+            return Remote::HandedOff;
         }
         // Until the worker says it started, the attempt waits in the worker's queue.
         let sent_at = Instant::now();
@@ -1256,7 +1318,7 @@ impl Hosts {
         if let Some(p) = &self.pilots {
             p.cancel();
         }
-        self.freed.notify_all();
+        self.freed.ring_always();
     }
 
     /// The run is over: every connection is closed in order (workers end their tasks).

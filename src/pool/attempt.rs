@@ -108,6 +108,42 @@ impl Attempt {
     }
 }
 
+/// How a place's `run` came back: with the attempt's end, or having handed the attempt to
+/// the place, which reports its start and end to the run itself (see [`Recorder`]).
+pub(crate) enum Ran {
+    Ended(Attempt),
+    /// The place carries the attempt on (an attempt sent to a host's connection, whose reader
+    /// hears its end): the thread that started it is free for the next one.
+    HandedOff,
+}
+
+/// What a place reports of the attempts it carries on after [`Ran::HandedOff`].
+pub(crate) enum News {
+    Began {
+        idx: u32,
+        attempt: u32,
+        host: std::sync::Arc<str>,
+    },
+    Result {
+        idx: u32,
+        attempt: u32,
+        status: Outcome,
+        message: String,
+    },
+    Ended {
+        idx: u32,
+        attempt: u32,
+        end: Attempt,
+    },
+}
+
+/// The run's side of [`Ran::HandedOff`]: records what a place reports (the dispatcher, under
+/// the run state's one lock, as it does for attempts run on its threads).
+pub(crate) trait Recorder: Send + Sync {
+    /// Applies `news` in order (drained), then hands ready tasks to idle workers.
+    fn record(&self, news: &mut Vec<News>);
+}
+
 #[cfg(test)]
 mod tests {
     use super::Attempt;

@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::context::{Cancellation, Context, ResultSink, Shared};
-use crate::pool::attempt::Attempt;
+use crate::pool::attempt::{Attempt, Ran, Recorder};
 use crate::state::checkpoint::Checkpoints;
 use crate::task::{CommandSpec, Outcome, PoolKind, TaskFn, TaskName, ThinVec, Work};
 
@@ -156,14 +156,16 @@ impl Executor {
         self
     }
 
-    pub(crate) fn run(&self, job: &Job, sink: &dyn ResultSink) -> Attempt {
+    /// Runs `job`; with hosts, a remote place may carry the attempt on itself
+    /// ([`Ran::HandedOff`]) and report its end to the run's [`Recorder`].
+    pub(crate) fn run(&self, job: &Job, sink: &dyn ResultSink) -> Ran {
         // A job still queued when the run was cancelled must not start anything.
         if self.cancelled.is_cancelled() {
             self.unpromise(job.ticket);
-            return Attempt::not_started();
+            return Ran::Ended(Attempt::not_started());
         }
         match (&self.hosts, &job.work) {
-            (None, _) => self.run_here(job, sink, "local"),
+            (None, _) => Ran::Ended(self.run_here(job, sink, "local")),
             (Some(hosts), Work::Command(_)) => {
                 hosts.run(job, sink, |host| self.run_here(job, sink, host))
             }
@@ -177,8 +179,31 @@ impl Executor {
                 // Closures on threads take no place.
                 hosts.unpromise(job.ticket);
                 sink.begin(&crate::host::Hosts::local_name());
-                self.run_here(job, sink, "local")
+                Ran::Ended(self.run_here(job, sink, "local"))
             }
+        }
+    }
+
+    /// Whether `job`'s attempt will be carried on by its place once started there
+    /// ([`Ran::HandedOff`]), leaving its worker free at once.
+    pub(crate) fn hands_off(&self, job: &Job) -> bool {
+        let Some(hosts) = &self.hosts else {
+            return false;
+        };
+        let remote = match &job.work {
+            Work::Command(_) => true,
+            Work::Closure(_) => {
+                job.pool.unwrap_or(self.processes.default_pool()) == PoolKind::Processes
+            }
+        };
+        remote && hosts.may_hand_off(!job.outputs.is_empty())
+    }
+
+    /// Where places report the attempts they carry on themselves ([`Ran::HandedOff`]); set
+    /// once the run state's owner exists. Without it, every attempt ends on its thread.
+    pub(crate) fn set_recorder(&self, recorder: std::sync::Weak<dyn Recorder>) {
+        if let Some(hosts) = &self.hosts {
+            hosts.set_recorder(recorder);
         }
     }
 

@@ -205,6 +205,15 @@ impl FrameReader {
         }
     }
 
+    /// Whether a complete frame is buffered (the next [`FrameReader::next`] reads nothing).
+    pub(crate) fn has_frame(&self) -> bool {
+        let avail = &self.buf[self.pos..];
+        avail.get(..4).is_some_and(|head| {
+            let len = u32::from_le_bytes(head.try_into().expect("four bytes")) as usize;
+            avail.len() >= 4 + len
+        })
+    }
+
     /// A complete payload from the buffer, if there is one.
     fn take_frame(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
         let avail = &self.buf[self.pos..];

@@ -4,7 +4,8 @@
 //! a role, not a thread: a worker that finishes an attempt takes the lock, applies the
 //! transition, takes its next task itself and hands further ready tasks to idle workers. So a
 //! chain of short tasks never waits for a thread hand-off, and a fan-out wakes exactly as many
-//! workers as it has tasks for. Events are queued in order under the same lock; the [`Run`]
+//! workers as it has tasks for. A host connection's reader plays the same role for the attempts
+//! handed to it (see [`Recorder`]). Events are queued in order under the same lock; the [`Run`]
 //! iterator takes them in batches. Control (cancel, kill, tasks added) goes through the same
 //! lock.
 
@@ -19,6 +20,7 @@ use super::run_state::{Plan, RunState};
 use super::SchedulerBuilder;
 use crate::context::ResultSink;
 use crate::error::{GraphError, GraphErrors};
+use crate::pool::attempt::{News, Ran, Recorder};
 use crate::pool::thread::WorkerThreads;
 use crate::pool::{Executor, Job};
 use crate::sched::events::{Attempt, Event};
@@ -31,6 +33,11 @@ struct Core {
     jobs: Option<Sender<Job>>,
     /// Workers blocked waiting for a job.
     idle: usize,
+    /// Runs with hosts: jobs handed to idle workers, which wait for them on
+    /// `Shared::job_ready` (see [`Shared::park`]) instead of the channel `jobs`.
+    handed: VecDeque<Job>,
+    /// Of `handed`, those whose worker is not woken yet (see [`Shared::wake_workers`]).
+    to_wake: usize,
     /// Set once `RunFinished` is queued.
     finished: bool,
     /// Kept open for tasks the embedder adds, until closed or cancelled
@@ -71,6 +78,14 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 struct Shared {
     core: Mutex<Core>,
     events_ready: Condvar,
+    /// Runs with hosts: a job was handed to an idle worker, or the run ended.
+    job_ready: Condvar,
+    /// Whether idle workers wait on `job_ready` (runs with hosts) rather than on the channel.
+    /// A channel's receiver spins and yields before it sleeps: with hosts, the reader of a
+    /// connection hands out a job per attempt that ends there, and the spinning of the idle
+    /// workers took the cores that the host's commands and ssh need (a yield and an
+    /// involuntary context switch per attempt, and more).
+    parks: bool,
     exec: Arc<Executor>,
 }
 
@@ -88,6 +103,47 @@ impl Shared {
     fn notify(&self, core: &mut Core, idle: bool) {
         if self.wants_consumer(core, idle) {
             self.events_ready.notify_one();
+        }
+        self.wake_workers(Self::workers_to_wake(core));
+    }
+
+    /// How many idle workers to wake for the jobs handed to them since the last call
+    /// (`usize::MAX`: all, the run is over); to be woken with [`Shared::wake_workers`], once
+    /// the lock is released where that is easy.
+    fn workers_to_wake(core: &mut Core) -> usize {
+        let n = std::mem::take(&mut core.to_wake);
+        if core.jobs.is_none() {
+            usize::MAX
+        } else {
+            n
+        }
+    }
+
+    fn wake_workers(&self, n: usize) {
+        match n {
+            0 => {}
+            usize::MAX => self.job_ready.notify_all(),
+            n => {
+                for _ in 0..n {
+                    self.job_ready.notify_one();
+                }
+            }
+        }
+    }
+
+    /// An idle worker's wait for a job in a run with hosts (see [`Shared::parks`]); `None`
+    /// once the run is over.
+    fn park(&self) -> Option<Job> {
+        let mut core = self.lock();
+        loop {
+            if let Some(job) = core.handed.pop_front() {
+                return Some(job);
+            }
+            core.jobs.as_ref()?;
+            core = self
+                .job_ready
+                .wait(core)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 
@@ -263,21 +319,41 @@ impl Core {
         Some(job)
     }
 
+    /// Whether `job`'s place will carry its attempt on without its worker (runs with hosts).
+    fn chains(&self, job: &Job) -> bool {
+        self.gate.as_ref().is_some_and(|exec| exec.hands_off(job))
+    }
+
     /// Hands ready tasks to idle workers; with `mine` (the calling worker's empty batch), first
     /// pushes one onto it. Then checks whether the run is over. Returns whether it took one.
     fn dispatch(&mut self, mine: Option<&mut Vec<Job>>) -> bool {
+        self.dispatch_to(mine, false)
+    }
+
+    /// [`Core::dispatch`]; with `chain`, no idle worker is woken once a worker (the caller or
+    /// one woken) has a job that its place will carry on ([`Executor::hands_off`]): that
+    /// worker takes the next job itself once it handed the attempt over, and so on. Several
+    /// woken at once for such jobs only fought over the locks of the run and of the place
+    /// (and over the order of their `Run`s). A job that keeps its worker does not stop it.
+    fn dispatch_to(&mut self, mine: Option<&mut Vec<Job>>, chain: bool) -> bool {
         let mut own = false;
+        let mut chained = false;
         if let Some(batch) = mine {
             if let Some(job) = self.next_job() {
+                chained = chain && self.chains(&job);
                 batch.push(job);
                 own = true;
             }
         }
-        while self.idle > 0 {
+        while self.idle > 0 && !chained {
             let Some(job) = self.next_job() else {
                 break;
             };
-            if let Some(tx) = &self.jobs {
+            chained = chain && self.chains(&job);
+            if self.gate.is_some() {
+                self.handed.push_back(job);
+                self.to_wake += 1;
+            } else if let Some(tx) = &self.jobs {
                 // Idle workers hold the receiver until `jobs` is dropped, so this succeeds.
                 let _ = tx.send(job);
             }
@@ -307,9 +383,14 @@ fn work(shared: &Shared, jobs: &Receiver<Job>) {
     let mut declined: Vec<(u32, u32)> = Vec::new();
     loop {
         if batch.is_empty() {
-            match jobs.recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => return,
+            let job = if shared.parks {
+                shared.park()
+            } else {
+                jobs.recv().ok()
+            };
+            match job {
+                Some(job) => batch.push(job),
+                None => return,
             }
         }
         // After a cancel, or an attempt that suspends the run, nothing more of the batch
@@ -318,6 +399,8 @@ fn work(shared: &Shared, jobs: &Receiver<Job>) {
         let mut clock = None;
         // Whether the job before passed cleanly: a chained job runs only then.
         let mut clean = false;
+        // Whether an attempt of the batch was handed to its place, which will report its end.
+        let mut handed_off = false;
         for (i, job) in batch.iter().enumerate() {
             let stopping = done
                 .last()
@@ -337,7 +420,15 @@ fn work(shared: &Shared, jobs: &Receiver<Job>) {
                 streamed: AtomicBool::new(false),
             };
             job.clock.set(clock);
-            let report = shared.exec.run(job, &sink);
+            let report = match shared.exec.run(job, &sink) {
+                Ran::Ended(report) => report,
+                Ran::HandedOff => {
+                    // Its place reports its end (`Recorder`); a chained job after it waits.
+                    clean = false;
+                    handed_off = true;
+                    continue;
+                }
+            };
             clock = job.clock.get();
             // What the run state will make of it is not known here: results streamed on the
             // way may turn a pass into a failure, exports go to the dependent.
@@ -364,7 +455,8 @@ fn work(shared: &Shared, jobs: &Receiver<Job>) {
         for (idx, attempt) in declined.drain(..) {
             core.state.give_back(idx, attempt);
         }
-        let mine = core.dispatch(Some(&mut batch));
+        // After a hand-off, this worker goes on with the next job itself (see `dispatch_to`).
+        let mine = core.dispatch_to(Some(&mut batch), handed_off);
         if mine {
             core.reserve(&mut batch);
         } else {
@@ -375,14 +467,63 @@ fn work(shared: &Shared, jobs: &Receiver<Job>) {
         // (a chain: one task at a time), it is made under the lock, so that the consumer,
         // awake, does not take the lock from the worker's next round trip (a chain's run phase
         // was 10 % slower that way).
-        let wake = shared.wants_consumer(&mut core, !mine);
+        // A worker that goes idle with nothing in flight wakes the consumer (nothing else may
+        // happen soon); one that handed its attempt to a place does not: the place's report
+        // follows.
+        let wake = shared.wants_consumer(&mut core, !mine && !handed_off);
         if wake && batch.len() <= 1 {
             shared.events_ready.notify_one();
         }
+        let workers = Shared::workers_to_wake(&mut core);
         drop(core);
         if wake && batch.len() > 1 {
             shared.events_ready.notify_one();
         }
+        shared.wake_workers(workers);
+    }
+}
+
+/// Attempts a place carries on by itself (a host's connection reader) report here: the same
+/// transitions as a worker's round trip, under the same lock, in the order the place heard
+/// them.
+impl Recorder for Shared {
+    fn record(&self, news: &mut Vec<News>) {
+        let mut core = self.lock();
+        // A host that connected (or was lost) on the way is reported before what follows.
+        self.exec.take_notices(&mut core.state.events);
+        let mut urgent = false;
+        let mut ended = false;
+        for n in news.drain(..) {
+            match n {
+                News::Began { idx, attempt, host } => core.state.begin(idx, attempt, Some(host)),
+                News::Result {
+                    idx,
+                    attempt,
+                    status,
+                    message,
+                } => {
+                    core.state.on_result(idx, attempt, status, message);
+                    urgent = true;
+                }
+                News::Ended { idx, attempt, end } => {
+                    core.state.on_done(idx, attempt, end);
+                    self.exec.release(idx, attempt);
+                    // Before anything else starts (see `work`).
+                    core.observe();
+                    ended = true;
+                }
+            }
+        }
+        if ended {
+            core.dispatch_to(None, true);
+        }
+        let wake = self.wants_consumer(&mut core, urgent);
+        let workers = Self::workers_to_wake(&mut core);
+        drop(core);
+        if wake {
+            self.events_ready.notify_one();
+        }
+        self.wake_workers(workers);
     }
 }
 
@@ -576,6 +717,8 @@ impl Run {
                 state,
                 jobs: Some(jobs_tx),
                 idle: threads,
+                handed: VecDeque::new(),
+                to_wake: 0,
                 finished: false,
                 open: config.keep_open,
                 consumer_waiting: false,
@@ -589,13 +732,20 @@ impl Run {
                 gate: gated.then(|| exec.clone()),
             }),
             events_ready: Condvar::new(),
+            job_ready: Condvar::new(),
+            parks: gated,
             exec,
         });
+        // Weak: the executor (and its hosts) belongs to `shared`.
+        let recorder: std::sync::Weak<Shared> = Arc::downgrade(&shared);
+        shared.exec.set_recorder(recorder);
         {
             let mut core = shared.lock();
             // Hosts connect (in parallel) before anything runs: their events come first.
             shared.exec.take_notices(&mut core.state.events);
             core.dispatch(None);
+            // The workers, not started yet, take what was handed out without a wake-up.
+            core.to_wake = 0;
         }
         let worker_shared = shared.clone();
         let workers = WorkerThreads::spawn(threads, move |_| work(&worker_shared, &jobs_rx))
@@ -689,6 +839,8 @@ impl Drop for Run {
             core.dispatch(None);
             // Idle workers exit when the job channel closes; busy ones after their attempt.
             core.jobs = None;
+            drop(core);
+            self.shared.job_ready.notify_all();
         }
         self.workers.join();
         self.shared.exec.finish();
