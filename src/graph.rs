@@ -117,6 +117,14 @@ impl Csr {
         Self { ends, items: out }
     }
 
+    /// `rows` empty rows.
+    fn empty_rows(rows: usize) -> Self {
+        Self {
+            ends: vec![0; rows],
+            items: Vec::new(),
+        }
+    }
+
     /// Appends a row.
     fn push_row(&mut self, row: &[u32]) {
         self.items.extend_from_slice(row);
@@ -202,43 +210,24 @@ impl Graph {
         // number of provided tokens; one more for the tokens. At 10^6 tasks each pass over the
         // definitions is a cache miss per task, so they are few.
         let mut name_hashes = Vec::with_capacity(new.len());
-        let mut provided = 0;
+        let (mut provided, mut required) = (0, 0);
         let (mut any_when, mut any_group) = (false, false);
         for t in new {
             check_task(t, capacity, &mut errors);
             name_hashes.push(name_hash(&t.name));
             provided += t.meta.provides.len();
+            required += t.meta.requires.len();
             any_when |= !t.meta.more.when.is_empty();
             any_group |= t.meta.more.group.is_some();
         }
         seen.any_when |= any_when;
         seen.any_group |= any_group;
 
-        let hash_of = |j: &u32| name_hash(&all[*j as usize].name);
-        self.names.reserve(new.len(), hash_of);
-        // Names go into the table in the order of their buckets, not of their tasks: the table
-        // is then visited front to back (at 10^6 tasks, a cache miss per task otherwise). Equal
-        // names keep definition order, so the first one wins and the others are the duplicates,
-        // reported in definition order.
-        let mut duplicates = Vec::new();
-        // Each position with its hash: read in bucket order, `name_hashes` would be a cache miss
-        // per task at 10^6 tasks.
-        let by_bucket = bucket_order(&name_hashes, &self.names);
-        drop(name_hashes);
-        for (h, i) in by_bucket {
-            let idx = start as u32 + i;
-            let name = &all[idx as usize].name;
-            if self
-                .names
-                .find(h, |&j| all[j as usize].name == *name)
-                .is_some()
-            {
-                duplicates.push(idx);
-            } else {
-                self.names.insert_unique(h, idx, hash_of);
-            }
-        }
-        duplicates.sort_unstable();
+        let duplicates = if start == 0 {
+            duplicates_sorted(all, name_hashes)
+        } else {
+            self.duplicates_indexed(all, start, name_hashes)
+        };
         errors.extend(duplicates.into_iter().map(|idx| GraphError::DuplicateName {
             task: all[idx as usize].name.clone(),
         }));
@@ -253,11 +242,21 @@ impl Graph {
         self.token_ends.reserve(provided);
         // A large first batch: every token occurrence's id decided from its hash, without the
         // table of token ids (see `BulkTokens`).
-        let mut bulk = (old_tokens == 0 && new.len() >= BULK_TASKS).then(|| BulkTokens::new(new));
+        let no_tokens = provided == 0 && required == 0;
+        let mut bulk = (!no_tokens && old_tokens == 0 && new.len() >= BULK_TASKS)
+            .then(|| BulkTokens::new(new));
         if bulk.is_none() {
             self.reserve_token_ids(provided);
         }
         let rows = loop {
+            if no_tokens {
+                // No task names a token (independent tasks): every row is empty, without two
+                // more passes over the definitions.
+                break TokenRows {
+                    requires: Csr::empty_rows(new.len()),
+                    provides: Csr::empty_rows(new.len()),
+                };
+            }
             let tried = self.token_rows(new, old_tokens, provided, bulk.as_mut(), &mut errors);
             if let Ok(rows) = tried {
                 break rows;
@@ -490,6 +489,47 @@ impl Graph {
         let (text, ends) = (&self.token_text, &self.token_ends);
         self.token_ids
             .reserve(additional, |&id| str_hash(token_str(text, ends, id)));
+    }
+
+    /// The tasks of `all[start..]` whose name an earlier task has (added tasks), in definition
+    /// order, through the table of names, which takes theirs.
+    fn duplicates_indexed(
+        &mut self,
+        all: &[Task],
+        start: usize,
+        name_hashes: Vec<u64>,
+    ) -> Vec<u32> {
+        let hash_of = |j: &u32| name_hash(&all[*j as usize].name);
+        self.names.reserve(name_hashes.len(), hash_of);
+        // Names go into the table in the order of their buckets, not of their tasks: the table
+        // is then visited front to back (at 10^6 tasks, a cache miss per task otherwise). Equal
+        // names keep definition order, so the first one wins and the others are the duplicates.
+        let mut duplicates = Vec::new();
+        // Each position with its hash: read in bucket order, `name_hashes` would be a cache miss
+        // per task at 10^6 tasks.
+        let by_bucket = bucket_order(&name_hashes, &self.names);
+        drop(name_hashes);
+        for (h, i) in by_bucket {
+            let idx = start as u32 + i;
+            let name = &all[idx as usize].name;
+            if self
+                .names
+                .find(h, |&j| all[j as usize].name == *name)
+                .is_some()
+            {
+                duplicates.push(idx);
+            } else {
+                self.names.insert_unique(h, idx, hash_of);
+            }
+        }
+        duplicates.sort_unstable();
+        duplicates
+    }
+
+    /// Puts every task's name into the table of names if it is not there (a run's first batch
+    /// is checked without it), for lookups by name.
+    pub(crate) fn index_all_names(&mut self, all: &[Task]) {
+        self.index_names(all, self.len());
     }
 
     /// Drops the table of task names: a run needs it only to validate tasks and to find a
@@ -811,6 +851,40 @@ fn bucket_order(hashes: &[u64], table: &HashTable<u32>) -> Vec<(u64, u32)> {
         next[p] += 1;
     }
     out
+}
+
+/// The tasks of a run's first batch `all` whose name an earlier task has, in definition order,
+/// from `hashes` (each task's name hash) sorted with their positions: equal names are then side
+/// by side, the first one first, with no table of names (built only if a lookup by name needs
+/// it, see [`Graph::index_all_names`]) and no walk over the tasks in the table's order (a
+/// cache miss per task at 10^6, twice when a probe compared names).
+fn duplicates_sorted(all: &[Task], hashes: Vec<u64>) -> Vec<u32> {
+    let mut entries: Vec<Occurrence> = hashes
+        .iter()
+        .zip(0u32..)
+        .map(|(&h, i)| [(h >> 32) as u32, h as u32, i])
+        .collect();
+    drop(hashes);
+    sort_occurrences(&mut entries);
+    let mut duplicates = Vec::new();
+    let mut run = 0;
+    for k in 1..entries.len() {
+        if occurrence_hash(&entries[k]) != occurrence_hash(&entries[k - 1]) {
+            run = k;
+            continue;
+        }
+        // Equal hashes: a duplicate if a task before it in the run has its name (two names
+        // may share a hash).
+        let name = &all[entries[k][2] as usize].name;
+        if entries[run..k]
+            .iter()
+            .any(|e| all[e[2] as usize].name == *name)
+        {
+            duplicates.push(entries[k][2]);
+        }
+    }
+    duplicates.sort_unstable();
+    duplicates
 }
 
 fn str_hash(s: &str) -> u64 {

@@ -115,8 +115,8 @@ fn extend_rejects_late_providers_and_rolls_back() {
 }
 
 #[test]
-fn duplicates_in_a_large_batch_are_found_in_bucket_order_and_reported_in_definition_order() {
-    // Above the size at which names go into their table in bucket order.
+fn duplicates_in_a_large_first_batch_are_found_by_sorting_and_reported_in_definition_order() {
+    // A first batch is checked by sorting its name hashes, with no table of names.
     let n = 40_000;
     let mut tasks: Vec<Task> = (0..n).map(|i| t(&format!("task{i}"))).collect();
     tasks.push(t("task31000"));
@@ -439,4 +439,75 @@ fn names_forgotten_by_a_run_are_found_and_checked_again() {
     assert!(g.extend(&all, 3, &BTreeMap::new()).is_ok());
     assert_eq!(g.index_of(&all, &"t3".into()), Some(3));
     assert_eq!(g.index_of(&all, &"t0".into()), Some(0));
+}
+
+#[test]
+fn duplicates_in_a_large_added_batch_are_found_in_bucket_order_and_reported_in_definition_order() {
+    // Above the size at which names go into their table in bucket order: added tasks are
+    // checked against the table, which holds the first batch's names too.
+    let mut all: Vec<Task> = (0..10).map(|i| t(&format!("old{i}"))).collect();
+    let (mut g, _) = Graph::build(&all, &BTreeMap::new()).unwrap();
+    all.extend((0..40_000).map(|i| t(&format!("task{i}"))));
+    all.push(t("task31000"));
+    all.push(t("old3"));
+    all.push(t("task7"));
+    let e = g.extend(&all, 10, &BTreeMap::new()).unwrap_err().0;
+    let names: Vec<String> = e.iter().map(ToString::to_string).collect();
+    let expected: Vec<String> = ["task31000", "old3", "task7"]
+        .iter()
+        .map(|n| GraphError::DuplicateName { task: (*n).into() }.to_string())
+        .collect();
+    assert_eq!(names, expected);
+}
+
+#[test]
+fn names_with_one_hash_are_told_apart_by_the_sorted_check() {
+    // `duplicates_sorted` given hashes that collide: equal hashes with different names are not
+    // duplicates; within a run of equal hashes, a name seen before is, whatever came between.
+    let all: Vec<Task> = ["a", "b", "a", "c", "b", "d"]
+        .iter()
+        .map(|n| t(n))
+        .collect();
+    let hashes = vec![7, 7, 7, 3, 7, 9];
+    assert_eq!(duplicates_sorted(&all, hashes), [2, 4]);
+    assert_eq!(
+        duplicates_sorted(&all[3..], vec![1, 1, 2]),
+        Vec::<u32>::new()
+    );
+    // Large enough to be partitioned (parts by the top bits): one hash for every name.
+    let many: Vec<Task> = (0..20_000)
+        .map(|i| t(&format!("n{}", i % 19_999)))
+        .collect();
+    let same = vec![0xDEAD_BEEF_0000_0001; many.len()];
+    assert_eq!(duplicates_sorted(&many, same), [19_999]);
+}
+
+#[test]
+fn a_first_batch_leaves_the_table_of_names_to_the_first_lookup() {
+    let all: Vec<Task> = (0..5).map(|i| t(&format!("t{i}"))).collect();
+    let (mut g, _) = Graph::build(&all, &BTreeMap::new()).unwrap();
+    // Looked through the tasks, then through the table once indexed.
+    assert_eq!(g.index_of(&all, &"t3".into()), Some(3));
+    g.index_all_names(&all);
+    assert_eq!(g.names.len(), 5);
+    assert_eq!(g.index_of(&all, &"t4".into()), Some(4));
+    assert_eq!(g.index_of(&all, &"t9".into()), None);
+}
+
+#[test]
+fn tasks_without_tokens_take_no_token_pass_and_later_tasks_still_link() {
+    // Large enough for the bulk path, which tasks without tokens skip.
+    let n = BULK_TASKS + 5;
+    let mut all: Vec<Task> = (0..n).map(|i| t(&format!("t{i}"))).collect();
+    let (mut g, warnings) = Graph::build(&all, &BTreeMap::new()).unwrap();
+    assert!(warnings.is_empty());
+    assert_eq!((g.len(), g.token_count()), (n, 0));
+    assert!(g.providers_of(3).is_empty());
+    all.push(t("p").provides(["x"]));
+    all.push(t("q").requires(["x"]));
+    assert!(g.extend(&all, n, &BTreeMap::new()).unwrap().is_empty());
+    let x = g.token_id("x").unwrap();
+    assert_eq!(g.providers(x), [n as u32]);
+    assert_eq!(g.dependents(x).collect::<Vec<_>>(), [n as u32 + 1]);
+    assert_eq!(g.providers_of(n as u32 + 1), [n as u32]);
 }

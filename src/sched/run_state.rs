@@ -315,6 +315,9 @@ impl RunState {
             events: VecDeque::new(),
         };
         state.tasks = tasks;
+        if !resumed.is_empty() || !first.is_empty() {
+            state.graph.index_all_names(&state.tasks);
+        }
         // Resumed tasks cost nothing and may unblock the tasks to run first: they go first too.
         for (name, r) in resumed {
             if let Some(idx) = state.graph.index_of(&state.tasks, &name) {
