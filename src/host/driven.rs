@@ -19,7 +19,6 @@ use super::checkpoint::Given;
 use super::conn::{Conn, Done};
 use super::{lock, Held, Hosts};
 use crate::pool::attempt::{Attempt, News, Recorder};
-use crate::task::Outcome;
 
 /// What the reader keeps of an attempt handed to it.
 pub(crate) struct Driven {
@@ -70,22 +69,7 @@ impl Hosts {
             });
             Instant::now()
         });
-        let mut end = Attempt::new(done.outcome);
-        end.message = done.message;
-        end.exports = done.exports;
-        end.exit_code = done.exit_code;
-        end.output = done.output.map(Box::new);
-        end.suspend = done.suspend;
-        if let Err(e) = self.take_outputs(conn, done.files) {
-            end.outcome = Outcome::Error;
-            end.message = Some(e);
-        }
-        // Before the end is recorded: the journal sees what the task saved.
-        if let Err(e) = self.checkpoint_after(&self.places[d.place], &d.given, done.checkpoint) {
-            end.outcome = Outcome::Error;
-            end.message = Some(e);
-        }
-        end.duration = started.elapsed();
+        let end = self.ended(conn, &self.places[d.place], &d.given, done, started);
         let (idx, attempt) = (d.idx, d.attempt);
         self.hold(d, Some(conn.clone()), Some(end.duration));
         news.push(News::Ended { idx, attempt, end });

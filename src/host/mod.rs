@@ -1194,22 +1194,7 @@ impl Hosts {
                         sink.begin(&place.name);
                         Instant::now()
                     });
-                    let mut attempt = Attempt::new(done.outcome);
-                    attempt.message = done.message;
-                    attempt.exports = done.exports;
-                    attempt.exit_code = done.exit_code;
-                    attempt.output = done.output.map(Box::new);
-                    attempt.suspend = done.suspend;
-                    if let Err(e) = self.take_outputs(&conn, done.files) {
-                        attempt.outcome = Outcome::Error;
-                        attempt.message = Some(e);
-                    }
-                    // Before the end is recorded: the journal sees what the task saved.
-                    if let Err(e) = self.checkpoint_after(place, &given, done.checkpoint) {
-                        attempt.outcome = Outcome::Error;
-                        attempt.message = Some(e);
-                    }
-                    attempt.duration = started.elapsed();
+                    let attempt = self.ended(&conn, place, &given, *done, started);
                     let ran = attempt.duration;
                     return Remote::Ended(attempt, Some(conn), Some(ran));
                 }
@@ -1232,6 +1217,35 @@ impl Hosts {
                 }
             }
         }
+    }
+
+    /// The attempt a worker's `Done` reports, timed from `started`: its outputs written into
+    /// the tree and its checkpoint taken in (an error if either cannot be) before its end is
+    /// recorded, so that the journal sees what the task saved.
+    fn ended(
+        &self,
+        conn: &Conn,
+        place: &Place,
+        given: &checkpoint::Given,
+        done: conn::Done,
+        started: Instant,
+    ) -> Attempt {
+        let mut attempt = Attempt::new(done.outcome);
+        attempt.message = done.message;
+        attempt.exports = done.exports;
+        attempt.exit_code = done.exit_code;
+        attempt.output = done.output.map(Box::new);
+        attempt.suspend = done.suspend;
+        if let Err(e) = self.take_outputs(conn, done.files) {
+            attempt.outcome = Outcome::Error;
+            attempt.message = Some(e);
+        }
+        if let Err(e) = self.checkpoint_after(place, given, done.checkpoint) {
+            attempt.outcome = Outcome::Error;
+            attempt.message = Some(e);
+        }
+        attempt.duration = started.elapsed();
+        attempt
     }
 
     /// Writes a finished task's outputs into the local tree; remembers them for other hosts.
