@@ -474,12 +474,15 @@ fn names_with_one_hash_are_told_apart_by_the_sorted_check() {
         duplicates_sorted(&all[3..], vec![1, 1, 2]),
         Vec::<u32>::new()
     );
-    // Large enough to be partitioned (parts by the top bits): one hash for every name.
+    // Large enough to be partitioned (parts by the top bits), all in one crowded part: a name's
+    // hash is its number modulo 1000, so that runs of equal hashes hold about 20 names each.
     let many: Vec<Task> = (0..20_000)
         .map(|i| t(&format!("n{}", i % 19_999)))
         .collect();
-    let same = vec![0xDEAD_BEEF_0000_0001; many.len()];
-    assert_eq!(duplicates_sorted(&many, same), [19_999]);
+    let hashes = (0..20_000u64)
+        .map(|i| 0xDEAD_BEEF_0000_0000 | (i % 19_999) % 1000)
+        .collect();
+    assert_eq!(duplicates_sorted(&many, hashes), [19_999]);
 }
 
 #[test]
