@@ -480,7 +480,7 @@ fn names_with_one_hash_are_told_apart_by_the_sorted_check() {
         .map(|i| t(&format!("n{}", i % 19_999)))
         .collect();
     let hashes = (0..20_000u64)
-        .map(|i| 0xDEAD_BEEF_0000_0000 | (i % 19_999) % 1000)
+        .map(|i| 0xDEAD_BEEF_0000_0000 | ((i % 19_999) % 1000))
         .collect();
     assert_eq!(duplicates_sorted(&many, hashes), [19_999]);
 }
