@@ -207,8 +207,9 @@ impl Graph {
         let new = &all[start..];
         let mut errors = Vec::new();
         // One pass over the definitions for what each shows alone, the name hashes and the
-        // number of provided tokens; one more for the tokens. At 10^6 tasks each pass over the
-        // definitions is a cache miss per task, so they are few.
+        // number of required and provided tokens; two more for the tokens, if any task names
+        // one. At 10^6 tasks each pass over the definitions is a cache miss per task, so they
+        // are few.
         let mut name_hashes = Vec::with_capacity(new.len());
         let (mut provided, mut required) = (0, 0);
         let (mut any_when, mut any_group) = (false, false);
