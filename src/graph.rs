@@ -210,24 +210,31 @@ impl Graph {
         // number of required and provided tokens; two more for the tokens, if any task names
         // one. At 10^6 tasks each pass over the definitions is a cache miss per task, so they
         // are few.
-        let mut name_hashes = Vec::with_capacity(new.len());
+        let mut names: Vec<Occurrence> = Vec::with_capacity(new.len());
+        // A large first batch: every token occurrence hashed in the same pass, for `BulkTokens`
+        // (one pass over the definitions less).
+        let bulk_batch = self.token_count() == 0 && new.len() >= BULK_TASKS;
+        let mut occurrences: Vec<Occurrence> = Vec::new();
         let (mut provided, mut required) = (0, 0);
         let (mut any_when, mut any_group) = (false, false);
-        for t in new {
+        for (t, i) in new.iter().zip(0u32..) {
             check_task(t, capacity, &mut errors);
-            name_hashes.push(name_hash(&t.name));
+            names.push(occurrence(name_hash(&t.name), i));
             provided += t.meta.provides.len();
             required += t.meta.requires.len();
             any_when |= !t.meta.more.when.is_empty();
             any_group |= t.meta.more.group.is_some();
+            if bulk_batch {
+                push_occurrences(t, &mut occurrences);
+            }
         }
         seen.any_when |= any_when;
         seen.any_group |= any_group;
 
         let duplicates = if start == 0 {
-            duplicates_sorted(all, name_hashes)
+            duplicates_sorted(all, names)
         } else {
-            self.duplicates_indexed(all, start, name_hashes)
+            self.duplicates_indexed(all, start, names)
         };
         errors.extend(duplicates.into_iter().map(|idx| GraphError::DuplicateName {
             task: all[idx as usize].name.clone(),
@@ -244,8 +251,7 @@ impl Graph {
         // A large first batch: every token occurrence's id decided from its hash, without the
         // table of token ids (see `BulkTokens`).
         let no_tokens = provided == 0 && required == 0;
-        let mut bulk = (!no_tokens && old_tokens == 0 && new.len() >= BULK_TASKS)
-            .then(|| BulkTokens::new(new));
+        let mut bulk = (!no_tokens && bulk_batch).then(|| BulkTokens::sorting(occurrences));
         if bulk.is_none() {
             self.reserve_token_ids(provided);
         }
@@ -498,8 +504,10 @@ impl Graph {
         &mut self,
         all: &[Task],
         start: usize,
-        name_hashes: Vec<u64>,
+        names: Vec<Occurrence>,
     ) -> Vec<u32> {
+        let name_hashes: Vec<u64> = names.iter().map(occurrence_hash).collect();
+        drop(names);
         let hash_of = |j: &u32| name_hash(&all[*j as usize].name);
         self.names.reserve(name_hashes.len(), hash_of);
         // Names go into the table in the order of their buckets, not of their tasks: the table
@@ -668,17 +676,33 @@ fn occurrence_hash(o: &Occurrence) -> u64 {
     u64::from(o[0]) << 32 | u64::from(o[1])
 }
 
+/// An occurrence of hash `h` at `position`.
+fn occurrence(h: u64, position: u32) -> Occurrence {
+    [(h >> 32) as u32, h as u32, position]
+}
+
+/// Appends the token occurrences of `t` (its requires, then its provides) to `occurrences`,
+/// numbered on from there.
+fn push_occurrences(t: &Task, occurrences: &mut Vec<Occurrence>) {
+    for tok in t.meta.requires.iter().chain(&t.meta.provides) {
+        let position = occurrences.len() as u32;
+        occurrences.push(occurrence(str_hash(tok), position));
+    }
+}
+
 impl BulkTokens {
+    #[cfg(test)]
     fn new(new: &[Task]) -> Self {
-        let mut occurrences: Vec<Occurrence> = Vec::new();
-        let mut position = 0u32;
+        let mut occurrences = Vec::new();
         for t in new {
-            for tok in t.meta.requires.iter().chain(&t.meta.provides) {
-                let h = str_hash(tok);
-                occurrences.push([(h >> 32) as u32, h as u32, position]);
-                position += 1;
-            }
+            push_occurrences(t, &mut occurrences);
         }
+        Self::sorting(occurrences)
+    }
+
+    /// From every token occurrence of the batch, in definition order (see
+    /// [`push_occurrences`]).
+    fn sorting(mut occurrences: Vec<Occurrence>) -> Self {
         sort_occurrences(&mut occurrences);
         let mut ids = vec![0u32; occurrences.len()];
         let mut run = None;
@@ -855,17 +879,11 @@ fn bucket_order(hashes: &[u64], table: &HashTable<u32>) -> Vec<(u64, u32)> {
 }
 
 /// The tasks of a run's first batch `all` whose name an earlier task has, in definition order,
-/// from `hashes` (each task's name hash) sorted with their positions: equal names are then side
+/// from `entries` (each task's name hash with its position) once sorted: equal names are then side
 /// by side, the first one first, with no table of names (built only if a lookup by name needs
 /// it, see [`Graph::index_all_names`]) and no walk over the tasks in the table's order (a
 /// cache miss per task at 10^6, twice when a probe compared names).
-fn duplicates_sorted(all: &[Task], hashes: Vec<u64>) -> Vec<u32> {
-    let mut entries: Vec<Occurrence> = hashes
-        .iter()
-        .zip(0u32..)
-        .map(|(&h, i)| [(h >> 32) as u32, h as u32, i])
-        .collect();
-    drop(hashes);
+fn duplicates_sorted(all: &[Task], mut entries: Vec<Occurrence>) -> Vec<u32> {
     sort_occurrences(&mut entries);
     let mut duplicates = Vec::new();
     let mut run = 0;

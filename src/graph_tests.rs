@@ -468,10 +468,12 @@ fn names_with_one_hash_are_told_apart_by_the_sorted_check() {
         .iter()
         .map(|n| t(n))
         .collect();
-    let hashes = vec![7, 7, 7, 3, 7, 9];
-    assert_eq!(duplicates_sorted(&all, hashes), [2, 4]);
     assert_eq!(
-        duplicates_sorted(&all[3..], vec![1, 1, 2]),
+        duplicates_sorted(&all, entries(&[7, 7, 7, 3, 7, 9])),
+        [2, 4]
+    );
+    assert_eq!(
+        duplicates_sorted(&all[3..], entries(&[1, 1, 2])),
         Vec::<u32>::new()
     );
     // Large enough to be partitioned (parts by the top bits), all in one crowded part: a name's
@@ -479,10 +481,19 @@ fn names_with_one_hash_are_told_apart_by_the_sorted_check() {
     let many: Vec<Task> = (0..20_000)
         .map(|i| t(&format!("n{}", i % 19_999)))
         .collect();
-    let hashes = (0..20_000u64)
+    let hashes: Vec<u64> = (0..20_000u64)
         .map(|i| 0xDEAD_BEEF_0000_0000 | ((i % 19_999) % 1000))
         .collect();
-    assert_eq!(duplicates_sorted(&many, hashes), [19_999]);
+    assert_eq!(duplicates_sorted(&many, entries(&hashes)), [19_999]);
+}
+
+/// Name hashes as `duplicates_sorted` takes them, each with its position.
+fn entries(hashes: &[u64]) -> Vec<Occurrence> {
+    hashes
+        .iter()
+        .zip(0..)
+        .map(|(&h, i)| occurrence(h, i))
+        .collect()
 }
 
 #[test]
