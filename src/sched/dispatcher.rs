@@ -69,8 +69,10 @@ struct Core {
 const SHORT_ATTEMPT_NS: u64 = 20_000;
 /// Tasks a worker runs per lock acquisition at most.
 const BATCH_TASKS: usize = 16;
-/// Queue length at which the consumer is woken at once.
-const BATCH: usize = 512;
+/// Queue length at which the consumer is woken at once. Each wake-up takes the lock from a
+/// worker in turn: at 512, a chain of 10^6 no-op closures made some 2 200 context switches, at
+/// 4096 some 430 (its run phase 8-12 % shorter; events wait at most `POLL` either way).
+const BATCH: usize = 4096;
 /// How long the consumer sleeps at most before it looks for queued events itself: the latency
 /// of the display and of JSON lines, at most.
 const POLL: std::time::Duration = std::time::Duration::from_millis(10);
