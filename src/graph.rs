@@ -214,7 +214,7 @@ impl Graph {
         // A large first batch: every token occurrence hashed in the same pass, for `BulkTokens`
         // (one pass over the definitions less).
         let bulk_batch = self.token_count() == 0 && new.len() >= BULK_TASKS;
-        let mut occurrences: Vec<Occurrence> = Vec::new();
+        let mut occurrences = bulk_batch.then(Occurrences::new);
         let (mut provided, mut required) = (0, 0);
         let (mut any_when, mut any_group) = (false, false);
         for (t, i) in new.iter().zip(0u32..) {
@@ -224,8 +224,8 @@ impl Graph {
             required += t.meta.requires.len();
             any_when |= !t.meta.more.when.is_empty();
             any_group |= t.meta.more.group.is_some();
-            if bulk_batch {
-                push_occurrences(t, &mut occurrences);
+            if let Some(o) = &mut occurrences {
+                o.push(t);
             }
         }
         seen.any_when |= any_when;
@@ -251,7 +251,7 @@ impl Graph {
         // A large first batch: every token occurrence's id decided from its hash, without the
         // table of token ids (see `BulkTokens`).
         let no_tokens = provided == 0 && required == 0;
-        let mut bulk = (!no_tokens && bulk_batch).then(|| BulkTokens::sorting(occurrences));
+        let mut bulk = occurrences.filter(|_| !no_tokens).map(BulkTokens::sorting);
         if bulk.is_none() {
             self.reserve_token_ids(provided);
         }
@@ -424,7 +424,8 @@ impl Graph {
     }
 
     /// The id of occurrence `occurrence` (counted in definition order), `tok`: a new one if it
-    /// is the first occurrence of its token, that of the first occurrence otherwise.
+    /// is the first occurrence of its token, that of the earlier occurrence `bulk` gave it
+    /// otherwise.
     fn bulk_id(
         &mut self,
         bulk: &mut BulkTokens,
@@ -654,17 +655,19 @@ struct TokenRows {
 /// validation).
 ///
 /// Every occurrence of a token (each task's requires, then its provides, in definition order)
-/// is hashed in one pass, with its position; sorting these puts equal hashes side by side, the
-/// first occurrence first. Then, in definition order, a first occurrence gets the next id, and
-/// any other the id of its first (its text compared, so that a hash collision is never taken
-/// for the same token). The table of ids is built only when a lookup by name needs it
-/// ([`Graph::index_tokens`]): tasks added to the run, virtual tokens.
+/// is hashed in one pass ([`Occurrences`]), and gets an earlier occurrence of the same hash
+/// when one is among the recent ones, or is sorted otherwise: sorting these puts equal hashes
+/// side by side, the first occurrence first. Then, in definition order, a first occurrence
+/// gets the next id, and any other the id of the one it was given (its text compared, so that
+/// a hash collision is never taken for the same token). The table of ids is built only when a
+/// lookup by name needs it ([`Graph::index_tokens`]): tasks added to the run, virtual tokens.
 ///
-/// At most 16 bytes per occurrence at once (the occurrences, sorted in place, and the ids): at
-/// 10^6 tasks, the hashes alongside a sorted copy of them (24 bytes per occurrence) were the
-/// peak of a chain's validation.
+/// At most 16 bytes per occurrence at once (the occurrences to sort, sorted in place, and the
+/// ids): at 10^6 tasks, the hashes alongside a sorted copy of them (24 bytes per occurrence)
+/// were the peak of a chain's validation.
 struct BulkTokens {
-    /// Per occurrence: its first occurrence, replaced by its token id once decided.
+    /// Per occurrence: an earlier occurrence of its token, or itself if it is the first,
+    /// replaced by its token id once decided.
     ids: Vec<u32>,
 }
 
@@ -681,32 +684,76 @@ fn occurrence(h: u64, position: u32) -> Occurrence {
     [(h >> 32) as u32, h as u32, position]
 }
 
-/// Appends the token occurrences of `t` (its requires, then its provides) to `occurrences`,
-/// numbered on from there.
-fn push_occurrences(t: &Task, occurrences: &mut Vec<Occurrence>) {
-    for tok in t.meta.requires.iter().chain(&t.meta.provides) {
-        let position = occurrences.len() as u32;
-        occurrences.push(occurrence(str_hash(tok), position));
+/// The token occurrences of a large first batch, hashed in definition order, for
+/// [`BulkTokens`].
+///
+/// Most tokens are required soon after they are provided (a chain: each by the next task) or
+/// again and again (a fan-out's root). An occurrence whose hash is in a small table of recent
+/// ones takes the occurrence found there as its own first, and is not sorted: a chain sorts
+/// half of its occurrences, a fan-out one. The table is direct-mapped by hash; an occurrence
+/// it missed goes to the sort (the one found earlier, if it was evicted, too), which gives it
+/// the first occurrence of its hash.
+struct Occurrences {
+    /// Per occurrence so far: an earlier one of the same hash, or itself.
+    ids: Vec<u32>,
+    /// The occurrences the recent table missed.
+    sorted: Vec<Occurrence>,
+    /// Per slot (the hash's low bits): the hash and position of the last occurrence that
+    /// missed it; `u32::MAX` as position when empty.
+    recent: Vec<(u64, u32)>,
+}
+
+/// Slots of [`Occurrences::recent`]: 64 KiB, in the caches beside the pass.
+const RECENT_SLOTS: usize = 4096;
+
+impl Occurrences {
+    fn new() -> Self {
+        Self {
+            ids: Vec::new(),
+            sorted: Vec::new(),
+            recent: vec![(0, u32::MAX); RECENT_SLOTS],
+        }
+    }
+
+    /// Adds the token occurrences of `t`: its requires, then its provides.
+    fn push(&mut self, t: &Task) {
+        for tok in t.meta.requires.iter().chain(&t.meta.provides) {
+            let h = str_hash(tok);
+            let position = self.ids.len() as u32;
+            let slot = &mut self.recent[h as usize % RECENT_SLOTS];
+            if slot.1 != u32::MAX && slot.0 == h {
+                self.ids.push(slot.1);
+            } else {
+                *slot = (h, position);
+                self.ids.push(position);
+                self.sorted.push(occurrence(h, position));
+            }
+        }
     }
 }
 
 impl BulkTokens {
     #[cfg(test)]
     fn new(new: &[Task]) -> Self {
-        let mut occurrences = Vec::new();
+        let mut occurrences = Occurrences::new();
         for t in new {
-            push_occurrences(t, &mut occurrences);
+            occurrences.push(t);
         }
         Self::sorting(occurrences)
     }
 
-    /// From every token occurrence of the batch, in definition order (see
-    /// [`push_occurrences`]).
-    fn sorting(mut occurrences: Vec<Occurrence>) -> Self {
-        sort_occurrences(&mut occurrences);
-        let mut ids = vec![0u32; occurrences.len()];
+    /// From every token occurrence of the batch, in definition order: the ones the recent
+    /// table missed sorted, each given the first of its hash.
+    fn sorting(occurrences: Occurrences) -> Self {
+        let Occurrences {
+            mut ids,
+            mut sorted,
+            recent,
+        } = occurrences;
+        drop(recent);
+        sort_occurrences(&mut sorted);
         let mut run = None;
-        for o in &occurrences {
+        for o in &sorted {
             let (h, position) = (occurrence_hash(o), o[2]);
             ids[position as usize] = match run {
                 Some((rh, first)) if rh == h => first,

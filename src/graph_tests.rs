@@ -356,25 +356,47 @@ fn a_partition_in_place_puts_each_entry_in_its_part() {
 }
 
 #[test]
-fn bulk_ids_are_first_occurrences_in_position_order() {
-    // Each occurrence's first occurrence, as `Graph::bulk_id` expects them: tokens repeated
-    // within a task and across tasks, enough of them to be partitioned.
+fn bulk_ids_point_to_an_earlier_occurrence_of_the_same_token() {
+    // As `Graph::bulk_id` expects them: an occurrence points to itself if and only if it is its
+    // token's first, else to an earlier occurrence of its token. Tokens repeated within a task
+    // and right after (found in the recent table), and tokens met again after more than the
+    // table holds (sorted), enough of them to be partitioned.
     let tasks: Vec<Task> = (0..20_000u32)
         .map(|i| {
             t(&format!("t{i}"))
-                .requires([format!("k{}", i / 3), format!("k{}", i / 3)])
+                .requires([
+                    format!("k{}", i / 3),
+                    format!("k{}", i / 3),
+                    format!("q{}", i * 7919 % 9001),
+                ])
                 .provides([format!("p{}", i % 11)])
         })
         .collect();
+    let occurrences: Vec<&str> = tasks
+        .iter()
+        .flat_map(|t| t.meta.requires.iter().chain(&t.meta.provides))
+        .map(|tok| tok.as_str())
+        .collect();
     let mut first: HashMap<&str, u32> = HashMap::new();
-    let mut expected = Vec::new();
-    for t in &tasks {
-        for tok in t.meta.requires.iter().chain(&t.meta.provides) {
-            let next = expected.len() as u32;
-            expected.push(*first.entry(tok.as_str()).or_insert(next));
+    let ids = BulkTokens::new(&tasks).ids;
+    assert_eq!(ids.len(), occurrences.len());
+    let mut sorted = 0;
+    for (o, (&id, &tok)) in ids.iter().zip(&occurrences).enumerate() {
+        let o = o as u32;
+        let is_first = *first.entry(tok).or_insert(o) == o;
+        assert_eq!(id == o, is_first, "occurrence {o} ({tok})");
+        assert!(id <= o);
+        assert_eq!(occurrences[id as usize], tok, "occurrence {o}");
+        // Met again after the recent table lost it: it points to the first occurrence, as
+        // the sort gives it.
+        if !is_first && id == first[tok] && o - id > 3 {
+            sorted += 1;
         }
     }
-    assert_eq!(BulkTokens::new(&tasks).ids, expected);
+    assert!(
+        sorted > 1000,
+        "only {sorted} occurrences came through the sort"
+    );
 }
 
 #[test]
