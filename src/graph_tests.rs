@@ -375,7 +375,7 @@ fn bulk_ids_point_to_an_earlier_occurrence_of_the_same_token() {
     let occurrences: Vec<&str> = tasks
         .iter()
         .flat_map(|t| t.meta.requires.iter().chain(&t.meta.provides))
-        .map(|tok| tok.as_str())
+        .map(crate::task::Token::as_str)
         .collect();
     let mut first: HashMap<&str, u32> = HashMap::new();
     let ids = BulkTokens::new(&tasks).ids;
