@@ -225,6 +225,16 @@ impl Turns {
         s.handed - 1
     }
 
+    /// A turn, if every turn taken before passed: its holder may send at once.
+    fn take_first(&self) -> Option<u64> {
+        let mut s = lock(&self.state);
+        if s.next != s.handed {
+            return None;
+        }
+        s.handed += 1;
+        Some(s.handed - 1)
+    }
+
     /// Waits until every turn before `turn` passed (or `give_up`).
     fn wait(&self, turn: u64, give_up: impl Fn() -> bool) {
         let mut s = lock(&self.state);
@@ -1021,6 +1031,32 @@ impl Hosts {
         }
     }
 
+    /// [`Hosts::acquire`] for a job that must not wait: place `i`'s room taken, and its turn,
+    /// if the place is up and has room now, no job handed out before this one is still to be
+    /// placed and no attempt placed there before is still to send its `Run`.
+    fn place_at_once(&self, i: usize, job: &Job) -> Option<u64> {
+        let mut slots = lock(&self.slots);
+        if let Some(t) = job.ticket {
+            if lock(&self.arriving).first().is_some_and(|&f| f < t) {
+                return None;
+            }
+        }
+        let slot = &mut slots[i];
+        let fits = matches!(slot.status, Status::Up)
+            && job.host_tags.iter().all(|t| slot.tags.contains(t))
+            && (slot.room.can_take(&job.slots) || slot.room.can_hold(slot.window(), &job.slots));
+        if !fits {
+            return None;
+        }
+        let turn = self.places[i].turns.take_first()?;
+        slot.room.take(&job.slots);
+        self.placed(job.ticket);
+        drop(slots);
+        // The jobs handed out after this one may be placed now.
+        self.freed.ring();
+        Some(turn)
+    }
+
     /// A promised job is placed or given up ([`Hosts::promise`]); under the lock of `slots`.
     fn placed(&self, ticket: Option<u64>) {
         let promised = self.promised.load(Ordering::SeqCst);
@@ -1123,6 +1159,7 @@ impl Hosts {
                 slots: job.slots.clone(),
                 given: given.clone(),
                 started: None,
+                sent: 0,
             };
             if !conn.drive(id, d) {
                 // Lost meanwhile.
@@ -1136,6 +1173,9 @@ impl Hosts {
         });
         let sent = conn.send_with(|w| protocol::send(w, &request));
         drop(pass);
+        if let (true, Ok(end)) = (driven, &sent) {
+            conn.sent_to(id, *end);
+        }
         // Any other error is a broken connection: the reader notices and tells this attempt.
         if let Err(
             e @ (protocol::ChannelError::TooLarge { .. } | protocol::ChannelError::Encode(_)),
@@ -1325,7 +1365,10 @@ impl Hosts {
             .fetch_max(if kill { 2 } else { 1 }, Ordering::SeqCst);
         for place in &self.places {
             place.setup.cancel();
-            if let Some(conn) = lock(&place.conn).as_ref() {
+            // Not under the place's lock: the connection's reader may hold the writer while
+            // it places attempts (see `Hosts::carry`).
+            let conn = lock(&place.conn).clone();
+            if let Some(conn) = conn {
                 let _ = conn.send_with(|w| protocol::send(w, &ToWorker::Cancel { kill }));
             }
         }
