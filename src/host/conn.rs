@@ -228,12 +228,14 @@ impl Write for Counted<'_> {
 }
 
 /// Bytes that may be written to a connection and not yet be seen read by its worker, for
-/// the reader to write more itself ([`Outbox`]). Every buffer on the way to the worker (the
-/// pipe to the ssh client or to the TLS pump, which read it whatever the worker does, and
-/// what ssh, TCP and sshd hold) takes more than this: a write within it returns without the
-/// worker reading anything. So the reader never waits on a worker that may itself wait, its
-/// results unread, for the reader.
-pub(super) const IN_FLIGHT_LIMIT: u64 = 4096;
+/// the reader to write more itself ([`Outbox`]). The buffers on the way to the worker take
+/// far more than this without the worker reading anything: the pipe to the ssh client or to
+/// the TLS pump (64 KiB; both read it whatever the worker does), ssh's channel window
+/// (megabytes), the sockets, the pipe into the worker. So a write within it returns, and the
+/// reader never waits on a worker that may itself wait, its results unread, for the reader.
+/// The `Run`s queued ahead on a worker are not seen read until they start: a few thousand
+/// bytes at most (32 queued of about a hundred bytes each).
+pub(super) const IN_FLIGHT_LIMIT: u64 = 16 << 10;
 
 /// The `Run`s a connection's reader writes itself, for the jobs the run offers it as it
 /// records the ends it heard ([`Carrier`]): gathered while the run's lock is held, written
