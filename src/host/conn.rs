@@ -11,7 +11,8 @@
 //!
 //! An attempt may also be handed to the connection once its `Run` is sent ([`Driven`]): the
 //! reader then reports its start, results and end to the run itself, those of one packet
-//! together, and no thread waits for it (see `host::driven`).
+//! together, and no thread waits for it (see `host::driven`). As it does, it may write the
+//! `Run`s of the attempts that take their room itself, when that cannot block ([`Outbox`]).
 
 use std::collections::HashMap;
 use std::io::Write;

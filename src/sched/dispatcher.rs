@@ -5,9 +5,9 @@
 //! transition, takes its next task itself and hands further ready tasks to idle workers. So a
 //! chain of short tasks never waits for a thread hand-off, and a fan-out wakes exactly as many
 //! workers as it has tasks for. A host connection's reader plays the same role for the attempts
-//! handed to it (see [`Recorder`]). Events are queued in order under the same lock; the [`Run`]
-//! iterator takes them in batches. Control (cancel, kill, tasks added) goes through the same
-//! lock.
+//! handed to it (see [`Recorder`]), and starts those that take their room ([`Carrier`]).
+//! Events are queued in order under the same lock; the [`Run`] iterator takes them in
+//! batches. Control (cancel, kill, tasks added) goes through the same lock.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
