@@ -518,6 +518,26 @@ fn a_host_runs_at_most_its_jobs_with_attempts_queued(net: &Net, outputs: bool) {
     }
 }
 
+/// Many short attempts on one host, with priorities against the order of their names: the
+/// connection's reader sends most of them itself as the ends it reads free their room, and the
+/// run's events still show the host running at most its `jobs` and the tasks starting in the
+/// order of their priorities, each once.
+fn attempts_the_reader_sends_keep_the_hosts_jobs_and_priorities(net: &Net) {
+    let mut tree = shared_tree();
+    let n = 150;
+    for i in 0..n {
+        tree = tree.file(
+            &format!("t{i:03}.ron"),
+            &format!(r#"(run: Shell("true"), priority: {})"#, n - i),
+        );
+    }
+    let r = net.run(tree.path(), &["--no-local", "--host", "ssh://h1?jobs=2"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let expected: Vec<String> = (0..n).rev().map(|i| format!("t{i:03}")).collect();
+    assert_eq!(r.started(), expected, "{}", r.stdout);
+    assert_eq!(most_at_once(&r)["h1"], 2, "{}", r.stdout);
+}
+
 /// A host lost with an attempt running and others queued there: the running one goes back to
 /// the queue (not counted), the queued ones too (they never started: no second
 /// `task-started`), and every task runs to its end once.
@@ -679,6 +699,17 @@ fn attempts_with_outputs_and_without_keep_a_hosts_jobs_and_order() {
 #[ignore = "needs sshd: run .ci/sshd.sh first"]
 fn sshd_attempts_with_outputs_and_without_keep_a_hosts_jobs_and_order() {
     a_host_runs_at_most_its_jobs_with_attempts_queued(&Net::sshd(), true);
+}
+
+#[test]
+fn attempts_sent_by_the_reader_keep_a_hosts_jobs_and_priorities() {
+    attempts_the_reader_sends_keep_the_hosts_jobs_and_priorities(&Net::fake());
+}
+
+#[test]
+#[ignore = "needs sshd: run .ci/sshd.sh first"]
+fn sshd_attempts_sent_by_the_reader_keep_a_hosts_jobs_and_priorities() {
+    attempts_the_reader_sends_keep_the_hosts_jobs_and_priorities(&Net::sshd());
 }
 
 #[test]

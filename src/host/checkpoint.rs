@@ -266,6 +266,24 @@ impl Hosts {
         let _ = self.copies.checkpoints.set(checkpoints);
     }
 
+    /// [`Hosts::checkpoint_before`] when nothing needs to be sent for it: `None` when a
+    /// copy on the host may have to be brought up to date first (or the directory here cannot
+    /// be made), which is a thread's work.
+    pub(super) fn checkpoint_at_once(&self, place: &Place, job: &Job) -> Option<Given> {
+        let Some(cp) = self.copies.checkpoints.get() else {
+            return Some(Given::None);
+        };
+        if place.spec.shared_fs {
+            return cp.prepare(&job.name).ok().map(Given::Shared);
+        }
+        let dir = cp.dir(&job.name);
+        if dir.is_dir() {
+            return None;
+        }
+        let key = key(&dir);
+        Some(Given::Copy { dir, key })
+    }
+
     /// Before attempt `id` of `job` on `place`: the task's directory here, and on a host
     /// without `shared_fs` its copy there brought up to date (only the files it lacks
     /// travel). On failure, the attempt's end.

@@ -11,11 +11,12 @@
 //!
 //! An attempt may also be handed to the connection once its `Run` is sent ([`Driven`]): the
 //! reader then reports its start, results and end to the run itself, those of one packet
-//! together, and no thread waits for it (see `host::driven`).
+//! together, and no thread waits for it (see `host::driven`). As it does, it may write the
+//! `Run`s of the attempts that take their room itself, when that cannot block ([`Outbox`]).
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ use crossbeam_channel::RecvTimeoutError;
 use super::driven::Driven;
 use super::ssh::{Link, Transport, Waited};
 use crate::context::Shared;
-use crate::pool::attempt::News;
+use crate::pool::attempt::{Carrier, News};
 use crate::protocol::{ChannelError, FileEntry, FrameReader, FromWorker, SILENCE_LIMIT};
 use crate::sched::events::Output;
 use crate::task::Outcome;
@@ -160,7 +161,10 @@ pub(crate) struct Done {
 }
 
 pub(crate) struct Conn {
-    writer: Mutex<Option<Box<dyn Write + Send>>>,
+    writer: Mutex<Writer>,
+    /// How far into what was written the worker is known to have read: the end of the last
+    /// `Run` it answered (see [`Outbox`]). Only the reader changes it.
+    acked: AtomicU64,
     pending: Mutex<HashMap<u64, Route>>,
     /// The run's places, for the attempts handed to the reader.
     owner: std::sync::Weak<super::Hosts>,
@@ -189,6 +193,119 @@ pub(crate) struct Conn {
     quiet_starts: AtomicBool,
 }
 
+/// The writing end of a connection, and how many bytes went through it.
+struct Writer {
+    out: Option<Box<dyn Write + Send>>,
+    sent: u64,
+}
+
+impl Writer {
+    /// The writing end, counting what goes through it; `None` once closed.
+    fn counted(&mut self) -> Option<Counted<'_>> {
+        let Writer { out, sent } = self;
+        out.as_mut().map(|out| Counted {
+            out: out.as_mut(),
+            sent,
+        })
+    }
+}
+
+/// A connection's writing end that counts the bytes written ([`Writer::sent`]).
+struct Counted<'a> {
+    out: &'a mut (dyn Write + Send),
+    sent: &'a mut u64,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        *self.sent += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Bytes that may be written to a connection and not yet be seen read by its worker, for
+/// the reader to write more itself ([`Outbox`]). The buffers on the way to the worker take
+/// far more than this without the worker reading anything: the pipe to the ssh client or to
+/// the TLS pump (64 KiB; both read it whatever the worker does), ssh's channel window
+/// (megabytes), the sockets, the pipe into the worker. So a write within it returns, and the
+/// reader never waits on a worker that may itself wait, its results unread, for the reader.
+/// The `Run`s queued ahead on a worker are not seen read until they start: a few thousand
+/// bytes at most (32 queued of about a hundred bytes each).
+pub(super) const IN_FLIGHT_LIMIT: u64 = 16 << 10;
+
+/// The `Run`s a connection's reader writes itself, for the jobs the run offers it as it
+/// records the ends it heard ([`Carrier`]): gathered while the run's lock is held, written
+/// in one write once it is released ([`Outbox::finish`]). The connection's writer is taken
+/// at the first one, only if free at once, and held until they are written, so that no other
+/// write comes between a turn passed and its `Run` (see `Hosts::carry`).
+pub(crate) struct Outbox<'a> {
+    conn: &'a Arc<Conn>,
+    hosts: &'a super::Hosts,
+    writer: Option<std::sync::MutexGuard<'a, Writer>>,
+    /// The writer was taken by someone else (or the connection is going): nothing is carried.
+    refused: bool,
+    frames: Vec<u8>,
+}
+
+impl<'a> Outbox<'a> {
+    pub(super) fn conn(&self) -> &'a Arc<Conn> {
+        self.conn
+    }
+
+    /// Whether `len` more bytes may go now without blocking (see [`IN_FLIGHT_LIMIT`]);
+    /// takes the writer if it is free.
+    pub(super) fn has_room(&mut self, len: usize) -> bool {
+        if self.writer.is_none() && !self.refused {
+            let conn = self.conn;
+            self.writer = if conn.is_alive() && !conn.closing.load(Ordering::SeqCst) {
+                conn.writer.try_lock().ok().filter(|w| w.out.is_some())
+            } else {
+                None
+            };
+            self.refused = self.writer.is_none();
+        }
+        let Some(w) = &self.writer else {
+            return false;
+        };
+        let acked = self.conn.acked.load(Ordering::Relaxed);
+        let pending = w.sent + (self.frames.len() + len) as u64;
+        pending.saturating_sub(acked) <= IN_FLIGHT_LIMIT
+    }
+
+    /// Adds a frame ([`Outbox::has_room`] said yes); returns where it ends in the stream.
+    pub(super) fn push(&mut self, frame: &[u8]) -> u64 {
+        self.frames.extend_from_slice(frame);
+        let sent = self.writer.as_ref().map_or(0, |w| w.sent);
+        sent + self.frames.len() as u64
+    }
+
+    /// Writes what was gathered, in one write. A broken connection is the reader's to notice:
+    /// it reads the end of the stream next, and every attempt sent here hears so.
+    fn finish(mut self) {
+        let Some(mut w) = self.writer.take() else {
+            return;
+        };
+        if self.frames.is_empty() {
+            return;
+        }
+        if let Some(mut out) = w.counted() {
+            let _ = out.write_all(&self.frames).and_then(|()| out.flush());
+        }
+    }
+}
+
+impl Carrier for Outbox<'_> {
+    fn carry(&mut self, job: &crate::pool::Job) -> bool {
+        let hosts = self.hosts;
+        hosts.carry(self, job)
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -213,7 +330,11 @@ impl Conn {
         } = link;
         let known = synced.into_iter().map(|e| (e.path, e.hash)).collect();
         let conn = Arc::new(Conn {
-            writer: Mutex::new(Some(stdin)),
+            writer: Mutex::new(Writer {
+                out: Some(stdin),
+                sent: 0,
+            }),
+            acked: AtomicU64::new(0),
             pending: Mutex::new(HashMap::new()),
             owner,
             alive: AtomicBool::new(true),
@@ -273,15 +394,43 @@ impl Conn {
         }
     }
 
-    /// Reports what the reader heard of the attempts handed to it, in order.
-    fn report(&self, news: &mut Vec<News>) {
+    /// Reports what the reader heard of the attempts handed to it, in order; the run may
+    /// give the reader the attempts that take the room of those that ended ([`Outbox`]).
+    fn report(self: &Arc<Self>, news: &mut Vec<News>) {
         if news.is_empty() {
             return;
         }
         match self.owner.upgrade() {
-            Some(hosts) => hosts.record(news),
+            Some(hosts) => {
+                let mut outbox = Outbox {
+                    conn: self,
+                    hosts: &hosts,
+                    writer: None,
+                    refused: false,
+                    frames: Vec::new(),
+                };
+                hosts.record(news, Some(&mut outbox));
+                outbox.finish();
+            }
             None => news.clear(),
         }
+    }
+
+    /// The worker read up to `sent` (the end of a `Run` it answered; 0: not known).
+    fn acked(&self, sent: u64) {
+        self.acked.fetch_max(sent, Ordering::Relaxed);
+    }
+
+    /// Handed-off attempt `id`'s `Run`, sent by its thread, ends at `sent` in the stream.
+    pub(crate) fn sent_to(&self, id: u64, sent: u64) {
+        if let Some(Route::Driven(d)) = lock(&self.pending).get_mut(&id) {
+            d.sent = sent;
+        }
+    }
+
+    /// Registers attempt `id`, sent by the reader itself ([`Outbox`]), as handed to it.
+    pub(super) fn drive_sent(&self, id: u64, driven: Driven) {
+        lock(&self.pending).insert(id, Route::Driven(Box::new(driven)));
     }
 
     pub(crate) fn forget(&self, id: u64) {
@@ -321,14 +470,15 @@ impl Conn {
         true
     }
 
-    /// Sends frames (a message, and raw frames after it) as one unit.
-    pub(crate) fn send_with<F>(&self, f: F) -> Result<(), ChannelError>
+    /// Sends frames (a message, and raw frames after it) as one unit; returns where they
+    /// end in the stream.
+    pub(crate) fn send_with<F>(&self, f: F) -> Result<u64, ChannelError>
     where
         F: FnOnce(&mut dyn Write) -> Result<(), ChannelError>,
     {
         let mut w = lock(&self.writer);
-        match w.as_mut() {
-            Some(w) => f(w.as_mut()),
+        match w.counted() {
+            Some(mut out) => f(&mut out).map(|()| *out.sent),
             None => Err(ChannelError::Closed),
         }
     }
@@ -386,6 +536,7 @@ impl Conn {
                             let _ = tx.send(Msg::Dropped);
                         }
                         Some(Route::Driven(d)) => {
+                            self.acked(d.sent);
                             if let Some(hosts) = self.owner.upgrade() {
                                 news.push(hosts.driven_gone(*d, None));
                             }
@@ -462,6 +613,7 @@ impl Conn {
                             }
                         }
                         Some(Route::Driven(d)) => {
+                            self.acked(d.sent);
                             if let Some(hosts) = self.owner.upgrade() {
                                 news.extend(hosts.driven_end(self, *d, done));
                             }
@@ -485,6 +637,7 @@ impl Conn {
         let Some(Route::Driven(d)) = pending.get_mut(&id) else {
             return None;
         };
+        self.acked(d.sent);
         d.started = Some(Instant::now());
         Some(News::Began {
             idx: d.idx,
@@ -494,7 +647,7 @@ impl Conn {
     }
 
     fn lost(
-        &self,
+        self: &Arc<Self>,
         reason: &str,
         stderr: &Mutex<String>,
         on_lost: impl FnOnce(String),
@@ -505,7 +658,7 @@ impl Conn {
             self.alive.store(false, Ordering::SeqCst);
             p.drain().map(|(_, tx)| tx).collect()
         };
-        lock(&self.writer).take();
+        lock(&self.writer).out.take();
         {
             let mut transport = lock(&self.transport);
             if self.closing.load(Ordering::SeqCst) {
@@ -552,7 +705,7 @@ impl Conn {
     /// and exits; then the ssh client is reaped.
     pub(crate) fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
-        lock(&self.writer).take();
+        lock(&self.writer).out.take();
         let reader = lock(&self.reader).take();
         if let Some(r) = reader {
             let _ = r.join();

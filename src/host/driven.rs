@@ -10,15 +10,26 @@
 //! Only attempts that need nothing more from the controller are handed off: no outputs to copy
 //! back, and no other place to move to (an attempt queued behind long ones moves only while it
 //! has a thread, see `MOVE_AFTER`).
+//!
+//! The reader also starts the attempts that take the room its ends free ([`Hosts::carry`]):
+//! as it records them, the run offers it the jobs it would hand to a worker thread, and the
+//! reader writes their `Run`s itself, once the run's lock is released, in one write. Only
+//! when that cannot block ([`Outbox`]): the writer free at once, the worker seen to have
+//! read all but a few bytes of what was sent, the attempt's place and turn free now and
+//! nothing to send before its `Run`. Anything else goes to a worker thread as before. On a
+//! host of short commands that spares the wake-up of a worker thread, and its round trips
+//! through the run's lock, per packet of ends.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use super::checkpoint::Given;
-use super::conn::{Conn, Done};
+use super::conn::{Conn, Done, Outbox};
 use super::{lock, Held, Hosts};
-use crate::pool::attempt::{Attempt, News, Recorder};
+use crate::pool::attempt::{Attempt, Carrier, News, Recorder};
+use crate::pool::Job;
+use crate::protocol::{self, RunRef, ToWorkerRef};
 
 /// What the reader keeps of an attempt handed to it.
 pub(crate) struct Driven {
@@ -32,6 +43,9 @@ pub(crate) struct Driven {
     pub given: Given,
     /// When the reader heard that it started.
     pub started: Option<Instant>,
+    /// Where its `Run` ends in what was written to the connection (0: not known yet): once
+    /// the worker answers it, it read that far.
+    pub sent: u64,
 }
 
 impl Hosts {
@@ -49,12 +63,78 @@ impl Hosts {
             && self.recorder.get().is_some()
     }
 
-    /// Reports `news` to the run (drained); dropped if the run is gone.
-    pub(super) fn record(&self, news: &mut Vec<News>) {
+    /// Reports `news` to the run (drained), offering `carrier` the jobs that take the room
+    /// of the attempts that ended; dropped if the run is gone.
+    pub(super) fn record(&self, news: &mut Vec<News>, carrier: Option<&mut dyn Carrier>) {
         match self.recorder.get().and_then(Weak::upgrade) {
-            Some(recorder) => recorder.record(news),
+            Some(recorder) => recorder.record(news, carrier),
             None => news.clear(),
         }
+    }
+
+    /// The reader of `out`'s connection starts `job` itself, if it can at once (see the
+    /// module's documentation): the attempt is placed as [`Hosts::acquire`] would place it,
+    /// takes its turn, is handed to the reader and its `Run` goes into `out`. Under the run's
+    /// lock; nothing here waits on a lock that a writer to the connection may hold while it
+    /// waits (the writer itself is only tried, the outputs map too).
+    pub(super) fn carry(&self, out: &mut Outbox<'_>, job: &Job) -> bool {
+        // One place (`may_hand_off`): the connection's.
+        if self.places.len() != 1
+            || !job.outputs.is_empty()
+            || self.level.load(std::sync::atomic::Ordering::SeqCst) != 0
+        {
+            return false;
+        }
+        let i = 0;
+        let place = &self.places[i];
+        // Outputs of other tasks to push first: a thread's work (it writes while it holds them).
+        if !self.outputs.try_lock().is_ok_and(|o| o.is_empty()) {
+            return false;
+        }
+        let Some(given) = self.checkpoint_at_once(place, job) else {
+            return false;
+        };
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let request = ToWorkerRef::Run(RunRef {
+            id,
+            task: &job.name,
+            attempt: job.attempt,
+            shared: job.shared(),
+            timeout_ms: job.timeout.map(|t| t.as_millis() as u64),
+            grace_ms: self.grace.as_millis() as u64,
+            outputs: &job.outputs,
+            checkpoint: given.shared(),
+            checkpoint_key: given.key(),
+        });
+        // A frame that cannot be encoded is reported by the thread that tries again.
+        let Ok(frame) = protocol::encode(&request) else {
+            return false;
+        };
+        if !out.has_room(frame.len()) {
+            return false;
+        }
+        // The writer is held from here until the frame is written: the turn passes now.
+        let Some(turn) = self.place_at_once(i, job) else {
+            return false;
+        };
+        let sent = out.push(&frame);
+        out.conn().drive_sent(
+            id,
+            Driven {
+                idx: job.idx,
+                attempt: job.attempt,
+                place: i,
+                host: place.name.clone(),
+                slots: job.slots.clone(),
+                given,
+                started: None,
+                sent,
+            },
+        );
+        place.turns.pass(turn);
+        true
     }
 
     /// The end of handed-off attempt `d`, whose `Done` came through `conn`: its start first if

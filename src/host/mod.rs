@@ -59,11 +59,17 @@ const TICK: Duration = Duration::from_millis(25);
 /// gain nothing from it, and an attempt queued behind one could wait there while another
 /// host frees: those places hold only their `jobs`.
 const QUEUE_AHEAD_BELOW: Duration = Duration::from_millis(50);
-/// Attempts shorter than this on average queue deeper: three per job slot (at most
-/// [`MAX_AHEAD`] per place). A round trip through ssh on a busy machine can take several of
-/// them; with one per slot, the worker's queue ran dry for 7% of 3 000 `/bin/true`, with
+/// Attempts shorter than this on average queue deeper: [`DEEP_PER_SLOT`] per job slot (at
+/// most [`MAX_AHEAD`] per place). A round trip through ssh on a busy machine can take several
+/// of them; with one per slot, the worker's queue ran dry for 7% of 3 000 `/bin/true`, with
 /// three for 0.1-1%.
 const DEEP_AHEAD_BELOW: Duration = Duration::from_millis(5);
+/// Attempts queued ahead per job slot on a place whose attempts are shorter than
+/// [`DEEP_AHEAD_BELOW`]. Beyond keeping the worker's queue from running dry (three did), a
+/// deeper queue lets the worker hold its ends back longer (see `host::serve`'s `HOLD_LIMIT`)
+/// and send them, and the scheduler its `Run`s, more to a packet: with eight, 3 000
+/// `/bin/true` on a loopback ssh host crossed ssh in about half as many packets as with three.
+const DEEP_PER_SLOT: usize = 8;
 /// Attempts queued ahead on one place at most: a host with many slots has slots freeing at
 /// different times, so its queue is refilled more often.
 const MAX_AHEAD: usize = 32;
@@ -136,14 +142,18 @@ impl Slot {
         if !self.remote || self.avg >= QUEUE_AHEAD_BELOW {
             return jobs;
         }
-        let per_slot = if self.avg < DEEP_AHEAD_BELOW { 3 } else { 1 };
+        let per_slot = if self.avg < DEEP_AHEAD_BELOW {
+            DEEP_PER_SLOT
+        } else {
+            1
+        };
         jobs + (jobs * per_slot).min(MAX_AHEAD)
     }
 
     /// The largest [`Slot::window`] the place may have.
     fn most(&self) -> usize {
         if self.remote {
-            self.room.jobs + (self.room.jobs * 3).min(MAX_AHEAD)
+            self.room.jobs + (self.room.jobs * DEEP_PER_SLOT).min(MAX_AHEAD)
         } else {
             self.room.jobs
         }
@@ -223,6 +233,16 @@ impl Turns {
         let mut s = lock(&self.state);
         s.handed += 1;
         s.handed - 1
+    }
+
+    /// A turn, if every turn taken before passed: its holder may send at once.
+    fn take_first(&self) -> Option<u64> {
+        let mut s = lock(&self.state);
+        if s.next != s.handed {
+            return None;
+        }
+        s.handed += 1;
+        Some(s.handed - 1)
     }
 
     /// Waits until every turn before `turn` passed (or `give_up`).
@@ -1021,6 +1041,32 @@ impl Hosts {
         }
     }
 
+    /// [`Hosts::acquire`] for a job that must not wait: place `i`'s room taken, and its turn,
+    /// if the place is up and has room now, no job handed out before this one is still to be
+    /// placed and no attempt placed there before is still to send its `Run`.
+    fn place_at_once(&self, i: usize, job: &Job) -> Option<u64> {
+        let mut slots = lock(&self.slots);
+        if let Some(t) = job.ticket {
+            if lock(&self.arriving).first().is_some_and(|&f| f < t) {
+                return None;
+            }
+        }
+        let slot = &mut slots[i];
+        let fits = matches!(slot.status, Status::Up)
+            && job.host_tags.iter().all(|t| slot.tags.contains(t))
+            && (slot.room.can_take(&job.slots) || slot.room.can_hold(slot.window(), &job.slots));
+        if !fits {
+            return None;
+        }
+        let turn = self.places[i].turns.take_first()?;
+        slot.room.take(&job.slots);
+        self.placed(job.ticket);
+        drop(slots);
+        // The jobs handed out after this one may be placed now.
+        self.freed.ring();
+        Some(turn)
+    }
+
     /// A promised job is placed or given up ([`Hosts::promise`]); under the lock of `slots`.
     fn placed(&self, ticket: Option<u64>) {
         let promised = self.promised.load(Ordering::SeqCst);
@@ -1123,6 +1169,7 @@ impl Hosts {
                 slots: job.slots.clone(),
                 given: given.clone(),
                 started: None,
+                sent: 0,
             };
             if !conn.drive(id, d) {
                 // Lost meanwhile.
@@ -1136,6 +1183,9 @@ impl Hosts {
         });
         let sent = conn.send_with(|w| protocol::send(w, &request));
         drop(pass);
+        if let (true, Ok(end)) = (driven, &sent) {
+            conn.sent_to(id, *end);
+        }
         // Any other error is a broken connection: the reader notices and tells this attempt.
         if let Err(
             e @ (protocol::ChannelError::TooLarge { .. } | protocol::ChannelError::Encode(_)),
@@ -1325,7 +1375,10 @@ impl Hosts {
             .fetch_max(if kill { 2 } else { 1 }, Ordering::SeqCst);
         for place in &self.places {
             place.setup.cancel();
-            if let Some(conn) = lock(&place.conn).as_ref() {
+            // Not under the place's lock: the connection's reader may hold the writer while
+            // it places attempts (see `Hosts::carry`).
+            let conn = lock(&place.conn).clone();
+            if let Some(conn) = conn {
                 let _ = conn.send_with(|w| protocol::send(w, &ToWorker::Cancel { kill }));
             }
         }

@@ -646,8 +646,12 @@ impl Queue {
 }
 
 /// How long the end of an attempt may be held back for others to join its write (see
-/// [`Queue::serve`]).
-const HOLD_LIMIT: Duration = Duration::from_millis(2);
+/// [`Queue::serve`]). Ends are held only while more attempts wait here than run, so the
+/// worker has work for the time; a scheduler queues deep enough for this on a host of short
+/// attempts (see `host::DEEP_PER_SLOT`). 3 000 `/bin/true` on a loopback ssh host: 2 ms and
+/// three queued per slot sent about three ends to a packet, 4 ms and eight about ten; the
+/// scheduler's reader woke as many times less, and ssh and sshd worked less.
+const HOLD_LIMIT: Duration = Duration::from_millis(4);
 
 /// Writes `Started` for attempt `id` (not flushed).
 fn started(out: &mut BufWriter<File>, id: u64) -> Result<(), ChannelError> {

@@ -140,8 +140,18 @@ pub(crate) enum News {
 /// The run's side of [`Ran::HandedOff`]: records what a place reports (the dispatcher, under
 /// the run state's one lock, as it does for attempts run on its threads).
 pub(crate) trait Recorder: Send + Sync {
-    /// Applies `news` in order (drained), then hands ready tasks to idle workers.
-    fn record(&self, news: &mut Vec<News>);
+    /// Applies `news` in order (drained), then hands ready tasks out: first to `carrier`,
+    /// the place that reports, as long as it takes them, then to idle workers.
+    fn record(&self, news: &mut Vec<News>, carrier: Option<&mut dyn Carrier>);
+}
+
+/// A place that reports ends (a host connection's reader) and may start the attempts that
+/// take their room itself, with no worker thread woken for them (see `host::driven`). The run
+/// offers it the jobs, in the order it hands them out, as it would hand them to a worker.
+pub(crate) trait Carrier {
+    /// Starts `job`'s attempt now and carries it on ([`Ran::HandedOff`]) if that cannot
+    /// block; false leaves the job to a worker thread, untouched.
+    fn carry(&mut self, job: &crate::pool::Job) -> bool;
 }
 
 #[cfg(test)]

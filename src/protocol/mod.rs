@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use frame::ChannelError;
 pub use frame::MAX_FRAME;
-pub(crate) use frame::{send, send_file, send_raw, send_unflushed, FrameReader};
+pub(crate) use frame::{encode, send, send_file, send_raw, send_unflushed, FrameReader};
 
 use crate::context::Shared;
 use crate::sched::events::Output;

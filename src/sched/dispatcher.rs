@@ -5,9 +5,9 @@
 //! transition, takes its next task itself and hands further ready tasks to idle workers. So a
 //! chain of short tasks never waits for a thread hand-off, and a fan-out wakes exactly as many
 //! workers as it has tasks for. A host connection's reader plays the same role for the attempts
-//! handed to it (see [`Recorder`]). Events are queued in order under the same lock; the [`Run`]
-//! iterator takes them in batches. Control (cancel, kill, tasks added) goes through the same
-//! lock.
+//! handed to it (see [`Recorder`]), and starts those that take their room ([`Carrier`]).
+//! Events are queued in order under the same lock; the [`Run`] iterator takes them in
+//! batches. Control (cancel, kill, tasks added) goes through the same lock.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +20,7 @@ use super::run_state::{Plan, RunState};
 use super::SchedulerBuilder;
 use crate::context::ResultSink;
 use crate::error::{GraphError, GraphErrors};
-use crate::pool::attempt::{News, Ran, Recorder};
+use crate::pool::attempt::{Carrier, News, Ran, Recorder};
 use crate::pool::thread::WorkerThreads;
 use crate::pool::{Executor, Job};
 use crate::sched::events::{Attempt, Event};
@@ -329,7 +329,7 @@ impl Core {
     /// Hands ready tasks to idle workers; with `mine` (the calling worker's empty batch), first
     /// pushes one onto it. Then checks whether the run is over. Returns whether it took one.
     fn dispatch(&mut self, mine: Option<&mut Vec<Job>>) -> bool {
-        self.dispatch_to(mine, false)
+        self.dispatch_to(mine, false, None)
     }
 
     /// [`Core::dispatch`]; with `chain`, no idle worker is woken once a worker (the caller or
@@ -337,7 +337,14 @@ impl Core {
     /// worker takes the next job itself once it handed the attempt over, and so on. Several
     /// woken at once for such jobs only fought over the locks of the run and of the place
     /// (and over the order of their `Run`s). A job that keeps its worker does not stop it.
-    fn dispatch_to(&mut self, mine: Option<&mut Vec<Job>>, chain: bool) -> bool {
+    /// With `carrier` (the place whose reader reports), such jobs go to it first, as long as
+    /// it takes them: it starts them itself, and no worker is woken for them.
+    fn dispatch_to(
+        &mut self,
+        mine: Option<&mut Vec<Job>>,
+        chain: bool,
+        mut carrier: Option<&mut dyn Carrier>,
+    ) -> bool {
         let mut own = false;
         let mut chained = false;
         if let Some(batch) = mine {
@@ -352,6 +359,11 @@ impl Core {
                 break;
             };
             chained = chain && self.chains(&job);
+            if chained && carrier.as_deref_mut().is_some_and(|c| c.carry(&job)) {
+                // Sent by the place: the run state counts it running, its end comes as news.
+                chained = false;
+                continue;
+            }
             if self.gate.is_some() {
                 self.handed.push_back(job);
                 self.to_wake += 1;
@@ -458,7 +470,7 @@ fn work(shared: &Shared, jobs: &Receiver<Job>) {
             core.state.give_back(idx, attempt);
         }
         // After a hand-off, this worker goes on with the next job itself (see `dispatch_to`).
-        let mine = core.dispatch_to(Some(&mut batch), handed_off);
+        let mine = core.dispatch_to(Some(&mut batch), handed_off, None);
         if mine {
             core.reserve(&mut batch);
         } else {
@@ -489,7 +501,7 @@ fn work(shared: &Shared, jobs: &Receiver<Job>) {
 /// transitions as a worker's round trip, under the same lock, in the order the place heard
 /// them.
 impl Recorder for Shared {
-    fn record(&self, news: &mut Vec<News>) {
+    fn record(&self, news: &mut Vec<News>, carrier: Option<&mut dyn Carrier>) {
         let mut core = self.lock();
         // A host that connected (or was lost) on the way is reported before what follows.
         self.exec.take_notices(&mut core.state.events);
@@ -517,7 +529,7 @@ impl Recorder for Shared {
             }
         }
         if ended {
-            core.dispatch_to(None, true);
+            core.dispatch_to(None, true, carrier);
         }
         let wake = self.wants_consumer(&mut core, urgent);
         let workers = Self::workers_to_wake(&mut core);
