@@ -29,7 +29,7 @@ use super::conn::{Conn, Done, Outbox};
 use super::{lock, Held, Hosts};
 use crate::pool::attempt::{Attempt, Carrier, News, Recorder};
 use crate::pool::Job;
-use crate::protocol::{self, RunRef, ToWorkerRef};
+use crate::protocol;
 
 /// What the reader keeps of an attempt handed to it.
 pub(crate) struct Driven {
@@ -97,17 +97,7 @@ impl Hosts {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let request = ToWorkerRef::Run(RunRef {
-            id,
-            task: &job.name,
-            attempt: job.attempt,
-            shared: job.shared(),
-            timeout_ms: job.timeout.map(|t| t.as_millis() as u64),
-            grace_ms: self.grace.as_millis() as u64,
-            outputs: &job.outputs,
-            checkpoint: given.shared(),
-            checkpoint_key: given.key(),
-        });
+        let request = self.run_request(id, job, &given);
         // A frame that cannot be encoded is reported by the thread that tries again.
         let Ok(frame) = protocol::encode(&request) else {
             return false;

@@ -1041,6 +1041,26 @@ impl Hosts {
         }
     }
 
+    /// The `Run` of attempt `id` of `job`, with its checkpoint as `given`.
+    fn run_request<'a>(
+        &self,
+        id: u64,
+        job: &'a Job,
+        given: &'a checkpoint::Given,
+    ) -> ToWorkerRef<'a> {
+        ToWorkerRef::Run(RunRef {
+            id,
+            task: &job.name,
+            attempt: job.attempt,
+            shared: job.shared(),
+            timeout_ms: job.timeout.map(|t| t.as_millis() as u64),
+            grace_ms: self.grace.as_millis() as u64,
+            outputs: &job.outputs,
+            checkpoint: given.shared(),
+            checkpoint_key: given.key(),
+        })
+    }
+
     /// [`Hosts::acquire`] for a job that must not wait: place `i`'s room taken, and its turn,
     /// if the place is up and has room now, no job handed out before this one is still to be
     /// placed and no attempt placed there before is still to send its `Run`.
@@ -1147,17 +1167,7 @@ impl Hosts {
                 return Remote::Ended(*attempt, None, None);
             }
         };
-        let request = ToWorkerRef::Run(RunRef {
-            id,
-            task: &job.name,
-            attempt: job.attempt,
-            shared: job.shared(),
-            timeout_ms: job.timeout.map(|t| t.as_millis() as u64),
-            grace_ms: self.grace.as_millis() as u64,
-            outputs: &job.outputs,
-            checkpoint: given.shared(),
-            checkpoint_key: given.key(),
-        });
+        let request = self.run_request(id, job, &given);
         // Handed to the reader before the `Run` goes, so that the reader knows whom its
         // frames are for.
         let driven = self.may_hand_off(!job.outputs.is_empty()) && {
