@@ -207,9 +207,9 @@ impl Graph {
         let new = &all[start..];
         let mut errors = Vec::new();
         // One pass over the definitions for what each shows alone, the name hashes and the
-        // number of required and provided tokens; two more for the tokens, if any task names
-        // one. At 10^6 tasks each pass over the definitions is a cache miss per task, so they
-        // are few.
+        // number of required and provided tokens (and, in a large first batch, the tokens'
+        // hashes); one more for the tokens' rows, if any task names one. At 10^6 tasks each
+        // pass over the definitions is a cache miss per task, so they are few.
         let mut names: Vec<Occurrence> = Vec::with_capacity(new.len());
         // A large first batch: every token occurrence hashed in the same pass, for `BulkTokens`
         // (one pass over the definitions less).
