@@ -266,22 +266,23 @@ impl Hosts {
         let _ = self.copies.checkpoints.set(checkpoints);
     }
 
-    /// [`Hosts::checkpoint_before`] when nothing needs to be sent for it: `None` when a
-    /// copy on the host may have to be brought up to date first (or the directory here cannot
-    /// be made), which is a thread's work.
+    /// [`Hosts::checkpoint_before`] when it would neither send nor make anything: `None` when
+    /// a copy on the host may have to be brought up to date first, or (`shared_fs`) the
+    /// task's directory is still to be made, which is a thread's work. Called under the run's
+    /// lock: one `stat`, no write to a file system (a shared one can take milliseconds).
     pub(super) fn checkpoint_at_once(&self, place: &Place, job: &Job) -> Option<Given> {
         let Some(cp) = self.copies.checkpoints.get() else {
             return Some(Given::None);
         };
-        if place.spec.shared_fs {
-            return cp.prepare(&job.name).ok().map(Given::Shared);
-        }
         let dir = cp.dir(&job.name);
-        if dir.is_dir() {
-            return None;
+        match (place.spec.shared_fs, dir.is_dir()) {
+            (true, true) => Some(Given::Shared(dir)),
+            (false, false) => {
+                let key = key(&dir);
+                Some(Given::Copy { dir, key })
+            }
+            (true, false) | (false, true) => None,
         }
-        let key = key(&dir);
-        Some(Given::Copy { dir, key })
     }
 
     /// Before attempt `id` of `job` on `place`: the task's directory here, and on a host
