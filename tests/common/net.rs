@@ -1,6 +1,7 @@
 //! How host tests reach hosts `h1`, `h2`, `h3`: a stand-in ssh (a script that runs the remote
-//! command with `sh` under a per-host `HOME`: bootstrap, upload, protocol and sync are all real,
-//! only the network is not), or the real sshds of `.ci/sshd.sh`. Included with
+//! command with `sh` under a per-host `HOME`, in a session of its own as sshd gives it:
+//! bootstrap, upload, protocol, sync and the bootstrap script's sweep of the session are all
+//! real, only the network is not), or the real sshds of `.ci/sshd.sh`. Included with
 //! `#[path = "common/net.rs"] mod net;`.
 
 #![allow(dead_code, unreachable_pub)]
@@ -21,7 +22,10 @@ pub struct Net {
 }
 
 impl Net {
-    /// The stand-in: `sh` under a per-host HOME.
+    /// The stand-in: `sh` under a per-host HOME, in a new session (`setsid -w`, which waits
+    /// and passes on the status) as sshd runs each session's command: a worker killed between
+    /// starting a task and noting its group leaves the task to the script's sweep of the
+    /// session, here as on a real host.
     pub fn fake() -> Net {
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("fake-ssh");
@@ -31,7 +35,7 @@ impl Net {
 while [ $# -gt 0 ]; do case "$1" in -o|-p|-l|-e|-F|-i) shift 2;; -*) shift;; *) break;; esac; done
 host=$1; shift
 export HOME="$FAKE_SSH_HOMES/home${host#h}"; mkdir -p "$HOME"
-exec sh -c "$*"
+exec setsid -w sh -c "$*"
 "#,
         )
         .unwrap();
