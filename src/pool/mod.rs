@@ -5,6 +5,7 @@
 //! through a [`ResultSink`].
 
 pub mod attempt;
+pub(crate) mod clock;
 pub mod command;
 pub(crate) mod limited;
 pub mod process;
@@ -52,7 +53,7 @@ pub(crate) struct Job {
     /// A clock reading shared by attempts run back to back: when set as the attempt starts,
     /// the instant the previous one ended (its start, without reading the clock again); set by
     /// the attempt to the instant it ended. Only closures on threads use it.
-    pub clock: std::cell::Cell<Option<Instant>>,
+    pub clock: std::cell::Cell<Option<clock::Stamp>>,
 }
 
 /// A job's `slots`, read as the task's map: boxed, and absent when empty (as in every job of
@@ -331,13 +332,10 @@ impl Executor {
         sink: &dyn ResultSink,
     ) -> Attempt {
         // Attempts run back to back share a clock reading: one read per attempt, not two (the
-        // clock is the dearest part of a no-op closure's attempt). Not with a timeout, whose
-        // deadline counts from a reading of its own.
-        let started = match job.clock.take() {
-            Some(then) if job.timeout.is_none() => then,
-            _ => Instant::now(),
-        };
-        let deadline = job.timeout.map(|t| started + t);
+        // clock is the dearest part of a no-op closure's attempt; see `clock`). A timeout's
+        // deadline counts from a reading of the system clock of its own.
+        let started = job.clock.take().unwrap_or_else(clock::Stamp::now);
+        let deadline = job.timeout.map(|t| Instant::now() + t);
         let ctx = Context::new(
             &job.name,
             job.attempt,
@@ -348,9 +346,9 @@ impl Executor {
         )
         .with_checkpoint(checkpoint);
         let result = catch_unwind(AssertUnwindSafe(|| f(&ctx)));
-        let ended = Instant::now();
+        let ended = clock::Stamp::now();
         job.clock.set(Some(ended));
-        let duration = ended.saturating_duration_since(started);
+        let duration = started.until(ended);
         let mut attempt = match result {
             Ok(Ok(())) => Attempt::passed(ctx.into_exports()),
             Ok(Err(e)) if e.suspend => Attempt::suspended(e.message),
