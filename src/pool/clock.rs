@@ -29,21 +29,13 @@ impl Stamp {
     /// The clock now.
     #[inline]
     pub(crate) fn now() -> Stamp {
-        let clock = clock();
-        match clock.tsc {
-            Some(_) => Stamp(ticks()),
-            None => Stamp(clock.since_first(Instant::now())),
-        }
+        clock().now()
     }
 
     /// The time from `self` to `later` (zero if `later` is not later).
     #[inline]
     pub(crate) fn until(self, later: Stamp) -> Duration {
-        let diff = later.0.saturating_sub(self.0);
-        match &clock().tsc {
-            Some(rate) => Duration::from_nanos((diff as f64 * rate.ns_per_tick(later.0)) as u64),
-            None => Duration::from_nanos(diff),
-        }
+        clock().between(self, later)
     }
 }
 
@@ -51,7 +43,7 @@ impl Stamp {
 /// interrupted in between; it is read again.
 const PAIR_TICKS: u64 = 4_000;
 
-/// The process's attempt clock.
+/// The process's attempt clock ([`clock`]).
 struct Clock {
     /// The system clock's reading of the first pair.
     first: Instant,
@@ -60,32 +52,61 @@ struct Clock {
 }
 
 impl Clock {
+    /// The time stamp counter where it is the system's clock, else the system clock.
+    fn new() -> Clock {
+        if counter_keeps_time() {
+            Clock::counter()
+        } else {
+            Clock::system()
+        }
+    }
+
+    fn counter() -> Clock {
+        let (first, tick) = pair();
+        Clock {
+            first,
+            tsc: Some(Rate {
+                first_tick: tick,
+                // Until the first conversion measures it.
+                ns_per_tick: AtomicU64::new(0f64.to_bits()),
+                measured_at: AtomicU64::new(tick),
+            }),
+        }
+    }
+
+    fn system() -> Clock {
+        Clock {
+            first: Instant::now(),
+            tsc: None,
+        }
+    }
+
+    #[inline]
+    fn now(&self) -> Stamp {
+        match self.tsc {
+            Some(_) => Stamp(ticks()),
+            None => Stamp(self.since_first(Instant::now())),
+        }
+    }
+
+    #[inline]
+    fn between(&self, from: Stamp, to: Stamp) -> Duration {
+        let diff = to.0.saturating_sub(from.0);
+        match &self.tsc {
+            Some(rate) => Duration::from_nanos((diff as f64 * rate.ns_per_tick(self, to.0)) as u64),
+            None => Duration::from_nanos(diff),
+        }
+    }
+
     fn since_first(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.first).as_nanos() as u64
     }
 }
 
+/// The process's attempt clock, chosen at its first use.
 fn clock() -> &'static Clock {
     static CLOCK: OnceLock<Clock> = OnceLock::new();
-    CLOCK.get_or_init(|| {
-        if counter_keeps_time() {
-            let (first, tick) = pair();
-            Clock {
-                first,
-                tsc: Some(Rate {
-                    first_tick: tick,
-                    // Until the first conversion reads a second pair.
-                    ns_per_tick: AtomicU64::new(0f64.to_bits()),
-                    measured_at: AtomicU64::new(tick),
-                }),
-            }
-        } else {
-            Clock {
-                first: Instant::now(),
-                tsc: None,
-            }
-        }
-    })
+    CLOCK.get_or_init(Clock::new)
 }
 
 /// The time stamp counter's rate, measured against the system clock as the process goes.
@@ -99,30 +120,28 @@ struct Rate {
 }
 
 impl Rate {
-    /// The rate, measured again first if the process has run an eighth longer since the last
-    /// measure (so at most a few hundred times in a long run). Two threads measuring at once
-    /// both store a valid rate.
+    /// The rate at counter reading `now`, measured again first if the process has run an
+    /// eighth longer since the last measure (so a few hundred times in a long run). Two threads
+    /// measuring at once both store a valid rate.
     #[inline]
-    fn ns_per_tick(&self, now: u64) -> f64 {
+    fn ns_per_tick(&self, clock: &Clock, now: u64) -> f64 {
         let measured_at = self.measured_at.load(Ordering::Relaxed);
         let since_first = now.saturating_sub(self.first_tick);
         if now.saturating_sub(measured_at) > since_first / 8 {
-            return self.measure();
+            return self.measure(clock);
         }
         f64::from_bits(self.ns_per_tick.load(Ordering::Relaxed))
     }
 
     #[cold]
-    fn measure(&self) -> f64 {
-        let clock = clock();
+    fn measure(&self, clock: &Clock) -> f64 {
         let (at, tick) = pair();
         let ticks = tick.saturating_sub(self.first_tick);
-        let ns = clock.since_first(at);
         // No tick yet (a counter that stands still): keep the last rate.
         if ticks == 0 {
             return f64::from_bits(self.ns_per_tick.load(Ordering::Relaxed));
         }
-        let rate = ns as f64 / ticks as f64;
+        let rate = clock.since_first(at) as f64 / ticks as f64;
         self.ns_per_tick.store(rate.to_bits(), Ordering::Relaxed);
         self.measured_at.store(tick, Ordering::Relaxed);
         rate
@@ -130,10 +149,10 @@ impl Rate {
 }
 
 /// A reading of the system clock and of the counter at the same moment: the counter halfway
-/// between two readings around the system clock's, retried (a few times) while they are far
+/// between two readings around the system clock's, read again (a few times) while they are far
 /// apart.
 fn pair() -> (Instant, u64) {
-    let mut best = None;
+    let mut best: Option<(Instant, u64, u64)> = None;
     for _ in 0..8 {
         let before = ticks();
         let at = Instant::now();
@@ -147,8 +166,7 @@ fn pair() -> (Instant, u64) {
             best = Some((at, mid, spread));
         }
     }
-    best.map(|(at, mid, _)| (at, mid))
-        .unwrap_or_else(|| (Instant::now(), ticks()))
+    best.map_or_else(|| (Instant::now(), ticks()), |(at, mid, _)| (at, mid))
 }
 
 /// Whether the time stamp counter is the system's clock: Linux on x86-64 with `tsc` as its
@@ -180,22 +198,33 @@ fn ticks() -> u64 {
 mod tests {
     use super::*;
 
+    /// The clocks to check: each kind this machine can run.
+    fn clocks() -> Vec<(&'static str, Clock)> {
+        let mut clocks = vec![("system", Clock::system())];
+        if counter_keeps_time() {
+            clocks.push(("counter", Clock::counter()));
+        }
+        clocks
+    }
+
     /// Durations measured with stamps agree with the system clock's, sleeps included.
     #[test]
     fn stamps_measure_what_the_system_clock_does() {
-        for ms in [0u64, 2, 20] {
-            let (a, sys_a) = (Stamp::now(), Instant::now());
-            std::thread::sleep(Duration::from_millis(ms));
-            let (sys_b, b) = (Instant::now(), Stamp::now());
-            let ours = a.until(b);
-            let system = sys_b - sys_a;
-            // Ours brackets the system clock's reading of the same interval, within a pair's
-            // skew and the rounding of a conversion.
-            let slack = Duration::from_micros(50) + system / 100;
-            assert!(
-                ours + slack >= system && ours <= system + slack,
-                "{ms} ms: stamps {ours:?}, system clock {system:?}"
-            );
+        for (kind, clock) in clocks() {
+            for ms in [0u64, 2, 20] {
+                let (a, sys_a) = (clock.now(), Instant::now());
+                std::thread::sleep(Duration::from_millis(ms));
+                let (sys_b, b) = (Instant::now(), clock.now());
+                let ours = clock.between(a, b);
+                let system = sys_b - sys_a;
+                // Ours is the system clock's reading of the same interval, within a pair's
+                // skew and the rounding of a conversion.
+                let slack = Duration::from_micros(50) + system / 100;
+                assert!(
+                    ours + slack >= system && ours <= system + slack,
+                    "{kind}, {ms} ms: stamps {ours:?}, system clock {system:?}"
+                );
+            }
         }
     }
 
@@ -203,21 +232,28 @@ mod tests {
     /// a negative time.
     #[test]
     fn intervals_add_up_and_never_go_backwards() {
-        let first = Stamp::now();
-        let mut last = first;
-        let mut sum = Duration::ZERO;
-        for _ in 0..10_000 {
-            let now = Stamp::now();
-            sum += last.until(now);
-            last = now;
+        for (kind, clock) in clocks() {
+            let first = clock.now();
+            let mut last = first;
+            let mut sum = Duration::ZERO;
+            for _ in 0..10_000 {
+                let now = clock.now();
+                sum += clock.between(last, now);
+                last = now;
+            }
+            let whole = clock.between(first, last);
+            assert!(
+                whole.abs_diff(sum) <= whole / 50 + Duration::from_micros(50),
+                "{kind}: {sum:?} against {whole:?}"
+            );
+            assert_eq!(clock.between(Stamp(10), Stamp(5)), Duration::ZERO);
+            assert_eq!(clock.between(last, first), Duration::ZERO);
         }
-        let whole = first.until(last);
-        let diff = whole.abs_diff(sum);
-        assert!(
-            diff <= whole / 50 + Duration::from_micros(50),
-            "{sum:?} against {whole:?}"
-        );
-        assert_eq!(Stamp(10).until(Stamp(5)), Duration::ZERO);
-        assert_eq!(last.until(first), Duration::ZERO);
+    }
+
+    /// The process's clock is the counter exactly where the system keeps time with it.
+    #[test]
+    fn the_counter_is_used_where_it_is_the_system_clock() {
+        assert_eq!(clock().tsc.is_some(), counter_keeps_time());
     }
 }
