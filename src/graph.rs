@@ -208,13 +208,14 @@ impl Graph {
         let mut errors = Vec::new();
         // One pass over the definitions for what each shows alone, the name hashes and the
         // number of required and provided tokens (and, in a large first batch, the tokens'
-        // hashes); one more for the tokens' rows, if any task names one. At 10^6 tasks each
-        // pass over the definitions is a cache miss per task, so they are few.
+        // hashes, and their ids and rows while it can: see `Occurrences`); one more for the
+        // tokens' rows otherwise, if any task names one. At 10^6 tasks each pass over the
+        // definitions is a cache miss per task, so they are few.
         let mut names: Vec<Occurrence> = Vec::with_capacity(new.len());
         // A large first batch: every token occurrence hashed in the same pass, for `BulkTokens`
         // (one pass over the definitions less).
         let bulk_batch = self.token_count() == 0 && new.len() >= BULK_TASKS;
-        let mut occurrences = bulk_batch.then(Occurrences::new);
+        let mut occurrences = bulk_batch.then(|| Occurrences::new(true, new.len()));
         let (mut provided, mut required) = (0, 0);
         let (mut any_when, mut any_group) = (false, false);
         for (t, i) in new.iter().zip(0u32..) {
@@ -251,8 +252,14 @@ impl Graph {
         // A large first batch: every token occurrence's id decided from its hash, without the
         // table of token ids (see `BulkTokens`).
         let no_tokens = provided == 0 && required == 0;
-        let mut bulk = occurrences.filter(|_| !no_tokens).map(BulkTokens::sorting);
-        if bulk.is_none() {
+        let (mut bulk, mut numbered) = match occurrences.filter(|_| !no_tokens) {
+            None => (None, None),
+            Some(o) => match BulkTokens::sorting(o) {
+                Sorted::Numbered(n) => (None, Some(n)),
+                Sorted::Ids(b) => (Some(b), None),
+            },
+        };
+        if bulk.is_none() && numbered.is_none() {
             self.reserve_token_ids(provided);
         }
         let rows = loop {
@@ -263,6 +270,13 @@ impl Graph {
                     requires: Csr::empty_rows(new.len()),
                     provides: Csr::empty_rows(new.len()),
                 };
+            }
+            if let Some(n) = numbered.take() {
+                // Numbered in the first pass (a large first batch: no token before it).
+                debug_assert_eq!(old_tokens, 0);
+                self.token_text = n.text;
+                self.token_ends = n.ends;
+                break n.rows;
             }
             let tried = self.token_rows(new, old_tokens, provided, bulk.as_mut(), &mut errors);
             if let Ok(rows) = tried {
@@ -693,65 +707,164 @@ fn occurrence(h: u64, position: u32) -> Occurrence {
 /// half of its occurrences, a fan-out one. The table is direct-mapped by hash; an occurrence
 /// it missed goes to the sort (the one found earlier, if it was evicted, too), which gives it
 /// the first occurrence of its hash.
+///
+/// While it can, the same pass also numbers the tokens and builds the rows ([`Numbered`]),
+/// so that no second pass over the definitions is needed: each occurrence the table missed
+/// is taken for its token's first and gets the next id, each one found there gets the id
+/// of the one found, once its text is compared with that one's. The numbering holds if no two
+/// occurrences the table missed have one hash, which the sort tells.
 struct Occurrences {
     /// Per occurrence so far: an earlier one of the same hash, or itself.
     ids: Vec<u32>,
     /// The occurrences the recent table missed.
     sorted: Vec<Occurrence>,
-    /// Per slot (the hash's low bits): the hash and position of the last occurrence that
-    /// missed it; `u32::MAX` as position when empty.
-    recent: Vec<(u64, u32)>,
+    /// Per slot (the hash's low bits): the hash, position and id in `numbered` of the last
+    /// occurrence that missed it; `u32::MAX` as position when empty.
+    recent: Vec<(u64, u32, u32)>,
+    /// The tokens numbered as they come, until a sign that the sort will find the numbering
+    /// wrong.
+    numbered: Option<Numbered>,
+}
+
+/// Token ids and rows decided in the first pass ([`Occurrences`]).
+struct Numbered {
+    /// The tokens' text, end to end, in id order, as in [`Graph`].
+    text: String,
+    ends: Vec<u32>,
+    rows: TokenRows,
+    /// The row being built.
+    row: Vec<u32>,
+    /// Provided occurrences so far.
+    provided: usize,
 }
 
 /// Slots of [`Occurrences::recent`]: 64 KiB, in the caches beside the pass.
 const RECENT_SLOTS: usize = 4096;
 
+/// Occurrences the recent table missed beyond those provided, past which [`Numbered`] is
+/// given up: every token is provided at least once, so many more of them than provided
+/// occurrences are tokens met again after the table lost them (a random DAG's, from its
+/// first few hundred tasks), for which the sort will find the numbering wrong.
+const NUMBERED_SLACK: usize = 1024;
+
 impl Occurrences {
-    fn new() -> Self {
+    /// For a batch of `tasks`; with `numbering`, [`Numbered`] is tried.
+    fn new(numbering: bool, tasks: usize) -> Self {
         Self {
             ids: Vec::new(),
             sorted: Vec::new(),
-            recent: vec![(0, u32::MAX); RECENT_SLOTS],
+            recent: vec![(0, u32::MAX, 0); RECENT_SLOTS],
+            numbered: numbering.then(|| Numbered {
+                text: String::new(),
+                ends: Vec::new(),
+                rows: TokenRows {
+                    requires: Csr::with_capacity(tasks, tasks),
+                    provides: Csr::with_capacity(tasks, tasks),
+                },
+                row: Vec::new(),
+                provided: 0,
+            }),
         }
     }
 
     /// Adds the token occurrences of `t`: its requires, then its provides.
     fn push(&mut self, t: &Task) {
-        for tok in t.meta.requires.iter().chain(&t.meta.provides) {
-            let h = str_hash(tok);
-            let position = self.ids.len() as u32;
-            let slot = &mut self.recent[h as usize % RECENT_SLOTS];
-            if slot.1 != u32::MAX && slot.0 == h {
-                self.ids.push(slot.1);
-            } else {
-                *slot = (h, position);
-                self.ids.push(position);
-                self.sorted.push(occurrence(h, position));
+        for tok in &t.meta.requires {
+            self.occur(tok);
+        }
+        if let Some(n) = &mut self.numbered {
+            n.rows.requires.push_row(&n.row);
+            n.row.clear();
+        }
+        for tok in &t.meta.provides {
+            self.occur(tok);
+        }
+        if let Some(n) = &mut self.numbered {
+            n.rows.provides.push_row(&n.row);
+            n.row.clear();
+            n.provided += t.meta.provides.len();
+            if n.ends.len() > n.provided + NUMBERED_SLACK {
+                self.numbered = None;
+            }
+        }
+    }
+
+    fn occur(&mut self, tok: &str) {
+        let h = str_hash(tok);
+        let position = self.ids.len() as u32;
+        let slot = &mut self.recent[h as usize % RECENT_SLOTS];
+        let id = if slot.1 != u32::MAX && slot.0 == h {
+            self.ids.push(slot.1);
+            let id = slot.2;
+            // Two tokens with one hash: the sort's way will notice too.
+            if self
+                .numbered
+                .as_ref()
+                .is_some_and(|n| token_str(&n.text, &n.ends, id) != tok)
+            {
+                self.numbered = None;
+            }
+            id
+        } else {
+            let id = self.numbered.as_ref().map_or(0, |n| n.ends.len() as u32);
+            *slot = (h, position, id);
+            self.ids.push(position);
+            self.sorted.push(occurrence(h, position));
+            if let Some(n) = &mut self.numbered {
+                n.text.push_str(tok);
+                n.ends.push(n.text.len() as u32);
+            }
+            id
+        };
+        if let Some(n) = &mut self.numbered {
+            if !n.row.contains(&id) {
+                n.row.push(id);
             }
         }
     }
 }
 
+/// What the sort of a batch's occurrences decides.
+enum Sorted {
+    /// The first pass's numbering holds.
+    Numbered(Numbered),
+    /// Each occurrence's earlier one, for a pass over the definitions.
+    Ids(BulkTokens),
+}
+
 impl BulkTokens {
     #[cfg(test)]
     fn new(new: &[Task]) -> Self {
-        let mut occurrences = Occurrences::new();
+        let mut occurrences = Occurrences::new(false, new.len());
         for t in new {
             occurrences.push(t);
         }
-        Self::sorting(occurrences)
+        match Self::sorting(occurrences) {
+            Sorted::Ids(bulk) => bulk,
+            Sorted::Numbered(_) => unreachable!("numbering was not tried"),
+        }
     }
 
     /// From every token occurrence of the batch, in definition order: the ones the recent
-    /// table missed sorted, each given the first of its hash.
-    fn sorting(occurrences: Occurrences) -> Self {
+    /// table missed sorted, and then either the numbering kept (no two of them with one hash)
+    /// or each given the first of its hash.
+    fn sorting(occurrences: Occurrences) -> Sorted {
         let Occurrences {
             mut ids,
             mut sorted,
             recent,
+            numbered,
         } = occurrences;
         drop(recent);
         sort_occurrences(&mut sorted);
+        if let Some(numbered) = numbered {
+            let repeated = sorted
+                .windows(2)
+                .any(|w| occurrence_hash(&w[0]) == occurrence_hash(&w[1]));
+            if !repeated {
+                return Sorted::Numbered(numbered);
+            }
+        }
         let mut run = None;
         for o in &sorted {
             let (h, position) = (occurrence_hash(o), o[2]);
@@ -763,7 +876,7 @@ impl BulkTokens {
                 }
             };
         }
-        Self { ids }
+        Sorted::Ids(Self { ids })
     }
 }
 

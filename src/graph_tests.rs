@@ -547,3 +547,108 @@ fn tasks_without_tokens_take_no_token_pass_and_later_tasks_still_link() {
     assert_eq!(g.dependents(x).collect::<Vec<_>>(), [n as u32 + 1]);
     assert_eq!(g.providers_of(n as u32 + 1), [n as u32]);
 }
+
+/// Whether the first pass's numbering of `tasks`' tokens holds (see `Occurrences`).
+fn numbered_in_first_pass(tasks: &[Task]) -> bool {
+    let mut occurrences = Occurrences::new(true, tasks.len());
+    for t in tasks {
+        occurrences.push(t);
+    }
+    matches!(BulkTokens::sorting(occurrences), Sorted::Numbered(_))
+}
+
+/// Checks the graph of a large batch against tokens interned one by one: ids, text, rows.
+fn assert_ids_and_rows_of_one_by_one(tasks: &[Task]) {
+    let (g, _) = Graph::build(tasks, &BTreeMap::new()).unwrap();
+    let ids = first_occurrence_ids(tasks);
+    assert_eq!(g.token_count(), ids.len());
+    for (name, &id) in &ids {
+        assert_eq!(g.token_name(id), name);
+    }
+    for (i, task) in tasks.iter().enumerate() {
+        let mut want: Vec<u32> = Vec::new();
+        for tok in &task.meta.requires {
+            if !want.contains(&ids[tok.as_str()]) {
+                want.push(ids[tok.as_str()]);
+            }
+        }
+        assert_eq!(&g.requires[i], want.as_slice(), "requires of {}", task.name);
+        let mut want: Vec<u32> = Vec::new();
+        for tok in &task.meta.provides {
+            if !want.contains(&ids[tok.as_str()]) {
+                want.push(ids[tok.as_str()]);
+            }
+        }
+        assert_eq!(&g.provides[i], want.as_slice(), "provides of {}", task.name);
+    }
+}
+
+#[test]
+fn a_chain_and_a_fan_out_are_numbered_in_the_first_pass() {
+    // A chain whose tasks name a token twice in their requires and in their provides, and a
+    // fan-out: every token met again while the recent table still holds it.
+    let n = 2 * BULK_TASKS;
+    let chain: Vec<Task> = (0..n)
+        .map(|i| {
+            let task = t(&format!("t{i}")).provides([format!("k{i}"), format!("k{i}")]);
+            if i == 0 {
+                task
+            } else {
+                let prev = format!("k{}", i - 1);
+                task.requires([prev.clone(), prev])
+            }
+        })
+        .collect();
+    let fan_out: Vec<Task> = (0..n)
+        .map(|i| {
+            let task = t(&format!("t{i}"));
+            if i == 0 {
+                task.provides(["root"])
+            } else {
+                task.requires(["root"])
+            }
+        })
+        .collect();
+    for tasks in [chain, fan_out] {
+        assert!(numbered_in_first_pass(&tasks));
+        assert_ids_and_rows_of_one_by_one(&tasks);
+    }
+}
+
+#[test]
+fn a_token_met_again_after_the_recent_table_lost_it_is_numbered_by_the_sort() {
+    // A chain that requires `k0` again every 5 000 tasks: by then other tokens took its slot.
+    let n = 2 * BULK_TASKS;
+    let tasks: Vec<Task> = (0..n)
+        .map(|i| {
+            let task = t(&format!("t{i}")).provides([format!("k{i}")]);
+            match i {
+                0 => task,
+                _ if i % 5000 == 0 => task.requires([format!("k{}", i - 1), "k0".to_string()]),
+                _ => task.requires([format!("k{}", i - 1)]),
+            }
+        })
+        .collect();
+    assert!(!numbered_in_first_pass(&tasks));
+    assert_ids_and_rows_of_one_by_one(&tasks);
+}
+
+#[test]
+fn two_tokens_with_one_hash_give_up_the_first_pass_numbering() {
+    // The recent table is made to hold `x` under `y`'s hash, as if the two collided: the
+    // occurrence of `y` compares its text with `x`'s and the numbering is given up.
+    let mut occurrences = Occurrences::new(true, 2);
+    occurrences.push(&t("a").provides(["x"]));
+    let h = str_hash("y");
+    occurrences.recent[h as usize % RECENT_SLOTS] = (h, 0, 0);
+    occurrences.push(&t("b").requires(["y"]));
+    assert!(occurrences.numbered.is_none());
+    // Without the forged slot, `y` is a token of its own.
+    let mut occurrences = Occurrences::new(true, 2);
+    occurrences.push(&t("a").provides(["x"]));
+    occurrences.push(&t("b").requires(["y"]).provides(["x"]));
+    let numbered = occurrences.numbered.as_ref().unwrap();
+    assert_eq!(numbered.text, "xy");
+    assert_eq!(&numbered.rows.requires[1], [1]);
+    assert_eq!(&numbered.rows.provides[1], [0]);
+}
