@@ -1,6 +1,7 @@
 //! The library as an embedder meets it (issue #16): several observers with the journal among
 //! them, no zombie after a cancel, versions in fingerprints, resume decisions as data, a run kept
-//! open for tasks fed by the consumer, and a blocking wait for cancellation.
+//! open for tasks fed by the consumer, a blocking wait for cancellation, and attempt durations
+//! as the attempt clock measures them (issue #15).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -344,5 +345,76 @@ fn a_run_not_kept_open_finishes_when_its_tasks_are_done() {
     assert!(
         refused.to_string().contains("the run has finished"),
         "{refused}"
+    );
+}
+
+#[test]
+fn attempt_durations_cover_what_each_closure_took_and_fit_in_the_run() {
+    // A chain (one attempt at a time) of short closures, run in batches back to back on the
+    // attempt clock, with a closure that sleeps every 50 tasks. Each reported duration covers
+    // what the closure measured of itself, and together they fit in the run's duration: a clock
+    // that converted too little or too much would break one or the other.
+    let took: Arc<Mutex<Vec<(String, Duration)>>> = Arc::default();
+    let tasks: Vec<Task> = (0..400)
+        .map(|i| {
+            let name = format!("t{i}");
+            let took = took.clone();
+            let own = name.clone();
+            let task = Task::closure(name, move |_| {
+                let start = std::time::Instant::now();
+                if i % 50 == 49 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                took.lock().unwrap().push((own.clone(), start.elapsed()));
+                Ok(())
+            })
+            .provides([format!("k{i}")]);
+            if i == 0 {
+                task
+            } else {
+                task.requires([format!("k{}", i - 1)])
+            }
+        })
+        .collect();
+    let events: Vec<Event> = Scheduler::builder()
+        .jobs(2)
+        .build()
+        .run(tasks)
+        .unwrap()
+        .collect();
+    assert_eq!(run_outcome(&events), Outcome::Pass);
+    let reported: std::collections::HashMap<String, Duration> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TaskFinished(f) => Some((f.task.to_string(), f.duration)),
+            _ => None,
+        })
+        .collect();
+    let took = took.lock().unwrap();
+    assert_eq!(took.len(), 400);
+    // The conversion of a duration is off by less than a microsecond (see `pool::clock`).
+    let slack = Duration::from_micros(50);
+    for (name, inside) in took.iter() {
+        assert!(
+            reported[name] + slack >= *inside,
+            "{name}: reported {:?}, the closure took {inside:?}",
+            reported[name]
+        );
+    }
+    let run = events
+        .iter()
+        .find_map(|e| match e {
+            Event::RunFinished { duration, .. } => Some(*duration),
+            _ => None,
+        })
+        .unwrap();
+    let sum: Duration = reported.values().sum();
+    assert!(
+        sum <= run + Duration::from_millis(1),
+        "attempts {sum:?} in a run of {run:?}"
+    );
+    assert!(
+        sum >= Duration::from_millis(40),
+        "8 sleeps of 5 ms: {sum:?}"
     );
 }
