@@ -211,29 +211,42 @@ impl Graph {
         // hashes, and their ids and rows while it can: see `Occurrences`); one more for the
         // tokens' rows otherwise, if any task names one. At 10^6 tasks each pass over the
         // definitions is a cache miss per task, so they are few.
-        let mut names: Vec<Occurrence> = Vec::with_capacity(new.len());
         // A large first batch: every token occurrence hashed in the same pass, for `BulkTokens`
-        // (one pass over the definitions less).
+        // (one pass over the definitions less); on a second core where there is one, beside
+        // the rest of the pass and the search for duplicate names.
         let bulk_batch = self.token_count() == 0 && new.len() >= BULK_TASKS;
-        let mut occurrences = bulk_batch.then(|| Occurrences::new(true, new.len()));
-        let (mut provided, mut required) = (0, 0);
-        let (mut any_when, mut any_group) = (false, false);
-        for (t, i) in new.iter().zip(0u32..) {
-            check_task(t, capacity, &mut errors);
-            names.push(occurrence(name_hash(&t.name), i));
-            provided += t.meta.provides.len();
-            required += t.meta.requires.len();
-            any_when |= !t.meta.more.when.is_empty();
-            any_group |= t.meta.more.group.is_some();
-            if let Some(o) = &mut occurrences {
-                o.push(t);
-            }
-        }
+        let (first, sorted) = if bulk_batch && beside() {
+            std::thread::scope(|scope| {
+                let tokens = std::thread::Builder::new()
+                    .name("pexen-validate".into())
+                    .spawn_scoped(scope, || BulkTokens::sorting(Occurrences::of(new)));
+                let first = FirstPass::of(new, capacity, &mut errors, None);
+                let sorted = match tokens {
+                    Ok(tokens) => tokens
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                    // No thread to be had: on this one.
+                    Err(_) => BulkTokens::sorting(Occurrences::of(new)),
+                };
+                (first, Some(sorted))
+            })
+        } else {
+            let mut occurrences = bulk_batch.then(|| Occurrences::new(true, new.len()));
+            let first = FirstPass::of(new, capacity, &mut errors, occurrences.as_mut());
+            (first, occurrences.map(BulkTokens::sorting))
+        };
+        let FirstPass {
+            names,
+            provided,
+            required,
+            any_when,
+            any_group,
+        } = first;
         seen.any_when |= any_when;
         seen.any_group |= any_group;
 
         let duplicates = if start == 0 {
-            duplicates_sorted(all, names)
+            duplicates_sorted(all, &names)
         } else {
             self.duplicates_indexed(all, start, names)
         };
@@ -252,12 +265,10 @@ impl Graph {
         // A large first batch: every token occurrence's id decided from its hash, without the
         // table of token ids (see `BulkTokens`).
         let no_tokens = provided == 0 && required == 0;
-        let (mut bulk, mut numbered) = match occurrences.filter(|_| !no_tokens) {
+        let (mut bulk, mut numbered) = match sorted.filter(|_| !no_tokens) {
             None => (None, None),
-            Some(o) => match BulkTokens::sorting(o) {
-                Sorted::Numbered(n) => (None, Some(n)),
-                Sorted::Ids(b) => (Some(b), None),
-            },
+            Some(Sorted::Numbered(n)) => (None, Some(n)),
+            Some(Sorted::Ids(b)) => (Some(b), None),
         };
         if bulk.is_none() && numbered.is_none() {
             self.reserve_token_ids(provided);
@@ -767,6 +778,15 @@ impl Occurrences {
         }
     }
 
+    /// Every token occurrence of a large first batch `new`, numbered while it can.
+    fn of(new: &[Task]) -> Self {
+        let mut occurrences = Self::new(true, new.len());
+        for t in new {
+            occurrences.push(t);
+        }
+        occurrences
+    }
+
     /// Adds the token occurrences of `t`: its requires, then its provides.
     fn push(&mut self, t: &Task) {
         for tok in &t.meta.requires {
@@ -856,15 +876,12 @@ impl BulkTokens {
             numbered,
         } = occurrences;
         drop(recent);
-        sort_occurrences(&mut sorted);
         if let Some(numbered) = numbered {
-            let repeated = sorted
-                .windows(2)
-                .any(|w| occurrence_hash(&w[0]) == occurrence_hash(&w[1]));
-            if !repeated {
+            if hashes_distinct(&sorted) {
                 return Sorted::Numbered(numbered);
             }
         }
+        sort_occurrences(&mut sorted);
         let mut run = None;
         for o in &sorted {
             let (h, position) = (occurrence_hash(o), o[2]);
@@ -878,6 +895,108 @@ impl BulkTokens {
         }
         Sorted::Ids(Self { ids })
     }
+}
+
+/// The occurrences that may share a hash with another, sorted by hash, then position: every
+/// occurrence whose hash another has is among them, so equal hashes are side by side, as if all
+/// were sorted. Each hash sets a bit of a table of 32 per occurrence (4 MiB at 10^6, in the
+/// last-level cache); only the hashes of bits set twice are sorted (some 15 000 at 10^6, where
+/// every hash differs), not all of them.
+fn clashing(occurrences: &[Occurrence]) -> Vec<Occurrence> {
+    if occurrences.len() < 2 {
+        return Vec::new();
+    }
+    let log2 = (occurrences.len() * 32)
+        .next_power_of_two()
+        .trailing_zeros();
+    // The hash's high bits, mixed: its low ones chose the recent table's slots.
+    let bit = |o: &Occurrence| {
+        (occurrence_hash(o).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - log2)) as usize
+    };
+    let mut table = vec![0u64; (1 << log2) / 64];
+    let mut clashes = Vec::new();
+    for o in occurrences {
+        let b = bit(o);
+        let (word, mask) = (&mut table[b / 64], 1u64 << (b % 64));
+        if *word & mask != 0 {
+            clashes.push(b);
+        }
+        *word |= mask;
+    }
+    if clashes.is_empty() {
+        return Vec::new();
+    }
+    table.fill(0);
+    for b in clashes {
+        table[b / 64] |= 1 << (b % 64);
+    }
+    let mut suspects: Vec<Occurrence> = occurrences
+        .iter()
+        .filter(|o| {
+            let b = bit(o);
+            table[b / 64] & (1 << (b % 64)) != 0
+        })
+        .copied()
+        .collect();
+    // Arrays compare element by element: by hash (high half, low half), then position.
+    suspects.sort_unstable();
+    suspects
+}
+
+/// What validation's first pass over a batch's definitions gathers, besides each task's own
+/// errors.
+struct FirstPass {
+    /// Each task's name hash, with its position in the batch.
+    names: Vec<Occurrence>,
+    /// Token occurrences provided and required in all.
+    provided: usize,
+    required: usize,
+    any_when: bool,
+    any_group: bool,
+}
+
+impl FirstPass {
+    /// Checks each task of `new` alone (into `errors`), and adds its token occurrences to
+    /// `occurrences` if given.
+    fn of(
+        new: &[Task],
+        capacity: &BTreeMap<String, u32>,
+        errors: &mut Vec<GraphError>,
+        mut occurrences: Option<&mut Occurrences>,
+    ) -> Self {
+        let mut first = Self {
+            names: Vec::with_capacity(new.len()),
+            provided: 0,
+            required: 0,
+            any_when: false,
+            any_group: false,
+        };
+        for (t, i) in new.iter().zip(0u32..) {
+            check_task(t, capacity, errors);
+            first.names.push(occurrence(name_hash(&t.name), i));
+            first.provided += t.meta.provides.len();
+            first.required += t.meta.requires.len();
+            first.any_when |= !t.meta.more.when.is_empty();
+            first.any_group |= t.meta.more.group.is_some();
+            if let Some(o) = occurrences.as_deref_mut() {
+                o.push(t);
+            }
+        }
+        first
+    }
+}
+
+/// Whether a large batch's token occurrences are better hashed and sorted on a thread of their
+/// own, beside the rest of validation's first pass: where the process may use a second core.
+fn beside() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+}
+
+/// Whether no two of `occurrences` have one hash (see [`clashing`]).
+fn hashes_distinct(occurrences: &[Occurrence]) -> bool {
+    !clashing(occurrences)
+        .windows(2)
+        .any(|w| occurrence_hash(&w[0]) == occurrence_hash(&w[1]))
 }
 
 /// Sorts occurrences by hash, then position: each moved in place into its part (by the hashes'
@@ -1039,12 +1158,12 @@ fn bucket_order(hashes: &[u64], table: &HashTable<u32>) -> Vec<(u64, u32)> {
 }
 
 /// The tasks of a run's first batch `all` whose name an earlier task has, in definition order,
-/// from `entries` (each task's name hash with its position) once sorted: equal names are then side
-/// by side, the first one first, with no table of names (built only if a lookup by name needs
+/// from `entries` (each task's name hash with its position): those that may share a hash, sorted
+/// ([`clashing`]), have equal names side by side, the first one first, with no table of names (built only if a lookup by name needs
 /// it, see [`Graph::index_all_names`]) and no walk over the tasks in the table's order (a
 /// cache miss per task at 10^6, twice when a probe compared names).
-fn duplicates_sorted(all: &[Task], mut entries: Vec<Occurrence>) -> Vec<u32> {
-    sort_occurrences(&mut entries);
+fn duplicates_sorted(all: &[Task], entries: &[Occurrence]) -> Vec<u32> {
+    let entries = clashing(entries);
     let mut duplicates = Vec::new();
     let mut run = 0;
     for k in 1..entries.len() {

@@ -491,22 +491,22 @@ fn names_with_one_hash_are_told_apart_by_the_sorted_check() {
         .map(|n| t(n))
         .collect();
     assert_eq!(
-        duplicates_sorted(&all, entries(&[7, 7, 7, 3, 7, 9])),
+        duplicates_sorted(&all, &entries(&[7, 7, 7, 3, 7, 9])),
         [2, 4]
     );
     assert_eq!(
-        duplicates_sorted(&all[3..], entries(&[1, 1, 2])),
+        duplicates_sorted(&all[3..], &entries(&[1, 1, 2])),
         Vec::<u32>::new()
     );
-    // Large enough to be partitioned (parts by the top bits), all in one crowded part: a name's
-    // hash is its number modulo 1000, so that runs of equal hashes hold about 20 names each.
+    // Many, with few hashes, so that most bits of `clashing`'s table are set many times: a
+    // name's hash is its number modulo 1000, so that runs of equal hashes hold about 20 names.
     let many: Vec<Task> = (0..20_000)
         .map(|i| t(&format!("n{}", i % 19_999)))
         .collect();
     let hashes: Vec<u64> = (0..20_000u64)
         .map(|i| 0xDEAD_BEEF_0000_0000 | ((i % 19_999) % 1000))
         .collect();
-    assert_eq!(duplicates_sorted(&many, entries(&hashes)), [19_999]);
+    assert_eq!(duplicates_sorted(&many, &entries(&hashes)), [19_999]);
 }
 
 /// Name hashes as `duplicates_sorted` takes them, each with its position.
@@ -651,4 +651,30 @@ fn two_tokens_with_one_hash_give_up_the_first_pass_numbering() {
     assert_eq!(numbered.text, "xy");
     assert_eq!(&numbered.rows.requires[1], [1]);
     assert_eq!(&numbered.rows.provides[1], [0]);
+}
+
+#[test]
+fn distinct_hashes_are_told_apart_from_a_repeated_one_past_the_table_s_clashes() {
+    // 200 000 hashes: some 2 400 of them find their bit of the table set by another, so the
+    // sort of the suspects runs, and finds them all distinct.
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut hashes: Vec<Occurrence> = (0..200_000)
+        .map(|i| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            occurrence(rng, i)
+        })
+        .collect();
+    assert!(hashes_distinct(&hashes));
+    assert!(hashes_distinct(&hashes[..1]));
+    assert!(hashes_distinct(&[]));
+    // One hash again, anywhere: first and last, then two neighbours.
+    let first = occurrence_hash(&hashes[0]);
+    hashes.push(occurrence(first, 200_000));
+    assert!(!hashes_distinct(&hashes));
+    hashes.pop();
+    hashes[1001] = occurrence(occurrence_hash(&hashes[1000]), 1001);
+    assert!(!hashes_distinct(&hashes));
+    assert!(!hashes_distinct(&hashes[1000..1002]));
 }

@@ -57,6 +57,51 @@ struct TaskState {
     kind: Kind,
 }
 
+/// Runs of this many tasks or more have what admitting them reads of their definitions read on
+/// a thread of its own, beside the validation of their graph ([`Admission`]).
+const ADMIT_BESIDE: usize = if cfg!(test) { 1 << 10 } else { 1 << 16 };
+
+/// Whether the process may use a second core.
+fn beside() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+}
+
+/// What admitting tasks reads of their definitions, in one pass over them (at 10^6 tasks, a
+/// cache miss per task and pass): each one's state, waiting, with its priority and kind, and its
+/// needs of locks and slots. How many of its required tokens are still to come is the graph's
+/// to tell, later ([`RunState::admit`]).
+struct Admission {
+    states: Vec<TaskState>,
+    resources: Resources,
+}
+
+impl Admission {
+    /// For a run's first batch, `tasks`.
+    fn of(tasks: &[Task], capacity: &BTreeMap<String, u32>) -> Self {
+        let mut admission = Self {
+            states: Vec::with_capacity(tasks.len()),
+            resources: Resources::new(capacity),
+        };
+        Self::read(tasks, &mut admission.states, &mut admission.resources);
+        admission
+    }
+
+    /// Appends the states of `tasks` to `states`, and registers their needs in `resources`.
+    fn read(tasks: &[Task], states: &mut Vec<TaskState>, resources: &mut Resources) {
+        for task in tasks {
+            resources.register(&task.meta);
+            states.push(TaskState {
+                phase: Phase::Waiting,
+                priority: task.meta.priority,
+                unsatisfied: 0,
+                attempt: 0,
+                worst_result: None,
+                kind: Kind::of(task),
+            });
+        }
+    }
+}
+
 /// The kind of work of a task and the pool it chose, in one byte (the task state stays 16
 /// bytes): see [`RunState::kind`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -246,7 +291,23 @@ impl RunState {
         } = plan;
         let mut graph = Graph::default();
         let mut seen = crate::graph::Seen::default();
-        let built = graph.extend_seeing(&tasks, 0, &capacity, &mut seen);
+        // A large run: what admitting its tasks reads of their definitions is read on a thread
+        // of its own while the graph is validated (see `Admission`), which the other core then
+        // does not wait for.
+        let (built, admission) = std::thread::scope(|scope| {
+            let admission = (tasks.len() >= ADMIT_BESIDE && beside()).then(|| {
+                std::thread::Builder::new()
+                    .name("pexen-admit".into())
+                    .spawn_scoped(scope, || Admission::of(&tasks, &capacity))
+            });
+            let built = graph.extend_seeing(&tasks, 0, &capacity, &mut seen);
+            let admission = admission.and_then(Result::ok).map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
+            (built, admission)
+        });
         let mut groups = Groups::new(&declared, jobs.max(1));
         let mut errors = Vec::new();
         if let Some(g) = &mut groups {
@@ -283,13 +344,16 @@ impl RunState {
         if let Some(evaluate) = conditions.filter(|_| seen.any_when) {
             unmet.extend(evaluate(&tasks));
         }
-        let resources = Resources::new(&capacity);
+        let Admission { states, resources } = admission.unwrap_or_else(|| Admission {
+            states: Vec::with_capacity(tasks.len()),
+            resources: Resources::new(&capacity),
+        });
         let mut state = RunState {
             tasks: Vec::new(),
             graph,
             capacity,
             resources,
-            states: Vec::with_capacity(tasks.len()),
+            states,
             pending: Vec::new(),
             broken: rustc_hash::FxHashMap::default(),
             exports: rustc_hash::FxHashMap::default(),
@@ -321,13 +385,13 @@ impl RunState {
         // Resumed tasks cost nothing and may unblock the tasks to run first: they go first too.
         for (name, r) in resumed {
             if let Some(idx) = state.graph.index_of(&state.tasks, &name) {
-                state.tasks[idx as usize].meta.priority = i32::MIN;
+                state.go_first(idx);
                 state.resumed.insert(idx, r);
             }
         }
         for name in &first {
             if let Some(idx) = state.graph.index_of(&state.tasks, name) {
-                state.tasks[idx as usize].meta.priority = i32::MIN;
+                state.go_first(idx);
             }
         }
         // No lookup by name until tasks are added (which builds the table again).
@@ -368,8 +432,21 @@ impl RunState {
         }
     }
 
+    /// Task `idx` goes ahead of every other once its requires are satisfied (before it is
+    /// admitted).
+    fn go_first(&mut self, idx: u32) {
+        self.tasks[idx as usize].meta.priority = i32::MIN;
+        if let Some(st) = self.states.get_mut(idx as usize) {
+            st.priority = i32::MIN;
+        }
+    }
+
     /// Sets up the state of tasks `start..` and queues those already runnable.
     fn admit(&mut self, start: usize) {
+        if self.states.len() < self.tasks.len() {
+            // Not read beside the validation (see `Admission`).
+            Admission::read(&self.tasks[start..], &mut self.states, &mut self.resources);
+        }
         self.pending.resize(self.graph.token_count(), 0);
         for idx in start..self.tasks.len() {
             for &tok in &self.graph.provides[idx] {
@@ -377,11 +454,7 @@ impl RunState {
             }
         }
         let mut broken_at_admission = Vec::new();
-        // One pass over the definitions (at 10^6 tasks, a cache miss per task and pass).
         for idx in start..self.tasks.len() {
-            let task = &self.tasks[idx];
-            let meta = &task.meta;
-            self.resources.register(meta);
             let mut unsatisfied = 0;
             for &tok in &self.graph.requires[idx] {
                 if let Some(cause) = self.broken_cause(tok) {
@@ -392,14 +465,7 @@ impl RunState {
                     unsatisfied += 1;
                 }
             }
-            self.states.push(TaskState {
-                phase: Phase::Waiting,
-                priority: meta.priority,
-                unsatisfied,
-                attempt: 0,
-                worst_result: None,
-                kind: Kind::of(task),
-            });
+            self.states[idx].unsatisfied = unsatisfied;
         }
         if !self.unmet.is_empty() {
             for idx in start as u32..self.tasks.len() as u32 {
