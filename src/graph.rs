@@ -192,16 +192,19 @@ impl Graph {
         start: usize,
         capacity: &BTreeMap<String, u32>,
     ) -> Result<Vec<String>, GraphErrors> {
-        self.extend_seeing(all, start, capacity, &mut Seen::default())
+        self.extend_seeing(all, start, capacity, &mut Seen::default(), &mut || {})
     }
 
-    /// [`Graph::extend`], noting in `seen` what the run needs to know of the tasks.
+    /// [`Graph::extend`], noting in `seen` what the run needs to know of the tasks. `beside` is
+    /// the caller's own pass over the tasks, called once, when this thread has done its share of
+    /// the first pass: a large batch's tokens are meanwhile hashed on another.
     pub(crate) fn extend_seeing(
         &mut self,
         all: &[Task],
         start: usize,
         capacity: &BTreeMap<String, u32>,
         seen: &mut Seen,
+        beside: &mut dyn FnMut(),
     ) -> Result<Vec<String>, GraphErrors> {
         self.index_names(all, start);
         let new = &all[start..];
@@ -215,41 +218,36 @@ impl Graph {
         // (one pass over the definitions less); on a second core where there is one, beside
         // the rest of the pass and the search for duplicate names.
         let bulk_batch = self.token_count() == 0 && new.len() >= BULK_TASKS;
-        let (first, sorted) = if bulk_batch && beside() {
-            std::thread::scope(|scope| {
-                let tokens = std::thread::Builder::new()
-                    .name("pexen-validate".into())
-                    .spawn_scoped(scope, || BulkTokens::sorting(Occurrences::of(new)));
-                let first = FirstPass::of(new, capacity, &mut errors, None);
-                let sorted = match tokens {
-                    Ok(tokens) => tokens
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                    // No thread to be had: on this one.
-                    Err(_) => BulkTokens::sorting(Occurrences::of(new)),
-                };
-                (first, Some(sorted))
-            })
+        let (first, sorted, duplicates) = if bulk_batch && second_core() {
+            let (sorted, (first, duplicates)) = both(
+                || BulkTokens::sorting(Occurrences::of(new)),
+                || {
+                    let mut first = FirstPass::of(new, capacity, &mut errors, None);
+                    let duplicates = self.duplicates(all, start, &mut first.names);
+                    // Here, not on the other thread: what it allocates stays in this thread's
+                    // arena of the allocator (freed from there, the teardown of 10^6 tasks
+                    // claiming one lock took 20-50 % longer).
+                    beside();
+                    (first, duplicates)
+                },
+            );
+            (first, Some(sorted), duplicates)
         } else {
             let mut occurrences = bulk_batch.then(|| Occurrences::new(true, new.len()));
-            let first = FirstPass::of(new, capacity, &mut errors, occurrences.as_mut());
-            (first, occurrences.map(BulkTokens::sorting))
+            let mut first = FirstPass::of(new, capacity, &mut errors, occurrences.as_mut());
+            let duplicates = self.duplicates(all, start, &mut first.names);
+            beside();
+            (first, occurrences.map(BulkTokens::sorting), duplicates)
         };
         let FirstPass {
-            names,
             provided,
             required,
             any_when,
             any_group,
+            ..
         } = first;
         seen.any_when |= any_when;
         seen.any_group |= any_group;
-
-        let duplicates = if start == 0 {
-            duplicates_sorted(all, &names)
-        } else {
-            self.duplicates_indexed(all, start, names)
-        };
         errors.extend(duplicates.into_iter().map(|idx| GraphError::DuplicateName {
             task: all[idx as usize].name.clone(),
         }));
@@ -306,8 +304,13 @@ impl Graph {
 
         // Rows of the new tokens (ids from `old_tokens`); dependents of older tokens apart.
         let fresh = self.token_count() - old_tokens;
-        let new_providers = provides.transposed(start as u32, old_tokens, fresh);
-        let new_dependents = requires.transposed(start as u32, old_tokens, fresh);
+        let transpose = |rows: &Csr| rows.transposed(start as u32, old_tokens, fresh);
+        let (new_providers, new_dependents) = if fresh >= BULK_TASKS && second_core() {
+            // Each a pass over the rows and another over the columns: one on a second thread.
+            both(|| transpose(&provides), || transpose(&requires))
+        } else {
+            (transpose(&provides), transpose(&requires))
+        };
         // Dependents of older tokens, recorded once the batch is accepted.
         let late: Vec<(u32, u32)> = if old_tokens == 0 {
             Vec::new()
@@ -522,6 +525,17 @@ impl Graph {
         let (text, ends) = (&self.token_text, &self.token_ends);
         self.token_ids
             .reserve(additional, |&id| str_hash(token_str(text, ends, id)));
+    }
+
+    /// The tasks of `all[start..]` whose name an earlier task has, in definition order, from
+    /// their name hashes `names` (taken: freed as soon as done with).
+    fn duplicates(&mut self, all: &[Task], start: usize, names: &mut Vec<Occurrence>) -> Vec<u32> {
+        let names = std::mem::take(names);
+        if start == 0 {
+            duplicates_sorted(all, &names)
+        } else {
+            self.duplicates_indexed(all, start, names)
+        }
     }
 
     /// The tasks of `all[start..]` whose name an earlier task has (added tasks), in definition
@@ -988,8 +1002,34 @@ impl FirstPass {
 
 /// Whether a large batch's token occurrences are better hashed and sorted on a thread of their
 /// own, beside the rest of validation's first pass: where the process may use a second core.
-fn beside() -> bool {
+fn second_core() -> bool {
     std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+}
+
+/// `a` on a second thread and `b` on this one, at once; one after the other on this one if no
+/// thread can be had. A panic in either is this thread's.
+fn both<A: Send, B>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A, B) {
+    // Taken by the thread, or by this one if there is none.
+    let a = std::sync::Mutex::new(Some(a));
+    let take = || {
+        a.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .map(|a| a())
+    };
+    std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name("pexen-validate".into())
+            .spawn_scoped(scope, take);
+        let b = b();
+        let a = match spawned {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => take(),
+        };
+        (a.expect("taken once"), b)
+    })
 }
 
 /// Whether no two of `occurrences` have one hash (see [`clashing`]).

@@ -57,15 +57,6 @@ struct TaskState {
     kind: Kind,
 }
 
-/// Runs of this many tasks or more have what admitting them reads of their definitions read on
-/// a thread of its own, beside the validation of their graph ([`Admission`]).
-const ADMIT_BESIDE: usize = if cfg!(test) { 1 << 10 } else { 1 << 16 };
-
-/// Whether the process may use a second core.
-fn beside() -> bool {
-    std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
-}
-
 /// What admitting tasks reads of their definitions, in one pass over them (at 10^6 tasks, a
 /// cache miss per task and pass): each one's state, waiting, with its priority and kind, and its
 /// needs of locks and slots. How many of its required tokens are still to come is the graph's
@@ -291,22 +282,11 @@ impl RunState {
         } = plan;
         let mut graph = Graph::default();
         let mut seen = crate::graph::Seen::default();
-        // A large run: what admitting its tasks reads of their definitions is read on a thread
-        // of its own while the graph is validated (see `Admission`), which the other core then
-        // does not wait for.
-        let (built, admission) = std::thread::scope(|scope| {
-            let admission = (tasks.len() >= ADMIT_BESIDE && beside()).then(|| {
-                std::thread::Builder::new()
-                    .name("pexen-admit".into())
-                    .spawn_scoped(scope, || Admission::of(&tasks, &capacity))
-            });
-            let built = graph.extend_seeing(&tasks, 0, &capacity, &mut seen);
-            let admission = admission.and_then(Result::ok).map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            });
-            (built, admission)
+        // What admitting the tasks reads of their definitions is read while the graph is
+        // validated: in a large run, while another thread hashes the tokens.
+        let mut admission = None;
+        let built = graph.extend_seeing(&tasks, 0, &capacity, &mut seen, &mut || {
+            admission = Some(Admission::of(&tasks, &capacity));
         });
         let mut groups = Groups::new(&declared, jobs.max(1));
         let mut errors = Vec::new();
@@ -344,10 +324,8 @@ impl RunState {
         if let Some(evaluate) = conditions.filter(|_| seen.any_when) {
             unmet.extend(evaluate(&tasks));
         }
-        let Admission { states, resources } = admission.unwrap_or_else(|| Admission {
-            states: Vec::with_capacity(tasks.len()),
-            resources: Resources::new(&capacity),
-        });
+        let Admission { states, resources } =
+            admission.unwrap_or_else(|| Admission::of(&tasks, &capacity));
         let mut state = RunState {
             tasks: Vec::new(),
             graph,
@@ -444,7 +422,7 @@ impl RunState {
     /// Sets up the state of tasks `start..` and queues those already runnable.
     fn admit(&mut self, start: usize) {
         if self.states.len() < self.tasks.len() {
-            // Not read beside the validation (see `Admission`).
+            // Added tasks (the first batch's were read beside its validation).
             Admission::read(&self.tasks[start..], &mut self.states, &mut self.resources);
         }
         self.pending.resize(self.graph.token_count(), 0);
@@ -453,6 +431,8 @@ impl RunState {
                 self.pending[tok as usize] += 1;
             }
         }
+        // Nothing to skip at admission (most runs): each task queued or waiting in the same pass.
+        let queue_now = self.unmet.is_empty() && self.broken.is_empty();
         let mut broken_at_admission = Vec::new();
         for idx in start..self.tasks.len() {
             let mut unsatisfied = 0;
@@ -466,6 +446,13 @@ impl RunState {
                 }
             }
             self.states[idx].unsatisfied = unsatisfied;
+            if queue_now {
+                self.queue_admitted(idx as u32);
+            }
+        }
+        if queue_now {
+            self.waiting_keys.admitted();
+            return;
         }
         if !self.unmet.is_empty() {
             for idx in start as u32..self.tasks.len() as u32 {
@@ -482,18 +469,23 @@ impl RunState {
             }
         }
         for idx in start as u32..self.tasks.len() as u32 {
-            let st = &self.states[idx as usize];
-            if st.phase == Phase::Waiting {
-                if st.unsatisfied == 0 {
-                    self.make_ready(idx);
-                } else {
-                    let (priority, states) = (st.priority, &self.states);
-                    self.waiting_keys
-                        .push(priority, idx, |i| still_waiting(states, i));
-                }
-            }
+            self.queue_admitted(idx);
         }
         self.waiting_keys.admitted();
+    }
+
+    /// Task `idx`, just admitted, is ready or waits for tokens (unless skipped already).
+    fn queue_admitted(&mut self, idx: u32) {
+        let st = &self.states[idx as usize];
+        if st.phase == Phase::Waiting {
+            if st.unsatisfied == 0 {
+                self.make_ready(idx);
+            } else {
+                let (priority, states) = (st.priority, &self.states);
+                self.waiting_keys
+                    .push(priority, idx, |i| still_waiting(states, i));
+            }
+        }
     }
 
     pub(crate) fn task(&self, idx: u32) -> &Task {
