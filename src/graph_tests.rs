@@ -254,6 +254,30 @@ fn a_large_batch_reports_every_error_as_one_by_one() {
     assert_eq!(text[2], "dependency cycle: t5 -> t6 -> t5");
 }
 
+#[test]
+fn a_large_batch_checked_on_two_threads_reports_each_kind_of_error_in_order() {
+    // The tasks' own errors and the duplicate names (this thread), the tokens' (the other):
+    // all of them, in the order of a batch checked on one thread.
+    let n = 2 * BULK_TASKS;
+    let mut tasks: Vec<Task> = (0..n)
+        .map(|i| t(&format!("t{i}")).provides([format!("k{i}")]))
+        .collect();
+    tasks[7] = t("t7").claims(["db"]).uses(["db"]).provides(["k7"]);
+    tasks[9] = t("t3").provides(["k9"]);
+    tasks[n - 1] = t("last").requires(["nowhere"]);
+    let text: Vec<String> = errors(&tasks).iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 3, "{text:?}");
+    assert!(
+        text[0].contains("`t7`") && text[0].contains("`db`"),
+        "{text:?}"
+    );
+    assert!(text[1].contains("`t3`"), "{text:?}");
+    assert!(
+        text[2].contains("`last`") && text[2].contains("`nowhere`"),
+        "{text:?}"
+    );
+}
+
 /// Occurrences as `BulkTokens` has them before sorting (in position order), with hashes from
 /// `hash(position, previous)`: the previous occurrences are there to repeat a hash.
 fn occurrences(n: u32, mut hash: impl FnMut(u32, &[Occurrence]) -> u64) -> Vec<Occurrence> {

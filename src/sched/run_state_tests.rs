@@ -380,6 +380,60 @@ fn tasks_to_run_first_go_ahead_of_any_priority_once_their_requires_are_met() {
     assert!(finished(&s, "p").unwrap().resumed);
 }
 
+#[test]
+fn a_large_first_batch_admitted_beside_its_validation_keeps_priorities_locks_and_resumes() {
+    // Large enough for validation's second thread (and the admission read beside it): the
+    // tasks to run first and the resumed one must still win over the rest, and locks hold.
+    let resumed = HashMap::from([(
+        TaskName::new("p"),
+        Resumed {
+            outcome: Outcome::Pass,
+            attempt: 1,
+            exit_code: Some(0),
+            duration: Duration::ZERO,
+            message: None,
+            results: Vec::new(),
+            exports: Shared::new(),
+        },
+    )]);
+    let mut tasks = vec![
+        t("urgent").priority(-100),
+        t("rebooted").requires(["x"]).priority(10),
+        t("p").provides(["x"]).priority(50),
+        t("l1").claims(["L"]).priority(60),
+        t("l2").claims(["L"]).priority(60),
+    ];
+    let n = 1 << 15;
+    tasks.extend((0..n).map(|i| {
+        let f = t(&format!("f{i}"))
+            .priority(100)
+            .provides([format!("k{i}")]);
+        if i == 0 {
+            f
+        } else {
+            f.requires([format!("k{}", i - 1)])
+        }
+    }));
+    let first = [TaskName::new("rebooted")];
+    let mut s = RunState::new(tasks, BTreeMap::new(), false, resumed, &first)
+        .unwrap()
+        .0;
+    let mut order = Vec::new();
+    for _ in 0..2 {
+        let (name, attempt) = start(&mut s).unwrap();
+        done(&mut s, &name, attempt, Outcome::Pass);
+        order.push(name);
+    }
+    assert_eq!(order, ["rebooted", "urgent"]);
+    assert!(finished(&s, "p").unwrap().resumed);
+    // `l1` holds the lock: `l2` waits for it, the chain's first task goes meanwhile.
+    let (l1, a) = start(&mut s).unwrap();
+    assert_eq!(l1, "l1");
+    assert_eq!(start(&mut s).map(|(name, _)| name).as_deref(), Some("f0"));
+    done(&mut s, "l1", a, Outcome::Pass);
+    assert_eq!(start(&mut s).map(|(name, _)| name).as_deref(), Some("l2"));
+}
+
 fn planned(tasks: Vec<Task>, plan: Plan) -> RunState {
     RunState::with_plan(tasks, BTreeMap::new(), false, HashMap::new(), plan)
         .expect("valid graph")
