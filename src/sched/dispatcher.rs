@@ -592,10 +592,12 @@ impl ResultSink for CoreSink<'_> {
 /// A run in progress: an iterator over its events, in the order things happened. Dropping it
 /// cancels the run, kills running commands and joins every worker thread.
 pub struct Run {
+    /// Events taken from the core, handed out one by one. First, so dropped first: a large
+    /// block freed after the run state's millions of small ones made the allocator consolidate
+    /// all of those (see `RunState::tasks`).
+    batch: VecDeque<Event>,
     shared: Arc<Shared>,
     workers: WorkerThreads,
-    /// Events taken from the core, handed out one by one.
-    batch: VecDeque<Event>,
     done: bool,
 }
 
