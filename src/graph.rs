@@ -304,13 +304,8 @@ impl Graph {
 
         // Rows of the new tokens (ids from `old_tokens`); dependents of older tokens apart.
         let fresh = self.token_count() - old_tokens;
-        let transpose = |rows: &Csr| rows.transposed(start as u32, old_tokens, fresh);
-        let (new_providers, new_dependents) = if fresh >= BULK_TASKS && second_core() {
-            // Each a pass over the rows and another over the columns: one on a second thread.
-            both(|| transpose(&provides), || transpose(&requires))
-        } else {
-            (transpose(&provides), transpose(&requires))
-        };
+        let new_providers = provides.transposed(start as u32, old_tokens, fresh);
+        let new_dependents = requires.transposed(start as u32, old_tokens, fresh);
         // Dependents of older tokens, recorded once the batch is accepted.
         let late: Vec<(u32, u32)> = if old_tokens == 0 {
             Vec::new()
