@@ -196,8 +196,10 @@ impl Graph {
     }
 
     /// [`Graph::extend`], noting in `seen` what the run needs to know of the tasks. `beside` is
-    /// the caller's own pass over the tasks, called once, when this thread has done its share of
-    /// the first pass: a large batch's tokens are meanwhile hashed on another.
+    /// the caller's own pass over the tasks, called when this thread has done its share of the
+    /// first pass of a large batch whose tokens are meanwhile hashed on another thread; not
+    /// called otherwise (the caller's pass then comes after, once the validation's tables are
+    /// freed: peak memory).
     pub(crate) fn extend_seeing(
         &mut self,
         all: &[Task],
@@ -236,7 +238,6 @@ impl Graph {
             let mut occurrences = bulk_batch.then(|| Occurrences::new(true, new.len()));
             let mut first = FirstPass::of(new, capacity, &mut errors, occurrences.as_mut());
             let duplicates = self.duplicates(all, start, &mut first.names);
-            beside();
             (first, occurrences.map(BulkTokens::sorting), duplicates)
         };
         let FirstPass {

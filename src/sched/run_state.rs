@@ -282,8 +282,8 @@ impl RunState {
         } = plan;
         let mut graph = Graph::default();
         let mut seen = crate::graph::Seen::default();
-        // What admitting the tasks reads of their definitions is read while the graph is
-        // validated: in a large run, while another thread hashes the tokens.
+        // What admitting the tasks reads of their definitions: in a large run, read while
+        // another thread hashes the tokens; otherwise once the graph is validated.
         let mut admission = None;
         let built = graph.extend_seeing(&tasks, 0, &capacity, &mut seen, &mut || {
             admission = Some(Admission::of(&tasks, &capacity));

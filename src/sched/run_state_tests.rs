@@ -343,10 +343,10 @@ fn a_failure_while_suspended_is_not_retried_and_an_interrupt_still_wins() {
     assert!(s.is_cancelled());
 }
 
-#[test]
-fn tasks_to_run_first_go_ahead_of_any_priority_once_their_requires_are_met() {
-    let resumed = HashMap::from([(
-        TaskName::new("p"),
+/// Task `name` as an earlier run recorded it: passed at its first attempt.
+fn passed_earlier(name: &str) -> HashMap<TaskName, Resumed> {
+    HashMap::from([(
+        TaskName::new(name),
         Resumed {
             outcome: Outcome::Pass,
             attempt: 1,
@@ -356,7 +356,12 @@ fn tasks_to_run_first_go_ahead_of_any_priority_once_their_requires_are_met() {
             results: Vec::new(),
             exports: Shared::new(),
         },
-    )]);
+    )])
+}
+
+#[test]
+fn tasks_to_run_first_go_ahead_of_any_priority_once_their_requires_are_met() {
+    let resumed = passed_earlier("p");
     let tasks = vec![
         t("urgent").priority(-100),
         t("other"),
@@ -384,18 +389,7 @@ fn tasks_to_run_first_go_ahead_of_any_priority_once_their_requires_are_met() {
 fn a_large_first_batch_admitted_beside_its_validation_keeps_priorities_locks_and_resumes() {
     // Large enough for validation's second thread (and the admission read beside it): the
     // tasks to run first and the resumed one must still win over the rest, and locks hold.
-    let resumed = HashMap::from([(
-        TaskName::new("p"),
-        Resumed {
-            outcome: Outcome::Pass,
-            attempt: 1,
-            exit_code: Some(0),
-            duration: Duration::ZERO,
-            message: None,
-            results: Vec::new(),
-            exports: Shared::new(),
-        },
-    )]);
+    let resumed = passed_earlier("p");
     let mut tasks = vec![
         t("urgent").priority(-100),
         t("rebooted").requires(["x"]).priority(10),
