@@ -226,9 +226,9 @@ impl Graph {
                 || {
                     let mut first = FirstPass::of(new, capacity, &mut errors, None);
                     let duplicates = self.duplicates(all, start, &mut first.names);
-                    // Here, not on the other thread: what it allocates stays in this thread's
-                    // arena of the allocator (freed from there, the teardown of 10^6 tasks
-                    // claiming one lock took 20-50 % longer).
+                    // Here, not on the other thread: what the other thread allocates is in
+                    // its own arena of the allocator, and freed from this one at the end of the
+                    // run (10^6 tasks claiming one lock: a teardown 20-50 % longer).
                     beside();
                     (first, duplicates)
                 },
@@ -909,8 +909,8 @@ impl BulkTokens {
 
 /// The occurrences that may share a hash with another, sorted by hash, then position: every
 /// occurrence whose hash another has is among them, so equal hashes are side by side, as if all
-/// were sorted. Each hash sets a bit of a table of 32 per occurrence (4 MiB at 10^6, in the
-/// last-level cache); only the hashes of bits set twice are sorted (some 15 000 at 10^6, where
+/// were sorted. Each hash sets a bit of a table of 32 bits per occurrence (4 MiB at 10^6, in
+/// the last-level cache); only the hashes of bits set twice are sorted (some 15 000 at 10^6, where
 /// every hash differs), not all of them.
 fn clashing(occurrences: &[Occurrence]) -> Vec<Occurrence> {
     if occurrences.len() < 2 {
@@ -1194,10 +1194,11 @@ fn bucket_order(hashes: &[u64], table: &HashTable<u32>) -> Vec<(u64, u32)> {
 }
 
 /// The tasks of a run's first batch `all` whose name an earlier task has, in definition order,
-/// from `entries` (each task's name hash with its position): those that may share a hash, sorted
-/// ([`clashing`]), have equal names side by side, the first one first, with no table of names (built only if a lookup by name needs
-/// it, see [`Graph::index_all_names`]) and no walk over the tasks in the table's order (a
-/// cache miss per task at 10^6, twice when a probe compared names).
+/// from `entries` (each task's name hash with its position): those that may share a hash,
+/// sorted ([`clashing`]), have equal names side by side, the first one first, with no table of
+/// names (built only if a lookup by name needs it, see [`Graph::index_all_names`]) and no walk
+/// over the tasks in the table's order (a cache miss per task at 10^6, twice when a probe
+/// compared names).
 fn duplicates_sorted(all: &[Task], entries: &[Occurrence]) -> Vec<u32> {
     let entries = clashing(entries);
     let mut duplicates = Vec::new();

@@ -422,7 +422,7 @@ impl RunState {
     /// Sets up the state of tasks `start..` and queues those already runnable.
     fn admit(&mut self, start: usize) {
         if self.states.len() < self.tasks.len() {
-            // Added tasks (the first batch's were read beside its validation).
+            // Added tasks: a run's first batch comes with its states (see `with_plan`).
             Admission::read(&self.tasks[start..], &mut self.states, &mut self.resources);
         }
         self.pending.resize(self.graph.token_count(), 0);
