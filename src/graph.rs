@@ -221,8 +221,11 @@ impl Graph {
         // the rest of the pass and the search for duplicate names.
         let bulk_batch = self.token_count() == 0 && new.len() >= BULK_TASKS;
         let (first, sorted, duplicates) = if bulk_batch && second_core() {
-            let (sorted, (first, duplicates)) = both(
-                || BulkTokens::sorting(Occurrences::of(new)),
+            let ((numbered, occurrences), (first, duplicates)) = both(
+                || {
+                    let mut occurrences = Occurrences::of(new);
+                    (occurrences.numbering(), occurrences)
+                },
                 || {
                     let mut first = FirstPass::of(new, capacity, &mut errors, None);
                     let duplicates = self.duplicates(all, start, &mut first.names);
@@ -233,12 +236,14 @@ impl Graph {
                     (first, duplicates)
                 },
             );
+            let sorted = Sorted::of(numbered, occurrences, Threads::Two);
             (first, Some(sorted), duplicates)
         } else {
             let mut occurrences = bulk_batch.then(|| Occurrences::new(true, new.len()));
             let mut first = FirstPass::of(new, capacity, &mut errors, occurrences.as_mut());
             let duplicates = self.duplicates(all, start, &mut first.names);
-            (first, occurrences.map(BulkTokens::sorting), duplicates)
+            let sorted = occurrences.map(|mut o| Sorted::of(o.numbering(), o, Threads::One));
+            (first, sorted, duplicates)
         };
         let FirstPass {
             provided,
@@ -759,8 +764,10 @@ struct Numbered {
     provided: usize,
 }
 
-/// Slots of [`Occurrences::recent`]: 64 KiB, in the caches beside the pass.
-const RECENT_SLOTS: usize = 4096;
+/// Slots of [`Occurrences::recent`]: 16 KiB, in the first-level cache beside the pass (at 4096
+/// slots, 64 KiB, a third of the pass's time went to probing the table at 10^6 tasks, and the
+/// validation of a random DAG was slower by a fifth; 256 slots did no better than 1024).
+const RECENT_SLOTS: usize = 1024;
 
 /// Occurrences the recent table missed beyond those provided, past which [`Numbered`] is
 /// given up: every token is provided at least once, so many more of them than provided
@@ -819,6 +826,15 @@ impl Occurrences {
         }
     }
 
+    /// The tokens as numbered in the first pass, taken if that holds: no two occurrences the
+    /// recent table missed have one hash. Otherwise the occurrences are to be sorted
+    /// ([`BulkTokens::sorting`]).
+    fn numbering(&mut self) -> Option<Numbered> {
+        self.numbered
+            .take()
+            .filter(|_| hashes_distinct(&self.sorted))
+    }
+
     fn occur(&mut self, tok: &str) {
         let h = str_hash(tok);
         let position = self.ids.len() as u32;
@@ -869,29 +885,21 @@ impl BulkTokens {
         for t in new {
             occurrences.push(t);
         }
-        match Self::sorting(occurrences) {
-            Sorted::Ids(bulk) => bulk,
-            Sorted::Numbered(_) => unreachable!("numbering was not tried"),
-        }
+        Self::sorting(occurrences, Threads::One)
     }
 
-    /// From every token occurrence of the batch, in definition order: the ones the recent
-    /// table missed sorted, and then either the numbering kept (no two of them with one hash)
-    /// or each given the first of its hash.
-    fn sorting(occurrences: Occurrences) -> Sorted {
+    /// From every token occurrence of the batch, in definition order (their numbering given
+    /// up, see [`Occurrences::numbering`]): the ones the recent table missed sorted on
+    /// `threads`, then each given the first of its hash.
+    fn sorting(occurrences: Occurrences, threads: Threads) -> Self {
         let Occurrences {
             mut ids,
             mut sorted,
             recent,
-            numbered,
+            numbered: _,
         } = occurrences;
         drop(recent);
-        if let Some(numbered) = numbered {
-            if hashes_distinct(&sorted) {
-                return Sorted::Numbered(numbered);
-            }
-        }
-        sort_occurrences(&mut sorted);
+        sort_occurrences(&mut sorted, threads);
         let mut run = None;
         for o in &sorted {
             let (h, position) = (occurrence_hash(o), o[2]);
@@ -903,22 +911,36 @@ impl BulkTokens {
                 }
             };
         }
-        Sorted::Ids(Self { ids })
+        Self { ids }
+    }
+}
+
+impl Sorted {
+    /// The numbering if it held ([`Occurrences::numbering`]), the occurrences sorted on
+    /// `threads` otherwise.
+    fn of(numbered: Option<Numbered>, occurrences: Occurrences, threads: Threads) -> Self {
+        match numbered {
+            Some(numbered) => Self::Numbered(numbered),
+            None => Self::Ids(BulkTokens::sorting(occurrences, threads)),
+        }
     }
 }
 
 /// The occurrences that may share a hash with another, sorted by hash, then position: every
 /// occurrence whose hash another has is among them, so equal hashes are side by side, as if all
-/// were sorted. Each hash sets a bit of a table of 32 bits per occurrence (4 MiB at 10^6, in
-/// the last-level cache); only the hashes of bits set twice are sorted (some 15 000 at 10^6, where
-/// every hash differs), not all of them.
+/// were sorted. Each hash sets a bit of a table of 16 bits per occurrence (2 MiB at 10^6; at 32
+/// bits, 4 MiB, the first loop took half as long again, at 8 the sort of the suspects cost what
+/// the smaller table saved); only the hashes of bits set twice are sorted (some 30 000 at 10^6,
+/// where every hash differs), not all of them.
 fn clashing(occurrences: &[Occurrence]) -> Vec<Occurrence> {
     if occurrences.len() < 2 {
         return Vec::new();
     }
-    let log2 = (occurrences.len() * 32)
+    // At least a word.
+    let log2 = (occurrences.len() * 16)
         .next_power_of_two()
-        .trailing_zeros();
+        .trailing_zeros()
+        .max(6);
     // The hash's high bits, mixed: its low ones chose the recent table's slots.
     let bit = |o: &Occurrence| {
         (occurrence_hash(o).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - log2)) as usize
@@ -1028,6 +1050,14 @@ fn both<A: Send, B>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A, 
     })
 }
 
+/// How many threads a step of validation may take: [`Threads::Two`] once the rest of its first
+/// pass is done and a second core idles (see [`both`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Threads {
+    One,
+    Two,
+}
+
 /// Whether no two of `occurrences` have one hash (see [`clashing`]).
 fn hashes_distinct(occurrences: &[Occurrence]) -> bool {
     !clashing(occurrences)
@@ -1037,8 +1067,8 @@ fn hashes_distinct(occurrences: &[Occurrence]) -> bool {
 
 /// Sorts occurrences by hash, then position: each moved in place into its part (by the hashes'
 /// top bits, see [`partition_in_place`]), then each part sorted where it lies (see
-/// [`sort_part`]).
-fn sort_occurrences(occurrences: &mut [Occurrence]) {
+/// [`sort_part`]); on two threads, each sorts half of the parts.
+fn sort_occurrences(occurrences: &mut [Occurrence], threads: Threads) {
     let bits = if occurrences.len() < 1 << 14 {
         0
     } else {
@@ -1057,16 +1087,28 @@ fn sort_occurrences(occurrences: &mut [Occurrence]) {
         *end = total;
     }
     partition_in_place(occurrences, &mut next, &ends, part);
-    let mut scratch = Vec::new();
-    let mut start = 0;
-    for &end in &ends {
-        sort_part(
-            &mut occurrences[start..end as usize],
-            32 - bits - PART_DIGIT_BITS,
-            &mut scratch,
-        );
-        start = end as usize;
+    let shift = 32 - bits - PART_DIGIT_BITS;
+    // The parts that end at `ends`, in `parts`, which starts at `offset` of `occurrences`.
+    let sort_parts = |parts: &mut [Occurrence], offset: usize, ends: &[u32]| {
+        let mut scratch = Vec::new();
+        let mut start = 0;
+        for &end in ends {
+            let end = end as usize - offset;
+            sort_part(&mut parts[start..end], shift, &mut scratch);
+            start = end;
+        }
+    };
+    let half = ends.len() / 2;
+    if threads == Threads::One || half == 0 {
+        sort_parts(occurrences, 0, &ends);
+        return;
     }
+    let middle = ends[half - 1] as usize;
+    let (low, high) = occurrences.split_at_mut(middle);
+    both(
+        || sort_parts(low, 0, &ends[..half]),
+        || sort_parts(high, middle, &ends[half..]),
+    );
 }
 
 /// Parts of [`sort_occurrences`]. Few, so that the pages where the parts grow stay in the TLB

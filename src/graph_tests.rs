@@ -335,14 +335,18 @@ fn occurrences_partitioned_in_place_sort_like_a_comparison_sort() {
     });
     let mut expected = all.clone();
     expected.sort_unstable();
-    sort_occurrences(&mut all);
+    // Half of the parts sorted on another thread: the same order.
+    let mut on_two = all.clone();
+    sort_occurrences(&mut on_two, Threads::Two);
+    assert_eq!(on_two, expected);
+    sort_occurrences(&mut all, Threads::One);
     assert_eq!(all, expected);
     // Below the size that is partitioned too (one part).
     let mut few = all[..1000].to_vec();
     few.reverse();
     let mut expected = few.clone();
     expected.sort_unstable();
-    sort_occurrences(&mut few);
+    sort_occurrences(&mut few, Threads::One);
     assert_eq!(few, expected);
 }
 
@@ -578,7 +582,7 @@ fn numbered_in_first_pass(tasks: &[Task]) -> bool {
     for t in tasks {
         occurrences.push(t);
     }
-    matches!(BulkTokens::sorting(occurrences), Sorted::Numbered(_))
+    occurrences.numbering().is_some()
 }
 
 /// Checks the graph of a large batch against tokens interned one by one: ids, text, rows.
@@ -679,7 +683,7 @@ fn two_tokens_with_one_hash_give_up_the_first_pass_numbering() {
 
 #[test]
 fn distinct_hashes_are_told_apart_from_a_repeated_one_past_the_table_s_clashes() {
-    // 200 000 hashes: some 2 400 of them find their bit of the table set by another, so the
+    // 200 000 hashes: some 5 000 of them find their bit of the table set by another, so the
     // sort of the suspects runs, and finds them all distinct.
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
     let mut hashes: Vec<Occurrence> = (0..200_000)
