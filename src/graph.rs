@@ -159,6 +159,7 @@ impl Csr {
 impl std::ops::Index<usize> for Csr {
     type Output = [u32];
 
+    #[inline]
     fn index(&self, row: usize) -> &[u32] {
         let start = if row == 0 {
             0
@@ -643,16 +644,25 @@ impl Graph {
     }
 
     /// The tasks that require `token`, in definition order.
+    // Inlined: called twice per task of a chain by the run state (in another unit of code
+    // generation), a call returned the iterator through memory.
+    #[inline]
     pub fn dependents(&self, token: u32) -> impl Iterator<Item = u32> + '_ {
         // Most runs add no tasks: no hash lookup per token then.
         let late = if self.late_dependents.is_empty() {
             &[][..]
         } else {
-            self.late_dependents
-                .get(&token)
-                .map_or(&[][..], Vec::as_slice)
+            self.late_dependents_of(token)
         };
         self.dependents[token as usize].iter().chain(late).copied()
+    }
+
+    /// The tasks added to the run that require `token`, an older one.
+    #[inline(never)]
+    fn late_dependents_of(&self, token: u32) -> &[u32] {
+        self.late_dependents
+            .get(&token)
+            .map_or(&[][..], Vec::as_slice)
     }
 
     /// The tasks providing the tokens that task `idx` requires, deduplicated, in definition order.

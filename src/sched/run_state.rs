@@ -904,7 +904,7 @@ impl RunState {
     }
 
     /// An attempt ended. Releases its resources, then retries or finishes the task.
-    pub(crate) fn on_done(&mut self, idx: u32, attempt: u32, report: Attempt) {
+    pub(crate) fn on_done(&mut self, idx: u32, attempt: u32, mut report: Attempt) {
         let st = &self.states[idx as usize];
         if report.not_started && st.phase == Phase::Reserved && st.attempt == attempt {
             // Never started nor reported: back to the queue, uncounted (skipped on a cancel).
@@ -919,7 +919,6 @@ impl RunState {
         let outcome = st
             .worst_result
             .map_or(report.outcome, |w| report.outcome.worst(w));
-        let mut report = report;
         // A failure that came from a reported result, not the exit status: say which.
         let worst_message = if self.worst_messages.is_empty() {
             None
