@@ -715,6 +715,7 @@ impl RunState {
     }
 
     /// A reserved attempt really starts (on `host`, in runs with hosts): reported now.
+    #[inline]
     pub(crate) fn begin(&mut self, idx: u32, attempt: u32, host: Option<Arc<str>>) {
         let st = &mut self.states[idx as usize];
         if st.phase != Phase::Reserved || st.attempt != attempt {
@@ -800,9 +801,15 @@ impl RunState {
     /// Queues the lock waiters a release woke.
     #[inline]
     fn requeue_woken(&mut self) {
-        if self.woken.is_empty() {
-            return;
+        if !self.woken.is_empty() {
+            self.queue_woken();
         }
+    }
+
+    /// [`RunState::requeue_woken`] once a release woke some: out of line, so that the check
+    /// above costs no call (most releases wake nobody; most tasks hold no lock).
+    #[inline(never)]
+    fn queue_woken(&mut self) {
         if self.groups.is_none() {
             self.ready.extend(self.woken.drain(..));
         } else {
@@ -1077,6 +1084,7 @@ impl RunState {
     /// Records the final outcome, reports it, and settles the tokens the task provides;
     /// dependents that can no longer run are skipped in turn (iteratively: a failed root of a
     /// chain of 10^6 tasks must not overflow the stack).
+    #[inline]
     fn finish(&mut self, idx: u32, finished: Finished) {
         let mut to_skip = Vec::new();
         self.finish_one(idx, finished, &mut to_skip);
