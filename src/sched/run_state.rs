@@ -715,7 +715,6 @@ impl RunState {
     }
 
     /// A reserved attempt really starts (on `host`, in runs with hosts): reported now.
-    #[inline]
     pub(crate) fn begin(&mut self, idx: u32, attempt: u32, host: Option<Arc<str>>) {
         let st = &mut self.states[idx as usize];
         if st.phase != Phase::Reserved || st.attempt != attempt {
@@ -1084,7 +1083,6 @@ impl RunState {
     /// Records the final outcome, reports it, and settles the tokens the task provides;
     /// dependents that can no longer run are skipped in turn (iteratively: a failed root of a
     /// chain of 10^6 tasks must not overflow the stack).
-    #[inline]
     fn finish(&mut self, idx: u32, finished: Finished) {
         let mut to_skip = Vec::new();
         self.finish_one(idx, finished, &mut to_skip);
