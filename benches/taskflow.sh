@@ -21,7 +21,7 @@
 # adds another build of the throughput bench (a copy of its binary) to every round.
 # Defaults: 1000000 tasks, 7 rounds, all five shapes. Needs bash, cargo, awk and a C++20
 # compiler (g++ or $CXX). Exit status: 0 when every shape is within 1.5x, 1 when not, 2 on a
-# usage or setup error.
+# usage or setup error or a failed run.
 set -euo pipefail
 
 N=1000000
@@ -100,10 +100,11 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "round $round/$ROUNDS ..." >&2
     for shape in "${shapes[@]}"; do
         for program in "${programs[@]}"; do
+            # A failed run is an error of the setup (exit 2), not a target missed (exit 1).
             case "$program" in
-            pexen) out="$("$pexen" --child "$shape" "$N")" ;;
-            compare) out="$("$COMPARE" --child "$shape" "$N")" ;;
-            taskflow) out="$("$work/taskflow" "$shape" "$N")" ;;
+            pexen) out="$("$pexen" --child "$shape" "$N")" || exit 2 ;;
+            compare) out="$("$COMPARE" --child "$shape" "$N")" || exit 2 ;;
+            taskflow) out="$("$work/taskflow" "$shape" "$N")" || exit 2 ;;
             esac
             echo "$round $shape $program $out" >>"$results"
         done
