@@ -79,11 +79,18 @@ impl Csr {
     /// The transpose of these rows, for the items `first_item..first_item + items` alone: per
     /// such item (less `first_item`), the rows that hold it (plus `first_row`), in row order.
     /// Built from the rows themselves, without a list of `(item, row)` pairs (8 bytes per
-    /// item, twice, at the peak of a chain's validation).
-    fn transposed(&self, first_row: u32, first_item: usize, items: usize) -> Self {
+    /// item, twice, at the peak of a chain's validation), into the buffers of `spare` (see
+    /// [`Spare`]).
+    fn transposed(&self, first_row: u32, first_item: usize, items: usize, spare: Spare) -> Self {
         // An item below `first_item` wraps around to a column past the last.
         let col = |item: u32| (item as usize).wrapping_sub(first_item);
-        let mut ends = vec![0u32; items];
+        let Spare {
+            mut ends,
+            items: mut out,
+        } = spare;
+        // Zeros, as `spare`'s buffers hold.
+        ends.truncate(items);
+        ends.resize(items, 0);
         for &item in &self.items {
             if let Some(count) = ends.get_mut(col(item)) {
                 *count += 1;
@@ -98,12 +105,11 @@ impl Csr {
         }
         if total == 0 {
             // No walk over the rows (tasks that require or provide nothing: most of them).
-            return Self {
-                ends,
-                items: Vec::new(),
-            };
+            out.clear();
+            return Self { ends, items: out };
         }
-        let mut out = vec![0u32; total as usize];
+        out.truncate(total as usize);
+        out.resize(total as usize, 0);
         let mut start = 0;
         for (&end, r) in self.ends.iter().zip(first_row..) {
             for &item in &self.items[start..end as usize] {
@@ -188,6 +194,37 @@ impl std::ops::Index<usize> for Csr {
     }
 }
 
+/// Buffers for a transpose ([`Csr::transposed`]), holding zeros.
+///
+/// Memory fresh from the kernel costs a page fault on its first write, some 2.5 µs per 4 KiB
+/// page on the virtual machines of `doc/benchmarks.md` (nearly half of a chain's validation at
+/// 10^6 tasks). The transposes come after the token pass, with nothing beside them; their
+/// buffers are made (and so faulted in) on the thread that waits for the token pass instead.
+#[derive(Default)]
+struct Spare {
+    ends: Vec<u32>,
+    items: Vec<u32>,
+}
+
+impl Spare {
+    /// `ends` and `items` zeros, written (not merely allocated zeroed, which the kernel maps
+    /// lazily).
+    fn zeroed(ends: usize, items: usize) -> Self {
+        Self {
+            ends: written_zeros(ends),
+            items: written_zeros(items),
+        }
+    }
+}
+
+/// `n` zeros, each page written (and so faulted in) now. Also used for the run state's table
+/// of pending providers (see `RunState::admit`).
+pub(crate) fn written_zeros(n: usize) -> Vec<u32> {
+    let mut v = Vec::with_capacity(n);
+    v.resize(n, 0);
+    v
+}
+
 impl Graph {
     /// Builds and validates the graph of `tasks`. On success also returns warnings (tokens
     /// provided but never required).
@@ -239,8 +276,8 @@ impl Graph {
         // (one pass over the definitions less); on a second core where there is one, beside
         // the rest of the pass and the search for duplicate names.
         let bulk_batch = self.token_count() == 0 && new.len() >= BULK_TASKS;
-        let (first, sorted, duplicates) = if bulk_batch && second_core() {
-            let ((numbered, occurrences), (first, duplicates)) = both(
+        let (first, sorted, duplicates, spare) = if bulk_batch && second_core() {
+            let ((numbered, occurrences), (first, duplicates, spare)) = both(
                 || {
                     let mut occurrences = Occurrences::of(new);
                     (occurrences.numbering(), occurrences)
@@ -252,17 +289,25 @@ impl Graph {
                     // its own arena of the allocator, and freed from this one at the end of the
                     // run (10^6 tasks claiming one lock: a teardown 20-50 % longer).
                     beside();
-                    (first, duplicates)
+                    // The transposes' buffers, while the other thread still hashes (see
+                    // `Spare`): for valid tokens, each provided at least once.
+                    let spare = (first.provided > 0).then(|| {
+                        [
+                            Spare::zeroed(first.provided, first.provided),
+                            Spare::zeroed(first.provided, first.required),
+                        ]
+                    });
+                    (first, duplicates, spare)
                 },
             );
             let sorted = Sorted::of(numbered, occurrences, Threads::Two);
-            (first, Some(sorted), duplicates)
+            (first, Some(sorted), duplicates, spare)
         } else {
             let mut occurrences = bulk_batch.then(|| Occurrences::new(true, new.len()));
             let mut first = FirstPass::of(new, capacity, &mut errors, occurrences.as_mut());
             let duplicates = self.duplicates(all, start, &mut first.names);
             let sorted = occurrences.map(|mut o| Sorted::of(o.numbering(), o, Threads::One));
-            (first, sorted, duplicates)
+            (first, sorted, duplicates, None)
         };
         let FirstPass {
             provided,
@@ -329,8 +374,9 @@ impl Graph {
 
         // Rows of the new tokens (ids from `old_tokens`); dependents of older tokens apart.
         let fresh = self.token_count() - old_tokens;
-        let new_providers = provides.transposed(start as u32, old_tokens, fresh);
-        let new_dependents = requires.transposed(start as u32, old_tokens, fresh);
+        let [for_providers, for_dependents] = spare.unwrap_or_default();
+        let new_providers = provides.transposed(start as u32, old_tokens, fresh, for_providers);
+        let new_dependents = requires.transposed(start as u32, old_tokens, fresh, for_dependents);
         // Dependents of older tokens, recorded once the batch is accepted.
         let late: Vec<(u32, u32)> = if old_tokens == 0 {
             Vec::new()

@@ -64,6 +64,9 @@ struct TaskState {
 struct Admission {
     states: Vec<TaskState>,
     resources: Resources,
+    /// Zeros, one per token at most: the table of providers still to finish (`pending`),
+    /// written here (see `Spare` in the graph: in a large run, beside the token pass).
+    pending: Vec<u32>,
 }
 
 impl Admission {
@@ -72,14 +75,20 @@ impl Admission {
         let mut admission = Self {
             states: Vec::with_capacity(tasks.len()),
             resources: Resources::new(capacity),
+            pending: Vec::new(),
         };
-        Self::read(tasks, &mut admission.states, &mut admission.resources);
+        let provided = Self::read(tasks, &mut admission.states, &mut admission.resources);
+        // A valid graph has no more tokens than provided occurrences.
+        admission.pending = crate::graph::written_zeros(provided);
         admission
     }
 
     /// Appends the states of `tasks` to `states`, and registers their needs in `resources`.
-    fn read(tasks: &[Task], states: &mut Vec<TaskState>, resources: &mut Resources) {
+    /// Returns how many tokens they provide, occurrences counted.
+    fn read(tasks: &[Task], states: &mut Vec<TaskState>, resources: &mut Resources) -> usize {
+        let mut provided = 0;
         for task in tasks {
+            provided += task.meta.provides.len();
             resources.register(&task.meta);
             states.push(TaskState {
                 phase: Phase::Waiting,
@@ -90,6 +99,7 @@ impl Admission {
                 kind: Kind::of(task),
             });
         }
+        provided
     }
 }
 
@@ -324,15 +334,18 @@ impl RunState {
         if let Some(evaluate) = conditions.filter(|_| seen.any_when) {
             unmet.extend(evaluate(&tasks));
         }
-        let Admission { states, resources } =
-            admission.unwrap_or_else(|| Admission::of(&tasks, &capacity));
+        let Admission {
+            states,
+            resources,
+            pending,
+        } = admission.unwrap_or_else(|| Admission::of(&tasks, &capacity));
         let mut state = RunState {
             tasks: Vec::new(),
             graph,
             capacity,
             resources,
             states,
-            pending: Vec::new(),
+            pending,
             broken: rustc_hash::FxHashMap::default(),
             exports: rustc_hash::FxHashMap::default(),
             resumed: rustc_hash::FxHashMap::default(),
