@@ -438,16 +438,28 @@ impl RunState {
             // Added tasks: a run's first batch comes with its states (see `with_plan`).
             Admission::read(&self.tasks[start..], &mut self.states, &mut self.resources);
         }
+        // Only the batch's new tokens have providers in it (see `Graph::extend`), none of
+        // which has finished: read from the graph's rows of providers, in token order.
+        // (A first batch's table comes from `Admission`, zeros, maybe longer than needed.)
+        let old_tokens = if start == 0 { 0 } else { self.pending.len() };
         self.pending.resize(self.graph.token_count(), 0);
-        for idx in start..self.tasks.len() {
-            for &tok in &self.graph.provides[idx] {
-                self.pending[tok as usize] += 1;
-            }
+        for (tok, pending) in self.pending.iter_mut().enumerate().skip(old_tokens) {
+            *pending = self.graph.providers(tok as u32).len() as u32;
         }
         // Nothing to skip at admission (most runs): each task queued or waiting in the same pass.
         let queue_now = self.unmet.is_empty() && self.broken.is_empty();
+        // A run's first batch: every token it requires has a provider still to run (or it is
+        // refused), so each task waits for all of its tokens (at 10^6 tasks, no lookup of each).
+        let all_pending = start == 0 && self.broken.is_empty();
         let mut broken_at_admission = Vec::new();
         for idx in start..self.tasks.len() {
+            if all_pending {
+                self.states[idx].unsatisfied = self.graph.requires[idx].len() as u32;
+                if queue_now {
+                    self.queue_admitted(idx as u32);
+                }
+                continue;
+            }
             let mut unsatisfied = 0;
             for &tok in &self.graph.requires[idx] {
                 if let Some(cause) = self.broken_cause(tok) {
