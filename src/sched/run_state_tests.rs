@@ -85,6 +85,33 @@ fn a_token_waits_for_every_provider_and_a_failure_skips_with_cause() {
 }
 
 #[test]
+fn admission_counts_each_required_token_once_and_only_those_still_to_come() {
+    // A first batch: `d` names `t` twice and needs `u` too; it waits for both providers.
+    let mut s = state(vec![
+        t("p").provides(["t"]),
+        t("q").provides(["u"]),
+        t("d").requires(["t", "t", "u"]),
+    ]);
+    assert_eq!(start(&mut s), Some(("p".into(), 1)));
+    assert_eq!(start(&mut s), Some(("q".into(), 1)));
+    done(&mut s, "p", 1, Outcome::Pass);
+    assert_eq!(start(&mut s), None, "d still waits for `u`");
+    done(&mut s, "q", 1, Outcome::Pass);
+    assert_eq!(start(&mut s), Some(("d".into(), 1)));
+    // Added tasks: `t` is satisfied already, `v` is new and provided in the same batch.
+    s.add_tasks(vec![t("e").requires(["t", "v"]), t("f").provides(["v"])])
+        .unwrap();
+    assert_eq!(
+        start(&mut s),
+        Some(("f".into(), 1)),
+        "e waits for `v` alone"
+    );
+    assert_eq!(start(&mut s), None);
+    done(&mut s, "f", 1, Outcome::Pass);
+    assert_eq!(start(&mut s), Some(("e".into(), 1)));
+}
+
+#[test]
 fn a_lock_waiter_starts_when_the_holder_ends() {
     let mut s = state(vec![t("a").claims(["L"]), t("b").claims(["L"]), t("c")]);
     assert_eq!(start(&mut s).unwrap().0, "a");
