@@ -142,11 +142,13 @@ impl Csr {
     // Measured: `#[inline]` alone left it a call in `Occurrences::push`, 45 instructions each.
     #[allow(clippy::inline_always)]
     #[inline(always)]
-    fn add_once(&mut self, item: u32) {
+    fn add_once(&mut self, item: u32) -> bool {
         let start = self.ends.last().map_or(0, |&end| end as usize);
-        if !self.items[start..].contains(&item) {
+        let new = !self.items[start..].contains(&item);
+        if new {
             self.items.push(item);
         }
+        new
     }
 
     /// Ends the row being built.
@@ -814,8 +816,13 @@ fn occurrence(h: u64, position: u32) -> Occurrence {
 /// of the one found, once its text is compared with that one's. The numbering holds if no two
 /// occurrences the table missed have one hash, which the sort tells.
 struct Occurrences {
-    /// Per occurrence so far: an earlier one of the same hash, or itself.
+    /// Per occurrence so far: an earlier one of the same hash, or itself. Left empty while
+    /// the tokens are numbered (they then need no sort), and filled from the numbering if it
+    /// is given up ([`Occurrences::give_up_numbering`]): at 10^6 tasks, 8 MB that a chain
+    /// never reads.
     ids: Vec<u32>,
+    /// Occurrences so far.
+    count: u32,
     /// The occurrences the recent table missed.
     sorted: Vec<Occurrence>,
     /// Per slot (the hash's low bits): the hash, position and id in `numbered` of the last
@@ -834,6 +841,9 @@ struct Numbered {
     rows: TokenRows,
     /// Provided occurrences so far.
     provided: usize,
+    /// The occurrences left out of their row, which already held their token (a task that
+    /// names a token twice): position and id, in position order.
+    repeated: Vec<(u32, u32)>,
 }
 
 /// Slots of [`Occurrences::recent`]: 16 KiB, in the first-level cache beside the pass (at 4096
@@ -852,6 +862,7 @@ impl Occurrences {
     fn new(numbering: bool, tasks: usize) -> Self {
         Self {
             ids: Vec::new(),
+            count: 0,
             sorted: Vec::new(),
             recent: vec![(0, u32::MAX, 0); RECENT_SLOTS],
             numbered: numbering.then(|| Numbered {
@@ -862,6 +873,7 @@ impl Occurrences {
                     provides: Csr::with_capacity(tasks, tasks),
                 },
                 provided: 0,
+                repeated: Vec::new(),
             }),
         }
     }
@@ -881,7 +893,9 @@ impl Occurrences {
         for tok in &t.meta.requires {
             let id = self.occur(tok);
             if let Some(n) = &mut self.numbered {
-                n.rows.requires.add_once(id);
+                if !n.rows.requires.add_once(id) {
+                    n.repeated.push((self.count - 1, id));
+                }
             }
         }
         if let Some(n) = &mut self.numbered {
@@ -890,25 +904,79 @@ impl Occurrences {
         for tok in &t.meta.provides {
             let id = self.occur(tok);
             if let Some(n) = &mut self.numbered {
-                n.rows.provides.add_once(id);
+                if !n.rows.provides.add_once(id) {
+                    n.repeated.push((self.count - 1, id));
+                }
             }
         }
         if let Some(n) = &mut self.numbered {
             n.rows.provides.end_row();
             n.provided += t.meta.provides.len();
             if n.ends.len() > n.provided + NUMBERED_SLACK {
-                self.numbered = None;
+                self.give_up_numbering();
             }
         }
+    }
+
+    /// The numbering will not hold: each occurrence so far gets its earlier one (`ids`) from
+    /// it, as if `ids` had been kept all along. The numbering's rows (with the occurrences
+    /// left out of them) hold every occurrence in order, and the first occurrence of each id
+    /// is the one the recent table missed, which gave it that id: the one that occurrences of
+    /// the same hash found in the table since.
+    #[cold]
+    fn give_up_numbering(&mut self) {
+        let Some(n) = self.numbered.take() else {
+            return;
+        };
+        let mut ids = Vec::with_capacity(self.count as usize);
+        let mut first: Vec<u32> = Vec::with_capacity(n.ends.len());
+        let mut repeated = n.repeated.iter().peekable();
+        let mut see = |id: u32, ids: &mut Vec<u32>| {
+            while let Some(&(_, r)) = repeated.next_if(|&&(at, _)| at as usize == ids.len()) {
+                ids.push(first[r as usize]);
+            }
+            if id as usize == first.len() {
+                first.push(ids.len() as u32);
+                ids.push(ids.len() as u32);
+            } else {
+                ids.push(first[id as usize]);
+            }
+        };
+        // Each task's requires, then its provides; the last task's rows may be unfinished.
+        let (requires, provides) = (&n.rows.requires, &n.rows.provides);
+        let (mut r, mut p) = (0, 0);
+        for task in 0..=requires.ends.len().max(provides.ends.len()) {
+            let r_end = requires
+                .ends
+                .get(task)
+                .map_or(requires.items.len(), |&e| e as usize);
+            for &id in &requires.items[r..r_end] {
+                see(id, &mut ids);
+            }
+            let p_end = provides
+                .ends
+                .get(task)
+                .map_or(provides.items.len(), |&e| e as usize);
+            for &id in &provides.items[p..p_end] {
+                see(id, &mut ids);
+            }
+            (r, p) = (r_end, p_end);
+        }
+        for &(_, id) in repeated {
+            ids.push(first[id as usize]);
+        }
+        debug_assert_eq!(ids.len(), self.count as usize);
+        self.ids = ids;
     }
 
     /// The tokens as numbered in the first pass, taken if that holds: no two occurrences the
     /// recent table missed have one hash. Otherwise the occurrences are to be sorted
     /// ([`BulkTokens::sorting`]).
     fn numbering(&mut self) -> Option<Numbered> {
-        self.numbered
-            .take()
-            .filter(|_| hashes_distinct(&self.sorted))
+        if self.numbered.is_some() && !hashes_distinct(&self.sorted) {
+            self.give_up_numbering();
+        }
+        self.numbered.take()
     }
 
     /// Adds an occurrence of `tok`; returns its id in the numbering, while there is one.
@@ -918,24 +986,28 @@ impl Occurrences {
     #[inline(always)]
     fn occur(&mut self, tok: &str) -> u32 {
         let h = str_hash(tok);
-        let position = self.ids.len() as u32;
+        let position = self.count;
         let slot = &mut self.recent[h as usize % RECENT_SLOTS];
         if slot.1 != u32::MAX && slot.0 == h {
-            self.ids.push(slot.1);
-            let id = slot.2;
-            // Two tokens with one hash: the sort's way will notice too.
-            if self
-                .numbered
-                .as_ref()
-                .is_some_and(|n| token_str(&n.text, &n.ends, id) != tok)
-            {
-                self.numbered = None;
+            let (earlier, id) = (slot.1, slot.2);
+            match &self.numbered {
+                // Two tokens with one hash: the sort's way will notice too.
+                Some(n) if token_str(&n.text, &n.ends, id) != tok => {
+                    self.give_up_numbering();
+                    self.ids.push(earlier);
+                }
+                Some(_) => {}
+                None => self.ids.push(earlier),
             }
+            self.count += 1;
             id
         } else {
             let id = self.numbered.as_ref().map_or(0, |n| n.ends.len() as u32);
             *slot = (h, position, id);
-            self.ids.push(position);
+            if self.numbered.is_none() {
+                self.ids.push(position);
+            }
+            self.count += 1;
             self.sorted.push(occurrence(h, position));
             if let Some(n) = &mut self.numbered {
                 n.text.push_str(tok);
@@ -970,6 +1042,7 @@ impl BulkTokens {
     fn sorting(occurrences: Occurrences, threads: Threads) -> Self {
         let Occurrences {
             mut ids,
+            count: _,
             mut sorted,
             recent,
             numbered: _,

@@ -576,13 +576,22 @@ fn tasks_without_tokens_take_no_token_pass_and_later_tasks_still_link() {
     assert_eq!(g.providers_of(n as u32 + 1), [n as u32]);
 }
 
-/// Whether the first pass's numbering of `tasks`' tokens holds (see `Occurrences`).
+/// Whether the first pass's numbering of `tasks`' tokens holds (see `Occurrences`). If not,
+/// checks each occurrence's earlier one against a pass that never numbers.
 fn numbered_in_first_pass(tasks: &[Task]) -> bool {
     let mut occurrences = Occurrences::new(true, tasks.len());
     for t in tasks {
         occurrences.push(t);
     }
-    occurrences.numbering().is_some()
+    if occurrences.numbering().is_some() {
+        return true;
+    }
+    let mut kept = Occurrences::new(false, tasks.len());
+    for t in tasks {
+        kept.push(t);
+    }
+    assert!(occurrences.ids == kept.ids, "each occurrence's earlier one");
+    false
 }
 
 /// Checks the graph of a large batch against tokens interned one by one: ids, text, rows.
@@ -662,6 +671,45 @@ fn a_token_met_again_after_the_recent_table_lost_it_is_numbered_by_the_sort() {
 }
 
 #[test]
+fn a_numbering_given_up_midway_keeps_every_occurrence_s_earlier_one() {
+    // A chain whose tasks name their tokens twice (their requires; the first quarter's, their
+    // provides too), numbered in the first pass until, from halfway, its tasks also require a
+    // token of their own provided by tasks defined after the chain (ids with no provider yet,
+    // until past the slack): the occurrences so far are then taken from the numbering's rows.
+    let n = 2 * BULK_TASKS;
+    let mut tasks: Vec<Task> = (0..n)
+        .map(|i| {
+            let k = format!("k{i}");
+            let task = if i < n / 4 {
+                t(&format!("t{i}")).provides([k.clone(), k])
+            } else {
+                t(&format!("t{i}")).provides([k])
+            };
+            let prev = format!("k{}", i.saturating_sub(1));
+            match i {
+                0 => task,
+                _ if i >= n / 2 => task.requires([prev.clone(), format!("f{i}"), prev]),
+                _ => task.requires([prev.clone(), prev]),
+            }
+        })
+        .collect();
+    tasks.extend((n / 2..n).map(|i| t(&format!("u{i}")).provides([format!("f{i}")])));
+    let mut occurrences = Occurrences::new(true, tasks.len());
+    for (i, task) in tasks.iter().enumerate() {
+        occurrences.push(task);
+        if i == n / 2 - 1 {
+            assert!(occurrences.numbered.is_some(), "numbered up to halfway");
+            assert!(occurrences.ids.is_empty());
+        }
+    }
+    assert!(occurrences.numbered.is_none(), "given up past the slack");
+    assert_eq!(occurrences.ids.len(), occurrences.count as usize);
+    // As if kept all along: the same as a pass that never numbers.
+    assert!(!numbered_in_first_pass(&tasks));
+    assert_ids_and_rows_of_one_by_one(&tasks);
+}
+
+#[test]
 fn two_tokens_with_one_hash_give_up_the_first_pass_numbering() {
     // The recent table is made to hold `x` under `y`'s hash, as if the two collided: the
     // occurrence of `y` compares its text with `x`'s and the numbering is given up.
@@ -671,6 +719,10 @@ fn two_tokens_with_one_hash_give_up_the_first_pass_numbering() {
     occurrences.recent[h as usize % RECENT_SLOTS] = (h, 0, 0);
     occurrences.push(&t("b").requires(["y"]));
     assert!(occurrences.numbered.is_none());
+    // Each occurrence's earlier one, as if kept all along: `y` took the forged slot's.
+    assert_eq!(occurrences.ids, [0, 0]);
+    occurrences.push(&t("c").requires(["x", "x"]).provides(["z"]));
+    assert_eq!(occurrences.ids, [0, 0, 0, 0, 4]);
     // Without the forged slot, `y` is a token of its own.
     let mut occurrences = Occurrences::new(true, 2);
     occurrences.push(&t("a").provides(["x"]));
