@@ -111,6 +111,9 @@ impl TaskQueue {
 }
 
 impl Extend<Key> for TaskQueue {
+    // Measured: left out of line (a generic, instantiated in another unit of code generation),
+    // 10^5 tasks claiming one lock ran 16 more instructions per task in `queue_woken`.
+    #[inline]
     fn extend<I: IntoIterator<Item = Key>>(&mut self, iter: I) {
         for key in iter {
             self.push(key);
