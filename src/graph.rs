@@ -151,6 +151,20 @@ impl Csr {
         new
     }
 
+    /// Row `row`, as far as it is built: the items past the last row's end for the row being
+    /// built, none past it.
+    fn row_so_far(&self, row: usize) -> &[u32] {
+        let start = match row {
+            0 => 0,
+            _ => self
+                .ends
+                .get(row - 1)
+                .map_or(self.items.len(), |&e| e as usize),
+        };
+        let end = self.ends.get(row).map_or(self.items.len(), |&e| e as usize);
+        &self.items[start..end]
+    }
+
     /// Ends the row being built.
     #[inline]
     fn end_row(&mut self) {
@@ -424,6 +438,9 @@ impl Graph {
                 }),
         );
 
+        // Only the new tasks can close a cycle: old tasks never depend on new ones, nor provide
+        // new tokens. Definition order is a topological order when each new token's last
+        // provider comes before its first dependent (rows are in definition order).
         if !ordered {
             let edges = NewEdges {
                 start,
@@ -453,10 +470,9 @@ impl Graph {
             })
             .collect();
         // Many of them (a generated graph's leaves): one line for the rest, not one each.
-        let more = more_unrequired;
-        if more > 0 {
+        if more_unrequired > 0 {
             warnings.push(format!(
-                "{more} more tokens are provided but required by no task"
+                "{more_unrequired} more tokens are provided but required by no task"
             ));
         }
         for (tok, idx) in late {
@@ -944,23 +960,14 @@ impl Occurrences {
         };
         // Each task's requires, then its provides; the last task's rows may be unfinished.
         let (requires, provides) = (&n.rows.requires, &n.rows.provides);
-        let (mut r, mut p) = (0, 0);
         for task in 0..=requires.ends.len().max(provides.ends.len()) {
-            let r_end = requires
-                .ends
-                .get(task)
-                .map_or(requires.items.len(), |&e| e as usize);
-            for &id in &requires.items[r..r_end] {
+            for &id in requires
+                .row_so_far(task)
+                .iter()
+                .chain(provides.row_so_far(task))
+            {
                 see(id, &mut ids);
             }
-            let p_end = provides
-                .ends
-                .get(task)
-                .map_or(provides.items.len(), |&e| e as usize);
-            for &id in &provides.items[p..p_end] {
-                see(id, &mut ids);
-            }
-            (r, p) = (r_end, p_end);
         }
         for &(_, id) in repeated {
             ids.push(first[id as usize]);
