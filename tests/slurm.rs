@@ -427,8 +427,11 @@ fn slurm_args_are_a_task_field() {
 fn one_squeue_call_follows_every_job_of_the_run() {
     let _node = require_slurm();
     let t = Tree::new();
-    // A `squeue` first in PATH that logs when it was called and for which jobs, then runs the
-    // real one (outside the tree: an executable there would be a task).
+    // A `squeue` first in PATH that runs the real one (outside the tree: an executable there
+    // would be a task), then logs when it was started (the kernel's record of the process's
+    // start, in clock ticks since boot: when pexen spawned it, not when the shell got going,
+    // which on a loaded machine can be tens of milliseconds later), when it ended (seconds
+    // since boot) and for which jobs.
     let outside = tempfile::tempdir().unwrap();
     let bin = outside.path().to_path_buf();
     let log = outside.path().join("squeue.log");
@@ -444,9 +447,9 @@ fn one_squeue_call_follows_every_job_of_the_run() {
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nfor a; do last=\"$a\"; done\necho \"$(date +%s.%N) $last\" >> '{}'\nexec {} \"$@\"\n",
-            log.display(),
-            real.trim()
+            "#!/bin/sh\nfor a; do last=\"$a\"; done\nstart=$(awk '{{print $22}}' /proc/$$/stat)\n{} \"$@\"\nrc=$?\necho \"$start $(cut -d' ' -f1 /proc/uptime) $last\" >> '{}'\nexit $rc\n",
+            real.trim(),
+            log.display()
         ),
     )
     .unwrap();
@@ -470,24 +473,40 @@ fn one_squeue_call_follows_every_job_of_the_run() {
         .unwrap();
     let r = RunResult::new(out);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let calls: Vec<(f64, usize)> = std::fs::read_to_string(&log)
+    // Per call: when it started and ended (seconds since boot, to a clock tick), and for how
+    // many jobs.
+    // SAFETY: sysconf reads a constant of the system.
+    let tick = 1.0 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut calls: Vec<(f64, f64, usize)> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()
         .map(|l| {
-            let (time, jobs) = l.split_once(' ').unwrap();
-            (time.parse().unwrap(), jobs.split(',').count())
+            let mut fields = l.split(' ');
+            let mut number = || fields.next().unwrap().parse::<f64>().unwrap();
+            let (start, end) = (number() * tick, number());
+            (start, end, fields.next().unwrap().split(',').count())
         })
         .collect();
+    calls.sort_by(|a, b| a.0.total_cmp(&b.0));
     assert!(!calls.is_empty());
     // One call asks about many jobs at once ...
     assert!(
-        calls.iter().any(|&(_, jobs)| jobs >= 4),
+        calls.iter().any(|&(_, _, jobs)| jobs >= 4),
         "no call followed several jobs: {calls:?}"
     );
-    // ... and calls come from one poller, never closer together than its minimum gap (100 ms,
-    // less a little for the wrapper's own start-up jitter).
+    // ... and calls come from one poller: one at a time, each started after the one before
+    // ended (the wrapper logs its end before it exits, the poller waits for that exit), and
+    // never closer together than its minimum gap (100 ms, less two clock ticks of rounding
+    // and a little for the poller's own spawn).
     for pair in calls.windows(2) {
-        assert!(pair[1].0 - pair[0].0 >= 0.08, "calls too close: {calls:?}");
+        assert!(
+            pair[1].0 >= pair[0].1 - tick,
+            "two calls at once: {calls:?}"
+        );
+        assert!(
+            pair[1].0 - pair[0].0 >= 0.1 - 3.0 * tick,
+            "calls too close: {calls:?}"
+        );
     }
     let ids: Vec<String> = submitted(&r).into_values().flatten().collect();
     assert_eq!(ids.len(), 8);
